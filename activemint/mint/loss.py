@@ -1,0 +1,49 @@
+"""The multitask loss of Active MINT.
+
+``L = λ1 · L_aud / L_aud,0 + λ2 · L_mint / L_mint,0``
+
+* ``L_aud``: cross-entropy of the class logits on the member batch (only D trains the task);
+* ``L_mint``: binary cross-entropy with logits on members (label 1) and externals (label 0);
+* ``L_·,0``: the value of each term on the first batch, so both tasks start at 1.  The
+  normalisers are buffers: they are saved in checkpoints and survive ``--resume``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultitaskLoss(nn.Module):
+    def __init__(self, *, lambda_task: float = 1.0, lambda_mint: float = 1.0, normalize: bool = True) -> None:
+        super().__init__()
+        if lambda_task < 0 or lambda_mint < 0 or lambda_task + lambda_mint == 0:
+            raise ValueError("λ1 and λ2 must be >= 0 and not both 0")
+        self.lambda_task, self.lambda_mint, self.normalize = lambda_task, lambda_mint, normalize
+        self.register_buffer("task0", torch.tensor(float("nan")))
+        self.register_buffer("mint0", torch.tensor(float("nan")))
+
+    def forward(
+        self,
+        class_logits: torch.Tensor,
+        labels: torch.Tensor,
+        mint_members: torch.Tensor | None = None,
+        mint_external: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Returns the total loss and the raw (unnormalised) terms for logging."""
+        task = F.cross_entropy(class_logits, labels)
+        parts = {"task_loss": float(task.detach())}
+        if mint_members is None:
+            return task, parts
+        mint_logits = mint_members if mint_external is None else torch.cat([mint_members, mint_external])
+        target = torch.zeros_like(mint_logits)
+        target[: len(mint_members)] = 1.0
+        mint = F.binary_cross_entropy_with_logits(mint_logits, target)
+        parts["mint_loss"] = float(mint.detach())
+        if not self.normalize:
+            return self.lambda_task * task + self.lambda_mint * mint, parts
+        if torch.isnan(self.task0):
+            self.task0.fill_(max(float(task.detach()), 1e-8))
+            self.mint0.fill_(max(float(mint.detach()), 1e-8))
+        total = self.lambda_task * task / self.task0 + self.lambda_mint * mint / self.mint0
+        return total, parts

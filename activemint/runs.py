@@ -1,0 +1,120 @@
+"""Reading a run directory back: its config, splits, model, and scores for new inputs.
+
+Everything the CLI's ``evaluate`` and ``score`` do goes through here, so it is all
+available from Python::
+
+    run = load_run("runs/fmnist")
+    probs = run.membership_probability(images_uint8)   # (N,) P(member)
+    metrics = run.evaluate()                            # recomputes metrics.json's figures
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from activemint.data import read_manifest
+from activemint.mint import EnhancedAuditedModel
+from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
+from activemint.training.config import TrainConfig
+from activemint.training.trainer import (
+    RunData,
+    build_model,
+    evaluate,
+    load_run_data,
+    membership_scores,
+    predict_classes,
+    resolve_device,
+)
+
+
+class RunError(Exception):
+    """A run directory is missing a file or is inconsistent."""
+
+
+@dataclass
+class Run:
+    """A finished training run loaded from disk."""
+
+    run_dir: Path
+    config: TrainConfig
+    model: nn.Module
+    metadata: dict[str, Any]
+    device: torch.device
+
+    @property
+    def is_audited(self) -> bool:
+        return isinstance(self.model, EnhancedAuditedModel)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.metadata["input_shape"])  # type: ignore[return-value]
+
+    @cached_property
+    def data(self) -> RunData:
+        """The source data with the splits read from the run's manifest (not re-drawn)."""
+        data = load_run_data(self.config)
+        data.splits = read_manifest(self.run_dir / "manifest.csv")
+        return data
+
+    def membership_logits(self, images: torch.Tensor) -> np.ndarray:
+        """(N,) membership logits for uint8 images (N, C, H, W) of the run's input shape."""
+        if not self.is_audited:
+            raise RunError(f"{self.run_dir} is a plain run (mint off): it has no membership head")
+        self._check_shape(images)
+        return membership_scores(self.model, images, self.device)
+
+    def membership_probability(self, images: torch.Tensor) -> np.ndarray:
+        """(N,) P(member) = sigmoid(logit)."""
+        return 1.0 / (1.0 + np.exp(-self.membership_logits(images)))
+
+    def class_logits(self, images: torch.Tensor) -> torch.Tensor:
+        self._check_shape(images)
+        return predict_classes(self.model, images, self.device)
+
+    def evaluate(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Recompute the run's final figures from the saved model and manifest."""
+        return evaluate(self.model, self.config, self.data, self.device)
+
+    def _check_shape(self, images: torch.Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"this model takes uint8 images of shape (N, {', '.join(map(str, self.input_shape))}); "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
+
+
+def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = "model.safetensors") -> Run:
+    """Load a run directory written by :class:`activemint.training.Trainer`."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise RunError(f"{run_dir} has no config.yaml: not an activemint run directory")
+    cfg = TrainConfig.from_yaml(cfg_path)
+    wpath = run_dir / weights
+    if not wpath.is_file():
+        raise RunError(f"{run_dir} has no checkpoint {weights}: the run did not finish (try `activemint train --resume`)")
+    try:
+        meta = read_metadata(wpath)
+    except CheckpointError as e:
+        raise RunError(str(e)) from e
+    for key in ("input_shape", "num_classes", "arch"):
+        if key not in meta:
+            raise RunError(f"{wpath.with_suffix('.json')} lacks {key!r}")
+    if meta["arch"] != cfg.arch or bool(meta.get("mint")) != cfg.mint:
+        raise RunError(f"{wpath} metadata ({meta['arch']}, mint={meta.get('mint')}) does not match config.yaml")
+    dev = resolve_device(device)
+    model = build_model(cfg, tuple(meta["input_shape"]), int(meta["num_classes"]))
+    try:
+        load_weights(model, wpath)
+    except CheckpointError as e:
+        raise RunError(str(e)) from e
+    model.to(dev).eval()
+    return Run(run_dir, cfg, model, meta, dev)

@@ -1,0 +1,382 @@
+"""One trainer for plain (``mint=False``) and active (``mint=True``) runs.
+
+Each run writes one directory::
+
+    RUN_DIR/
+      config.yaml        the resolved TrainConfig
+      provenance.yaml    activemint version, git commit, torch version, machine
+      manifest.csv       every member / external / validation / calibration / evaluation
+                         sample: its index in the source split and a SHA-256 of its pixels
+      metrics.jsonl      one line per epoch (losses, validation accuracy and membership AUC)
+      checkpoints/       last.safetensors + last.json + train_state.pt (for --resume),
+                         best.safetensors + best.json when a selection rule is set
+      model.safetensors  the final model (+ model.json metadata)
+      metrics.json       the final evaluation (see activemint.evaluation)
+      scores.npz         per-sample membership scores of the evaluation
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import activemint
+from activemint.data import ArrayDataset, SplitSizes, Splits, load_dataset, make_splits, write_manifest
+from activemint.metrics import membership_metrics
+from activemint.mint import EnhancedAuditedModel, MultitaskLoss
+from activemint.models import create_model, tap_points
+from activemint.training.batches import random_shift_flip, to_input
+from activemint.training.checkpoint import (
+    load_train_state,
+    load_weights,
+    save_train_state,
+    save_weights,
+)
+from activemint.training.config import TrainConfig
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class RunData:
+    """The two source splits of a data set and the run's carve-up of them."""
+
+    train: ArrayDataset
+    test: ArrayDataset
+    splits: Splits
+
+
+def split_sizes(cfg: TrainConfig) -> SplitSizes:
+    sizes = SplitSizes.paper(cfg.dataset)
+    overrides = {k: getattr(cfg, k) for k in ("members", "external", "validation", "calibration", "eval_nonmembers")}
+    return replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_run_data(cfg: TrainConfig) -> RunData:
+    """Load both splits of ``cfg.dataset`` and carve the run's splits with ``cfg.seed``."""
+    train = load_dataset(cfg.dataset, "train", root=cfg.data_root, download=cfg.download)
+    test = load_dataset(cfg.dataset, "test", root=cfg.data_root, download=cfg.download)
+    sizes = split_sizes(cfg)
+    splits = make_splits(len(train), len(test), sizes, cfg.seed)
+    return RunData(train, test, splits)
+
+
+# -------------------------------------------------------------------------- model
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The audited architecture; wrapped as an Enhanced Audited Model when ``cfg.mint``.
+
+    A plain model is wrapped too when asked for by passive methods; here ``mint=False``
+    gives the bare backbone so a plain run costs exactly plain training.
+    """
+    torch.manual_seed(cfg.seed)
+    backbone = create_model(cfg.arch, in_chans=input_shape[0], num_classes=num_classes, img_size=input_shape[1])
+    if not cfg.mint:
+        return PlainModel(backbone)
+    taps = cfg.taps or tap_points(cfg.arch, cfg.setup)
+    return EnhancedAuditedModel(
+        backbone, taps, input_shape=input_shape, head_width=cfg.head_width, head_hidden=cfg.head_hidden
+    )
+
+
+class PlainModel(nn.Module):
+    """The backbone alone, under the same ``backbone.`` key prefix as an audited model."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    name, lr, wd = cfg.resolved("optimizer"), cfg.resolved("lr"), cfg.resolved("weight_decay")
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9, nesterov=True)
+
+
+# ------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict_classes(model: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 512) -> torch.Tensor:
+    """Class logits (N, K) for uint8 images (N, C, H, W)."""
+    model.eval()
+    out = [model.classify(to_input(images[i : i + batch], device)).float().cpu() for i in range(0, len(images), batch)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def membership_scores(model: EnhancedAuditedModel, images: torch.Tensor, device: torch.device, batch: int = 512) -> np.ndarray:
+    """Membership logits (N,) for uint8 images, from truncated forward passes."""
+    model.eval()
+    out = [model.membership_logit(to_input(images[i : i + batch], device)).float().cpu() for i in range(0, len(images), batch)]
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def accuracy(model: nn.Module, data: ArrayDataset, index: np.ndarray | None, device: torch.device) -> float:
+    images = data.images if index is None else data.images[torch.as_tensor(index)]
+    labels = data.labels if index is None else data.labels[torch.as_tensor(index)]
+    pred = predict_classes(model, images, device).argmax(1)
+    return float((pred == labels).float().mean())
+
+
+def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.device) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Final figures of a run: test accuracy and, for audited models, membership metrics.
+
+    Members are D; non-members are the evaluation non-members (test split) that neither
+    the model nor the head saw; the calibrated threshold comes from the calibration split.
+    """
+    s = data.splits
+    result: dict[str, Any] = {"test_accuracy": accuracy(model, data.test, None, device), "n_test": len(data.test)}
+    scores: dict[str, np.ndarray] = {}
+    if isinstance(model, EnhancedAuditedModel):
+        for role, src, idx in (
+            ("members", data.train, s.members),
+            ("eval_nonmembers", data.test, s.eval_nonmembers),
+            ("calibration", data.train, s.calibration),
+        ):
+            scores[role] = membership_scores(model, src.images[torch.as_tensor(idx)], device)
+            scores[role + "_index"] = np.asarray(idx)
+        m = membership_metrics(
+            scores["members"], scores["eval_nonmembers"], calibration_scores=scores["calibration"],
+            target_fpr=cfg.target_fpr, half_threshold=0.0, seed=cfg.seed,
+        )
+        result["membership"] = m.to_dict()
+    return result, scores
+
+
+# ----------------------------------------------------------------------- trainer
+def provenance() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(activemint.__file__).parent,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "activemint": activemint.__version__, "git_commit": commit, "torch": torch.__version__,
+        "python": platform.python_version(), "machine": platform.platform(), "processor": platform.machine(),
+        "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    config: TrainConfig
+    metrics: dict[str, Any]
+    seconds: float
+
+
+class Trainer:
+    """Trains one run into ``run_dir``; ``resume=True`` continues from its last checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.log = log or (lambda msg: tqdm.write(msg))
+        self.device = resolve_device(cfg.device)
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+
+    # The files of a run.
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def _check_resume(self) -> None:
+        saved = TrainConfig.from_yaml(self.run_dir / "config.yaml")
+        if saved.to_dict() != self.cfg.to_dict():
+            diff = {k: (v, self.cfg.to_dict()[k]) for k, v in saved.to_dict().items() if self.cfg.to_dict()[k] != v}
+            raise ValueError(f"--resume: {self.run_dir} was started with another config; differences (saved, now): {diff}")
+
+    def run(self, *, resume: bool = False) -> RunResult:
+        cfg, t0 = self.cfg, time.time()
+        if resume:
+            if not (self.run_dir / "config.yaml").is_file():
+                raise FileNotFoundError(f"--resume: {self.run_dir} has no config.yaml; nothing to resume")
+            self._check_resume()
+        elif (self.run_dir / "config.yaml").exists():
+            raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        data = load_run_data(cfg)
+        if not resume:
+            cfg.save(self.run_dir / "config.yaml", **provenance())
+            write_manifest(self.run_dir / "manifest.csv", data.splits, data.train, data.test)
+        model = build_model(cfg, data.train.input_shape, data.train.num_classes).to(self.device)
+        if cfg.channels_last and self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        loss_fn = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint).to(self.device)
+        opt = _optimizer(cfg, model.parameters())
+        steps_per_epoch = math.ceil(len(data.splits.members) / cfg.batch_size)
+        sched = None
+        if cfg.resolved("schedule") == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        start_epoch, best = 0, -math.inf
+
+        if resume and (self.ckpt_dir / "train_state.pt").is_file():
+            state = load_train_state(self.ckpt_dir / "train_state.pt")
+            load_weights(model, self.ckpt_dir / "last.safetensors")
+            opt.load_state_dict(state["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(state["scheduler"])
+            loss_fn.task0.fill_(float(state["task0"]))
+            loss_fn.mint0.fill_(float(state["mint0"]))
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch, best = int(state["epoch"]), float(state["best"])
+            self.log(f"resuming {self.run_dir} after epoch {start_epoch}")
+            self._truncate_log(start_epoch)
+
+        step_fn = self._step
+        if cfg.compile:
+            model = torch.compile(model)  # type: ignore[assignment]
+
+        dev = self.device
+        members = data.train.images[torch.as_tensor(data.splits.members)].to(dev)
+        member_labels = data.train.labels[torch.as_tensor(data.splits.members)].to(dev)
+        external = data.train.images[torch.as_tensor(data.splits.external)].to(dev) if cfg.mint else None
+
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            perm = torch.randperm(len(members), generator=gen)
+            ext_order = (
+                self._external_order(len(external), steps_per_epoch * cfg.external_batch_size, gen)
+                if external is not None else None
+            )
+            sums: dict[str, float] = {}
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False, unit="step")
+            for step in bar:
+                idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].to(dev)
+                xm = to_input(members[idx])
+                xe = None
+                if ext_order is not None:
+                    eidx = ext_order[step * cfg.external_batch_size : (step + 1) * cfg.external_batch_size].to(dev)
+                    xe = to_input(external[eidx])
+                if cfg.resolved("augment"):
+                    xm = random_shift_flip(xm, flip=cfg.augment_flip, generator=gen)
+                    if xe is not None:
+                        xe = random_shift_flip(xe, flip=cfg.augment_flip, generator=gen)
+                parts = step_fn(model, loss_fn, opt, xm, member_labels[idx], xe)
+                if sched is not None:
+                    sched.step()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if step % 10 == 0:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
+            bar.close()
+            record = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
+            record.update(self._validate(model, data))
+            record["seconds"] = round(time.time() - t0, 1)
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            self.log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            crit = {"val_task": record["val_accuracy"], "val_mint": record.get("val_membership_auc", -1.0)}.get(cfg.select)
+            meta = self._metadata(data, epoch + 1)
+            if crit is not None and crit > best:
+                best = crit
+                save_weights(self._unwrap(model), self.ckpt_dir / "best.safetensors", meta)
+            save_weights(self._unwrap(model), self.ckpt_dir / "last.safetensors", meta)
+            save_train_state(self.ckpt_dir / "train_state.pt", {
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else {},
+                "task0": float(loss_fn.task0), "mint0": float(loss_fn.mint0), "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": float(best),
+            })
+
+        final = self._unwrap(model)
+        chosen = "best" if cfg.select != "last" else "last"
+        load_weights(final, self.ckpt_dir / f"{chosen}.safetensors")
+        meta = json.loads((self.ckpt_dir / f"{chosen}.json").read_text())
+        meta["selected_by"] = cfg.select
+        save_weights(final, self.run_dir / "model.safetensors", meta)
+        metrics, scores = evaluate(final, cfg, data, self.device)
+        metrics.update({"run_dir": str(self.run_dir), "epochs_trained": cfg.epochs, "selected_epoch": meta["epoch"],
+                        "train_seconds": round(time.time() - t0, 1), "mint": cfg.mint, "arch": cfg.arch,
+                        "setup": cfg.setup if cfg.mint else None, "dataset": cfg.dataset})
+        write_evaluation(self.run_dir, metrics, scores)
+        return RunResult(self.run_dir, cfg, metrics, time.time() - t0)
+
+    # ---------------------------------------------------------------- helpers
+    def _step(self, model, loss_fn, opt, xm, ym, xe) -> dict[str, float]:
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            if isinstance(self._unwrap(model), EnhancedAuditedModel):
+                logits, mint_m, mint_e = self._unwrap(model).forward_train(xm, xe)
+                loss, parts = loss_fn(logits.float(), ym, mint_m.float(), None if mint_e is None else mint_e.float())
+            else:
+                loss, parts = loss_fn(model(xm).float(), ym)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return parts
+
+    @staticmethod
+    def _unwrap(model: nn.Module) -> nn.Module:
+        return getattr(model, "_orig_mod", model)
+
+    @staticmethod
+    def _external_order(n: int, need: int, gen: torch.Generator) -> torch.Tensor:
+        """``need`` external indices for one epoch, cycling through fresh permutations of E."""
+        reps = max(1, math.ceil(need / n))
+        return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])
+
+    def _validate(self, model: nn.Module, data: RunData) -> dict[str, float]:
+        m = self._unwrap(model)
+        out = {"val_accuracy": accuracy(m, data.train, data.splits.validation, self.device)}
+        if isinstance(m, EnhancedAuditedModel):
+            k = min(len(data.splits.members), len(data.splits.validation))
+            mem = membership_scores(m, data.train.images[torch.as_tensor(data.splits.members[:k])], self.device)
+            val = membership_scores(m, data.train.images[torch.as_tensor(data.splits.validation)], self.device)
+            out["val_membership_auc"] = membership_metrics(mem, val, bootstrap=0).auc
+        return out
+
+    def _metadata(self, data: RunData, epoch: int) -> dict[str, Any]:
+        return checkpoint_metadata(self.cfg, data.train.input_shape, data.train.num_classes, epoch)
+
+    def _truncate_log(self, epochs_done: int) -> None:
+        """Drop metrics lines of epochs after the checkpoint (they will be redone)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epochs_done]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: int) -> dict[str, Any]:
+    """What a checkpoint's JSON says about the model it holds."""
+    return {
+        "format": "activemint-checkpoint/1", "arch": cfg.arch, "mint": cfg.mint,
+        "setup": cfg.setup if cfg.mint else None,
+        "taps": (cfg.taps or tap_points(cfg.arch, cfg.setup)) if cfg.mint else None,
+        "dataset": cfg.dataset, "input_shape": list(input_shape), "num_classes": num_classes,
+        "head_width": cfg.head_width, "head_hidden": cfg.head_hidden, "activemint": activemint.__version__,
+        "epoch": epoch,
+    }
+
+
+def write_evaluation(run_dir: Path, metrics: dict[str, Any], scores: dict[str, np.ndarray]) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if scores:
+        np.savez(run_dir / "scores.npz", **scores)
