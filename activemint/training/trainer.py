@@ -175,7 +175,7 @@ def provenance() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
-        "activemint": activemint.__version__, "git_commit": commit, "torch": torch.__version__,
+        "activemint": activemint.__version__, "git_commit": commit, "torch": str(torch.__version__),
         "python": platform.python_version(), "machine": platform.platform(), "processor": platform.machine(),
         "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }

@@ -1,0 +1,43 @@
+"""Data sets for aMINT: readers for the on-disk formats, a registry, and the paper's splits.
+
+Every reader returns an :class:`ArrayDataset` holding a whole split in memory
+(images uint8 ``(N, C, H, W)``, labels int64 ``(N,)``); every failure is one
+:class:`DatasetError` saying where we looked and what we expected.
+"""
+from .base import ArrayDataset, DatasetError
+from .images import convert_channels, load_image, load_image_files, resize_images
+from .registry import DatasetInfo, clear_dataset_cache, dataset_info, list_datasets, load_dataset
+from .splits import (
+    ROLES,
+    SplitSizes,
+    Splits,
+    make_splits,
+    manifest_fingerprint,
+    pixel_sha256,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
+
+__all__ = [
+    "ArrayDataset",
+    "DatasetError",
+    "DatasetInfo",
+    "ROLES",
+    "SplitSizes",
+    "Splits",
+    "clear_dataset_cache",
+    "convert_channels",
+    "dataset_info",
+    "list_datasets",
+    "load_dataset",
+    "load_image",
+    "load_image_files",
+    "make_splits",
+    "manifest_fingerprint",
+    "pixel_sha256",
+    "read_manifest",
+    "resize_images",
+    "verify_manifest",
+    "write_manifest",
+]
