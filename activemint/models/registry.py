@@ -1,0 +1,288 @@
+"""A small timm-like registry of classifier architectures with named MINT tap points.
+
+Every architecture is registered with a *builder* (``in_chans, num_classes, img_size -> nn.Module``)
+and three tap-point *setups* (see :data:`SETUPS`):
+
+``entry``
+    early layers (the first stage(s) of the network),
+``middle``
+    a block in the middle of the network,
+``output``
+    the last block(s) before the classifier.
+
+A tap point is a dotted module name valid for ``model.get_submodule(name)``.  A forward hook on a
+tap point sees a tensor of shape ``(B, C, H, W)`` (``(B, N, D)`` token maps for transformers).
+Each tap is a module of the top-level sequential flow, so that the hooked output is exactly the
+tensor passed on to the next stage (never a branch of a residual block whose output is mutated or
+consumed elsewhere).  The taps of a setup are listed in forward-execution order: the *last* tap
+listed is the point where a truncated forward may stop.
+
+Models built here never load pretrained weights, and every ``inplace=True`` activation is switched
+off (:func:`disable_inplace`) so that tapped activations are never overwritten after the hook has
+read them (which would also break autograd through the MINT head).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "SETUPS",
+    "ArchSpec",
+    "register_arch",
+    "list_archs",
+    "arch_spec",
+    "create_model",
+    "tap_points",
+    "resolve_taps",
+    "disable_inplace",
+    "probe_taps",
+]
+
+#: The tap-point setups of aMINT, from the input side to the output side of the network.
+SETUPS: tuple[str, ...] = ("entry", "middle", "output")
+
+Builder = Callable[[int, int, int], nn.Module]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A registered architecture.
+
+    Attributes:
+        name: registry name, e.g. ``"resnet50"``.
+        description: one line for listings.
+        taps: setup name (``entry``/``middle``/``output``) -> dotted module names, in forward order.
+        builder: ``builder(in_chans, num_classes, img_size) -> nn.Module`` (no pretrained weights).
+    """
+
+    name: str
+    description: str
+    taps: Mapping[str, tuple[str, ...]] = field(hash=False)
+    builder: Builder = field(compare=False)
+
+    def tap_points(self, setup: str) -> list[str]:
+        """The tap points of ``setup`` (a new list, forward-execution order)."""
+        _check_setup(setup)
+        return list(self.taps[setup])
+
+
+_REGISTRY: dict[str, ArchSpec] = {}
+_BUILTINS_LOADED = False
+
+
+def _ensure_builtins() -> None:
+    """Import the built-in architectures (registration happens at import of :mod:`.zoo`)."""
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        from . import zoo  # noqa: F401  (registers the built-in architectures)
+
+
+def _check_setup(setup: str) -> None:
+    if setup not in SETUPS:
+        raise ValueError(f"unknown tap setup {setup!r}; expected one of {list(SETUPS)}")
+
+
+def register_arch(
+    name: str, taps: Mapping[str, Sequence[str]], description: str = ""
+) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder(in_chans, num_classes, img_size) -> nn.Module`` as ``name``.
+
+    ``taps`` must map each of :data:`SETUPS` to a non-empty sequence of dotted module names listed
+    in forward-execution order.  The decorated function is returned unchanged.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("architecture name must be a non-empty string")
+    missing = [s for s in SETUPS if s not in taps]
+    extra = [s for s in taps if s not in SETUPS]
+    if missing or extra:
+        raise ValueError(
+            f"taps of {name!r} must have exactly the keys {list(SETUPS)}"
+            f" (missing: {missing}, unexpected: {extra})"
+        )
+    frozen: dict[str, tuple[str, ...]] = {}
+    for setup in SETUPS:
+        names = tuple(taps[setup])
+        if not names or not all(isinstance(t, str) and t for t in names):
+            raise ValueError(f"taps[{setup!r}] of {name!r} must be non-empty dotted names")
+        if len(set(names)) != len(names):
+            raise ValueError(f"taps[{setup!r}] of {name!r} has duplicates: {names}")
+        frozen[setup] = names
+
+    def decorator(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"architecture {name!r} is already registered")
+        _REGISTRY[name] = ArchSpec(
+            name=name,
+            description=description or (builder.__doc__ or "").strip().split("\n")[0],
+            taps=MappingProxyType(frozen),  # read-only view
+            builder=builder,
+        )
+        return builder
+
+    return decorator
+
+
+def list_archs() -> list[str]:
+    """Names of all registered architectures, sorted."""
+    _ensure_builtins()
+    return sorted(_REGISTRY)
+
+
+def arch_spec(name: str) -> ArchSpec:
+    """The :class:`ArchSpec` of ``name``; ``ValueError`` listing the known names if unknown."""
+    _ensure_builtins()
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(
+            f"unknown architecture {name!r}; known: {sorted(_REGISTRY)}.{hint}"
+        ) from None
+
+
+def tap_points(name: str, setup: str) -> list[str]:
+    """Dotted module names tapped by ``setup`` on architecture ``name``, in forward order."""
+    return arch_spec(name).tap_points(setup)
+
+
+def create_model(name: str, *, in_chans: int, num_classes: int, img_size: int) -> nn.Module:
+    """Build architecture ``name`` for ``in_chans``-channel, ``img_size`` px inputs.
+
+    The network is adapted to the input (first conv takes ``in_chans`` channels, classifier has
+    ``num_classes`` outputs; for small inputs, <= 64 px, the stem downsamples only ~2x), randomly
+    initialised (never pretrained), and has every in-place activation disabled.
+    """
+    spec = arch_spec(name)
+    for arg, val, lo in (("in_chans", in_chans, 1), ("num_classes", num_classes, 1), ("img_size", img_size, 16)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < lo:
+            raise ValueError(f"{arg} must be an int >= {lo}, got {val!r}")
+    model = spec.builder(in_chans, num_classes, img_size)
+    disable_inplace(model)
+    # Guard against a registry entry whose taps do not exist on the built model.
+    for setup in SETUPS:
+        resolve_taps(model, list(spec.taps[setup]))
+    return model
+
+
+def disable_inplace(model: nn.Module) -> nn.Module:
+    """Set ``inplace = False`` on every submodule having a boolean ``inplace`` attribute.
+
+    In-place activations (``nn.ReLU(inplace=True)`` ...) overwrite the output of the preceding
+    module, which may be a tapped activation the MINT head reads (and backpropagates through).
+    Returns ``model`` (modified in place).  Functional in-place ops inside ``forward`` methods
+    (``F.relu(x, inplace=True)``, ``x += y``) cannot be fixed this way: avoid tapping their inputs.
+    """
+    for module in model.modules():
+        if isinstance(getattr(module, "inplace", None), bool):
+            module.inplace = False
+    return model
+
+
+def _suggest(model: nn.Module, bad: str, valid: list[str], k: int = 8) -> str:
+    """A short hint naming valid modules near ``bad``."""
+    parts = bad.split(".")
+    prefix = ""
+    for i in range(len(parts) - 1, 0, -1):  # deepest existing parent of the bad name
+        cand = ".".join(parts[:i])
+        if cand in valid:
+            prefix = cand
+            break
+    hints: list[str] = []
+    if prefix:
+        children = [f"{prefix}.{c}" for c, _ in model.get_submodule(prefix).named_children()]
+        if children:
+            hints.append(f"children of {prefix!r}: {children[:k]}" + (" ..." if len(children) > k else ""))
+    close = difflib.get_close_matches(bad, valid, n=5, cutoff=0.5)
+    if close:
+        hints.append(f"closest names: {close}")
+    top = [n for n, _ in model.named_children()]
+    hints.append(f"top-level modules: {top[:k]}" + (" ..." if len(top) > k else ""))
+    return "; ".join(hints)
+
+
+def resolve_taps(model: nn.Module, taps: Iterable[str]) -> dict[str, nn.Module]:
+    """Check that each dotted name in ``taps`` is a submodule of ``model``.
+
+    Returns ``{name: module}`` in the order given.  Raises ``ValueError`` for an empty list, a
+    duplicate, the empty name (the model itself) or an unknown name (the message lists valid names
+    near the bad one); ``TypeError`` for a non-string name.
+    """
+    if isinstance(taps, str):
+        taps = [taps]
+    taps = list(taps)
+    if not taps:
+        raise ValueError("no tap points given")
+    valid: list[str] | None = None
+    out: dict[str, nn.Module] = {}
+    for name in taps:
+        if not isinstance(name, str):
+            raise TypeError(f"tap point names must be strings, got {type(name).__name__}: {name!r}")
+        if not name:
+            raise ValueError("tap point '' is the whole model; name a submodule instead")
+        if name in out:
+            raise ValueError(f"tap point {name!r} is listed twice in {taps}")
+        try:
+            out[name] = model.get_submodule(name)
+        except AttributeError:
+            if valid is None:
+                valid = [n for n, _ in model.named_modules() if n]
+            raise ValueError(
+                f"{type(model).__name__} has no submodule {name!r} (tap points are dotted names "
+                f"from model.named_modules()); {_suggest(model, name, valid)}"
+            ) from None
+    return out
+
+
+@torch.no_grad()
+def probe_taps(model: nn.Module, taps: Sequence[str], example: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Run ``model(example)`` once with hooks on ``taps`` and return ``{tap: output shape}``.
+
+    Checks what a MINT head needs: each tap fires exactly once, its output is a single tensor whose
+    first dimension is the batch, and the taps fire in the order listed (so a truncated forward can
+    stop at the last one).  Raises ``ValueError`` otherwise.  Useful to validate taps on a user's
+    own model; the model is put back in its previous train/eval mode.
+    """
+    modules = resolve_taps(model, taps)
+    fired: list[str] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    problems: list[str] = []
+
+    def make_hook(tap: str):
+        def hook(_mod, _inp, out):
+            fired.append(tap)
+            if not isinstance(out, torch.Tensor):
+                problems.append(f"{tap!r} outputs {type(out).__name__}, not a tensor")
+            elif out.dim() < 2 or out.shape[0] != example.shape[0]:
+                problems.append(f"{tap!r} output shape {tuple(out.shape)} has no batch dimension")
+            else:
+                shapes[tap] = tuple(out.shape)
+
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(t)) for t, m in modules.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        model(example)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    for tap in modules:
+        n = fired.count(tap)
+        if n != 1:
+            problems.append(f"{tap!r} ran {n} times in one forward (must be exactly once)")
+    if not problems and fired != list(modules):
+        problems.append(f"taps fired in the order {fired}, not the order listed {list(modules)}")
+    if problems:
+        raise ValueError("bad tap points: " + "; ".join(problems))
+    return shapes
