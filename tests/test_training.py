@@ -1,0 +1,127 @@
+"""The trainer end to end on real Fashion-MNIST: runs, resume, evaluation, scoring, safe loading."""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from activemint.cli import main
+from activemint.data import read_manifest, verify_manifest
+from activemint.runs import RunError, load_run
+from activemint.training import Trainer, TrainConfig
+from activemint.training.checkpoint import CheckpointError, load_train_state, load_weights
+
+from conftest import require_fashion_mnist
+
+TINY = dict(dataset="fashion-mnist", arch="small_cnn", setup="entry", members=300, external=300,
+            validation=200, calibration=200, eval_nonmembers=300, epochs=2, lr=1e-3, seed=3)
+
+
+def test_audited_run_detects_membership(audited_run_dir):
+    """The cached 25-epoch run: members are clearly recognisable, the task is learned."""
+    m = json.loads((audited_run_dir / "metrics.json").read_text())
+    assert m["test_accuracy"] > 0.75
+    assert m["membership"]["auc"] > 0.85
+    assert m["membership"]["n_members"] == 1000 and m["membership"]["n_nonmembers"] == 2000
+    # The manifest records exactly the run's samples and their pixels still match.
+    run = load_run(audited_run_dir)
+    assert verify_manifest(audited_run_dir / "manifest.csv", run.data.train, run.data.test) == []
+
+
+def test_audited_accuracy_close_to_plain(audited_run_dir, plain_run_dir):
+    active = json.loads((audited_run_dir / "metrics.json").read_text())["test_accuracy"]
+    plain = json.loads((plain_run_dir / "metrics.json").read_text())["test_accuracy"]
+    assert abs(active - plain) < 0.05
+
+
+def test_evaluate_reproduces_saved_metrics(audited_run_dir, capsys):
+    assert main(["evaluate", str(audited_run_dir)]) == 0
+    assert "matches the saved metrics.json: yes" in capsys.readouterr().out
+
+
+def test_score_cli_ranks_members_higher(audited_run_dir, tmp_path):
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(audited_run_dir), "split:members", "split:eval_nonmembers", "-o", str(out)]) == 0
+    rows = out.read_text().splitlines()[1:]
+    probs = {"members": [], "eval_nonmembers": []}
+    for r in rows:
+        ident, p, _ = r.split(",")
+        probs[ident.split(":")[0]].append(float(p))
+    assert len(probs["members"]) == 1000 and len(probs["eval_nonmembers"]) == 2000
+    assert np.mean(probs["members"]) > np.mean(probs["eval_nonmembers"]) + 0.2
+
+
+def test_resume_continues_to_identical_result(tmp_path):
+    require_fashion_mnist()
+    full = Trainer(TrainConfig(**TINY), tmp_path / "full", progress=False).run()
+    # Interrupted after epoch 1: same config with epochs=1, then resumed with epochs=2.
+    part_dir = tmp_path / "part"
+    Trainer(TrainConfig(**{**TINY, "epochs": 1}), part_dir, progress=False).run()
+    cfg_path = part_dir / "config.yaml"
+    cfg_path.write_text(cfg_path.read_text().replace("epochs: 1", "epochs: 2"))
+    resumed = Trainer(TrainConfig(**TINY), part_dir, progress=False).run(resume=True)
+    assert resumed.metrics["test_accuracy"] == pytest.approx(full.metrics["test_accuracy"], abs=1e-6)
+    assert resumed.metrics["membership"]["auc"] == pytest.approx(full.metrics["membership"]["auc"], abs=1e-6)
+    assert len((part_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    # Without --resume an existing run is never overwritten.
+    with pytest.raises(FileExistsError):
+        Trainer(TrainConfig(**TINY), part_dir, progress=False).run()
+    # A resume with a different config is refused.
+    with pytest.raises(ValueError, match="another config"):
+        Trainer(TrainConfig(**{**TINY, "lr": 0.5}), part_dir, progress=False).run(resume=True)
+
+
+def test_same_seed_same_numbers_and_manifest(tmp_path):
+    require_fashion_mnist()
+    a = Trainer(TrainConfig(**{**TINY, "epochs": 1}), tmp_path / "a", progress=False).run()
+    b = Trainer(TrainConfig(**{**TINY, "epochs": 1}), tmp_path / "b", progress=False).run()
+    assert a.metrics["membership"] == b.metrics["membership"]
+    assert (tmp_path / "a/manifest.csv").read_bytes() == (tmp_path / "b/manifest.csv").read_bytes()
+    s = read_manifest(tmp_path / "a/manifest.csv")
+    assert len(s.members) == 300 and len(np.intersect1d(s.members, s.external)) == 0
+
+
+def test_checkpoints_never_unpickle(tmp_path, audited_run_dir):
+    # A training state carrying an arbitrary object is refused by the safe loader.
+    class Evil:
+        def __reduce__(self):
+            return (shutil.rmtree, (str(tmp_path / "victim"),))
+
+    (tmp_path / "victim").mkdir()
+    bad = tmp_path / "train_state.pt"
+    torch.save({"x": Evil()}, bad)
+    with pytest.raises(CheckpointError, match="safe loader"):
+        load_train_state(bad)
+    assert (tmp_path / "victim").exists()
+    # A pickle passed off as safetensors weights is rejected, not executed.
+    fake = tmp_path / "model.safetensors"
+    fake.write_bytes(pickle.dumps(Evil()))
+    run = load_run(audited_run_dir)
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_weights(run.model, fake)
+    assert (tmp_path / "victim").exists()
+
+
+def test_run_dir_errors(tmp_path, audited_run_dir, capsys):
+    with pytest.raises(RunError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    shutil.copytree(audited_run_dir, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(RunError, match="no checkpoint"):
+        load_run(broken)
+    assert main(["evaluate", str(broken)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match="unknown config keys"):
+        TrainConfig.from_dict({"dataset": "mnist", "lr_typo": 1})
+    with pytest.raises(ValueError, match="setup"):
+        TrainConfig(setup="middle-ish")
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
