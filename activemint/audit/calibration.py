@@ -1,0 +1,322 @@
+"""Calibrated per-sample decisions: a threshold with a stated false-positive rate.
+
+The rule is conformal.  Let ``cal`` be the membership scores of ``n`` known non-members
+that played no part in training the model or its MINT head (the run's ``calibration``
+split).  A sample with score ``s`` gets the conformal p-value
+
+    p(s) = (1 + #{cal >= s}) / (n + 1),
+
+and is flagged a member when ``p(s) <= target_fpr``.  For a fresh non-member drawn from the
+same distribution as the calibration set, ``P(p(s) <= a) <= a`` for every ``a`` (exactly
+``floor(a (n + 1)) / (n + 1)`` for continuous scores), so the flagging rule's false-positive
+rate is at most ``target_fpr`` on average over calibration sets.
+
+The rule is the same as ``score > threshold`` with ``threshold`` the ``(n - k)``-th smallest
+calibration score, ``k = floor(target_fpr (n + 1)) - 1`` calibration scores lying above it.
+(:func:`activemint.metrics.calibrate_threshold` leaves ``floor(target_fpr n)`` above, one
+more; its expected FPR is ``(k + 2) / (n + 1)``, e.g. 1.1% for a 1% target with n = 1000.
+The audit uses the conformal rule because it keeps the stated rate.)
+
+The calibration scores, the thresholds and the SHA-256 of the weights they were computed
+with are saved in the run directory (``calibration.npz`` + ``calibration.json``) so that
+later audits of the same run use the same rule.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import activemint
+
+CALIBRATION_JSON = "calibration.json"
+CALIBRATION_NPZ = "calibration.npz"
+FORMAT = "activemint-calibration/1"
+
+
+class CalibrationError(ValueError):
+    """The calibration set cannot support the requested rule."""
+
+
+# ----------------------------------------------------------------------------- rules
+def _scores(x, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64).ravel()
+    if a.size == 0:
+        raise CalibrationError(f"{name}: no scores")
+    if not np.all(np.isfinite(a)):
+        raise CalibrationError(f"{name}: scores contain NaN or inf")
+    return a
+
+
+def conformal_pvalues(scores, calibration_scores) -> np.ndarray:
+    """(N,) conformal p-values ``(1 + #{cal >= s_i}) / (n_cal + 1)`` (small = member-like).
+
+    Under H0 "sample i is a non-member exchangeable with the calibration set",
+    ``P(p_i <= a) <= a``.
+    """
+    s = _scores(scores, "scores")
+    cal = np.sort(_scores(calibration_scores, "calibration scores"))
+    n_ge = len(cal) - np.searchsorted(cal, s, side="left")
+    return (1.0 + n_ge) / (len(cal) + 1.0)
+
+
+def n_allowed_above(n_calibration: int, target_fpr: float) -> int:
+    """``k``: how many calibration scores may lie above the conformal threshold."""
+    if not 0 < target_fpr < 1:
+        raise CalibrationError(f"target FPR must be in (0, 1), got {target_fpr}")
+    k = int(np.floor(target_fpr * (n_calibration + 1) + 1e-9)) - 1
+    if k < 0:
+        need = int(np.ceil(1 / target_fpr)) - 1
+        raise CalibrationError(
+            f"a target FPR of {target_fpr:g} needs at least {need} calibration non-members; the run has {n_calibration}"
+        )
+    return k
+
+
+def conformal_threshold(calibration_scores, target_fpr: float) -> float:
+    """Threshold ``t`` with ``score > t``  <=>  conformal p-value ``<= target_fpr``."""
+    cal = np.sort(_scores(calibration_scores, "calibration scores"))
+    k = n_allowed_above(len(cal), target_fpr)
+    return float(cal[len(cal) - k - 1])
+
+
+# ------------------------------------------------------------------ the saved rule
+@dataclass
+class Calibration:
+    """Calibration non-member scores of one model and the decision rule they fix.
+
+    Attributes:
+        scores: (n,) membership logits of the calibration non-members.
+        target_fpr: the false-positive rate the threshold is set for.
+        threshold: flag "member" when a logit is ``> threshold``.
+        n_above: ``k``, calibration scores above the threshold.
+        expected_fpr: ``(k + 1) / (n + 1)``, the FPR on fresh non-members averaged over
+            calibration sets (``<= target_fpr``).
+        model_sha256: SHA-256 of the weights file the scores came from.
+        source: where the scores came from (e.g. ``"scores.npz:calibration"``).
+        index: (n,) indices of the calibration samples in the training split, if known.
+        eval_nonmember_scores: (m,) scores of the run's evaluation non-members (test split),
+            kept for reference (observed FPR, ROC); ``None`` when unknown.
+        member_scores: (d,) scores of the run's members D (for the mixture model and ROC).
+    """
+
+    scores: np.ndarray
+    target_fpr: float
+    threshold: float
+    n_above: int
+    expected_fpr: float
+    model_sha256: str
+    source: str
+    index: np.ndarray | None = None
+    eval_nonmember_scores: np.ndarray | None = None
+    member_scores: np.ndarray | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    def pvalues(self, scores) -> np.ndarray:
+        """Conformal p-values of ``scores`` against this calibration set."""
+        return conformal_pvalues(scores, self.scores)
+
+    def decide(self, scores) -> np.ndarray:
+        """(N,) bool: flagged as member at the calibrated threshold."""
+        return np.asarray(scores, dtype=np.float64) > self.threshold
+
+    def observed_fpr(self) -> float | None:
+        """Share of the run's evaluation non-members flagged (fresh non-members), if known."""
+        if self.eval_nonmember_scores is None:
+            return None
+        return float(self.decide(self.eval_nonmember_scores).mean())
+
+    def tpr(self) -> float | None:
+        """Share of the run's members flagged, if known."""
+        if self.member_scores is None:
+            return None
+        return float(self.decide(self.member_scores).mean())
+
+    def with_target(self, target_fpr: float) -> "Calibration":
+        """The same calibration scores, re-thresholded for another target FPR."""
+        return make_calibration(
+            self.scores, target_fpr, model_sha256=self.model_sha256, source=self.source, index=self.index,
+            eval_nonmember_scores=self.eval_nonmember_scores, member_scores=self.member_scores,
+            thresholds=self.thresholds,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able description of the rule (no score arrays)."""
+        return {
+            "rule": "member iff logit > threshold  <=>  conformal p-value (1 + #{cal >= s}) / (n + 1) <= target_fpr",
+            "target_fpr": self.target_fpr, "threshold_logit": self.threshold,
+            "threshold_probability": float(1 / (1 + np.exp(-self.threshold))),
+            "n_calibration": self.n, "n_calibration_above_threshold": self.n_above,
+            "expected_fpr_on_fresh_nonmembers": self.expected_fpr,
+            "observed_fpr_eval_nonmembers": self.observed_fpr(),
+            "n_eval_nonmembers": None if self.eval_nonmember_scores is None else len(self.eval_nonmember_scores),
+            "tpr_members": self.tpr(),
+            "n_members": None if self.member_scores is None else len(self.member_scores),
+            "model_sha256": self.model_sha256, "source": self.source,
+        }
+
+
+def make_calibration(
+    calibration_scores,
+    target_fpr: float,
+    *,
+    model_sha256: str = "",
+    source: str = "",
+    index=None,
+    eval_nonmember_scores=None,
+    member_scores=None,
+    thresholds: dict[str, float] | None = None,
+) -> Calibration:
+    """Fix the conformal threshold for ``target_fpr`` from calibration non-member scores."""
+    cal = _scores(calibration_scores, "calibration scores")
+    k = n_allowed_above(len(cal), target_fpr)
+    t = conformal_threshold(cal, target_fpr)
+    thr = dict(thresholds or {})
+    thr[f"{target_fpr:g}"] = t
+    return Calibration(
+        scores=cal, target_fpr=float(target_fpr), threshold=t, n_above=k, expected_fpr=(k + 1) / (len(cal) + 1),
+        model_sha256=model_sha256, source=source, index=None if index is None else np.asarray(index),
+        eval_nonmember_scores=None if eval_nonmember_scores is None else _scores(eval_nonmember_scores, "eval non-member scores"),
+        member_scores=None if member_scores is None else _scores(member_scores, "member scores"),
+        thresholds=thr,
+    )
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_calibration(run_dir: str | os.PathLike, cal: Calibration) -> None:
+    """Write ``calibration.npz`` (score arrays) and ``calibration.json`` (the rule) atomically."""
+    run_dir = Path(run_dir)
+    arrays = {"calibration": cal.scores}
+    if cal.index is not None:
+        arrays["calibration_index"] = cal.index
+    if cal.eval_nonmember_scores is not None:
+        arrays["eval_nonmembers"] = cal.eval_nonmember_scores
+    if cal.member_scores is not None:
+        arrays["members"] = cal.member_scores
+
+    def write_npz(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(f, **arrays)
+
+    _atomic_write_bytes(run_dir / CALIBRATION_NPZ, write_npz)
+    doc = {
+        "format": FORMAT, "activemint": activemint.__version__, **cal.summary(),
+        "thresholds_by_target_fpr": cal.thresholds,
+        "scores_sha256": hashlib.sha256(np.ascontiguousarray(cal.scores).tobytes()).hexdigest(),
+    }
+    _atomic_write_bytes(run_dir / CALIBRATION_JSON, lambda p: p.write_text(json.dumps(doc, indent=2)))
+
+
+def load_calibration(run_dir: str | os.PathLike, target_fpr: float | None = None) -> Calibration:
+    """Read a saved calibration; ``target_fpr`` re-thresholds the saved scores if it differs."""
+    run_dir = Path(run_dir)
+    jpath, npath = run_dir / CALIBRATION_JSON, run_dir / CALIBRATION_NPZ
+    if not (jpath.is_file() and npath.is_file()):
+        raise FileNotFoundError(f"{run_dir} has no saved calibration ({CALIBRATION_JSON} + {CALIBRATION_NPZ})")
+    doc = json.loads(jpath.read_text())
+    if doc.get("format") != FORMAT:
+        raise CalibrationError(f"{jpath}: unknown format {doc.get('format')!r}, expected {FORMAT}")
+    with np.load(npath) as z:
+        arrays = {k: z[k] for k in z.files}
+    scores = arrays["calibration"]
+    if hashlib.sha256(np.ascontiguousarray(scores).tobytes()).hexdigest() != doc.get("scores_sha256"):
+        raise CalibrationError(f"{npath} does not match {jpath} (scores hash differs); delete both to recalibrate")
+    target = doc["target_fpr"] if target_fpr is None else target_fpr
+    cal = make_calibration(
+        scores, target, model_sha256=doc.get("model_sha256", ""), source=doc.get("source", ""),
+        index=arrays.get("calibration_index"), eval_nonmember_scores=arrays.get("eval_nonmembers"),
+        member_scores=arrays.get("members"), thresholds=doc.get("thresholds_by_target_fpr"),
+    )
+    saved = cal.thresholds.get(f"{target:g}")
+    if saved is not None and saved != cal.threshold:
+        raise CalibrationError(f"{jpath}: saved threshold {saved} for target {target:g} differs from the rule's {cal.threshold}")
+    return cal
+
+
+def run_scores(run) -> tuple[dict[str, np.ndarray], str]:
+    """Membership logits of a loaded run's members, eval non-members and calibration split.
+
+    Reads ``scores.npz`` when the trainer wrote it (the final model's scores); otherwise
+    scores the manifest's samples with the model.  Returns ``(scores, source)``.
+    """
+    path = Path(run.run_dir) / "scores.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            out = {k: z[k] for k in z.files}
+        if {"members", "eval_nonmembers", "calibration"} <= set(out):
+            return out, "scores.npz:calibration"
+    import torch
+
+    data, s = run.data, run.data.splits
+    out = {}
+    for role, src, idx in (("members", data.train, s.members), ("eval_nonmembers", data.test, s.eval_nonmembers),
+                           ("calibration", data.train, s.calibration)):
+        out[role] = run.membership_logits(src.images[torch.as_tensor(idx)])
+        out[role + "_index"] = np.asarray(idx)
+    return out, "model on the manifest's calibration split"
+
+
+def calibrate_run(run, target_fpr: float = 0.01, *, save: bool = True, weights: str = "model.safetensors") -> Calibration:
+    """The calibration of a loaded run for ``target_fpr``, reusing the saved one when it fits.
+
+    A saved calibration is reused when it was made with the same weights (SHA-256 of the
+    weights file); otherwise the run's calibration split is scored and the result saved
+    (``save=False`` leaves the run directory untouched).
+    """
+    run_dir = Path(run.run_dir)
+    model_sha = file_sha256(run_dir / weights)
+    try:
+        cal = load_calibration(run_dir, target_fpr)
+        if cal.model_sha256 == model_sha:
+            if save and f"{target_fpr:g}" not in json.loads((run_dir / CALIBRATION_JSON).read_text())["thresholds_by_target_fpr"]:
+                try:
+                    save_calibration(run_dir, cal)
+                except OSError as e:
+                    warnings.warn(f"could not record the threshold in {run_dir} ({e})", stacklevel=2)
+            return cal
+    except FileNotFoundError:
+        pass
+    scores, source = run_scores(run)
+    if len(scores["calibration"]) == 0:
+        raise CalibrationError(f"{run_dir} has no calibration split: train with --calibration N (N >= {int(np.ceil(1 / target_fpr))})")
+    cal = make_calibration(
+        scores["calibration"], target_fpr, model_sha256=model_sha, source=source,
+        index=scores.get("calibration_index"), eval_nonmember_scores=scores.get("eval_nonmembers"),
+        member_scores=scores.get("members"),
+    )
+    if save:
+        try:
+            save_calibration(run_dir, cal)
+        except OSError as e:  # e.g. a read-only run directory: audit anyway, the JSON records the rule
+            warnings.warn(f"could not save the calibration in {run_dir} ({e}); later audits will recompute it", stacklevel=2)
+    return cal

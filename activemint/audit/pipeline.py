@@ -1,0 +1,217 @@
+"""The audit pipeline: a run + a suspect set -> per-sample decisions, a set-level test, a report.
+
+From Python::
+
+    from activemint.audit import audit
+    result = audit("runs/fmnist", ["photos/"], alpha=0.01, target_fpr=0.01)
+    print(result.verdict, result.tests.p_value, result.tests.fraction)
+    result.write("audit-out")          # samples.csv, audit.json, report.html, summary.md
+
+The CLI's ``activemint audit RUN_DIR SUSPECT`` does both steps.  Nothing is written to the
+output folder unless every step succeeded: files are written into a temporary folder next
+to it and moved into place at the end.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import activemint
+from activemint.audit.calibration import Calibration, calibrate_run, file_sha256
+from activemint.audit.settest import DEFAULT_TEST, SetTestReport, set_tests
+from activemint.audit.suspect import SuspectSet, load_suspect
+
+class AuditError(ValueError):
+    """The audit cannot run (e.g. a plain run without a MINT head)."""
+
+
+def fmt_p(p: float) -> str:
+    """A p-value for people: 3 decimals, or scientific notation when small."""
+    if p >= 0.001:
+        return f"{p:.3f}"
+    if p < 1e-300:
+        return "< 1e-300"
+    return f"{p:.2e}"
+
+
+def verdict_sentence(tests: SetTestReport, n_images: int) -> str:
+    """The answer in one sentence."""
+    f = tests.fraction
+    frac = f"estimated member fraction {100 * f.estimate:.0f}% (95% CI {100 * f.ci_low:.0f}-{100 * f.ci_high:.0f}%)"
+    if tests.reject:
+        return (
+            f"Members detected: some of these {n_images} images were very likely used to train this model "
+            f"(p = {fmt_p(tests.p_value)} < alpha = {tests.alpha:g}; {frac})."
+        )
+    return (
+        f"No evidence of membership at alpha = {tests.alpha:g} (p = {fmt_p(tests.p_value)}): "
+        f"this does not show that none of the {n_images} images were used ({frac})."
+    )
+
+
+@dataclass
+class AuditResult:
+    """Everything an audit found; :meth:`write` turns it into files."""
+
+    run_dir: Path
+    suspect: SuspectSet
+    scores: np.ndarray
+    pvalues: np.ndarray
+    flagged: np.ndarray
+    unique: np.ndarray
+    calibration: Calibration
+    tests: SetTestReport
+    model: dict[str, Any]
+    created: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.scores))
+
+    @property
+    def verdict(self) -> str:
+        return verdict_sentence(self.tests, len(self.suspect))
+
+    @property
+    def question(self) -> str:
+        return (
+            f"Were any of these {len(self.suspect)} images ({', '.join(self.suspect.inputs)}) used to train "
+            f"the model in {self.run_dir}?"
+        )
+
+    def data_identity(self) -> dict[str, Any]:
+        return {
+            "sha256": self.suspect.data_sha256,
+            "how": "SHA-256 over the sorted SHA-256 digests of each image's uint8 CHW pixels, one per line",
+            "n_images": len(self.suspect), "n_unique": int(self.unique.sum()),
+            "n_duplicates_ignored_by_set_test": int((~self.unique).sum()),
+            "inputs": self.suspect.inputs, "n_resized": len(self.suspect.resized),
+            "n_channels_converted": len(self.suspect.converted),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON summary (no per-sample rows; those are in the CSV)."""
+        return {
+            "format": "activemint-audit/1", "activemint": activemint.__version__, "created": self.created,
+            "question": self.question, "verdict": self.verdict,
+            "decision": "members detected" if self.tests.reject else "no evidence of membership",
+            "alpha": self.tests.alpha, "p_value": self.tests.p_value, "default_test": self.tests.default_test,
+            "member_fraction": {"estimate": self.tests.fraction.estimate, "ci_low": self.tests.fraction.ci_low,
+                                "ci_high": self.tests.fraction.ci_high, "confidence": self.tests.fraction.confidence,
+                                "method": self.tests.fraction.method},
+            "per_sample": {"n_flagged": int(self.flagged.sum()), "n": len(self.flagged),
+                           "target_fpr": self.calibration.target_fpr, "threshold_logit": self.calibration.threshold},
+            "tests": self.tests.to_dict()["tests"],
+            "calibration": self.calibration.summary(),
+            "model": self.model, "data": self.data_identity(), "run_dir": str(self.run_dir), "options": self.options,
+        }
+
+    def write_csv(self, path: Path) -> None:
+        first: dict[str, int] = {}
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "pixel_sha256", "membership_logit", "membership_probability", "conformal_p_value",
+                        f"member_at_{self.calibration.target_fpr:g}_fpr", "duplicate_of"])
+            for i, (sid, h, s, pr, pv, fl) in enumerate(zip(self.suspect.ids, self.suspect.pixel_sha256, self.scores,
+                                                              self.probabilities, self.pvalues, self.flagged)):
+                dup = "" if h not in first else self.suspect.ids[first[h]]
+                first.setdefault(h, i)
+                w.writerow([sid, h, f"{s:.6f}", f"{pr:.6f}", f"{pv:.6g}", int(fl), dup])
+
+    def write(self, out_dir: str | os.PathLike, *, force: bool = False) -> Path:
+        """Write samples.csv, audit.json, report.html and summary.md into ``out_dir``, atomically.
+
+        ``out_dir`` must not exist or be empty, unless ``force`` (then it is replaced).
+        """
+        from activemint.report.audit import audit_html, audit_markdown
+
+        out = Path(out_dir)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+            raise FileExistsError(f"output folder {out} already exists and is not empty (pass --force to replace it)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+        try:
+            self.write_csv(tmp / "samples.csv")
+            (tmp / "audit.json").write_text(json.dumps(self.to_dict(), indent=2))
+            (tmp / "summary.md").write_text(audit_markdown(self))
+            (tmp / "report.html").write_text(audit_html(self), encoding="utf-8")
+            if out.exists():
+                shutil.rmtree(out) if out.is_dir() else out.unlink()
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+
+def model_identity(run) -> dict[str, Any]:
+    """Architecture, setup, taps and the SHA-256 of the weights file of a loaded run."""
+    meta = run.metadata
+    return {
+        "arch": meta.get("arch"), "setup": meta.get("setup"), "taps": meta.get("taps"), "dataset": meta.get("dataset"),
+        "input_shape": meta.get("input_shape"), "num_classes": meta.get("num_classes"), "epoch": meta.get("epoch"),
+        "weights_file": "model.safetensors", "weights_sha256": file_sha256(Path(run.run_dir) / "model.safetensors"),
+    }
+
+
+def audit(
+    run_dir: str | os.PathLike,
+    suspect: list[str],
+    *,
+    alpha: float = 0.01,
+    target_fpr: float = 0.01,
+    test: str = DEFAULT_TEST,
+    resize: bool = False,
+    convert_channels: bool = False,
+    device: str = "auto",
+    save_calibration: bool = True,
+) -> AuditResult:
+    """Audit ``suspect`` (folders, files, file lists, ``split:ROLE``) against a run.
+
+    Args:
+        run_dir: a finished aMINT run (with ``model.safetensors`` and a calibration split).
+        suspect: the suspect inputs (see :func:`activemint.audit.suspect.load_suspect`).
+        alpha: significance level of the set-level test.
+        target_fpr: false-positive rate of the per-sample decisions (calibrated threshold).
+        test: which set-level test decides (``exceedance``, ``mann_whitney``, ``mixture``).
+        resize, convert_channels: accept images of another size / channel count.
+        save_calibration: save the calibration to the run directory (first audit only).
+    """
+    from activemint.runs import load_run
+
+    if not 0 < alpha < 1:
+        raise AuditError(f"--alpha must be in (0, 1), got {alpha}")
+    run = load_run(run_dir, device=device)
+    if not run.is_audited:
+        raise AuditError(f"{run_dir} is a plain run (mint off): it has no membership head to audit with")
+    sus = load_suspect(run, list(suspect), resize=resize, convert_channels=convert_channels)
+    cal = calibrate_run(run, target_fpr, save=save_calibration)
+    scores = run.membership_logits(sus.images)
+    unique = sus.unique_mask()
+    tests = set_tests(scores[unique], cal, alpha=alpha, default_test=test)
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return AuditResult(
+        run_dir=Path(run_dir).resolve(), suspect=sus, scores=scores, pvalues=cal.pvalues(scores), flagged=cal.decide(scores),
+        unique=unique, calibration=cal, tests=tests, model=model_identity(run), created=created,
+        options={"alpha": alpha, "target_fpr": target_fpr, "test": test, "resize": resize,
+                 "convert_channels": convert_channels},
+    )
+
+
+def default_out_dir(result: AuditResult) -> Path:
+    """``RUN_DIR/audits/<UTC time>-<first 8 hex of the data hash>``."""
+    stamp = result.created.replace(":", "").replace("-", "").replace("+0000", "").replace("T", "-")
+    return result.run_dir / "audits" / f"{stamp}-{result.suspect.data_sha256[:8]}"

@@ -1,0 +1,248 @@
+"""HTML reports of training runs and of method comparisons.
+
+``run_report_html(run_dir)`` reads what the trainer wrote (``metrics.jsonl``, ``metrics.json``,
+``scores.npz``, ``config.yaml``) and renders learning curves of both tasks, score histograms
+of members vs evaluation non-members, and ROC curves (linear and log-log).
+
+``compare_report_html(methods, ...)`` renders the same plots for several membership
+scorers side by side; it takes a plain ``{method: (member_scores, nonmember_scores)}``
+dict so any producer of scores can use it.  ``render_report(path)`` picks the right one
+for a directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activemint.metrics import membership_metrics
+from activemint.report import plots
+from activemint.report.html import esc, img, keyfigs, page, table
+
+
+class ReportError(ValueError):
+    """A directory holds nothing a report can be made from."""
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ReportError(f"{path}: line {i + 1} is not JSON ({e})") from e
+    return out
+
+
+def _f(x, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _membership_table(m: Mapping[str, Any]) -> str:
+    rows = [
+        ["AUC (95% bootstrap CI)", f"{_f(m.get('auc'))} [{_f(m.get('auc_ci_low'), 3)}, {_f(m.get('auc_ci_high'), 3)}]"],
+        ["TPR at 1% FPR", _f(m.get("tpr_at_1pct_fpr"))],
+        ["TPR at 0.1% FPR", _f(m.get("tpr_at_0_1pct_fpr"))],
+        ["accuracy at P = 0.5 (paper's metric, balanced set)",
+         f"{_f(m.get('accuracy_at_0_5'))} (TPR {_f(m.get('tpr_at_0_5'), 3)}, FPR {_f(m.get('fpr_at_0_5'), 3)})"],
+    ]
+    if m.get("accuracy_at_calibrated") is not None:
+        rows.append([f"accuracy at a threshold calibrated for {m['calibration_target_fpr']:g} FPR on held-out non-members",
+                     f"{_f(m['accuracy_at_calibrated'])} (TPR {_f(m.get('tpr_at_calibrated'), 3)}, observed FPR {_f(m.get('fpr_at_calibrated'), 4)})"])
+    rows.append(["oracle best accuracy (threshold tuned on these very scores; optimistic)", _f(m.get("oracle_best_accuracy"))])
+    rows.append(["members / evaluation non-members", f"{m.get('n_members')} / {m.get('n_nonmembers')}"])
+    return table(["membership figure", "value"], rows)
+
+
+def run_report_html(run_dir: str | os.PathLike) -> str:
+    """HTML report of a training run directory."""
+    from activemint.training.config import TrainConfig
+
+    run_dir = Path(run_dir).resolve()
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir} does not exist")
+    jsonl, mjson, snpz = run_dir / "metrics.jsonl", run_dir / "metrics.json", run_dir / "scores.npz"
+    if not (jsonl.is_file() or mjson.is_file()):
+        raise ReportError(f"{run_dir} has neither metrics.jsonl nor metrics.json: not a training run directory")
+    records = _read_jsonl(jsonl) if jsonl.is_file() else []
+    metrics = json.loads(mjson.read_text()) if mjson.is_file() else {}
+    cfg = TrainConfig.from_yaml(run_dir / "config.yaml").to_dict() if (run_dir / "config.yaml").is_file() else {}
+    mint = metrics.get("mint", cfg.get("mint"))
+    what = f"{cfg.get('dataset', metrics.get('dataset'))} / {cfg.get('arch', metrics.get('arch'))} / " + (
+        f"aMINT setup {cfg.get('setup', metrics.get('setup'))}" if mint else "plain training (no aMINT)")
+    parts = [f"<h1>Training run: {esc(what)}</h1>", f'<p class="question">Run directory <code>{esc(run_dir)}</code></p>']
+    if not mjson.is_file():
+        parts.append('<div class="verdict info">This run has not finished: no metrics.json yet; learning curves only.</div>')
+    m = metrics.get("membership")
+    figs = []
+    if "test_accuracy" in metrics:
+        acc = f"{metrics['test_accuracy']:.4f}"
+        label = "audited model test accuracy"
+        if "baseline_test_accuracy" in metrics:
+            label += f" (without aMINT {metrics['baseline_test_accuracy']:.4f})"
+        figs.append((acc, label))
+    if m:
+        figs += [(f"{m['auc']:.4f}", "membership AUC (members vs unseen non-members)"),
+                 (f"{m['tpr_at_1pct_fpr']:.3f}", "TPR at 1% FPR"), (f"{m['tpr_at_0_1pct_fpr']:.3f}", "TPR at 0.1% FPR")]
+    if figs:
+        parts.append(keyfigs(figs))
+
+    if records:
+        parts.append("<h2>Learning curves (per epoch)</h2>")
+        parts.append(img(plots.learning_curves(records), "learning curves: task loss, validation accuracy, MINT loss, validation membership AUC"))
+        last = records[-1]
+        parts.append(f'<p class="note">{len(records)} epochs logged; last: '
+                     + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and k != "seconds")
+                     + (f"; {last['seconds']:.0f} s elapsed" if "seconds" in last else "") + ".</p>")
+    if m:
+        parts.append("<h2>Membership test</h2>")
+        parts.append(_membership_table(m))
+    if snpz.is_file():
+        with np.load(snpz) as z:
+            scores = {k: z[k] for k in z.files}
+        if "members" in scores and "eval_nonmembers" in scores:
+            thr = m.get("calibrated_threshold") if m else None
+            groups = {"members": scores["members"], "eval non-members": scores["eval_nonmembers"]}
+            if "calibration" in scores:
+                groups["calibration non-members"] = scores["calibration"]
+            parts.append("<h2>Score distributions</h2>")
+            parts.append(img(plots.score_histogram(groups, threshold=thr, threshold_label=f"threshold calibrated for {m.get('calibration_target_fpr', 0.01):g} FPR" if thr is not None else "",
+                                                   title="membership logits: members vs non-members"), "score histograms"))
+            parts.append("<h2>ROC curves</h2>")
+            op = (m["fpr_at_calibrated"], m["tpr_at_calibrated"]) if m and m.get("fpr_at_calibrated") is not None else None
+            parts.append(img(plots.roc_figure({"aMINT head": (scores["members"], scores["eval_nonmembers"])}, operating_point=op),
+                             "ROC curves, linear and log-log"))
+    if cfg:
+        parts.append("<h2>Configuration</h2>")
+        keys = [k for k in ("dataset", "arch", "setup", "mint", "taps", "members", "external", "validation", "calibration",
+                            "eval_nonmembers", "epochs", "batch_size", "external_batch_size", "recipe", "optimizer", "lr",
+                            "lambda_task", "lambda_mint", "select", "target_fpr", "seed") if k in cfg]
+        parts.append(table(["key", "value"], [[k, cfg[k]] for k in keys]))
+    weights = run_dir / "model.safetensors"
+    if weights.is_file():
+        from activemint.audit.calibration import file_sha256
+
+        parts.append(f'<p class="note">Weights SHA-256 (model.safetensors): <span class="hash">{file_sha256(weights)}</span></p>')
+    return page(f"activemint run report: {what}", "\n".join(parts))
+
+
+def compare_report_html(
+    methods: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+    title: str = "Membership scorers compared",
+    note: str = "",
+    bootstrap: int = 200,
+) -> str:
+    """HTML comparing membership scorers.
+
+    Args:
+        methods: ``{method: (member_scores, nonmember_scores)}``, higher = more member-like;
+            may be empty when only ``metrics`` are known.
+        metrics: ``{method: {figure: value}}`` already computed (e.g. by ``compare``); for a
+            method with scores but no figures, they are computed here.
+        title: page title.
+        note: a sentence under the title (what was compared, on which run).
+        bootstrap: resamples for the AUC interval of methods whose figures are computed here.
+    """
+    figs: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (metrics or {}).items()}
+    for name, (mem, non) in methods.items():
+        if name not in figs or "auc" not in figs[name]:
+            figs.setdefault(name, {}).update(membership_metrics(mem, non, bootstrap=bootstrap).to_dict())
+    if not figs:
+        raise ReportError("nothing to compare: no methods with scores or metrics")
+    parts = [f"<h1>{esc(title)}</h1>"]
+    if note:
+        parts.append(f'<p class="question">{esc(note)}</p>')
+    keys = ["auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "accuracy_at_0_5", "accuracy_at_calibrated", "oracle_best_accuracy"]
+    shown = [k for k in keys if any(isinstance(f.get(k), (int, float)) for f in figs.values())]
+    extra = ["test_accuracy"] if any(isinstance(f.get("test_accuracy"), (int, float)) for f in figs.values()) else []
+    headers = {"tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR", "accuracy_at_0_5": "acc@0.5",
+               "accuracy_at_calibrated": "acc@calibrated", "oracle_best_accuracy": "oracle acc (optimistic)",
+               "test_accuracy": "model test acc", "auc": "AUC"}
+    rows = []
+    for name, f in figs.items():
+        auc = _f(f.get("auc"), 3)
+        if f.get("auc_ci_low") is not None:
+            auc += f" [{f['auc_ci_low']:.3f}, {f['auc_ci_high']:.3f}]"
+        rows.append([name, auc] + [_f(f.get(k), 3) for k in shown + extra if k != "auc"])
+    cols = [k for k in shown + extra if k != "auc"]
+    parts.append("<h2>Figures</h2>")
+    parts.append(table(["method", "AUC [95% CI]"] + [headers.get(k, k) for k in cols], rows, numeric=tuple(range(1, len(cols) + 2))))
+    parts.append(img(plots.metric_bars(figs, [k for k in ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr") if k in shown],
+                                       "membership figures by method (AUC with 95% CI)"), "bar chart of figures by method"))
+    if methods:
+        parts.append("<h2>ROC curves</h2>")
+        parts.append(img(plots.roc_figure(dict(methods), title="ROC: members vs non-members, by method"), "ROC curves by method"))
+        parts.append("<h2>Score distributions</h2>")
+        parts.append(img(plots.histogram_grid(dict(methods)), "score histograms of members vs non-members, by method"))
+    return page(title, "\n".join(parts))
+
+
+def load_compare_dir(path: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, dict[str, Any]], str, str] | None:
+    """Read an ``activemint compare`` output directory; ``None`` if ``path`` is not one.
+
+    Reads ``compare.json`` (``{"headline", "rows": [{"method", "model", "metrics", "test_accuracy"}...],
+    "info"}``) and ``scores.npz`` (keys ``"<method>|<model>|<role>"``, roles ``members`` and
+    ``eval_nonmembers``).  Returns ``(scores, metrics, title, note)`` keyed by
+    ``"<method> (<model> model)"``.
+    """
+    path = Path(path)
+    jpath = path / "compare.json"
+    if not jpath.is_file():
+        return None
+    try:
+        doc = json.loads(jpath.read_text())
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{jpath} is not JSON ({e})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
+        raise ReportError(f"{jpath} has no 'rows' list: not written by `activemint compare`")
+    metrics: dict[str, dict[str, Any]] = {}
+    keys: dict[str, tuple[str, str]] = {}
+    for row in doc["rows"]:
+        name = f"{row['method']} ({row['model']} model)"
+        metrics[name] = {**row.get("metrics", {}), "test_accuracy": row.get("test_accuracy")}
+        keys[name] = (row["method"], row["model"])
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if (path / "scores.npz").is_file():
+        with np.load(path / "scores.npz") as z:
+            files = set(z.files)
+            for name, (method, model) in keys.items():
+                mk, nk = f"{method}|{model}|members", f"{method}|{model}|eval_nonmembers"
+                if mk in files and nk in files:
+                    scores[name] = (z[mk], z[nk])
+    info = doc.get("info", {})
+    title = "Membership scorers compared"
+    if info:
+        title += f": {info.get('dataset')} / {info.get('arch')} / aMINT setup {info.get('setup')}"
+    return scores, metrics, title, str(doc.get("headline", ""))
+
+
+def render_report(path: str | os.PathLike) -> str:
+    """HTML for a training run or a ``compare`` output directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReportError(f"{path} does not exist or is not a directory")
+    comp = load_compare_dir(path)
+    if comp is not None and not (path / "metrics.jsonl").is_file():
+        scores, metrics, title, note = comp
+        return compare_report_html(scores, metrics=metrics, title=title, note=note)
+    return run_report_html(path)
+
+
+def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Render :func:`render_report` into ``out`` (default ``<path>/report.html``), atomically."""
+    html = render_report(path)
+    out = Path(out) if out else Path(path) / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(html)
+    os.replace(tmp, out)
+    return out

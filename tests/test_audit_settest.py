@@ -1,0 +1,155 @@
+"""Set-level tests on a real trained Fashion-MNIST run (acceptance 1) and their level under H0."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from activemint.audit.calibration import make_calibration
+from activemint.audit.power import draw_suspect, power_study
+from activemint.audit.settest import (
+    DEFAULT_TEST,
+    TESTS,
+    MixtureModel,
+    betabinom_sf_inclusive,
+    exceedance_test,
+    set_tests,
+)
+
+
+@pytest.fixture(scope="module")
+def scores(audited_run_dir) -> dict[str, np.ndarray]:
+    with np.load(audited_run_dir / "scores.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def cal(scores):
+    return make_calibration(scores["calibration"], 0.01, member_scores=scores["members"],
+                            eval_nonmember_scores=scores["eval_nonmembers"])
+
+
+@pytest.fixture(scope="module")
+def mixture(cal):
+    return MixtureModel.fit(cal.scores, cal.member_scores)
+
+
+# ------------------------------------------------------------------ acceptance 1
+def test_100_members_give_tiny_p(scores, cal, mixture):
+    rng = np.random.default_rng(1)
+    rep = set_tests(rng.choice(scores["members"], 100, replace=False), cal, mixture=mixture)
+    assert rep.default_test == DEFAULT_TEST
+    assert rep.p_value < 1e-6 and rep.reject
+    for t in TESTS:
+        assert rep.tests[t].p_value < 1e-6, t
+    assert rep.fraction.ci_low > 0.9
+
+
+def test_100_unseen_nonmembers_keep_h0_in_95_of_100_draws(scores, cal, mixture):
+    """Fresh non-members: the run's evaluation non-members (test split), calibration fixed."""
+    rng = np.random.default_rng(2)
+    kept = 0
+    fractions_high = []
+    for _ in range(100):
+        rep = set_tests(rng.choice(scores["eval_nonmembers"], 100, replace=False), cal, mixture=mixture)
+        kept += rep.p_value > 0.05
+        fractions_high.append(rep.fraction.ci_high)
+    assert kept >= 95, kept
+    assert np.median(fractions_high) < 0.1  # the interval says "few, if any"
+
+
+def test_20_of_100_members_detected_and_fraction_covered(scores, cal, mixture):
+    rng = np.random.default_rng(3)
+    rep = set_tests(draw_suspect(scores["members"], scores["eval_nonmembers"], 100, 20, rng), cal, alpha=0.01, mixture=mixture)
+    assert rep.reject and rep.p_value < 0.01
+    assert rep.fraction.ci_low <= 0.2 <= rep.fraction.ci_high
+    assert 0.05 < rep.fraction.estimate < 0.4
+    # not a lucky draw: over 20 more draws all are detected and the interval covers 0.2 in
+    # at least 17 (a 95% interval misses more than 3 of 20 with probability < 2%)
+    detected = covered = 0
+    for _ in range(20):
+        r = set_tests(draw_suspect(scores["members"], scores["eval_nonmembers"], 100, 20, rng), cal, mixture=mixture)
+        detected += r.reject
+        covered += r.fraction.ci_low <= 0.2 <= r.fraction.ci_high
+    assert detected == 20 and covered >= 17, (detected, covered)
+
+
+# ------------------------------------------------------------- level under H0
+def test_pvalues_are_at_least_uniform_under_h0_on_real_nonmember_scores(cal):
+    """Every test, on 300 draws of 100 real non-member scores with a fresh calibration split
+    each time: P(p <= a) <= a + 3 standard errors for a in 1%, 5%, 10%, 25%, 50%."""
+    rng = np.random.default_rng(5)
+    pooled = np.r_[cal.scores, cal.eval_nonmember_scores]
+    pvals = {t: [] for t in TESTS}
+    for _ in range(300):
+        perm = rng.permutation(len(pooled))
+        c = make_calibration(pooled[perm[: cal.n]], 0.01, member_scores=cal.member_scores)
+        rep = set_tests(pooled[perm[cal.n : cal.n + 100]], c)
+        for t in TESTS:
+            pvals[t].append(rep.tests[t].p_value)
+    for t in TESTS:
+        p = np.asarray(pvals[t])
+        for a in (0.01, 0.05, 0.1, 0.25, 0.5):
+            se = np.sqrt(a * (1 - a) / len(p))
+            assert (p <= a).mean() <= a + 3 * se, (t, a, (p <= a).mean())
+        assert 0 < p.min() and p.max() <= 1
+
+
+def test_power_study_runs_on_the_run(cal):
+    study = power_study(cal, size=50, fractions=(0.0, 0.2), draws=20, seed=8)
+    assert [r["n_members"] for r in study["rows"]] == [0, 10]
+    null, mixed = study["rows"]
+    for t in TESTS:
+        assert 0 <= null[f"reject_{t}"] <= 1 and mixed[f"reject_{t}"] >= null[f"reject_{t}"]
+    assert mixed["mean_estimate"] > null["mean_estimate"]
+
+
+def test_exceedance_null_is_exact_on_synthetic_continuous_scores():
+    """X ~ BetaBinomial(m, k+1, n-k) when calibration and suspect are iid: simulate it."""
+    rng = np.random.default_rng(6)
+    n, m = 200, 50
+    pvals, counts = [], []
+    for _ in range(2000):
+        c = make_calibration(rng.normal(size=n), 0.05)
+        r = exceedance_test(rng.normal(size=m), c)
+        pvals.append(r.p_value)
+        counts.append(r.statistic)
+    k = n_above = c.n_above
+    # the simulated counts follow the beta-binomial (chi-square goodness of fit on pooled cells)
+    obs = np.bincount(np.minimum(np.asarray(counts, int), 8), minlength=9)
+    pmf = stats.betabinom.pmf(np.arange(8), m, k + 1, n - n_above)
+    exp = np.r_[pmf, 1 - pmf.sum()] * len(counts)
+    assert stats.chisquare(obs, exp).pvalue > 0.001
+    p = np.asarray(pvals)
+    assert (p <= 0.05).mean() <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / len(p))
+
+
+def test_betabinomial_tail_is_accurate():
+    for x, m, a, b in [(3, 100, 11, 990), (30, 100, 11, 990), (0, 10, 2, 5), (11, 10, 2, 5)]:
+        ref = stats.betabinom.sf(x - 1, m, a, b)
+        got = betabinom_sf_inclusive(x, m, a, b)
+        assert got == pytest.approx(ref, rel=1e-6, abs=1e-15)
+    assert 0 < betabinom_sf_inclusive(90, 100, 11, 990) < 1e-60  # far tail, not 0 from 1 - cdf
+
+
+def test_mixture_recovers_a_known_fraction_on_synthetic_scores():
+    rng = np.random.default_rng(7)
+    cal, mem = rng.normal(0, 1, 2000), rng.normal(3, 1, 2000)
+    mm = MixtureModel.fit(cal, mem)
+    covered = 0
+    for _ in range(40):
+        suspect = np.r_[rng.normal(3, 1, 60), rng.normal(0, 1, 240)]
+        est, test = mm.fraction(suspect)
+        covered += est.ci_low <= 0.2 <= est.ci_high
+        assert abs(est.estimate - 0.2) < 0.12
+        assert test.p_value < 1e-6
+    assert covered >= 34  # a 95% interval: 38 expected
+
+
+def test_bad_alpha_and_unknown_test_are_refused(cal):
+    with pytest.raises(ValueError, match="alpha"):
+        set_tests([1.0, 2.0], cal, alpha=0)
+    with pytest.raises(ValueError, match="unknown test"):
+        set_tests([1.0, 2.0], cal, default_test="t-test")
+    with pytest.raises(ValueError, match="empty"):
+        set_tests([], cal)

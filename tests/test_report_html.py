@@ -1,0 +1,175 @@
+"""HTML reports: they open in headless Chromium with the verdict, p-value and plots present."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from activemint.cli import main
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+RUN_FILES = ("config.yaml", "manifest.csv", "model.safetensors", "model.json", "scores.npz", "metrics.json", "metrics.jsonl")
+
+
+def chromium(args: list[str], url: str) -> subprocess.CompletedProcess:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    cmd = [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+           "--virtual-time-budget=5000", *args, url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def render(html_path: Path, shot: Path) -> str:
+    """Screenshot + DOM of a local HTML file in headless Chromium (one call); returns the DOM."""
+    url = html_path.resolve().as_uri()
+    r = chromium([f"--screenshot={shot}", "--window-size=1200,3000", "--dump-dom"], url)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Image.open(shot) as im:
+        assert im.size == (1200, 3000)
+        px = np.asarray(im.convert("L"))
+    assert px.std() > 10  # not a blank page
+    # Chromium logs page problems (failed loads, script errors) on stderr
+    assert not re.search(r"Uncaught|Failed to load resource|ERR_FILE_NOT_FOUND|Not allowed to load", r.stderr), r.stderr[-2000:]
+    assert r.stdout.lstrip().startswith("<!DOCTYPE html>") or "<html" in r.stdout[:200]
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def run_copy(audited_run_dir, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("report") / "run"
+    d.mkdir()
+    for name in RUN_FILES:
+        shutil.copy2(audited_run_dir / name, d / name)
+    return d
+
+
+@pytest.fixture(scope="module")
+def mixed_audit(run_copy):
+    """An audit of 100 real images, 20 of them members, through the library."""
+    from activemint.audit import audit
+    from activemint.runs import load_run
+
+    run = load_run(run_copy, device="cpu")
+    data, s = run.data, run.data.splits
+    rng = np.random.default_rng(11)
+    folder = run_copy.parent / "mixed"
+    folder.mkdir()
+    for i in rng.choice(s.members, 20, replace=False):
+        Image.fromarray(data.train.images[i, 0].numpy()).save(folder / f"a_{i}.png")
+    for i in rng.choice(s.eval_nonmembers, 80, replace=False):
+        Image.fromarray(data.test.images[i, 0].numpy()).save(folder / f"b_{i}.png")
+    result = audit(run_copy, [str(folder)], device="cpu")
+    out = result.write(run_copy.parent / "audit-out")
+    return result, out
+
+
+def test_audit_report_renders_in_chromium(mixed_audit, tmp_path):
+    result, out = mixed_audit
+    html = (out / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained
+    dom = render(out / "report.html", tmp_path / "audit.png")
+    verdict = re.search(r'<div class="verdict (reject|keep)" id="verdict">([^<]+)</div>', dom)
+    assert verdict, dom[:2000]
+    assert verdict.group(1) == ("reject" if result.tests.reject else "keep")
+    assert verdict.group(2).startswith("Members detected") and result.tests.reject
+    from activemint.audit.pipeline import fmt_p
+
+    assert fmt_p(result.tests.p_value) in verdict.group(2) and fmt_p(result.tests.p_value) in dom
+    imgs = re.findall(r'<img class="plot" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', dom)
+    assert len(imgs) >= 3  # suspect vs calibration, members vs non-members, ROC
+    assert "ROC" in dom and result.model["weights_sha256"] in dom and result.suspect.data_sha256 in dom
+    assert "estimated member fraction" in dom
+    md = (out / "summary.md").read_text()
+    assert result.verdict in md and "| mixture (decides) |" in md and "| exceedance |" in md and result.suspect.data_sha256 in md
+
+
+def test_report_of_a_training_run(run_copy, tmp_path, capsys):
+    out = run_copy / "report.html"  # the default place
+    assert main(["report", str(run_copy)]) == 0
+    assert str(out) in capsys.readouterr().out
+    dom = render(out, tmp_path / "run.png")
+    for text in ("Learning curves", "Membership test", "Score distributions", "ROC curves", "Configuration"):
+        assert text in dom, text
+    assert len(re.findall(r'<img class="plot" src="data:image/png;base64,', dom)) == 3
+
+
+def test_report_of_an_unfinished_run_and_bad_dirs(run_copy, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("config.yaml", "metrics.jsonl"):
+        shutil.copy2(run_copy / name, partial / name)
+    assert main(["report", str(partial)]) == 0
+    html = (partial / "report.html").read_text()
+    assert "has not finished" in html and "Learning curves" in html
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    assert "neither metrics.jsonl nor metrics.json" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert not (empty / "report.html").exists()
+
+
+def test_compare_report_from_scores_dict(audited_run_dir, tmp_path):
+    from activemint.report import compare_report_html
+
+    with np.load(audited_run_dir / "scores.npz") as z:
+        mem, non = z["members"], z["eval_nonmembers"]
+    rng = np.random.default_rng(0)
+    methods = {"aMINT": (mem, non), "aMINT + noise": (mem + rng.normal(0, 3, len(mem)), non + rng.normal(0, 3, len(non)))}
+    html = compare_report_html(methods, note="two scorers on the test run", bootstrap=20)
+    path = tmp_path / "compare.html"
+    path.write_text(html)
+    dom = render(path, tmp_path / "compare.png")
+    assert "aMINT + noise" in dom and "two scorers on the test run" in dom
+    assert len(re.findall(r"<img ", dom)) == 3  # bars, ROC, histograms
+
+
+def test_run_summary_still_works(audited_run_dir):
+    import json
+
+    from activemint.report import run_summary
+
+    text = run_summary(json.loads((audited_run_dir / "metrics.json").read_text()))
+    assert "membership test" in text and "AUC" in text
+
+
+def test_report_of_a_compare_directory(audited_run_dir, tmp_path, capsys):
+    """A directory written by activemint.compare's own writer renders as a comparison."""
+    compare = pytest.importorskip("activemint.compare")
+    from activemint.metrics import membership_metrics
+
+    with np.load(audited_run_dir / "scores.npz") as z:
+        real = {r: z[r] for r in ("members", "eval_nonmembers", "calibration")}
+    rng = np.random.default_rng(1)
+    noisy = {r: v + rng.normal(0, 4, len(v)) for r, v in real.items()}
+    rows = []
+    for method, model, scores in (("Active MINT", "active", real), ("Loss attack", "plain", noisy)):
+        m = membership_metrics(scores["members"], scores["eval_nonmembers"], calibration_scores=scores["calibration"],
+                               half_threshold=0.0, bootstrap=20)
+        rows.append(compare.MethodResult(method, model, "test", f"{method} scores", ["scores"], {}, 0.0, m, 0.85, scores))
+    info = {"dataset": "fashion-mnist", "arch": "small_cnn", "setup": "entry", "n_members": 1000, "n_eval_nonmembers": 2000,
+            "n_calibration": 1000, "n_external": 4000, "target_fpr": 0.01, "reference_models": {}, "command": None}
+    out = tmp_path / "cmp"
+    compare.write_outputs(out, rows, compare.headline_line(rows), info, [], [], 1.0)
+    assert main(["report", str(out)]) == 0
+    capsys.readouterr()
+    dom = render(out / "report.html", tmp_path / "cmp.png")
+    assert "Active MINT (active model)" in dom and "Loss attack (plain model)" in dom
+    assert "fashion-mnist / small_cnn / aMINT setup entry" in dom
+    assert f"{rows[0].metrics.auc:.3f}" in dom
+    assert len(re.findall(r'<img class="plot" src="data:image/png;base64,', dom)) == 3
+
+
+def test_report_of_a_plain_run(plain_run_dir, tmp_path, capsys):
+    out = tmp_path / "plain.html"
+    assert main(["report", str(plain_run_dir), "--out", str(out)]) == 0
+    capsys.readouterr()
+    html = out.read_text()
+    assert "plain training (no aMINT)" in html and "Learning curves" in html
+    assert "Membership test" not in html  # no head, no membership figures
