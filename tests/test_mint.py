@@ -96,3 +96,21 @@ def test_multitask_loss_normalises_by_first_batch():
     assert parts2["mint_loss"] < 1e-6 and total2.item() == pytest.approx(1.0, rel=1e-4)
     with pytest.raises(ValueError):
         MultitaskLoss(lambda_task=0, lambda_mint=0)
+
+
+def test_head_stride_subsamples_large_maps_only():
+    """head_stride=2: the first conv of a branch strides on maps of >= 8 px; small maps keep
+    stride 1 and the pool only runs where there is room. Parameter shapes do not change."""
+    shapes = [(8, 14, 14), (16, 4, 4), (32, 2, 2)]
+    plain, strided = MintHead(shapes, width=8, stride=1), MintHead(shapes, width=8, stride=2)
+    assert [b.conv1.stride for b in strided.branches] == [(2, 2), (1, 1), (1, 1)]
+    assert [b.conv1.stride for b in plain.branches] == [(1, 1)] * 3
+    assert [type(b.pool).__name__ for b in strided.branches] == ["MaxPool2d", "MaxPool2d", "Identity"]
+    assert [p.shape for p in plain.parameters()] == [p.shape for p in strided.parameters()]
+    feats = [torch.randn(3, *s) for s in shapes]
+    assert strided(feats).shape == (3,)
+    # Through the Enhanced Audited Model: the stride reaches the head.
+    torch.manual_seed(0)
+    eam = EnhancedAuditedModel(Net(), ["stem", "body"], input_shape=(1, 16, 16), head_stride=2)
+    assert [b.conv1.stride for b in eam.head.branches] == [(2, 2), (2, 2)]  # 16 px and 8 px maps
+    assert eam.membership_logit(torch.randn(2, 1, 16, 16)).shape == (2,)

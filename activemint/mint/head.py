@@ -5,8 +5,13 @@ One branch per tapped map, concatenated, then an MLP (paper, Sec. 3):
 * feature maps (B, C, H, W): conv3x3 -> ReLU -> max-pool 2 -> conv3x3 -> ReLU -> global max-pool;
 * token sequences (B, N, D) (Vision Transformers): Linear -> ReLU -> Linear -> ReLU -> max over tokens.
 
-The paper's heads use 1024-4096 channel convolutions.  ``width`` sets the branch width;
-the default (64) is far lighter and, measured on Fashion-MNIST, detects as well (see README).
+The paper's heads use 1024-4096 channel convolutions.  ``width`` sets the branch width; the
+default (64) is far lighter.  Measured on Fashion-MNIST (small_cnn, Entry, 25 epochs;
+``benchmarks/results/head-width-cpu.md``): width 64 keeps the AUC of width 256 within ~0.01
+(0.982-0.990 vs 0.992), while 32 and 16 lose (0.971, 0.928); width 256 is better at very low
+FPR (TPR@1%FPR 0.79 vs 0.53-0.62) at ~4x the head's cost.  ``stride=2`` (first conv strided
+on maps of >= 8 px) cuts the head's cost on early taps ~4x for a small loss (AUC 0.979,
+TPR@1%FPR 0.45 at width 64); it is an option, not the default.
 """
 from __future__ import annotations
 
@@ -19,18 +24,23 @@ from torch import nn
 class ConvBranch(nn.Module):
     """Conv branch for a (B, C, H, W) map -> (B, width) vector."""
 
-    def __init__(self, in_channels: int, spatial: int, width: int) -> None:
+    def __init__(self, in_channels: int, spatial: int, width: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
+        # ``stride`` > 1: the first conv subsamples maps of at least 8 px (a lighter head: the
+        # first conv at full resolution is most of the head's cost on early taps).
+        stride = stride if spatial >= 8 else 1
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1)
         # Pool only where there is room for it: late stages of small inputs are 1x1 or 2x2.
-        self.pool = nn.MaxPool2d(2) if spatial >= 4 else nn.Identity()
+        self.pool = nn.MaxPool2d(2) if -(-spatial // stride) >= 4 else nn.Identity()
         self.conv2 = nn.Conv2d(width, width, 3, padding=1)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.act(self.conv1(x)))
-        x = self.act(self.conv2(x))
-        return torch.amax(x, dim=(2, 3))
+        # conv -> ReLU -> max-pool -> conv -> ReLU -> global max-pool, computed with each ReLU
+        # after its max-pool: ReLU and max commute, so the values are the same, but the ReLU
+        # (and its backward) then runs on a 4x smaller map, and on (B, width) at the end.
+        x = self.act(self.pool(self.conv1(x)))
+        return self.act(torch.amax(self.conv2(x), dim=(2, 3)))
 
 
 class TokenBranch(nn.Module):
@@ -51,19 +61,21 @@ class MintHead(nn.Module):
         shapes: per tapped map, its shape without the batch dimension: (C, H, W) or (N, D).
         width: channels of each branch.
         hidden: width of the MLP's hidden layer.
+        stride: stride of each conv branch's first conv (on maps of at least 8 px); 1 = the
+            paper's design.
 
     ``forward(features)`` takes the list of tapped tensors (same order as ``shapes``) and
     returns membership logits of shape (B,).  ``sigmoid(logit)`` is P(member).
     """
 
-    def __init__(self, shapes: Sequence[Sequence[int]], *, width: int = 64, hidden: int = 128) -> None:
+    def __init__(self, shapes: Sequence[Sequence[int]], *, width: int = 64, hidden: int = 128, stride: int = 1) -> None:
         super().__init__()
         if not shapes:
             raise ValueError("MintHead needs at least one tapped activation")
         branches = []
         for shape in shapes:
             if len(shape) == 3:
-                branches.append(ConvBranch(shape[0], min(shape[1], shape[2]), width))
+                branches.append(ConvBranch(shape[0], min(shape[1], shape[2]), width, stride))
             elif len(shape) == 2:
                 branches.append(TokenBranch(shape[1], width))
             else:
@@ -71,7 +83,7 @@ class MintHead(nn.Module):
                     f"a tapped activation must be (C, H, W) or (N, D) per sample, got {tuple(shape)}"
                 )
         self.shapes = [tuple(int(s) for s in shape) for shape in shapes]
-        self.width, self.hidden = width, hidden
+        self.width, self.hidden, self.stride = width, hidden, stride
         self.branches = nn.ModuleList(branches)
         self.mlp = nn.Sequential(nn.Linear(width * len(branches), hidden), nn.ReLU(), nn.Linear(hidden, 1))
 

@@ -71,7 +71,8 @@ class EnhancedAuditedModel(nn.Module):
         taps: dotted module names, in forward-execution order; the last one is where a
             truncated forward stops.
         input_shape: (C, H, W) of one input, used to infer the tapped shapes.
-        head_width, head_hidden: size of the :class:`MintHead`.
+        head_width, head_hidden, head_stride: size of the :class:`MintHead`, and the stride
+            of its branches' first conv.
 
     Outputs: ``forward(x)`` -> ``(class_logits (B, K), membership_logits (B,))``.
     """
@@ -84,6 +85,7 @@ class EnhancedAuditedModel(nn.Module):
         input_shape: Sequence[int],
         head_width: int = 64,
         head_hidden: int = 128,
+        head_stride: int = 1,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -96,7 +98,7 @@ class EnhancedAuditedModel(nn.Module):
         self._keep = 0
         self._handles = [m.register_forward_hook(self._make_hook(i)) for i, m in enumerate(self._tap_modules)]
         shapes, self.split_forward_ok = self._probe()
-        self.head = MintHead(shapes, width=head_width, hidden=head_hidden)
+        self.head = MintHead(shapes, width=head_width, hidden=head_hidden, stride=head_stride)
 
     # ------------------------------------------------------------------ hooks
     def _make_hook(self, i: int):

@@ -42,6 +42,9 @@ class TrainConfig:
     validation: int | None = None
     calibration: int | None = None
     eval_nonmembers: int | None = None
+    # Test images for the final audited accuracy: None = the whole test split, else a seeded
+    # random subset of this size (CPU-scale grids: 10,000 inferences of a ResNet cost minutes).
+    test_samples: int | None = None
     epochs: int = 10
     batch_size: int = 64
     external_batch_size: int = 64
@@ -56,6 +59,7 @@ class TrainConfig:
     lambda_mint: float = 1.0
     head_width: int = 64
     head_hidden: int = 128
+    head_stride: int = 1
     select: str = "last"
     target_fpr: float = 0.01
     seed: int = 0
@@ -83,10 +87,10 @@ class TrainConfig:
             raise ValueError("select=val_mint needs mint=True")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError("precision must be auto, fp32 or bf16")
-        for name in ("epochs", "batch_size", "external_batch_size", "head_width", "head_hidden"):
+        for name in ("epochs", "batch_size", "external_batch_size", "head_width", "head_hidden", "head_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("members", "external", "validation", "calibration", "eval_nonmembers"):
+        for name in ("members", "external", "validation", "calibration", "eval_nonmembers", "test_samples"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")

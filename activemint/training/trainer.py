@@ -89,7 +89,8 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes
         return PlainModel(backbone)
     taps = cfg.taps or tap_points(cfg.arch, cfg.setup)
     return EnhancedAuditedModel(
-        backbone, taps, input_shape=input_shape, head_width=cfg.head_width, head_hidden=cfg.head_hidden
+        backbone, taps, input_shape=input_shape, head_width=cfg.head_width, head_hidden=cfg.head_hidden,
+        head_stride=cfg.head_stride,
     )
 
 
@@ -147,7 +148,11 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.de
     the model nor the head saw; the calibrated threshold comes from the calibration split.
     """
     s = data.splits
-    result: dict[str, Any] = {"test_accuracy": accuracy(model, data.test, None, device), "n_test": len(data.test)}
+    test_index = None  # cfg.test_samples: a seeded random subset of the test split
+    if cfg.test_samples is not None and cfg.test_samples < len(data.test):
+        test_index = np.sort(np.random.default_rng(cfg.seed).permutation(len(data.test))[: cfg.test_samples])
+    n_test = len(data.test) if test_index is None else len(test_index)
+    result: dict[str, Any] = {"test_accuracy": accuracy(model, data.test, test_index, device), "n_test": n_test}
     scores: dict[str, np.ndarray] = {}
     if isinstance(model, EnhancedAuditedModel):
         for role, src, idx in (
@@ -192,8 +197,12 @@ class RunResult:
 class Trainer:
     """Trains one run into ``run_dir``; ``resume=True`` continues from its last checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None,
+                 data: RunData | None = None) -> None:
+        # ``data``: train on these samples instead of the splits ``cfg`` draws (e.g. reference
+        # models of membership attacks, trained on chosen subsets); None = load_run_data(cfg).
         self.cfg = cfg
+        self.data = data
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.log = log or (lambda msg: tqdm.write(msg))
@@ -220,8 +229,8 @@ class Trainer:
             self._check_resume()
         elif (self.run_dir / "config.yaml").exists():
             raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        data = self.data if self.data is not None else load_run_data(cfg)  # fails before anything is written
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        data = load_run_data(cfg)
         if not resume:
             cfg.save(self.run_dir / "config.yaml", **provenance())
             write_manifest(self.run_dir / "manifest.csv", data.splits, data.train, data.test)
@@ -371,7 +380,8 @@ def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: 
         "setup": cfg.setup if cfg.mint else None,
         "taps": (cfg.taps or tap_points(cfg.arch, cfg.setup)) if cfg.mint else None,
         "dataset": cfg.dataset, "input_shape": list(input_shape), "num_classes": num_classes,
-        "head_width": cfg.head_width, "head_hidden": cfg.head_hidden, "activemint": activemint.__version__,
+        "head_width": cfg.head_width, "head_hidden": cfg.head_hidden, "head_stride": cfg.head_stride,
+        "activemint": activemint.__version__,
         "epoch": epoch,
     }
 
