@@ -30,6 +30,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mint", choices=["on", "off"], help="on: train with aMINT (default); off: plain training on D alone")
     g.add_argument("--head-width", type=int, help="channels of each MINT head branch (default 64)")
     g.add_argument("--head-hidden", type=int, help="hidden units of the MINT head's MLP (default 128)")
+    g.add_argument("--head-stride", type=int, help="stride of the MINT head's first convs on maps >= 8 px (default 1; 2 = a lighter head)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="passes over the members (default 10)")
     g.add_argument("--batch-size", type=int, help="member batch size (default 64)")
@@ -57,7 +58,7 @@ _FIELDS = {
     "dataset": "dataset", "data_root": "data_root", "download": "download", "members": "members",
     "external": "external", "validation": "validation", "calibration": "calibration",
     "eval_nonmembers": "eval_nonmembers", "arch": "arch", "setup": "setup", "head_width": "head_width",
-    "head_hidden": "head_hidden", "epochs": "epochs", "batch_size": "batch_size",
+    "head_hidden": "head_hidden", "head_stride": "head_stride", "epochs": "epochs", "batch_size": "batch_size",
     "external_batch_size": "external_batch_size", "recipe": "recipe", "optimizer": "optimizer", "lr": "lr",
     "weight_decay": "weight_decay", "schedule": "schedule", "lambda_task": "lambda_task",
     "lambda_mint": "lambda_mint", "select": "select", "target_fpr": "target_fpr", "seed": "seed",
@@ -165,6 +166,88 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    from activemint import grid
+
+    matrix = grid.load_matrix(args.matrix)
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    if args.generate:
+        for profile in split(args.generate) if args.generate != "all" else sorted(matrix.profiles):
+            paths = grid.generate_configs(matrix, profile)
+            print(f"profile {profile}: {len(paths)} configs in {paths[0].parent}")
+        return 0
+    cells = grid.expand(matrix, args.profile, datasets=split(args.datasets), archs=split(args.archs),
+                        setups=split(args.setups), baselines=not args.no_baselines)
+    out = Path(args.out or f"runs/grid-{args.profile}")
+    if args.dry_run:
+        for c in cells:
+            print(f"{grid.cell_status(c, out):8s} {c.name:45s} {c.key}  epochs {c.config.epochs}")
+        return 0
+    failed = []
+    if not args.table_only:
+        outcomes = grid.run_grid(cells, out, workers=args.workers)
+        failed = [o for o in outcomes if o.status == "failed"]
+        for o in failed:
+            print(f"FAILED {o.cell}: {o.error}", file=sys.stderr)
+    rows = grid.results_table(matrix, cells, out)
+    grid.write_table(rows, out / "results.md", out / "results.csv")
+    print(grid.table_markdown(rows))
+    print(f"table written to {out / 'results.md'} and {out / 'results.csv'}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from activemint.audit import audit, default_out_dir
+    from activemint.report.audit import audit_markdown
+
+    result = audit(args.run_dir, args.suspect, alpha=args.alpha, target_fpr=args.target_fpr, test=args.test,
+                   resize=args.resize, convert_channels=args.convert_channels, device=args.device)
+    out = result.write(args.out or default_out_dir(result), force=args.force)
+    print(audit_markdown(result))
+    print(f"written to {out}: report.html, summary.md, samples.csv, audit.json", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from activemint.report import write_report
+
+    out = write_report(args.run_dir, args.out)
+    print(f"report written to {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import shlex
+
+    from activemint.attacks import GradientMintConfig, PassiveMintConfig, ReferenceConfig
+    from activemint.compare import run_compare
+
+    if args.mint == "off":
+        raise ValueError("compare trains the active run with aMINT and the plain run itself; drop --mint off")
+    cfg = None if args.active_run else config_from_args(args)
+    if cfg is not None and not cfg.mint:
+        raise ValueError("the active run must have mint on")
+    reference = None if args.reference_models == 0 else ReferenceConfig(
+        n_models=args.reference_models, epochs=args.reference_epochs, population=args.population, seed=args.reference_seed)
+    out = Path(args.out) if args.out else Path("runs") / (f"compare-{cfg.dataset}-{cfg.arch}-{cfg.setup}-s{cfg.seed}" if cfg else "compare")
+    result = run_compare(
+        cfg, out, active_run=args.active_run, plain_run=args.plain_run, reference=reference,
+        passive=PassiveMintConfig(epochs=args.passive_epochs),
+        gradient=GradientMintConfig(epochs=args.gmint_epochs, external_limit=args.gmint_external),
+        rmia_a=args.rmia_a, cache_dir=args.cache_dir, workers=args.workers, progress=not args.no_progress,
+        command="activemint " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    print(result.table())
+    print()
+    print(result.headline)
+    print(("trained: " + "; ".join(result.trained)) if result.trained else "trained nothing: every run, reference model and "
+          "scorer was reused from the cache", file=sys.stderr)
+    print(f"written to {out}/ (compare.md, compare.csv, compare.json, roc_linear.png, roc_loglog.png) in {result.seconds:.0f} s",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_list(kind: str) -> int:
     if kind == "datasets":
         from activemint.data import dataset_info, list_datasets
@@ -208,6 +291,73 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", help="CSV file (default: standard output)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_score)
+
+    g = sub.add_parser("grid", help="run (a subset of) the paper's grid of data sets x archs x setups and tabulate it",
+                       description="Run cells of configs/grid.yaml: skips cells already done (keyed by config hash), "
+                                   "resumes interrupted ones, trains a plain baseline per data set x arch, and writes "
+                                   "OUT/results.md + results.csv beside the paper's Table 1.")
+    g.add_argument("--matrix", help="grid matrix file (default: the repository's configs/grid.yaml)")
+    g.add_argument("--profile", default="paper", help="paper (full size) or cpu (shrunk sizes and epochs)")
+    g.add_argument("--datasets", help="comma-separated data sets (default: the profile's)")
+    g.add_argument("--archs", help="comma-separated architectures (default: all six)")
+    g.add_argument("--setups", help="comma-separated setups among entry,middle,output,plain (default: all)")
+    g.add_argument("--no-baselines", action="store_true", help="skip the plain (mint off) baseline cells")
+    g.add_argument("--workers", type=int, help="parallel worker processes (default: one per GPU, 1 on CPU)")
+    g.add_argument("--out", help="folder of the cells' run directories (default runs/grid-<profile>)")
+    g.add_argument("--dry-run", action="store_true", help="list the selected cells and their status; train nothing")
+    g.add_argument("--table-only", action="store_true", help="only (re)write the results table from finished cells")
+    g.add_argument("--generate", nargs="?", const="all", help="write configs/<profile>/*.yaml from the matrix (all profiles, or a comma-separated list) and exit")
+    g.set_defaults(func=cmd_grid)
+
+    a = sub.add_parser("audit", help="test whether a set of images was used to train a run's model (p-value, report)",
+                       description="Audit a suspect set against an aMINT run: per-sample decisions at a threshold calibrated "
+                                   "on held-out non-members, a set-level test of H0 'none of these were members' with a "
+                                   "p-value, the estimated fraction of members with a 95%% CI, and an HTML + Markdown report. "
+                                   "SUSPECT: a folder of images, image files, a .txt file list (one path per line, relative "
+                                   "to the list's folder) or split:ROLE of the run. Images must have the model's input size "
+                                   "and channels unless --resize / --convert-channels. Exit code 2 on bad input, with "
+                                   "nothing written.")
+    a.add_argument("run_dir")
+    a.add_argument("suspect", nargs="+")
+    a.add_argument("--alpha", type=float, default=0.01, help="significance level of the set-level test (default 0.01)")
+    a.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate of the per-sample decisions (default 0.01)")
+    a.add_argument("--test", choices=["mixture", "exceedance", "mann_whitney"], default="mixture",
+                   help="the set-level test that decides (default mixture; all three are reported)")
+    a.add_argument("--out", help="output folder (default RUN_DIR/audits/<time>-<data hash>); must not exist or be empty")
+    a.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    a.add_argument("--resize", action="store_true", help="resize images of another size to the model's input (bilinear)")
+    a.add_argument("--convert-channels", action="store_true", help="convert greyscale/colour images to the model's channels")
+    a.add_argument("--device", default="auto")
+    a.set_defaults(func=cmd_audit)
+
+    r = sub.add_parser("report", help="HTML report of a training run or a compare output directory",
+                       description="Render learning curves, score histograms and ROC curves (linear and log-log) of a "
+                                   "training run, or the per-method figures of a compare directory, into one HTML file.")
+    r.add_argument("run_dir")
+    r.add_argument("--out", help="HTML file (default RUN_DIR/report.html)")
+    r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="Active MINT vs passive MINT, gMINT, output attacks, LiRA and RMIA on the same splits",
+                       description="Train (or reuse) the active run, the same model trained plainly and N reference models; "
+                                   "score members vs evaluation non-members with every method; write a table (Markdown, "
+                                   "CSV, JSON) and ROC plots.  Everything trained is cached under --cache-dir.")
+    _add_train_args(c)
+    g = c.add_argument_group("compare")
+    g.add_argument("--out", help="output folder (default runs/compare-<dataset>-<arch>-<setup>-s<seed>)")
+    g.add_argument("--reference-models", type=int, default=4, help="reference models for LiRA / RMIA (default 4; 0 skips both)")
+    g.add_argument("--reference-epochs", type=int, help="epochs of each reference model (default: the audited run's)")
+    g.add_argument("--reference-seed", type=int, default=0, help="seed of the reference pool split and models (default 0)")
+    g.add_argument("--population", type=int, help="RMIA population size z from the external set (default: all not in the pool)")
+    g.add_argument("--rmia-a", type=float, default=0.3, help="RMIA offline parameter a in [0, 1] (default 0.3)")
+    g.add_argument("--passive-epochs", type=int, help="epochs of the passive MINT head (default: the audited run's)")
+    g.add_argument("--gmint-epochs", type=int, default=40, help="epochs of the gMINT classifier (default 40)")
+    g.add_argument("--gmint-external", type=int, help="train gMINT on at most this many external samples (default: all of E)")
+    g.add_argument("--workers", type=int, default=1, help="parallel processes training reference models (default 1)")
+    g.add_argument("--cache-dir", default=".cache", help="cache of runs, reference models and trained scorers (default .cache)")
+    g.add_argument("--active-run", help="use this finished aMINT run directory instead of training one")
+    g.add_argument("--plain-run", help="use this finished plain run directory (same splits) instead of training one")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_compare)
 
     sub.add_parser("datasets", help="list the registered data sets").set_defaults(func=lambda a: cmd_list("datasets"))
     sub.add_parser("archs", help="list the architectures and their tap points").set_defaults(func=lambda a: cmd_list("archs"))

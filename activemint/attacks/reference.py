@@ -1,0 +1,361 @@
+"""Reference models for LiRA and RMIA: planned, trained once, cached as per-sample logits.
+
+**What they train on.**  The standard recipe (LiRA's online setting) trains each reference
+model on a random half of a pool that holds the targets, so that every target is IN for half
+of the models and OUT for the other half.  Here the pool is
+
+    members D  +  eval_nonmembers  +  calibration  +  fill (from the external set E)
+
+where ``fill`` takes just enough samples of E that the pool holds ``2 |D|`` samples: each
+reference model then trains on about as many samples as the audited model did (LiRA assumes
+reference models trained like the target).  When the targets alone exceed ``2 |D|`` there is
+no fill and reference models train on ``|pool| / 2 > |D|`` samples (the plan says so).  The IN
+mask is balanced: every pool sample is IN for exactly ``floor(N / 2)`` of the N models
+(Carlini et al.'s ``keep`` matrix).  Offline LiRA and RMIA use, for each sample, only the
+models that did not train on it.  RMIA's population ``z`` is the rest of E (never in any
+reference model's training data).  Calibration samples are in the pool, so every method's
+calibrated threshold comes from scores computed exactly like the test scores.
+
+Reference models are trained by the project's :class:`~activemint.training.Trainer` with
+``mint=False`` and the audited run's recipe (optionally fewer epochs); their test accuracy is
+measured on :data:`REFERENCE_TEST_SAMPLES` test images outside the pool.
+
+**Cache.**  ``<cache>/reference-models/<key>/`` where ``key`` is the SHA-256 of the full JSON
+(``config.json`` there) of everything that decides the models: the training config, the
+reference config, and the index sets of the pool.  Each ``model-XX/`` is a normal run
+directory plus ``logits.npz`` (float32 class logits of every scored sample and its index).
+A model is trained only when its ``model.safetensors`` is missing, and run only when its
+``logits.npz`` lacks a needed role.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from activemint.attacks.config import ScorerConfig
+from activemint.data import ArrayDataset, Splits, load_dataset
+from activemint.training.checkpoint import load_weights
+from activemint.training.config import TrainConfig
+
+#: The samples every reference model is evaluated on (class logits saved per role).
+SCORED_ROLES = ("members", "eval_nonmembers", "calibration", "population")
+#: The pool the reference models train on, in this order.
+POOL_ROLES = ("members", "eval_nonmembers", "calibration", "fill")
+FORMAT = "activemint-reference-models/1"
+#: Reference models report their test accuracy on this many held-out test images (not in the pool).
+REFERENCE_TEST_SAMPLES = 2000
+
+
+@dataclass
+class ReferenceConfig(ScorerConfig):
+    n_models: int = 4
+    epochs: int | None = None
+    seed: int = 0
+    population: int | None = None
+
+    name: ClassVar[str] = "reference models"
+    description: ClassVar[str] = ("N models of the audited architecture trained plainly (mint off) by the project's Trainer "
+                                  "on random halves of members + evaluation non-members + calibration + external fill; "
+                                  "every target is IN for half of them")
+    bounds: ClassVar[dict] = {"n_models": (4, 4096), "epochs": (1, 100_000), "seed": (0, 2**31 - 1),
+                              "population": (1, 1 << 40)}
+
+
+def config_key_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """A config's fields for a cache key: fields added later are left out while they hold the
+    value that reproduces earlier runs (:data:`activemint.grid.HASH_NEUTRAL`), so adding a field
+    does not orphan cached models; any other value changes the key."""
+    from activemint.grid import HASH_NEUTRAL
+
+    return {k: v for k, v in cfg.to_dict().items() if not (k in HASH_NEUTRAL and v == HASH_NEUTRAL[k])}
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sha256_indices(idx: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(idx, dtype=np.int64)).tobytes()).hexdigest()
+
+
+@dataclass
+class ReferencePlan:
+    """Which samples exist for the reference models and which model trains on which.
+
+    ``samples[role] = (source split, indices)`` for ``members``, ``eval_nonmembers``,
+    ``calibration``, ``fill`` (pool) and ``population``; ``keep`` (N, n_pool) is the IN mask
+    over the pool in :data:`POOL_ROLES` order.
+    """
+
+    samples: dict[str, tuple[str, np.ndarray]]
+    validation: np.ndarray
+    keep: np.ndarray
+
+    @property
+    def n_models(self) -> int:
+        return self.keep.shape[0]
+
+    def pool_slices(self) -> dict[str, slice]:
+        out, start = {}, 0
+        for role in POOL_ROLES:
+            n = len(self.samples[role][1])
+            out[role] = slice(start, start + n)
+            start += n
+        return out
+
+    def keep_for(self, role: str) -> np.ndarray:
+        """(n_role, N) IN mask of ``role``'s samples; all False for the population."""
+        if role == "population":
+            return np.zeros((len(self.samples[role][1]), self.n_models), dtype=bool)
+        return self.keep[:, self.pool_slices()[role]].T.copy()
+
+    def training_sizes(self) -> list[int]:
+        return [int(k) for k in self.keep.sum(axis=1)]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides the models' training data (the population is not part of it)."""
+        d = {role: {"split": self.samples[role][0], "n": len(self.samples[role][1]), "sha256": sha256_indices(self.samples[role][1])}
+             for role in POOL_ROLES}
+        d["validation"] = {"split": "train", "n": len(self.validation), "sha256": sha256_indices(self.validation)}
+        d["keep_sha256"] = hashlib.sha256(np.packbits(self.keep).tobytes()).hexdigest()
+        return d
+
+
+def make_plan(splits: Splits, config: ReferenceConfig) -> ReferencePlan:
+    """The pool, the balanced IN mask and the population, from a run's splits (seeded)."""
+    rng = np.random.default_rng(config.seed)
+    targets = len(splits.members) + len(splits.eval_nonmembers) + len(splits.calibration)
+    n_fill = max(0, 2 * len(splits.members) - targets)
+    external = rng.permutation(splits.external)
+    if n_fill > len(external):
+        raise ValueError(f"the reference pool needs {n_fill} external samples to reach 2 x {len(splits.members)} members; "
+                         f"the run has {len(external)}")
+    fill = np.sort(external[:n_fill])
+    rest = external[n_fill:]
+    if len(rest) == 0:
+        raise ValueError("no external samples are left for RMIA's population after filling the reference pool")
+    population = np.sort(rest if config.population is None else rest[: config.population])
+    samples = {
+        "members": ("train", splits.members), "eval_nonmembers": ("test", splits.eval_nonmembers),
+        "calibration": ("train", splits.calibration), "fill": ("train", fill), "population": ("train", population),
+    }
+    n_pool = sum(len(samples[r][1]) for r in POOL_ROLES)
+    n = config.n_models
+    order = rng.random((n, n_pool)).argsort(axis=0)
+    keep = order < n // 2
+    return ReferencePlan(samples, np.asarray(splits.validation, dtype=np.int64), keep)
+
+
+def _images(role_split: str, idx: np.ndarray, train: ArrayDataset, test: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = test if role_split == "test" else train
+    t = torch.as_tensor(idx, dtype=torch.long)
+    return ds.images[t], ds.labels[t]
+
+
+def pool_run_data(plan: ReferencePlan, model: int, train: ArrayDataset, test: ArrayDataset):
+    """A RunData whose ``train`` is the pool + validation samples and whose members are model ``model``'s IN set."""
+    from activemint.training.trainer import RunData
+
+    imgs, labels = [], []
+    for role in POOL_ROLES:
+        x, y = _images(plan.samples[role][0], plan.samples[role][1], train, test)
+        imgs.append(x)
+        labels.append(y)
+    x, y = _images("train", plan.validation, train, test)
+    imgs.append(x)
+    labels.append(y)
+    n_pool = plan.keep.shape[1]
+    pool = ArrayDataset(torch.cat(imgs), torch.cat(labels), list(train.classes), train.name, "reference-pool", source=train.source)
+    members = np.flatnonzero(plan.keep[model])
+    validation = np.arange(n_pool, n_pool + len(plan.validation))
+    empty = np.zeros(0, dtype=np.int64)
+    held = reference_test_indices(plan, len(test))
+    t = torch.as_tensor(held)
+    held_test = ArrayDataset(test.images[t], test.labels[t], list(test.classes), test.name, "test", source=test.source)
+    return RunData(pool, held_test, Splits(members, empty, validation, empty, empty))
+
+
+def reference_test_indices(plan: ReferencePlan, n_test: int, limit: int = REFERENCE_TEST_SAMPLES) -> np.ndarray:
+    """Test-split images no reference model trained on (not in the pool), at most ``limit`` (seeded)."""
+    held = np.setdiff1d(np.arange(n_test), plan.samples["eval_nonmembers"][1])
+    return np.sort(np.random.default_rng(0).permutation(held)[:limit])
+
+
+def reference_train_config(base: TrainConfig, config: ReferenceConfig) -> TrainConfig:
+    """The training config shared by all reference models (seed and size set per model)."""
+    d = base.to_dict()
+    d.update(mint=False, taps=None, epochs=config.epochs or base.epochs,
+             select="val_task" if base.select in ("val_task", "val_mint") else "last",
+             external=None, calibration=None, eval_nonmembers=None, members=None, validation=None)
+    return TrainConfig.from_dict(d)
+
+
+@dataclass
+class ReferenceLogits:
+    """Class logits of all reference models on the scored roles, and their IN masks.
+
+    ``logits[role]``: (n_role, N, K) float64; ``keep[role]``: (n_role, N) bool;
+    ``labels[role]``: (n_role,) int64; ``indices[role]``: (source split, (n_role,) indices).
+    """
+
+    logits: dict[str, np.ndarray]
+    keep: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    indices: dict[str, tuple[str, np.ndarray]]
+    cache_dir: Path
+    key: str
+    trained: list[int] = field(default_factory=list)
+    ran: list[int] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    training_sizes: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------- jobs
+def _reference_job(job: dict[str, Any], datasets: tuple[ArrayDataset, ArrayDataset] | None = None) -> dict[str, Any]:
+    """Train (if needed) reference model ``job['model']`` and save its logits (if needed).
+
+    Runs in a worker process (then it loads the data set itself) or in-process.
+    """
+    from activemint.training import Trainer, build_model, predict_classes
+    from activemint.training.trainer import resolve_device
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    t0 = time.time()
+    cfg = TrainConfig.from_dict(job["config"])
+    run_dir = Path(job["run_dir"])
+    plan: ReferencePlan = job["plan"]
+    i = int(job["model"])
+    if datasets is None:
+        datasets = (load_dataset(cfg.dataset, "train", root=cfg.data_root, download=cfg.download),
+                    load_dataset(cfg.dataset, "test", root=cfg.data_root, download=cfg.download))
+    train, test = datasets
+    trained = ran = False
+    if not (run_dir / "model.safetensors").is_file():
+        resume = (run_dir / "checkpoints" / "train_state.pt").is_file()
+        if not resume:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        log = job.get("log") or (lambda m: None)
+        Trainer(cfg, run_dir, progress=False, log=log, data=pool_run_data(plan, i, train, test)).run(resume=resume)
+        trained = True
+    lpath = run_dir / "logits.npz"
+    saved = dict(np.load(lpath)) if lpath.is_file() else {}
+    wanted = {r: plan.samples[r] for r in SCORED_ROLES}
+    stale = [r for r, (split, idx) in wanted.items()
+             if r not in saved or not np.array_equal(saved.get(r + "_index"), idx) or str(saved.get(r + "_split")) != split]
+    if stale:
+        device = resolve_device(cfg.device)
+        model = build_model(cfg, tuple(train.input_shape), train.num_classes)
+        load_weights(model, run_dir / "model.safetensors")
+        model.to(device).eval()
+        for r in stale:
+            x, _ = _images(wanted[r][0], wanted[r][1], train, test)
+            saved[r] = predict_classes(model, x, device).numpy().astype(np.float32)
+            saved[r + "_index"] = np.asarray(wanted[r][1], dtype=np.int64)
+            saved[r + "_split"] = np.asarray(wanted[r][0])
+        tmp = run_dir / "logits.tmp.npz"
+        np.savez(tmp, **saved)
+        os.replace(tmp, lpath)
+        ran = True
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    return {"model": i, "trained": trained, "ran": ran, "seconds": time.time() - t0,
+            "test_accuracy": metrics.get("test_accuracy"), "logits": {r: saved[r] for r in SCORED_ROLES}}
+
+
+def reference_logits(
+    base: TrainConfig,
+    splits: Splits,
+    config: ReferenceConfig,
+    cache_root: str | Path,
+    *,
+    train: ArrayDataset | None = None,
+    test: ArrayDataset | None = None,
+    workers: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> ReferenceLogits:
+    """Train or reuse the reference models of ``base``'s architecture and recipe; return their logits.
+
+    Args:
+        base: the audited run's config (its recipe; ``mint`` is turned off).
+        splits: the audited run's splits (from its manifest).
+        cache_root: cache folder; models live in ``<cache_root>/reference-models/<key>/``.
+        train, test: the loaded data set splits (loaded here when not given).
+        workers: parallel training processes (each gets ``cores // workers`` threads, and
+            GPUs round-robin when there are several).
+    """
+    log = log or (lambda m: None)
+    t0 = time.time()
+    plan = make_plan(splits, config)
+    rcfg = reference_train_config(base, config)
+    key_obj = {"format": FORMAT, "train_config": config_key_dict(rcfg),
+               "reference": {"n_models": config.n_models, "seed": config.seed},  # epochs: in train_config
+               "pool": plan.fingerprint()}
+    key = sha256_json(key_obj)
+    root = Path(cache_root) / "reference-models" / key
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps(key_obj, indent=2, sort_keys=True))
+    np.savez(root / "plan.npz", keep=plan.keep, validation=plan.validation,
+             **{f"{r}_index": plan.samples[r][1] for r in plan.samples})
+    if train is None or test is None:
+        train = load_dataset(base.dataset, "train", root=base.data_root, download=base.download)
+        test = load_dataset(base.dataset, "test", root=base.data_root, download=base.download)
+
+    sizes = plan.training_sizes()
+    jobs = []
+    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for i in range(config.n_models):
+        d = rcfg.to_dict()
+        d.update(seed=1 + i + 1000 * config.seed, members=sizes[i], validation=len(plan.validation),
+                 extra={"reference_model": i, "n_reference_models": config.n_models, "reference_key": key})
+        jobs.append({"config": d, "run_dir": str(root / f"model-{i:02d}"), "plan": plan, "model": i})
+    todo = [j for j in jobs if not (Path(j["run_dir"]) / "model.safetensors").is_file()]
+    if todo:
+        log(f"reference models: training {len(todo)} of {config.n_models} into {root} "
+            f"({sizes[0]} samples each, {rcfg.epochs} epochs{f', {workers} workers' if workers > 1 else ''})")
+    else:
+        log(f"reference models: reusing all {config.n_models} from {root}")
+
+    results: dict[int, dict] = {}
+    if workers > 1 and len(todo) > 1:
+        cores = os.cpu_count() or 1
+        for j, job in enumerate(todo):
+            job["threads"] = max(1, cores // workers)
+            if n_gpu > 1 and rcfg.device in ("auto", "cuda"):
+                job["config"] = {**job["config"], "device": f"cuda:{j % n_gpu}"}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for res in pool.map(_reference_job, todo):
+                results[res["model"]] = res
+                log(f"reference model {res['model'] + 1}/{config.n_models}: trained in {res['seconds']:.0f} s, "
+                    f"test accuracy {res['test_accuracy']:.4f}")
+    for job in jobs:
+        if job["model"] in results:
+            continue
+        tag = f"reference model {job['model'] + 1}/{config.n_models}: "
+        res = _reference_job({**job, "log": lambda m, tag=tag: log(tag + m)}, (train, test))
+        results[res["model"]] = res
+        if res["trained"]:
+            log(f"reference model {res['model'] + 1}/{config.n_models}: trained in {res['seconds']:.0f} s, "
+                f"test accuracy {res['test_accuracy']:.4f}")
+
+    ordered = [results[i] for i in range(config.n_models)]
+    logits = {r: np.stack([res["logits"][r] for res in ordered], axis=1).astype(np.float64) for r in SCORED_ROLES}
+    labels = {r: _images(*plan.samples[r], train, test)[1].numpy() for r in SCORED_ROLES}
+    return ReferenceLogits(
+        logits=logits, keep={r: plan.keep_for(r) for r in SCORED_ROLES}, labels=labels,
+        indices={r: plan.samples[r] for r in SCORED_ROLES}, cache_dir=root, key=key,
+        trained=[r["model"] for r in ordered if r["trained"]], ran=[r["model"] for r in ordered if r["ran"]],
+        test_accuracy=[float(r["test_accuracy"]) if r["test_accuracy"] is not None else float("nan") for r in ordered],
+        training_sizes=sizes, seconds=time.time() - t0,
+    )

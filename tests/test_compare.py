@@ -1,0 +1,158 @@
+"""``compare`` end to end on the real Fashion-MNIST runs, with tiny reference models; and its cache.
+
+The audited and plain runs are the session fixtures (25 epochs, 1000 members); the reference
+models (4, one epoch each), the passive head (one epoch) and the gMINT classifier (3 epochs,
+300 external samples) are deliberately tiny: this checks the pipeline, the files and the
+cache, not the strength of the attacks (the closed-form tests in test_attacks_scores.py check
+the LiRA / RMIA math).  The first call trains into an empty cache; later calls must not.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from activemint.attacks import GradientMintConfig, PassiveMintConfig, ReferenceConfig
+from activemint.cli import main
+from activemint.compare import cross_fit_folds, cross_fit_scores, ensure_run, plain_config, run_compare
+from activemint.training import TrainConfig
+
+REQUIRED = {"Active MINT", "Passive MINT", "gMINT", "Loss", "Confidence (max softmax)", "Entropy", "Modified entropy",
+            "LiRA online", "LiRA online (fixed variance)", "LiRA offline", "LiRA offline (fixed variance)",
+            "RMIA offline (a=0.3)", "RMIA online", "Passive MINT (cross-fit)", "gMINT (cross-fit)"}
+N_ROWS = 27
+TINY = dict(reference=ReferenceConfig(n_models=4, epochs=1, population=300), passive=PassiveMintConfig(epochs=1),
+            gradient=GradientMintConfig(epochs=3, external_limit=300), bootstrap=20, progress=False, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def first(audited_run_dir, plain_run_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compare")
+    result = run_compare(None, tmp / "out1", active_run=audited_run_dir, plain_run=plain_run_dir, cache_dir=tmp / "cache", **TINY)
+    return tmp, result
+
+
+def test_compare_rows_files_and_headline(first, audited_run_dir, plain_run_dir):
+    tmp, res = first
+    assert {r.method for r in res.rows} == REQUIRED
+    # Active MINT and passive MINT (2 variants) on their one model each, every other method on both: 3 + 2 * 12.
+    assert len(res.rows) == N_ROWS
+    assert {r.model for r in res.rows if r.method.startswith("Passive MINT")} == {"plain"}
+    assert {r.model for r in res.rows if r.method == "gMINT (cross-fit)"} == {"plain", "active"}
+    for r in res.rows:
+        assert r.metrics.n_members == 1000 and r.metrics.n_nonmembers == 2000
+        assert 0.0 <= r.metrics.auc <= 1.0 and r.metrics.accuracy_at_calibrated is not None
+        assert (r.metrics.accuracy_at_0_5 is None) == (r.half_threshold is None)
+        assert r.scores["members"].shape == (1000,) and r.scores["calibration"].shape == (1000,)
+    active = res.row("Active MINT", "active")
+    saved = json.loads((audited_run_dir / "metrics.json").read_text())
+    # One metrics engine: Active MINT's figures are exactly the run's own evaluation.
+    assert active.metrics.auc == pytest.approx(saved["membership"]["auc"], abs=1e-12)
+    assert active.metrics.accuracy_at_calibrated == pytest.approx(saved["membership"]["accuracy_at_calibrated"], abs=1e-12)
+    assert active.test_accuracy == pytest.approx(saved["test_accuracy"])
+    plain_acc = json.loads((plain_run_dir / "metrics.json").read_text())["test_accuracy"]
+    assert res.row("Loss", "plain").test_accuracy == pytest.approx(plain_acc)
+    # The 25-epoch models overfit: the loss attack is clearly better than chance (higher = member).
+    assert res.row("Loss", "plain").metrics.auc > 0.6
+    # The headline compares Active MINT with the best other row, as ratios.
+    best = max((r for r in res.rows if r.method != "Active MINT"), key=lambda r: r.metrics.auc)
+    assert res.headline.startswith("Active MINT vs best other method: AUC")
+    assert f"({best.method}, {best.model} model) = {active.metrics.auc / best.metrics.auc:.2f}x" in res.headline
+    for name in ("compare.md", "compare.csv", "compare.json", "roc_linear.png", "roc_loglog.png", "scores.npz"):
+        assert (res.out_dir / name).stat().st_size > 0
+    assert (res.out_dir / "roc_loglog.png").read_bytes()[:4] == b"\x89PNG"
+    doc = json.loads((res.out_dir / "compare.json").read_text())
+    assert len(doc["rows"]) == N_ROWS and doc["headline"] == res.headline
+    gm = next(r for r in doc["rows"] if r["method"] == "gMINT")
+    assert "labels" in gm["needs"] and any("white-box" in n for n in gm["needs"])
+    csv_lines = (res.out_dir / "compare.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == N_ROWS + 1 and csv_lines[0].startswith("method,model,auc")
+    md = (res.out_dir / "compare.md").read_text()
+    assert "| Active MINT | active |" in md and res.headline in md
+    # Reference models: every pool sample (all targets) is IN for exactly 2 of the 4 models.
+    ref = res.info["reference_models"]
+    assert len(ref["training_sizes"]) == 4 and sum(ref["training_sizes"]) == 2 * (1000 + 2000 + 1000)
+    assert ref["population"] == 300
+    keep = np.load(res.info["reference_models"]["cache_dir"] + "/plan.npz")["keep"]
+    assert keep.shape == (4, 4000) and np.all(keep.sum(axis=0) == 2)
+    trained = " | ".join(res.trained)
+    for what in ("passive MINT head ", "passive MINT heads (cross-fit)", "gMINT classifier (plain)",
+                 "gMINT classifier (active)", "gMINT classifiers (cross-fit) (active)"):
+        assert what in trained
+    assert sum("reference model" in t for t in res.trained) == 4
+
+
+def test_second_compare_trains_nothing_and_gives_identical_numbers(first, audited_run_dir, plain_run_dir, monkeypatch):
+    tmp, res1 = first
+
+    def forbidden(*a, **k):
+        raise AssertionError("the second compare must not train anything")
+
+    import activemint.compare as compare
+    import activemint.training as training
+    from activemint.training import Trainer
+
+    monkeypatch.setattr(Trainer, "run", forbidden)
+    monkeypatch.setattr(compare, "train_passive_head", forbidden)
+    monkeypatch.setattr(compare, "train_gradient_mlp", forbidden)
+    monkeypatch.setattr(compare, "gradient_features", forbidden)
+    # Reference models are not even run again: their logits come from logits.npz (the
+    # reference job imports predict_classes from activemint.training when it needs it).
+    monkeypatch.setattr(training, "predict_classes", forbidden)
+    res2 = run_compare(None, tmp / "out2", active_run=audited_run_dir, plain_run=plain_run_dir, cache_dir=tmp / "cache", **TINY)
+    assert res2.trained == []
+    assert any("4 reference models" in r for r in res2.reused)
+    assert res2.info["reference_models"]["logits_computed_now"] == []
+    assert [(r.method, r.model) for r in res2.rows] == [(r.method, r.model) for r in res1.rows]
+    for a, b in zip(res1.rows, res2.rows):
+        assert a.metrics.to_dict() == b.metrics.to_dict(), (a.method, a.model)
+        for role in a.scores:
+            np.testing.assert_array_equal(a.scores[role], b.scores[role])
+    assert (tmp / "out1" / "compare.csv").read_text() == (tmp / "out2" / "compare.csv").read_text()
+    assert "nothing (all from cache)" in (tmp / "out2" / "compare.md").read_text()
+
+
+def test_cli_compare_reuses_the_cache_and_prints_one_headline(first, audited_run_dir, plain_run_dir, capsys):
+    tmp, res1 = first
+    rc = main(["compare", "--active-run", str(audited_run_dir), "--plain-run", str(plain_run_dir),
+               "--reference-models", "4", "--reference-epochs", "1", "--population", "300", "--passive-epochs", "1",
+               "--gmint-epochs", "3", "--gmint-external", "300", "--cache-dir", str(tmp / "cache"), "--out", str(tmp / "out3")])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert "trained nothing" in err
+    heads = [ln for ln in out.splitlines() if ln.startswith("Active MINT vs best other method")]
+    assert len(heads) == 1 and "AUC" in heads[0] and "TPR@1%FPR" in heads[0]
+    assert "| Active MINT | active |" in out
+    # Same scores, so the same AUCs (the CLI's 200 bootstrap resamples change only the intervals).
+    doc = json.loads((tmp / "out3" / "compare.json").read_text())
+    assert [r["metrics"]["auc"] for r in doc["rows"]] == [r.metrics.auc for r in res1.rows]
+
+
+def test_ensure_run_trains_once_then_reuses(tmp_path):
+    cfg = TrainConfig(dataset="fashion-mnist", arch="small_cnn", setup="entry", members=100, external=100, validation=50,
+                      calibration=50, eval_nonmembers=100, epochs=1, lr=1e-3, seed=5)
+    log = []
+    d1, trained1 = ensure_run(plain_config(cfg), tmp_path, progress=False, log=log.append)
+    d2, trained2 = ensure_run(plain_config(cfg), tmp_path, progress=False, log=log.append)
+    assert trained1 and not trained2 and d1 == d2
+    assert d1.parent == tmp_path / "runs" and len(d1.name) == 64
+    assert (d1 / "model.safetensors").is_file() and len(log) >= 1
+    assert plain_config(cfg).mint is False and plain_config(cfg).members == 100
+    assert plain_config(TrainConfig(select="val_mint")).select == "val_task"
+
+
+def test_cross_fit_scores_members_with_the_other_fold():
+    folds = cross_fit_folds({"members": 10, "eval_nonmembers": 7, "calibration": 4}, seed=0)
+    assert folds["members"].sum() == 5 and folds["eval_nonmembers"].sum() == 3
+    seen = []
+
+    def score(k, role, pos):
+        seen.append((k, role, tuple(pos)))
+        return np.full(len(pos), 10.0 * k + {"members": 1, "eval_nonmembers": 2, "calibration": 3}[role])
+
+    out = cross_fit_scores(folds, score)
+    # A member of fold k is scored by model 1 - k (which never trained on it); a non-member by model k.
+    np.testing.assert_array_equal(out["members"], np.where(folds["members"] == 0, 11.0, 1.0))
+    np.testing.assert_array_equal(out["eval_nonmembers"], np.where(folds["eval_nonmembers"] == 0, 2.0, 12.0))
+    assert all(np.isfinite(v).all() for v in out.values())
