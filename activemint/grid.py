@@ -549,7 +549,7 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
             ds, r["arch"], r["setup"], _fmt(r["paper_mint"]), _fmt(r["paper_aud"]), _fmt(r["mint_acc_at_0_5"]),
             _fmt(r["auc"]), _fmt(r["tpr_at_1pct_fpr"]), _fmt(r["aud"]), _fmt(r["aud_without_amint"]),
             _fmt(r["mint_minus_paper"], True), _fmt(r["aud_minus_paper"], True), _fmt(r["aud_cost_of_amint"], True),
-            str(r["epochs"]), _fmt(r["train_seconds"]) if r["status"] == "done" else r["status"],
+            str(r["epochs"]), f"{r['train_seconds']:.0f}" if r["status"] == "done" and r["train_seconds"] is not None else r["status"],
         ]) + " |")
     return "\n".join(lines) + "\n"
 
