@@ -15,14 +15,16 @@ From one run on one machine, for each architecture and setup, prints
   (class logits of the plain model), with ``score ratio`` = membership-only / plain inference
   (>= 1 is the target).
 
-Every figure is the median over ``--repeats`` repeats; plain and aMINT measurements are
-interleaved within each repeat so that a burst of load from other processes hits both.
+Every figure is the median of single steps (``--repeats`` x ``--steps``), the variants
+interleaved step by step so that a burst of load from other processes hits all of them alike.
+``--clock cpu`` times CPU seconds of this process instead of elapsed time: on a CPU shared
+with other jobs that measures our work, not how long others kept the cores.
 Images are real Fashion-MNIST images (uint8 in memory, normalised per batch as in training).
 
 Usage::
 
-    python benchmarks/throughput.py --archs small_cnn,mobilenet_v2,resnet50 --repeats 5 \\
-        --out benchmarks/results/throughput-cpu.md
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/throughput.py --archs small_cnn,mobilenet_v2,resnet50 \\
+        --threads 1 --clock cpu --repeats 4 --out benchmarks/results/throughput-cpu.md
 """
 from __future__ import annotations
 
@@ -56,14 +58,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], steps: int, device: torch.device) -> float:
-    """Seconds per call of ``fn``, averaged over ``steps`` calls."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(fn: Callable[[], object], steps: int, device: torch.device, clock: str = "wall") -> float:
+    """Seconds per call of ``fn``, averaged over ``steps`` calls.
+
+    ``clock="cpu"``: CPU seconds of this process (all its threads) instead of wall time;
+    on a CPU shared with other jobs it counts our work, not the time others took.
+    """
+    if clock == "cpu" and device.type == "cuda":
+        raise ValueError("--clock cpu measures CPU work; use wall time on a GPU")
+    now = CLOCKS[clock]
     _sync(device)
-    t = time.perf_counter()
+    t = now()
     for _ in range(steps):
         fn()
     _sync(device)
-    return (time.perf_counter() - t) / steps
+    return (now() - t) / steps
 
 
 @dataclass
@@ -163,14 +175,19 @@ def run(args) -> list[dict]:
             if bench.head_step:
                 bench.head_step()
         times: dict[str, dict[str, list[float]]] = {s: {"train": [], "score": [], "full": [], "head": []} for s in benches}
+        # Interleaved at the finest grain: one step of every variant, then the next step, so a
+        # burst of load from other processes hits all variants alike; medians of single steps.
         for _ in range(args.repeats):
-            for s, bench in benches.items():  # interleaved: one repeat of every variant, then the next
-                times[s]["train"].append(timed(bench.train_step, args.steps, device))
-                times[s]["score"].append(timed(bench.score, args.score_steps, device))
-                if bench.full_score:
-                    times[s]["full"].append(timed(bench.full_score, args.score_steps, device))
-                if bench.head_step:
-                    times[s]["head"].append(timed(bench.head_step, args.steps, device))
+            for _ in range(args.steps):
+                for s, bench in benches.items():
+                    times[s]["train"].append(timed(bench.train_step, 1, device, args.clock))
+                    if bench.head_step:
+                        times[s]["head"].append(timed(bench.head_step, 1, device, args.clock))
+            for _ in range(args.score_steps):
+                for s, bench in benches.items():
+                    times[s]["score"].append(timed(bench.score, 1, device, args.clock))
+                    if bench.full_score:
+                        times[s]["full"].append(timed(bench.full_score, 1, device, args.clock))
         med = {s: {k: statistics.median(v) if v else None for k, v in t.items()} for s, t in times.items()}
         plain_train, plain_infer = med["plain"]["train"], med["plain"]["score"]
         for s in args.setups:
@@ -188,8 +205,6 @@ def run(args) -> list[dict]:
                 "member_score_ips": args.score_batch / m["score"],
                 "full_score_ips": args.score_batch / m["full"],
                 "score_ratio": plain_infer / m["score"],
-                "spread_plain": (max(times["plain"]["train"]) - min(times["plain"]["train"])) / plain_train,
-                "spread_amint": (max(times[s]["train"]) - min(times[s]["train"])) / m["train"],
             })
             print(_row_md(rows[-1]), flush=True)
     return rows
@@ -264,6 +279,8 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time; cpu: CPU time of this process (robust when other jobs share the CPU)")
     p.add_argument("--out", help="also write the table (Markdown) to this file")
     p.add_argument("--torch-profile", action="append", default=[], metavar="ARCH:SETUP",
                    help="also profile aMINT and plain steps of ARCH:SETUP with torch.profiler (top operators)")
@@ -275,7 +292,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     print(f"machine: {machine()}")
     print(f"batch {args.batch} members + {args.external_batch} externals, head width {args.head_width} hidden {args.head_hidden} stride {args.head_stride}, "
-          f"median of {args.repeats} repeats x {args.steps} steps\n")
+          f"median of {args.repeats} x {args.steps} single steps, clock {args.clock}, {torch.get_num_threads()} thread(s)\n")
     print(HEADER)
     print(SEP)
     t0 = time.time()
@@ -289,7 +306,8 @@ def main(argv=None) -> int:
             f.write(f"Machine: {machine()}\n\n")
             f.write(f"Batch {args.batch} members + {args.external_batch} externals per step; scoring batch {args.score_batch}; "
                     f"MINT head width {args.head_width}, hidden {args.head_hidden}, first-conv stride {args.head_stride}; precision {args.precision}; "
-                    f"median of {args.repeats} interleaved repeats x {args.steps} steps; wall time {wall:.0f} s; "
+                    f"median of {args.repeats} x {args.steps} single steps, variants interleaved step by step; clock: {args.clock} "
+                    f"({'CPU seconds of this process' if args.clock == 'cpu' else 'elapsed'}); {torch.get_num_threads()} thread(s); run took {wall:.0f} s; "
                     f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.\n\n")
             f.write(HEADER + "\n" + SEP + "\n")
             for r in rows:

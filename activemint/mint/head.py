@@ -9,9 +9,10 @@ The paper's heads use 1024-4096 channel convolutions.  ``width`` sets the branch
 default (64) is far lighter.  Measured on Fashion-MNIST (small_cnn, Entry, 25 epochs;
 ``benchmarks/results/head-width-cpu.md``): width 64 keeps the AUC of width 256 within ~0.01
 (0.982-0.990 vs 0.992), while 32 and 16 lose (0.971, 0.928); width 256 is better at very low
-FPR (TPR@1%FPR 0.79 vs 0.53-0.62) at ~4x the head's cost.  ``stride=2`` (first conv strided
-on maps of >= 8 px) cuts the head's cost on early taps ~4x for a small loss (AUC 0.979,
-TPR@1%FPR 0.45 at width 64); it is an option, not the default.
+FPR (TPR@1%FPR 0.79 vs 0.53-0.62) with 11x the parameters.  ``stride=2`` (first conv strided
+on maps of >= 8 px) cuts the head's share of an Entry training step (mobilenet_v2: 20% -> 7%,
+small_cnn: 51% -> 27%; ``benchmarks/results/throughput-cpu.md``) for a loss at low FPR
+(AUC 0.979, TPR@1%FPR 0.45 at width 64); it is an option, not the default.
 """
 from __future__ import annotations
 
