@@ -1,10 +1,11 @@
-"""``compare`` end to end on the real Fashion-MNIST runs, with tiny reference models; and its cache.
+"""``compare`` end to end on real Fashion-MNIST, with tiny reference models; and its cache.
 
-The audited and plain runs are the session fixtures (25 epochs, 1000 members); the reference
-models (4, one epoch each), the passive head (one epoch) and the gMINT classifier (3 epochs,
-300 external samples) are deliberately tiny: this checks the pipeline, the files and the
-cache, not the strength of the attacks (the closed-form tests in test_attacks_scores.py check
-the LiRA / RMIA math).  The first call trains into an empty cache; later calls must not.
+The audited and plain runs are small cached session runs (400 members, 15 epochs; trained
+once by ``conftest.trained_run``); the reference models (4, one epoch each), the passive
+heads (one epoch) and the gMINT classifiers (3 epochs, 300 external samples) are
+deliberately tiny: this checks the pipeline, the files and the cache, not the strength of
+the attacks (the closed-form tests in test_attacks_scores.py check the LiRA / RMIA math).
+The first call trains into an empty cache; later calls must not.
 """
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from activemint.cli import main
 from activemint.compare import cross_fit_folds, cross_fit_scores, ensure_run, plain_config, run_compare
 from activemint.training import TrainConfig
 
+from conftest import trained_run
+
+#: Small splits keep every per-sample method cheap (gMINT, reference logits, heads).
+SMALL = dict(members=400, external=800, validation=100, calibration=200, eval_nonmembers=400, epochs=15)
 REQUIRED = {"Active MINT", "Passive MINT", "gMINT", "Loss", "Confidence (max softmax)", "Entropy", "Modified entropy",
             "LiRA online", "LiRA online (fixed variance)", "LiRA offline", "LiRA offline (fixed variance)",
             "RMIA offline (a=0.3)", "RMIA online", "Passive MINT (cross-fit)", "gMINT (cross-fit)"}
@@ -27,24 +32,31 @@ TINY = dict(reference=ReferenceConfig(n_models=4, epochs=1, population=300), pas
 
 
 @pytest.fixture(scope="module")
-def first(audited_run_dir, plain_run_dir, tmp_path_factory):
+def small_runs():
+    return trained_run(**SMALL), trained_run(**SMALL, mint=False)
+
+
+@pytest.fixture(scope="module")
+def first(small_runs, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compare")
-    result = run_compare(None, tmp / "out1", active_run=audited_run_dir, plain_run=plain_run_dir, cache_dir=tmp / "cache", **TINY)
+    active_dir, plain_dir = small_runs
+    result = run_compare(None, tmp / "out1", active_run=active_dir, plain_run=plain_dir, cache_dir=tmp / "cache", **TINY)
     return tmp, result
 
 
-def test_compare_rows_files_and_headline(first, audited_run_dir, plain_run_dir):
+def test_compare_rows_files_and_headline(first, small_runs):
     tmp, res = first
+    audited_run_dir, plain_run_dir = small_runs
     assert {r.method for r in res.rows} == REQUIRED
     # Active MINT and passive MINT (2 variants) on their one model each, every other method on both: 3 + 2 * 12.
     assert len(res.rows) == N_ROWS
     assert {r.model for r in res.rows if r.method.startswith("Passive MINT")} == {"plain"}
     assert {r.model for r in res.rows if r.method == "gMINT (cross-fit)"} == {"plain", "active"}
     for r in res.rows:
-        assert r.metrics.n_members == 1000 and r.metrics.n_nonmembers == 2000
+        assert r.metrics.n_members == 400 and r.metrics.n_nonmembers == 400
         assert 0.0 <= r.metrics.auc <= 1.0 and r.metrics.accuracy_at_calibrated is not None
         assert (r.metrics.accuracy_at_0_5 is None) == (r.half_threshold is None)
-        assert r.scores["members"].shape == (1000,) and r.scores["calibration"].shape == (1000,)
+        assert r.scores["members"].shape == (400,) and r.scores["calibration"].shape == (200,)
     active = res.row("Active MINT", "active")
     saved = json.loads((audited_run_dir / "metrics.json").read_text())
     # One metrics engine: Active MINT's figures are exactly the run's own evaluation.
@@ -53,7 +65,7 @@ def test_compare_rows_files_and_headline(first, audited_run_dir, plain_run_dir):
     assert active.test_accuracy == pytest.approx(saved["test_accuracy"])
     plain_acc = json.loads((plain_run_dir / "metrics.json").read_text())["test_accuracy"]
     assert res.row("Loss", "plain").test_accuracy == pytest.approx(plain_acc)
-    # The 25-epoch models overfit: the loss attack is clearly better than chance (higher = member).
+    # The 15-epoch models overfit: the loss attack is clearly better than chance (higher = member).
     assert res.row("Loss", "plain").metrics.auc > 0.6
     # The headline compares Active MINT with the best other row, as ratios.
     best = max((r for r in res.rows if r.method != "Active MINT"), key=lambda r: r.metrics.auc)
@@ -72,10 +84,10 @@ def test_compare_rows_files_and_headline(first, audited_run_dir, plain_run_dir):
     assert "| Active MINT | active |" in md and res.headline in md
     # Reference models: every pool sample (all targets) is IN for exactly 2 of the 4 models.
     ref = res.info["reference_models"]
-    assert len(ref["training_sizes"]) == 4 and sum(ref["training_sizes"]) == 2 * (1000 + 2000 + 1000)
+    assert len(ref["training_sizes"]) == 4 and sum(ref["training_sizes"]) == 2 * (400 + 400 + 200)
     assert ref["population"] == 300
     keep = np.load(res.info["reference_models"]["cache_dir"] + "/plan.npz")["keep"]
-    assert keep.shape == (4, 4000) and np.all(keep.sum(axis=0) == 2)
+    assert keep.shape == (4, 1000) and np.all(keep.sum(axis=0) == 2)
     trained = " | ".join(res.trained)
     for what in ("passive MINT head ", "passive MINT heads (cross-fit)", "gMINT classifier (plain)",
                  "gMINT classifier (active)", "gMINT classifiers (cross-fit) (active)"):
@@ -83,8 +95,9 @@ def test_compare_rows_files_and_headline(first, audited_run_dir, plain_run_dir):
     assert sum("reference model" in t for t in res.trained) == 4
 
 
-def test_second_compare_trains_nothing_and_gives_identical_numbers(first, audited_run_dir, plain_run_dir, monkeypatch):
+def test_second_compare_trains_nothing_and_gives_identical_numbers(first, small_runs, monkeypatch):
     tmp, res1 = first
+    audited_run_dir, plain_run_dir = small_runs
 
     def forbidden(*a, **k):
         raise AssertionError("the second compare must not train anything")
@@ -113,8 +126,9 @@ def test_second_compare_trains_nothing_and_gives_identical_numbers(first, audite
     assert "nothing (all from cache)" in (tmp / "out2" / "compare.md").read_text()
 
 
-def test_cli_compare_reuses_the_cache_and_prints_one_headline(first, audited_run_dir, plain_run_dir, capsys):
+def test_cli_compare_reuses_the_cache_and_prints_one_headline(first, small_runs, capsys):
     tmp, res1 = first
+    audited_run_dir, plain_run_dir = small_runs
     rc = main(["compare", "--active-run", str(audited_run_dir), "--plain-run", str(plain_run_dir),
                "--reference-models", "4", "--reference-epochs", "1", "--population", "300", "--passive-epochs", "1",
                "--gmint-epochs", "3", "--gmint-external", "300", "--cache-dir", str(tmp / "cache"), "--out", str(tmp / "out3")])
@@ -131,7 +145,7 @@ def test_cli_compare_reuses_the_cache_and_prints_one_headline(first, audited_run
 
 def test_ensure_run_trains_once_then_reuses(tmp_path):
     cfg = TrainConfig(dataset="fashion-mnist", arch="small_cnn", setup="entry", members=100, external=100, validation=50,
-                      calibration=50, eval_nonmembers=100, epochs=1, lr=1e-3, seed=5)
+                      calibration=50, eval_nonmembers=100, epochs=1, lr=1e-3, seed=5, test_samples=500)
     log = []
     d1, trained1 = ensure_run(plain_config(cfg), tmp_path, progress=False, log=log.append)
     d2, trained2 = ensure_run(plain_config(cfg), tmp_path, progress=False, log=log.append)
