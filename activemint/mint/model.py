@@ -26,24 +26,11 @@ import torch
 from torch import nn
 
 from activemint.mint.head import MintHead
+from activemint.models.registry import disable_inplace
 
 
 class _StopForward(Exception):
     """Raised by the last tap's hook to end a truncated forward pass."""
-
-
-def disable_inplace(module: nn.Module) -> int:
-    """Turn off ``inplace`` on every submodule that has it (e.g. ``ReLU(inplace=True)``).
-
-    An in-place op right after a tapped layer would overwrite the activation the MINT head
-    reads.  Returns the number of modules changed.
-    """
-    changed = 0
-    for m in module.modules():
-        if getattr(m, "inplace", False) is True:
-            m.inplace = False
-            changed += 1
-    return changed
 
 
 def validate_taps(model: nn.Module, taps: Sequence[str]) -> list[nn.Module]:
