@@ -26,7 +26,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from activemint.attacks.config import ScorerConfig
-from activemint.training.batches import to_input
+from activemint.mint import membership_bce
+from activemint.training.batches import cycled_permutation, to_input
 
 REDUCTIONS = ("mean", "mean_abs")
 
@@ -177,15 +178,13 @@ def train_gradient_mlp(
     for epoch in range(config.epochs):
         mlp.train()
         perm = torch.randperm(len(xm), generator=gen)
-        ext = torch.cat([torch.randperm(len(xe), generator=gen) for _ in range(max(1, math.ceil(steps * bs / len(xe))))])
+        ext = cycled_permutation(len(xe), steps * bs, gen)
         total = 0.0
         for s in range(steps):
             bm = xm[perm[s * bs : (s + 1) * bs]]
             be = xe[ext[s * bs : (s + 1) * bs]]
             logits = mlp(torch.cat([bm, be]))
-            target = torch.zeros_like(logits)
-            target[: len(bm)] = 1.0
-            loss = F.binary_cross_entropy_with_logits(logits, target)
+            loss = membership_bce(logits, len(bm))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -16,12 +16,11 @@ from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from activemint.attacks.config import ScorerConfig
-from activemint.mint import EnhancedAuditedModel
-from activemint.training.batches import to_input
+from activemint.mint import EnhancedAuditedModel, membership_bce
+from activemint.training.batches import cycled_permutation, to_input
 from activemint.training.trainer import membership_scores
 
 
@@ -80,15 +79,13 @@ def train_passive_head(
         model.backbone.eval()  # frozen: running statistics of the plain training stay as they are
         perm = torch.randperm(len(members), generator=gen)
         need = steps * external_batch_size
-        ext_order = torch.cat([torch.randperm(len(external), generator=gen) for _ in range(max(1, math.ceil(need / len(external))))])
+        ext_order = cycled_permutation(len(external), need, gen)
         total = 0.0
         for step in range(steps):
             xm = to_input(members[perm[step * batch_size : (step + 1) * batch_size]], device)
             xe = to_input(external[ext_order[step * external_batch_size : (step + 1) * external_batch_size]], device)
             logits = model.membership_logit(torch.cat([xm, xe]))
-            target = torch.zeros_like(logits)
-            target[: len(xm)] = 1.0
-            loss = F.binary_cross_entropy_with_logits(logits, target)
+            loss = membership_bce(logits, len(xm))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -14,6 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def membership_bce(logits: torch.Tensor, n_members: int) -> torch.Tensor:
+    """Binary cross-entropy with logits for ``[members; externals]``: label 1 for the first
+    ``n_members`` entries of ``logits`` (shape (B,)), label 0 for the rest."""
+    target = torch.zeros_like(logits)
+    target[:n_members] = 1.0
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
 class MultitaskLoss(nn.Module):
     def __init__(self, *, lambda_task: float = 1.0, lambda_mint: float = 1.0, normalize: bool = True) -> None:
         super().__init__()
@@ -36,9 +44,7 @@ class MultitaskLoss(nn.Module):
         if mint_members is None:
             return task, parts
         mint_logits = mint_members if mint_external is None else torch.cat([mint_members, mint_external])
-        target = torch.zeros_like(mint_logits)
-        target[: len(mint_members)] = 1.0
-        mint = F.binary_cross_entropy_with_logits(mint_logits, target)
+        mint = membership_bce(mint_logits, len(mint_members))
         parts["mint_loss"] = float(mint.detach())
         if not self.normalize:
             return self.lambda_task * task + self.lambda_mint * mint, parts

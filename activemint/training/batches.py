@@ -19,6 +19,15 @@ def to_input(images: torch.Tensor, device: torch.device | str | None = None) -> 
     return x.float().div_(255.0).sub_(MEAN).div_(STD)
 
 
+def cycled_permutation(n: int, need: int, generator: torch.Generator) -> torch.Tensor:
+    """At least ``need`` indices into ``range(n)``: fresh random permutations, concatenated.
+
+    Used for external batches, whose set E may be smaller or larger than one epoch needs.
+    """
+    reps = max(1, -(-need // n))
+    return torch.cat([torch.randperm(n, generator=generator) for _ in range(reps)])
+
+
 def random_shift_flip(x: torch.Tensor, *, pad: int = 2, flip: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random translation by up to ``pad`` pixels (zero padding) and optional horizontal flip.
 

@@ -35,7 +35,7 @@ from activemint.data import ArrayDataset, SplitSizes, Splits, load_dataset, make
 from activemint.metrics import membership_metrics
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss
 from activemint.models import create_model, tap_points
-from activemint.training.batches import random_shift_flip, to_input
+from activemint.training.batches import cycled_permutation, random_shift_flip, to_input
 from activemint.training.checkpoint import (
     load_train_state,
     load_weights,
@@ -273,7 +273,7 @@ class Trainer:
             model.train()
             perm = torch.randperm(len(members), generator=gen)
             ext_order = (
-                self._external_order(len(external), steps_per_epoch * cfg.external_batch_size, gen)
+                cycled_permutation(len(external), steps_per_epoch * cfg.external_batch_size, gen)
                 if external is not None else None
             )
             sums: dict[str, float] = {}
@@ -344,12 +344,6 @@ class Trainer:
     @staticmethod
     def _unwrap(model: nn.Module) -> nn.Module:
         return getattr(model, "_orig_mod", model)
-
-    @staticmethod
-    def _external_order(n: int, need: int, gen: torch.Generator) -> torch.Tensor:
-        """``need`` external indices for one epoch, cycling through fresh permutations of E."""
-        reps = max(1, math.ceil(need / n))
-        return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])
 
     def _validate(self, model: nn.Module, data: RunData) -> dict[str, float]:
         m = self._unwrap(model)
