@@ -21,19 +21,20 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 
-def _as_scores(x, name: str) -> np.ndarray:
+def as_scores(x, name: str, error: type[Exception] = ValueError) -> np.ndarray:
+    """``x`` as a flat float64 array of finite scores; ``error(...)`` naming ``name`` if empty or not finite."""
     a = np.asarray(x, dtype=np.float64).ravel()
     if a.size == 0:
-        raise ValueError(f"{name}: no scores")
+        raise error(f"{name}: no scores")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name}: scores contain NaN or inf")
+        raise error(f"{name}: scores contain NaN or inf")
     return a
 
 
 def roc(member_scores, nonmember_scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve: (fpr, tpr, thresholds), member = positive class."""
-    m = _as_scores(member_scores, "member_scores")
-    n = _as_scores(nonmember_scores, "nonmember_scores")
+    m = as_scores(member_scores, "member_scores")
+    n = as_scores(nonmember_scores, "nonmember_scores")
     y = np.r_[np.ones(len(m)), np.zeros(len(n))]
     fpr, tpr, thr = roc_curve(y, np.r_[m, n])
     return fpr, tpr, thr
@@ -53,7 +54,7 @@ def calibrate_threshold(nonmember_scores, target_fpr: float) -> float:
     """
     if not 0 < target_fpr < 1:
         raise ValueError("target_fpr must be in (0, 1)")
-    s = np.sort(_as_scores(nonmember_scores, "calibration scores"))
+    s = np.sort(as_scores(nonmember_scores, "calibration scores"))
     k = int(np.floor(target_fpr * len(s)))  # number allowed above the threshold
     return float(s[len(s) - k - 1])
 
@@ -128,8 +129,8 @@ def membership_metrics(
             ``None`` for scorers without such a point.
         bootstrap: resamples for the AUC interval (0 to skip).
     """
-    m = _as_scores(member_scores, "member_scores")
-    n = _as_scores(nonmember_scores, "nonmember_scores")
+    m = as_scores(member_scores, "member_scores")
+    n = as_scores(nonmember_scores, "nonmember_scores")
     y = np.r_[np.ones(len(m)), np.zeros(len(n))]
     s = np.r_[m, n]
     auc = float(roc_auc_score(y, s))

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 import activemint
+from activemint.metrics import as_scores
 
 CALIBRATION_JSON = "calibration.json"
 CALIBRATION_NPZ = "calibration.npz"
@@ -47,12 +48,7 @@ class CalibrationError(ValueError):
 
 # ----------------------------------------------------------------------------- rules
 def _scores(x, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64).ravel()
-    if a.size == 0:
-        raise CalibrationError(f"{name}: no scores")
-    if not np.all(np.isfinite(a)):
-        raise CalibrationError(f"{name}: scores contain NaN or inf")
-    return a
+    return as_scores(x, name, CalibrationError)
 
 
 def conformal_pvalues(scores, calibration_scores) -> np.ndarray:
