@@ -151,8 +151,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir, device=args.device)
     ids, images = resolve_inputs(run, args.inputs)
+    import numpy as np
+
     logits = run.membership_logits(images)
-    probs = 1.0 / (1.0 + __import__("numpy").exp(-logits))
+    probs = 1.0 / (1.0 + np.exp(-logits))
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", newline="")
     try:
         w = csv.writer(out)
