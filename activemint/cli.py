@@ -373,13 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from activemint.data import DatasetError
-    from activemint.runs import RunError
-    from activemint.training.checkpoint import CheckpointError
+    from activemint.errors import UserError
 
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, RunError, CheckpointError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (UserError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"activemint {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

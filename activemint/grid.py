@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
+from activemint.errors import UserError
 from activemint.training.config import SETUPS, TrainConfig
 
 #: The matrix shipped with the repository.
@@ -53,7 +54,7 @@ _DATASET_KEYS = {"members", "external", "eval_nonmembers", "validation", "calibr
 _PROFILE_KEYS = {"description", "datasets", "sizes", "epochs", "overrides"}
 
 
-class GridError(ValueError):
+class GridError(UserError, ValueError):
     """A matrix file or a grid selection that does not make sense."""
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from activemint.data import read_manifest
+from activemint.errors import UserError
 from activemint.mint import EnhancedAuditedModel
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
 from activemint.training.config import TrainConfig
@@ -33,7 +34,7 @@ from activemint.training.trainer import (
 )
 
 
-class RunError(Exception):
+class RunError(UserError):
     """A run directory is missing a file or is inconsistent."""
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 import activemint
+from activemint.errors import UserError
 from activemint.metrics import as_scores
 
 CALIBRATION_JSON = "calibration.json"
@@ -42,7 +43,7 @@ CALIBRATION_NPZ = "calibration.npz"
 FORMAT = "activemint-calibration/1"
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError, ValueError):
     """The calibration set cannot support the requested rule."""
 
 

@@ -29,8 +29,10 @@ import activemint
 from activemint.audit.calibration import Calibration, calibrate_run, file_sha256
 from activemint.audit.settest import DEFAULT_TEST, SetTestReport, set_tests
 from activemint.audit.suspect import SuspectSet, load_suspect
+from activemint.errors import UserError
 
-class AuditError(ValueError):
+
+class AuditError(UserError, ValueError):
     """The audit cannot run (e.g. a plain run without a MINT head)."""
 
 

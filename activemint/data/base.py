@@ -5,8 +5,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from activemint.errors import UserError
 
-class DatasetError(Exception):
+
+class DatasetError(UserError):
     """A data set is missing or malformed.
 
     The message always says where we looked and what we expected to find there, so a user

@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from activemint.errors import UserError
 from activemint.metrics import membership_metrics
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A directory holds nothing a report can be made from."""
 
 

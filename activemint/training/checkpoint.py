@@ -17,8 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from activemint.errors import UserError
 
-class CheckpointError(Exception):
+
+class CheckpointError(UserError):
     """A checkpoint is missing, corrupt or does not fit the model."""
 
 
