@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# Set up activemint on a fresh machine: the Fashion-MNIST Debian package (where apt exists
-# and we may use it) and a virtual environment .venv with the package and its test extras.
+# Set up activemint on a fresh machine: the Debian packages dataset-fashion-mnist and chromium
+# (where apt exists and we may use it) and a virtual environment .venv with the package and its test extras.
 # Idempotent: a second run only checks that everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then
+# Debian packages: dataset-fashion-mnist (the data of the main job and the tests) and
+# chromium (the headless browser that tests/test_report_html.py drives to render the HTML
+# reports; without it those tests skip).
+if command -v apt-get >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    echo "installing the Debian package dataset-fashion-mnist ..."
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null \
-        || echo "warning: could not install dataset-fashion-mnist; pass --data-root to your own copy" >&2
+    APT_UPDATED=""
+    apt_install() {  # apt_install PACKAGE WHY
+        echo "installing the Debian package $1 ..."
+        if [ -z "$APT_UPDATED" ]; then $SUDO apt-get update -qq || true; APT_UPDATED=1; fi
+        $SUDO apt-get install -y -qq "$1" >/dev/null || echo "warning: could not install $1; $2" >&2
+    }
+    if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+        apt_install dataset-fashion-mnist "pass --data-root to your own copy"
+    fi
+    if ! command -v chromium >/dev/null 2>&1; then
+        apt_install chromium "the browser tests in tests/test_report_html.py will skip"
+    fi
 fi
 
 PY=${PYTHON:-python3}
@@ -17,7 +29,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "creating .venv ..."
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import activemint, torch, torchvision, timm, pytest" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import activemint, torch, torchvision, timm, pytest, hypothesis" >/dev/null 2>&1; then
     echo "installing activemint and its dependencies into .venv (torch==2.14.1, torchvision==0.29.1, ...) ..."
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q -e '.[test]'

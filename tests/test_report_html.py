@@ -12,6 +12,8 @@ from PIL import Image
 
 from activemint.cli import main
 
+# The Debian package `chromium`, installed by scripts/setup.sh (apt-get, as root or via sudo)
+# so that these tests run on a fresh clone instead of skipping.
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 RUN_FILES = ("config.yaml", "manifest.csv", "model.safetensors", "model.json", "scores.npz", "metrics.json", "metrics.jsonl")
 
