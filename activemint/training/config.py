@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from activemint.errors import UserError
 
 SETUPS = ("entry", "middle", "output")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -21,6 +26,88 @@ RECIPES: dict[str, dict[str, Any]] = {
     # augmentation (random 2-px shifts; flips are left to the user via augment_flip).
     "improved": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4, "schedule": "cosine", "augment": True},
 }
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+class ConfigError(UserError, ValueError):
+    """A config value (from ``--config`` YAML or an option) is of the wrong type or out of range.
+
+    Also a ``ValueError``, so callers that caught the old ``ValueError`` keep working.
+    """
+
+
+def parse_device(name: object) -> str:
+    """Check the syntax of a device name (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``).
+
+    Returns the name; raises :class:`ConfigError` naming the accepted forms.  Whether the
+    device exists on this machine is checked by :func:`activemint.training.trainer.resolve_device`.
+    """
+    import torch
+
+    expected = "expected auto, cpu, cuda, cuda:N or mps"
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"device must be a string ({expected}), got {name!r}")
+    if name == "auto":
+        return name
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"device {name!r} is not a device name; {expected}") from e
+    if dev.type not in DEVICE_TYPES:
+        raise ConfigError(f"device {name!r}: {dev.type} devices are not supported; {expected}")
+    return name
+
+
+def _type_spec(annotation: str) -> tuple[str, bool]:
+    """('int' | 'float' | 'str' | 'bool' | 'list' | 'dict', optional?) of a field annotation."""
+    optional = "None" in annotation
+    base = annotation.replace("| None", "").strip()
+    for kind in ("list", "dict"):
+        if base.startswith(kind):
+            return kind, optional
+    return base, optional
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+               "list": "a list of strings", "dict": "a mapping"}
+
+
+def _check_type(name: str, value: Any, kind: str, optional: bool) -> Any:
+    """``value`` checked (and for numbers, normalised) against ``kind``; raises ConfigError."""
+    if value is None and optional:
+        return None
+    ok = False
+    if kind == "int":
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        value = int(value) if ok else value
+    elif kind == "float":
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "list":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = list(value) if ok else value
+    elif kind == "dict":
+        ok = isinstance(value, dict)
+    if not ok:
+        raise ConfigError(
+            f"{name} must be {_TYPE_WORDS.get(kind, kind)}{' or null' if optional else ''}, "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    return value
 
 
 @dataclass
@@ -73,29 +160,59 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Check every field's type and range; raises :class:`ConfigError` (a ``ValueError``).
+
+        Pure: reads no data and builds no model.  ``Trainer`` additionally checks that the
+        architecture and taps build and that the device exists, before writing anything.
+        """
+        for f in fields(self):
+            kind, optional = _type_spec(str(f.type))
+            setattr(self, f.name, _check_type(f.name, getattr(self, f.name), kind, optional))
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        from activemint.models import list_archs
+
+        if self.arch not in list_archs():
+            close = difflib.get_close_matches(self.arch, list_archs(), n=3)
+            raise ConfigError(f"unknown arch {self.arch!r}; known: {', '.join(list_archs())}"
+                              + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+        if self.taps is not None and (not self.taps or any(not t.strip() for t in self.taps)):
+            raise ConfigError(f"taps must be a non-empty list of dotted module names, got {self.taps!r}")
+        parse_device(self.device)
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.lambda_task < 0 or self.lambda_mint < 0:
+            raise ConfigError(f"lambda_task and lambda_mint must be >= 0, got {self.lambda_task} and {self.lambda_mint}")
+        if self.lambda_task + (self.lambda_mint if self.mint else 0.0) == 0:
+            raise ConfigError("lambda_task and lambda_mint are both 0 (or lambda_task is 0 without mint): nothing would be trained")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed}")
         if self.setup not in SETUPS and self.taps is None:
-            raise ValueError(f"setup must be one of {SETUPS} (or give explicit taps), got {self.setup!r}")
+            raise ConfigError(f"setup must be one of {SETUPS} (or give explicit taps), got {self.setup!r}")
         if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
+            raise ConfigError(f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.select not in SELECTIONS:
-            raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
+            raise ConfigError(f"select must be one of {SELECTIONS}, got {self.select!r}")
         if self.select == "val_mint" and not self.mint:
-            raise ValueError("select=val_mint needs mint=True")
+            raise ConfigError("select=val_mint needs mint=True")
         if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError("precision must be auto, fp32 or bf16")
+            raise ConfigError("precision must be auto, fp32 or bf16")
         for name in ("epochs", "batch_size", "external_batch_size", "head_width", "head_hidden", "head_stride"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("members", "external", "validation", "calibration", "eval_nonmembers", "test_samples"):
             v = getattr(self, name)
             if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
+                raise ConfigError(f"{name} must be >= 1, got {v}")
         if not 0 < self.target_fpr < 1:
-            raise ValueError("target_fpr must be in (0, 1)")
+            raise ConfigError("target_fpr must be in (0, 1)")
 
     def resolved(self, name: str) -> Any:
         """An optimisation field, falling back to the recipe's value."""
@@ -107,19 +224,30 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        """A validated config from a mapping; unknown keys and bad values raise :class:`ConfigError`."""
+        known = [f.name for f in fields(cls)]
+        bad_keys = [k for k in d if not isinstance(k, str)]
+        if bad_keys:
+            raise ConfigError(f"config keys must be strings, got {bad_keys[:5]!r}")
+        unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, n=1)) else k for k in unknown]
+            raise ConfigError(f"unknown config keys: {', '.join(hints)}; known keys: {', '.join(known)}")
         return cls(**d)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        with open(path) as f:
-            d = yaml.safe_load(f) or {}
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: a config must be a YAML mapping")
-        return cls.from_dict(d)
+        """Read a YAML config file (safe loader: no Python tags).
+
+        Raises:
+            ConfigError: the file cannot be read, is not YAML, is not a mapping, or holds an
+                unknown key or a bad value; the message names the file (and line for YAML errors).
+        """
+        d = read_yaml_mapping(path, "config")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"config {path}: {e}") from e
 
     def save(self, path: str | Path, **extra: Any) -> None:
         d = {**self.to_dict()}
@@ -128,3 +256,42 @@ class TrainConfig:
         if extra:
             with open(Path(path).with_name("provenance.yaml"), "w") as f:
                 yaml.safe_dump(extra, f, sort_keys=False)
+
+
+def read_yaml_mapping(path: str | Path, what: str = "YAML file") -> dict[str, Any]:
+    """A YAML mapping read with ``yaml.safe_load``; every failure is one :class:`ConfigError` line.
+
+    A missing file, a folder, a permission problem, bad UTF-8, a YAML syntax error (with its
+    line and column), a ``!!python/...`` tag (refused by the safe loader) and a document that
+    is not a mapping all name ``path``.  An empty file is ``{}``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; expected a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{what} {path} does not exist") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path} cannot be read: {getattr(e, 'strerror', None) or e}") from e
+    try:
+        d = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {_yaml_problem(e)}") from e
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:  # odd scalars the resolver cannot build
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from e
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what} {path} must be a YAML mapping of keys to values, got a {type(d).__name__}")
+    return d
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line from a PyYAML error: what went wrong and where."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    if isinstance(e, yaml.constructor.ConstructorError) and "tag" in str(problem):
+        problem = f"{problem.strip()}; only plain YAML values are accepted (Python tags are refused)"
+    return " ".join(str(problem).split()) + where

@@ -42,7 +42,7 @@ from activemint.training.checkpoint import (
     save_train_state,
     save_weights,
 )
-from activemint.training.config import TrainConfig
+from activemint.training.config import ConfigError, TrainConfig, parse_device
 
 
 # --------------------------------------------------------------------------- data
@@ -72,9 +72,51 @@ def load_run_data(cfg: TrainConfig) -> RunData:
 
 # -------------------------------------------------------------------------- model
 def resolve_device(name: str) -> torch.device:
+    """The torch device for ``name`` (``auto`` = the first GPU if any, else CPU).
+
+    Raises:
+        ConfigError: a malformed name, or a device this machine does not have (``cuda``
+            without a GPU, ``cuda:3`` on a one-GPU machine, ``mps`` off Apple silicon).
+    """
+    parse_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(f"device {name!r}: no CUDA GPU is available on this machine; use --device cpu or auto")
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"device {name!r}: this machine has {n} CUDA GPU{'s' if n != 1 else ''} (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {name!r}: MPS is not available on this machine; use --device cpu or auto")
+    return dev
+
+
+def preflight(cfg: TrainConfig, data: "RunData | None" = None) -> torch.device:
+    """Check what only a build can tell, before a run writes anything; returns the device.
+
+    The data set must be registered, the device must exist here, and the architecture with
+    its taps must build for the data set's registered input shape (built on the ``meta``
+    device: no memory, no weights, about a second for the largest models; the global RNG
+    is left as it was).  Raises :class:`ConfigError` or :class:`DatasetError`.
+    """
+    from activemint.data import dataset_info
+
+    device = resolve_device(cfg.device)
+    if data is not None:
+        shape, n_classes = data.train.input_shape, data.train.num_classes
+    else:
+        info = dataset_info(cfg.dataset)
+        shape, n_classes = info.input_shape, info.num_classes or 2
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            build_model(cfg, tuple(shape), n_classes)
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:
+        what = f"taps {cfg.taps}" if cfg.taps else f"setup {cfg.setup!r}"
+        msg = " ".join(str(e).split())
+        raise ConfigError(f"arch {cfg.arch!r} with {what} does not build for {cfg.dataset} inputs {tuple(shape)}: {msg}") from e
+    return device
 
 
 def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -206,7 +248,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.log = log or (lambda msg: tqdm.write(msg))
-        self.device = resolve_device(cfg.device)
+        self.device = preflight(cfg, data)  # config errors surface here, before anything is written
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
 
