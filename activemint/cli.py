@@ -122,9 +122,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=args.device)
     metrics, _ = run.evaluate()
     saved_path = Path(args.run_dir) / "metrics.json"
-    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+    try:
+        saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{saved_path} cannot be read as JSON: {e}") from e
+    if not isinstance(saved, dict):
+        raise UserError(f"{saved_path} must hold a JSON object")
     for k, v in saved.items():
         metrics.setdefault(k, v)
+    metrics["run_dir"] = str(args.run_dir)  # the directory evaluated here, not the one stored at training time
     print(run_summary(metrics, {"test_accuracy": saved["baseline_test_accuracy"]} if "baseline_test_accuracy" in saved else None))
     if saved:
         same = _same_figures(saved, metrics)
@@ -152,7 +158,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from activemint.scoring import resolve_inputs
 
     run = load_run(args.run_dir, device=args.device)
-    ids, images = resolve_inputs(run, args.inputs)
+    ids, images = resolve_inputs(run, args.inputs, resize=args.resize, convert_channels=args.convert_channels)
     import numpy as np
 
     logits = run.membership_logits(images)
@@ -299,10 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="per-sample membership probability as CSV",
                        description="Score samples with a run's MINT head. INPUTS: image files, folders of images, "
                                    "'split:ROLE' (members, external, validation, calibration, eval_nonmembers of the run's manifest) "
-                                   "or 'dataset:NAME:SPLIT' (a whole split of a registered data set).")
+                                   "or 'dataset:NAME:SPLIT' (a whole split of a registered data set). Images must have the "
+                                   "model's input size and channels unless --resize / --convert-channels (as for audit); "
+                                   "split:ROLE is checked against the run's manifest (pixel SHA-256).")
     s.add_argument("run_dir")
     s.add_argument("inputs", nargs="+")
     s.add_argument("-o", "--output", help="CSV file (default: standard output)")
+    s.add_argument("--resize", action="store_true", help="resize images of another size to the model's input (bilinear); without it they are refused")
+    s.add_argument("--convert-channels", action="store_true", help="convert greyscale/colour images to the model's channels; without it they are refused")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_score)
 

@@ -6,6 +6,19 @@ one line and exits with status 2; library callers catch ``UserError`` to handle 
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class UserError(Exception):
     """A mistake the user can fix; the message says what was expected and where."""
+
+
+def not_a_directory(path: str | os.PathLike, what: str = "directory") -> str:
+    """Why ``path`` is not a usable directory: "... is a file, not a directory" or "... does not exist"."""
+    p = Path(path)
+    if p.is_dir():
+        return f"{what} {p} is a directory"  # not an error; for completeness
+    if p.exists():
+        return f"{what} {p} is a file, not a directory"
+    return f"{what} {p} does not exist"

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from activemint.data import read_manifest
-from activemint.errors import UserError
+from activemint.errors import UserError, not_a_directory
 from activemint.mint import EnhancedAuditedModel
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
 from activemint.training.config import TrainConfig
@@ -94,7 +94,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = "model
     """Load a run directory written by :class:`activemint.training.Trainer`."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RunError(f"run directory {run_dir} does not exist")
+        raise RunError(not_a_directory(run_dir, "run directory"))
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise RunError(f"{run_dir} has no config.yaml: not an activemint run directory")

@@ -1,14 +1,28 @@
-"""Turning user-given inputs (files, folders, splits) into images a run's model can score."""
+"""Turning user-given inputs (files, folders, splits) into images a run's model can score.
+
+One policy for ``score`` and ``audit``: image files must have the model's input size and
+channels unless ``resize`` / ``convert_channels`` is asked for
+(:func:`activemint.data.load_image_checked`); ``split:ROLE`` inputs are checked against the
+run's manifest (every sample's pixel SHA-256 and label) and refused when the data changed.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from activemint.data import DatasetError, load_dataset, load_image_files
+from activemint.data import DatasetError, load_dataset, load_image_checked, verify_manifest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
 ROLES = ("members", "external", "validation", "calibration", "eval_nonmembers")
+
+
+class InputError(DatasetError):
+    """A scoring input is missing, malformed, or not the data the run's manifest recorded."""
+
+
+class ManifestMismatchError(InputError):
+    """The data under the run's data root no longer matches the run's manifest."""
 
 
 def image_paths(inputs: list[str]) -> list[Path]:
@@ -19,30 +33,61 @@ def image_paths(inputs: list[str]) -> list[Path]:
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise DatasetError(f"folder {p} holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise InputError(f"folder {p} holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
+        elif p.exists():
+            raise InputError(f"input {item} is neither a file nor a folder")
         else:
-            raise DatasetError(f"input {item} does not exist (expected an image file, a folder, 'split:ROLE' or 'dataset:NAME:SPLIT')")
+            raise InputError(f"input {item} does not exist (expected an image file, a folder, 'split:ROLE' or 'dataset:NAME:SPLIT')")
     return paths
 
 
-def resolve_inputs(run, inputs: list[str]) -> tuple[list[str], torch.Tensor]:
+def verify_split(run, role: str) -> None:
+    """Refuse ``split:ROLE`` when the run's data no longer matches its manifest for ``role``.
+
+    Every sample of the role is checked (index in range, label, SHA-256 of its uint8 pixels);
+    the check costs one hash per image (well under a second for 10,000 images).
+
+    Raises:
+        ManifestMismatchError: how many of how many samples differ, the manifest file and
+            the data root, and the first difference.
+    """
+    manifest = Path(run.run_dir) / "manifest.csv"
+    data = run.data
+    problems = verify_manifest(manifest, data.train, data.test, roles=[role])
+    if problems:
+        total = len(getattr(data.splits, role))
+        src = data.test if role == "eval_nonmembers" else data.train
+        raise ManifestMismatchError(
+            f"split:{role}: {len(problems)} of {total} samples differ from {manifest} "
+            f"(data read from {src.source or run.config.data_root or run.config.dataset}); first: {problems[0]}. "
+            "The data set changed since the run was trained: pass the original data (data_root in config.yaml)"
+        )
+
+
+def resolve_inputs(run, inputs: list[str], *, resize: bool = False, convert_channels: bool = False) -> tuple[list[str], torch.Tensor]:
     """(ids, uint8 images (N, C, H, W)) for a list of CLI inputs.
 
-    ``split:ROLE`` takes a role of the run's manifest; ``dataset:NAME:SPLIT`` a whole split;
-    anything else is an image file or a folder of images, resized to the run's input size.
+    ``split:ROLE`` takes a role of the run's manifest (verified against the data, see
+    :func:`verify_split`); ``dataset:NAME:SPLIT`` a whole split; anything else is an image
+    file or a folder of images, which must have the run's input size and channels unless
+    ``resize`` / ``convert_channels``.
+
+    Raises:
+        InputError / ImageInputError / DatasetError: a bad input, with the file named.
     """
     ids: list[str] = []
     chunks: list[torch.Tensor] = []
     files: list[str] = []
-    c, h, w = run.input_shape
+    shape = tuple(run.input_shape)
     for item in inputs:
         if item.startswith("split:"):
             role = item.split(":", 1)[1]
             if role not in ROLES:
-                raise ValueError(f"unknown split role {role!r}; choose from {ROLES}")
+                raise InputError(f"unknown split role {role!r} in {item!r}; choose from {', '.join(ROLES)}")
+            verify_split(run, role)
             idx = getattr(run.data.splits, role)
             src = run.data.test if role == "eval_nonmembers" else run.data.train
             chunks.append(src.images[torch.as_tensor(idx)])
@@ -50,16 +95,20 @@ def resolve_inputs(run, inputs: list[str]) -> tuple[list[str], torch.Tensor]:
         elif item.startswith("dataset:"):
             parts = item.split(":")
             if len(parts) != 3:
-                raise ValueError(f"expected dataset:NAME:SPLIT, got {item!r}")
+                raise InputError(f"expected dataset:NAME:SPLIT, got {item!r}")
             ds = load_dataset(parts[1], parts[2], root=run.config.data_root if parts[1] == run.config.dataset else None)
+            if tuple(ds.images.shape[1:]) != shape:
+                raise InputError(f"{item} holds images of shape {tuple(ds.images.shape[1:])}; the model takes {shape}")
             chunks.append(ds.images)
             ids.extend(f"{parts[1]}:{parts[2]}:{i}" for i in range(len(ds)))
         else:
             files.append(item)
     if files:
         paths = image_paths(files)
-        imgs = load_image_files([str(p) for p in paths], image_size=(h, w), channels=c)
-        chunks.append(imgs)
+        imgs = [load_image_checked(p, shape, resize=resize, convert_channels=convert_channels)[0] for p in paths]
+        chunks.append(torch.stack(imgs))
         ids.extend(str(p) for p in paths)
+    if not chunks:
+        raise InputError("no inputs given")
     images = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
     return ids, images

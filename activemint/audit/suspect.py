@@ -4,7 +4,9 @@ Image files must already have the model's input size and channel count: an audit
 exactly the pixels it was given, and a silent resize or colour conversion would audit
 different data.  ``resize=True`` (CLI ``--resize``) resizes with PIL bilinear and
 ``convert_channels=True`` (CLI ``--convert-channels``) converts greyscale / colour; both
-are recorded in the audit's JSON.
+are recorded in the audit's JSON.  ``score`` applies the same policy
+(:func:`activemint.data.load_image_checked`).  ``split:ROLE`` inputs are checked against
+the run's manifest (pixel SHA-256 and label) first.
 """
 from __future__ import annotations
 
@@ -14,14 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from activemint.data import DatasetError, pixel_sha256
+from activemint.data import DatasetError, ImageInputError, load_image_checked, pixel_sha256
 from activemint.scoring import IMAGE_SUFFIXES, image_paths, resolve_inputs
-
-#: PIL modes accepted as 1 or 3 channels without --convert-channels
-_MODES = {1: {"L", "1", "I;16", "I;16B", "I;16L"}, 3: {"RGB"}}
-
 
 class AuditInputError(DatasetError):
     """A suspect input is missing, unreadable, or does not fit the model."""
@@ -91,40 +88,14 @@ def read_file_list(path: Path) -> list[Path]:
 
 
 def load_checked_image(path: Path, shape: tuple[int, int, int], *, resize: bool, convert_channels: bool) -> tuple[torch.Tensor, bool, bool]:
-    """(uint8 (C, H, W) image, resized?, converted?) of one file, checked against ``shape``."""
-    c, h, w = shape
-    if not path.is_file():
-        raise AuditInputError(f"image {path} does not exist")
+    """(uint8 (C, H, W) image, resized?, converted?) of one file, checked against ``shape``.
+
+    The one image policy of ``score`` and ``audit``: :func:`activemint.data.load_image_checked`.
+    """
     try:
-        with Image.open(path) as img:
-            img.load()
-            resized = converted = False
-            if img.mode not in _MODES[c]:
-                if not convert_channels:
-                    bands = len(img.getbands())
-                    raise AuditInputError(
-                        f"image {path} has {bands} channel{'s' if bands != 1 else ''} (PIL mode {img.mode}); "
-                        f"the model takes {c}-channel {'greyscale' if c == 1 else 'RGB'} images "
-                        "(pass --convert-channels to convert)"
-                    )
-                converted = True
-            img = img.convert("L" if c == 1 else "RGB")
-            if img.size != (w, h):
-                if not resize:
-                    raise AuditInputError(
-                        f"image {path} is {img.size[0]}x{img.size[1]} pixels; the model takes {w}x{h} "
-                        "(pass --resize to resize)"
-                    )
-                img = img.resize((w, h), Image.BILINEAR)
-                resized = True
-            arr = np.array(img, dtype=np.uint8)
-    except AuditInputError:
-        raise
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-        raise AuditInputError(f"cannot read image {path}: not an image file PIL can decode ({e})") from e
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), resized, converted
+        return load_image_checked(path, shape, resize=resize, convert_channels=convert_channels)
+    except ImageInputError as e:
+        raise AuditInputError(str(e)) from e
 
 
 def load_suspect(run, inputs: list[str], *, resize: bool = False, convert_channels: bool = False) -> SuspectSet:

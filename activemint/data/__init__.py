@@ -5,7 +5,16 @@ Every reader returns an :class:`ArrayDataset` holding a whole split in memory
 :class:`DatasetError` saying where we looked and what we expected.
 """
 from .base import ArrayDataset, DatasetError
-from .images import convert_channels, load_image, load_image_files, resize_images
+from .images import (
+    MAX_IMAGE_PIXELS,
+    ImageInputError,
+    convert_channels,
+    load_image,
+    load_image_checked,
+    load_image_files,
+    open_image,
+    resize_images,
+)
 from .registry import DatasetInfo, clear_dataset_cache, dataset_info, list_datasets, load_dataset
 from .splits import (
     ROLES,
@@ -20,9 +29,11 @@ from .splits import (
 )
 
 __all__ = [
+    "MAX_IMAGE_PIXELS",
     "ArrayDataset",
     "DatasetError",
     "DatasetInfo",
+    "ImageInputError",
     "ROLES",
     "SplitSizes",
     "Splits",
@@ -32,9 +43,11 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "load_image",
+    "load_image_checked",
     "load_image_files",
     "make_splits",
     "manifest_fingerprint",
+    "open_image",
     "pixel_sha256",
     "read_manifest",
     "resize_images",

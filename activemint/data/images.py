@@ -1,13 +1,23 @@
 """Image helpers shared by every reader that decodes image files.
 
-One place decodes a file into a uint8 ``(C, H, W)`` tensor (:func:`load_image`), one place
-loads many files into a ``(N, C, H, W)`` stack (:func:`load_image_files`), and one place
-resizes / re-channels in-memory stacks (:func:`resize_images`, :func:`convert_channels`).
+One place opens image files (:func:`open_image`: a decompression-bomb limit, 16-bit
+greyscale scaled to 8 bits), one place decodes a file into a uint8 ``(C, H, W)`` tensor for
+data-set readers (:func:`load_image`), one place reads a user's file for a model of a given
+input shape under the one policy of ``score`` and ``audit`` (:func:`load_image_checked`:
+refuse another size or channel count unless asked to resize / convert), one place loads
+many files into a ``(N, C, H, W)`` stack (:func:`load_image_files`), and one place resizes /
+re-channels in-memory stacks (:func:`resize_images`, :func:`convert_channels`).
+
+16-bit images: PIL opens 16-bit greyscale PNG / TIFF as mode ``I;16`` (or ``I``);
+``Image.convert("L")`` would clip every value above 255 to white.  They are scaled instead:
+``v8 = round(v16 * 255 / 65535)`` (0 -> 0, 65535 -> 255, 257·k -> k).  Mode ``I`` images
+with values outside 0..65535 and float (``F``) images are refused.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +29,22 @@ from .base import DatasetError
 
 #: File name endings (lower case) taken as images when scanning folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+#: Largest image (width x height) opened; above it a file is refused before decoding
+#: (a decompression bomb: a small file that inflates to gigabytes).  Pillow's own default
+#: limit, applied as an error rather than Pillow's warning.
+MAX_IMAGE_PIXELS = 89_478_485
+
+#: PIL modes holding 16-bit (or wider integer) greyscale.
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+#: PIL modes taken as 1 or 3 channels as they are (anything else needs ``convert_channels``).
+NATIVE_MODES = {1: ("L", "1", *SIXTEEN_BIT_MODES), 3: ("RGB",)}
+
+
+class ImageInputError(DatasetError):
+    """An image file is missing, unreadable, too large, or does not fit the model's input."""
+
 
 #: Show a progress bar when reading more than this many files.
 PROGRESS_THRESHOLD = 1000
@@ -50,42 +76,134 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
+@contextmanager
+def open_image(path: str | os.PathLike, dataset: str | None = None) -> Iterator[Image.Image]:
+    """Open and decode an image file, refusing decompression bombs; 16-bit greyscale -> 8-bit ``L``.
+
+    Yields a loaded PIL image.  Raises :class:`ImageInputError` (naming the file) when the file
+    is missing, not an image PIL can decode, larger than :data:`MAX_IMAGE_PIXELS`, or of a
+    pixel type without a defined 8-bit scaling (float, or integers outside 0..65535).
+    """
+    where = f"dataset '{dataset}': " if dataset else ""
+    if os.path.isdir(path):
+        raise ImageInputError(f"{where}image {path} is a directory, expected an image file")
+    if not os.path.exists(path):
+        raise ImageInputError(f"{where}image {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ImageInputError(
+                    f"{where}image {path} is {w}x{h} = {w * h} pixels, over the limit of {MAX_IMAGE_PIXELS} "
+                    "(a decompression bomb?); expected an image of ordinary size"
+                )
+            img.load()
+            yield _to_8bit(img, path, where)
+    except ImageInputError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        msg = " ".join(str(e).split())
+        raise ImageInputError(f"{where}cannot read image {path}: not an image file PIL can decode ({msg})") from e
+
+
+def _to_8bit(img: Image.Image, path: object, where: str = "") -> Image.Image:
+    """16-bit greyscale scaled to 8-bit ``L`` (rounded); other modes unchanged; float refused."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        arr = np.asarray(img).astype(np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ImageInputError(
+                f"{where}image {path} has integer pixels in {arr.min()}..{arr.max()} (PIL mode {img.mode}); "
+                "expected 8-bit or 16-bit (0..65535) pixels"
+            )
+        return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    if img.mode in ("F", "I;32", "I;32B", "I;32L"):
+        raise ImageInputError(f"{where}image {path} has 32-bit pixels (PIL mode {img.mode}); expected 8- or 16-bit pixels")
+    return img
+
+
+def _chw(img: Image.Image) -> torch.Tensor:
+    arr = np.array(img, dtype=np.uint8)  # a writable copy
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
 def load_image(
     path: str | os.PathLike,
     image_size: ImageSize | None = None,
     channels: int = 3,
     dataset: str = "images",
 ) -> torch.Tensor:
-    """Decode one image file.
+    """Decode one image file of a data set (resized and re-channelled as the reader asks).
 
     Args:
         path: image file (anything PIL reads).
         image_size: output ``H = W`` (int) or ``(H, W)``; ``None`` keeps the file's size.
             Resizing uses PIL bilinear.
         channels: 1 (greyscale, PIL mode ``L``) or 3 (``RGB``); greyscale files are
-            converted to RGB and vice versa.
+            converted to RGB and vice versa (16-bit greyscale scaled to 8 bits first).
         dataset: name used in error messages.
 
     Returns:
         uint8 tensor of shape ``(channels, H, W)``.
 
     Raises:
-        DatasetError: the file is missing or cannot be decoded.
+        DatasetError: the file is missing, cannot be decoded, or is too large
+            (:class:`ImageInputError`).
     """
     mode = _pil_mode(channels)
-    try:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            if image_size is not None:
-                h, w = _hw(image_size)
-                if img.size != (w, h):
-                    img = img.resize((w, h), Image.BILINEAR)
-            arr = np.array(img, dtype=np.uint8)  # a writable copy
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-        raise DatasetError(f"dataset '{dataset}': cannot read image {path}: expected an image file PIL can decode ({e})") from e
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    with open_image(path, dataset) as img:
+        img = img.convert(mode)
+        if image_size is not None:
+            h, w = _hw(image_size)
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.BILINEAR)
+        return _chw(img)
+
+
+def load_image_checked(
+    path: str | os.PathLike,
+    shape: Sequence[int],
+    *,
+    resize: bool = False,
+    convert_channels: bool = False,
+) -> tuple[torch.Tensor, bool, bool]:
+    """Read a user's image for a model taking ``shape = (C, H, W)``: the policy of ``score`` and ``audit``.
+
+    An image of another size or channel count is refused (the model would see different
+    pixels than the user gave) unless ``resize`` (PIL bilinear) / ``convert_channels`` is set.
+    16-bit greyscale counts as one channel and is scaled to 8 bits.
+
+    Returns:
+        (uint8 ``(C, H, W)`` tensor, resized?, channels converted?)
+
+    Raises:
+        ImageInputError: missing, unreadable or too large file, or a size / channel mismatch
+            not allowed by the flags; the message names the file and the flag to pass.
+    """
+    c, h, w = (int(v) for v in shape)
+    target = _pil_mode(c)
+    with open_image(path) as img:
+        resized = converted = False
+        if img.mode not in NATIVE_MODES[c]:
+            if not convert_channels:
+                bands = len(img.getbands())
+                raise ImageInputError(
+                    f"image {path} has {bands} channel{'s' if bands != 1 else ''} (PIL mode {img.mode}); "
+                    f"the model takes {c}-channel {'greyscale' if c == 1 else 'RGB'} images "
+                    "(pass --convert-channels to convert)"
+                )
+            converted = True
+        img = img.convert(target)
+        if img.size != (w, h):
+            if not resize:
+                raise ImageInputError(
+                    f"image {path} is {img.size[0]}x{img.size[1]} pixels; the model takes {w}x{h} "
+                    "(pass --resize to resize)"
+                )
+            img = img.resize((w, h), Image.BILINEAR)
+            resized = True
+        return _chw(img), resized, converted
 
 
 def load_image_files(

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from activemint.errors import not_a_directory
+
 from .base import ArrayDataset, DatasetError
 from .cifar import read_cifar10, read_cifar100
 from .digits import read_digits
@@ -83,8 +85,9 @@ def _array_loader(read: Callable[[Path, str], ArrayDataset]) -> Loader:
     return load
 
 
-def _idx_loader(name: str, classes: list[str], folder: str) -> Loader:
-    return _array_loader(lambda root, split: read_idx_dataset(name, root, split, classes, ["raw", f"{folder}/raw", folder]))
+def _idx_loader(name: str, classes: list[str], folder: str, image_shape: tuple[int, int] = (28, 28)) -> Loader:
+    return _array_loader(lambda root, split: read_idx_dataset(name, root, split, classes, ["raw", f"{folder}/raw", folder],
+                                                              image_shape=image_shape))
 
 
 def _file_loader(read: Callable[..., ArrayDataset], name: str, default_size: int) -> Loader:
@@ -279,7 +282,7 @@ def load_dataset(
     path = _resolve_root(info, root, download) if info.needs_root else Path(".")
     if info.needs_root and not download and not path.is_dir():
         raise DatasetError(
-            f"dataset '{info.name}': data root {path} does not exist; expected {info.layout} there; "
+            f"dataset '{info.name}': {not_a_directory(path, 'data root')}; expected {info.layout} there; "
             "pass --data-root or --download"
         )
     key = (info.name, split, str(path), bool(download), image_size, channels)

@@ -282,13 +282,20 @@ def read_manifest(path: str | os.PathLike) -> Splits:
     return splits
 
 
-def verify_manifest(path: str | os.PathLike, train: ArrayDataset, test: ArrayDataset) -> list[str]:
+def verify_manifest(path: str | os.PathLike, train: ArrayDataset, test: ArrayDataset,
+                    roles: "list[str] | tuple[str, ...] | None" = None) -> list[str]:
     """Check the data against a manifest: index in range, label, pixel SHA-256 and id.
 
+    Args:
+        roles: check only the rows of these roles (default: every row).
+
     Returns:
-        One message per mismatch (``"<role> <split>[<index>]: ..."``); empty when everything matches.
+        One message per mismatching sample (``"<role> <split>[<index>]: ..."``); empty when
+        everything matches.
     """
     rows, has_id = _read_rows(path)
+    if roles is not None:
+        rows = [r for r in rows if r[0] in roles]
     data = {"train": train, "test": test}
     arrays = {"train": _pixel_array(train.images), "test": _pixel_array(test.images)}
     labels = {"train": train.labels.tolist(), "test": test.labels.tolist()}
@@ -300,13 +307,16 @@ def verify_manifest(path: str | os.PathLike, train: ArrayDataset, test: ArrayDat
         if i >= len(ds):
             problems.append(f"{where}: index out of range ({src} split has {len(ds)} samples)")
             continue
+        found = []
         if labels[src][i] != label:
-            problems.append(f"{where}: label {labels[src][i]} != manifest {label}")
+            found.append(f"label {labels[src][i]} != manifest {label}")
         digest = hashlib.sha256(arrays[src][i]).hexdigest()
         if digest != sha:
-            problems.append(f"{where}: pixel sha256 {digest[:12]}... != manifest {sha[:12]}...")
+            found.append(f"pixel sha256 {digest[:12]}... != manifest {sha[:12]}...")
         if has_id and sid and ds.ids is not None and ds.ids[i] != sid:
-            problems.append(f"{where}: id {ds.ids[i]!r} != manifest {sid!r}")
+            found.append(f"id {ds.ids[i]!r} != manifest {sid!r}")
+        if found:
+            problems.append(f"{where}: " + "; ".join(found))
     return problems
 
 

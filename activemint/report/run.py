@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from activemint.errors import UserError
+from activemint.errors import UserError, not_a_directory
 from activemint.metrics import membership_metrics
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
@@ -67,7 +67,7 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
 
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
-        raise ReportError(f"{run_dir} does not exist")
+        raise ReportError(not_a_directory(run_dir, "run directory"))
     jsonl, mjson, snpz = run_dir / "metrics.jsonl", run_dir / "metrics.json", run_dir / "scores.npz"
     if not (jsonl.is_file() or mjson.is_file()):
         raise ReportError(f"{run_dir} has neither metrics.jsonl nor metrics.json: not a training run directory")
@@ -229,7 +229,7 @@ def render_report(path: str | os.PathLike) -> str:
     """HTML for a training run or a ``compare`` output directory."""
     path = Path(path)
     if not path.is_dir():
-        raise ReportError(f"{path} does not exist or is not a directory")
+        raise ReportError(not_a_directory(path, "run or compare directory"))
     comp = load_compare_dir(path)
     if comp is not None and not (path / "metrics.jsonl").is_file():
         scores, metrics, title, note = comp
