@@ -28,6 +28,7 @@ import json
 import os
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,11 +241,23 @@ def load_calibration(run_dir: str | os.PathLike, target_fpr: float | None = None
     jpath, npath = run_dir / CALIBRATION_JSON, run_dir / CALIBRATION_NPZ
     if not (jpath.is_file() and npath.is_file()):
         raise FileNotFoundError(f"{run_dir} has no saved calibration ({CALIBRATION_JSON} + {CALIBRATION_NPZ})")
-    doc = json.loads(jpath.read_text())
+    try:
+        doc = json.loads(jpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CalibrationError(f"{jpath} is not readable JSON ({e}); delete it and {CALIBRATION_NPZ} to recalibrate") from e
+    if not isinstance(doc, dict):
+        raise CalibrationError(f"{jpath} is not a JSON object; delete it and {CALIBRATION_NPZ} to recalibrate")
     if doc.get("format") != FORMAT:
         raise CalibrationError(f"{jpath}: unknown format {doc.get('format')!r}, expected {FORMAT}")
-    with np.load(npath) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:
+        with np.load(npath, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CalibrationError(f"{npath} is not a readable .npz file ({type(e).__name__}: {e}); delete it and "
+                               f"{CALIBRATION_JSON} to recalibrate") from e
+    if "calibration" not in arrays:
+        raise CalibrationError(f"{npath} has no 'calibration' array; delete it and {CALIBRATION_JSON} to recalibrate")
+    check_finite_scores(arrays, npath)
     scores = arrays["calibration"]
     if hashlib.sha256(np.ascontiguousarray(scores).tobytes()).hexdigest() != doc.get("scores_sha256"):
         raise CalibrationError(f"{npath} does not match {jpath} (scores hash differs); delete both to recalibrate")
@@ -258,6 +271,16 @@ def load_calibration(run_dir: str | os.PathLike, target_fpr: float | None = None
     if saved is not None and saved != cal.threshold:
         raise CalibrationError(f"{jpath}: saved threshold {saved} for target {target:g} differs from the rule's {cal.threshold}")
     return cal
+
+
+def check_finite_scores(arrays: dict[str, np.ndarray], where: object) -> None:
+    """Raise a :class:`CalibrationError` naming ``where`` (a file) and the array if any float score is NaN or inf."""
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            bad = int((~np.isfinite(a)).sum())
+            raise CalibrationError(f"{where}: scores contain NaN or inf ({bad} of {a.size} values of '{name}'); "
+                                   "expected finite membership logits")
 
 
 def run_scores(run) -> tuple[dict[str, np.ndarray], str]:
@@ -304,6 +327,7 @@ def calibrate_run(run, target_fpr: float = 0.01, *, save: bool = True, weights: 
     except FileNotFoundError:
         pass
     scores, source = run_scores(run)
+    check_finite_scores(scores, run_dir / "scores.npz" if source.startswith("scores.npz") else f"the scores of {run_dir}'s model")
     if len(scores["calibration"]) == 0:
         raise CalibrationError(f"{run_dir} has no calibration split: train with --calibration N (N >= {int(np.ceil(1 / target_fpr))})")
     cal = make_calibration(

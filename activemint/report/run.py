@@ -67,7 +67,7 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
 
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
-        raise ReportError(not_a_directory(run_dir, "run directory"))
+        raise ReportError(f"{run_dir} does not exist")
     jsonl, mjson, snpz = run_dir / "metrics.jsonl", run_dir / "metrics.json", run_dir / "scores.npz"
     if not (jsonl.is_file() or mjson.is_file()):
         raise ReportError(f"{run_dir} has neither metrics.jsonl nor metrics.json: not a training run directory")
