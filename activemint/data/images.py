@@ -16,6 +16,7 @@ with values outside 0..65535 and float (``F``) images are refused.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,7 +91,10 @@ def open_image(path: str | os.PathLike, dataset: str | None = None) -> Iterator[
     if not os.path.exists(path):
         raise ImageInputError(f"{where}image {path} does not exist")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # the explicit limit below replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as img:
             w, h = img.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise ImageInputError(
