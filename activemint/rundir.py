@@ -30,8 +30,11 @@ directory is in one of the states of :meth:`RunDir.state`:
 Kill points (for tests): ``ACTIVEMINT_KILL_AT=NAME:N`` makes the process SIGKILL itself the
 N-th time it passes the point NAME (``NAME:N:stop`` sends SIGSTOP instead, so a test can
 resume it with SIGCONT).  Points: ``write`` (after every file or checkpoint-directory write),
-``step`` (after every optimisation step), ``epoch`` (after an epoch's checkpoint is
-committed).  Unset, a kill point costs one comparison.
+``partial`` (a file's new content is on disk but not yet renamed into place), ``step`` (after
+every optimisation step), ``epoch`` (after an epoch's checkpoint is committed and older ones
+pruned).  ``write@NAME`` / ``partial@NAME`` count only the passings for the file (or
+checkpoint directory) NAME, e.g. ``ACTIVEMINT_KILL_AT=write@train_state.pt:2``.  Unset, a
+kill point costs one comparison.
 """
 from __future__ import annotations
 
@@ -114,18 +117,25 @@ def _parse_kill() -> tuple[str, int, str] | None:
         raise UserError(f"ACTIVEMINT_KILL_AT must be NAME:N or NAME:N:stop, got {spec!r}") from None
 
 
-def kill_point(name: str) -> None:
-    """Die (SIGKILL) or stop (SIGSTOP) here on the N-th passing when ACTIVEMINT_KILL_AT=NAME:N says so."""
+def kill_point(name: str, label: str | None = None) -> None:
+    """Die (SIGKILL) or stop (SIGSTOP) here on the N-th passing when ACTIVEMINT_KILL_AT=NAME:N says so.
+
+    NAME is a point's name (``write``) or a name and label (``write@train_state.pt``: only
+    passings of that point with that label count).
+    """
     global _KILL
     if _KILL is False:
         _KILL = _parse_kill()
-    if _KILL is None or _KILL[0] != name:  # type: ignore[index]
+    if _KILL is None:
         return
-    _PASSES[name] = n = _PASSES.get(name, 0) + 1
-    if n == _KILL[1]:  # type: ignore[index]
+    want, n, action = _KILL  # type: ignore[misc]
+    if want != name and want != f"{name}@{label}":
+        return
+    _PASSES[want] = k = _PASSES.get(want, 0) + 1
+    if k == n:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.kill(os.getpid(), signal.SIGSTOP if _KILL[2] == "stop" else signal.SIGKILL)  # type: ignore[index]
+        os.kill(os.getpid(), signal.SIGSTOP if action == "stop" else signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------- atomic writes
@@ -173,6 +183,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
                 data(f)
             f.flush()
             os.fsync(f.fileno())
+        kill_point("partial", path.name)  # the new content is on disk, not yet in place
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as e:
@@ -183,7 +194,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    kill_point("write")
+    kill_point("write", path.name)
     return path
 
 
@@ -199,6 +210,7 @@ def atomic_write_via(path: str | os.PathLike, write_to: Callable[[Path], Any]) -
             os.fsync(fd)
         finally:
             os.close(fd)
+        kill_point("partial", path.name)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as e:
@@ -209,7 +221,7 @@ def atomic_write_via(path: str | os.PathLike, write_to: Callable[[Path], Any]) -
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    kill_point("write")
+    kill_point("write", path.name)
     return path
 
 
@@ -232,7 +244,7 @@ def commit_dir(staging: Path, final: Path) -> None:
         _fsync_dir(final.parent)
     except OSError as e:
         raise _write_error(final, e) from e
-    kill_point("write")
+    kill_point("write", final.name)
 
 
 def make_dir(path: Path) -> None:
@@ -410,6 +422,12 @@ class RunDir:
                 except json.JSONDecodeError as e:
                     raise RunError(f"{self.log}: line {i + 1} is not JSON ({e})") from e
         return out
+
+    def clean_partials(self) -> None:
+        """Remove temporary files of a writer that was killed mid-write (call under the lock)."""
+        for p in self.path.glob(".*.part"):
+            with contextlib.suppress(OSError):
+                p.unlink()
 
     def discard_evaluation(self) -> None:
         """Remove metrics.json (first, so the run reads as incomplete) before the final files change."""

@@ -265,12 +265,14 @@ class Trainer:
         model = build_model(cfg, data.train.input_shape, data.train.num_classes).to(self.device)  # so do bad archs / taps
         ckpt_root = rd.checkpoints
         rundir.make_dir(ckpt_root)
+        rd.clean_partials()
         if not resume:
             rd.write_text(rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            rd.write_text(rundir.PROVENANCE, yaml.safe_dump(provenance(), sort_keys=False))
         else:
             rd.discard_evaluation()  # the run reads as incomplete until the final save is done again
             clean_leftovers(ckpt_root)
+        if not resume or not rd.provenance.is_file():
+            rd.write_text(rundir.PROVENANCE, yaml.safe_dump(provenance(), sort_keys=False))
         if resume and rd.manifest.is_file():
             if read_manifest(rd.manifest) != data.splits:
                 raise RunError(f"--resume: {rd.manifest} does not list the splits this config draws; refusing to mix them")
