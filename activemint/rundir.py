@@ -394,6 +394,14 @@ class RunDir:
     baseline = property(lambda self: self.path / BASELINE)
     lock_file = property(lambda self: self.path / LOCK)
 
+    def has_checkpoint(self) -> bool:
+        """Whether ``checkpoints/`` holds a committed epoch directory (``train --resume`` continues from it)."""
+        d = self.checkpoints
+        return d.is_dir() and any(p.name.startswith("epoch-") and p.is_dir() for p in d.iterdir())
+
+    def is_complete(self) -> bool:
+        return self.state().kind == "complete"
+
     # ---------------------------------------------------------------- lock
     def lock(self, what: str = "train") -> contextlib.AbstractContextManager[None]:
         """Exclusive lock of this run directory (created if needed) for a writer."""

@@ -36,6 +36,7 @@ import numpy as np
 import activemint
 from activemint.errors import UserError
 from activemint.metrics import as_scores
+from activemint.rundir import MODEL
 
 CALIBRATION_JSON = "calibration.json"
 CALIBRATION_NPZ = "calibration.npz"
@@ -276,7 +277,7 @@ def run_scores(run) -> tuple[dict[str, np.ndarray], str]:
     return out, "model on the manifest's calibration split"
 
 
-def calibrate_run(run, target_fpr: float = 0.01, *, save: bool = True, weights: str = "model.safetensors") -> Calibration:
+def calibrate_run(run, target_fpr: float = 0.01, *, save: bool = True, weights: str = MODEL) -> Calibration:
     """The calibration of a loaded run for ``target_fpr``, reusing the saved one when it fits.
 
     A saved calibration is reused when it was made with the same weights (SHA-256 of the
