@@ -57,14 +57,9 @@ CHAIN = [
     "write@checkpoint.json:1",
     "write@epoch-0001:1",           # ... committed, older ones not yet pruned
     "epoch:1",                      # epoch 2 checkpointed and pruned
-    "step:3",                       # mid epoch 3
     "write@metrics.jsonl:2",        # epoch 3 logged, not checkpointed
-    "write@weights.safetensors:1",  # every pair of file writes of the epoch-3 checkpoint
-    "write@weights.json:1",
-    "write@train_state.pt:1",
-    "partial@checkpoint.json:1",
-    "write@checkpoint.json:1",
-    "write@epoch-0003:1",
+    "write@train_state.pt:1",       # epoch 3: weights and state written, manifest not
+    "write@epoch-0003:1",           # epoch 3 committed, epoch 2 not yet pruned
     "write@model.safetensors:1",    # the final save, file by file
     "write@model.json:1",
     "partial@scores.npz:1",
