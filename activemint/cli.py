@@ -106,12 +106,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     baseline = None
     if args.baseline and cfg.mint:
         bcfg = dataclasses.replace(cfg, mint=False, select="val_task" if cfg.select == "val_mint" else cfg.select)
-        bdir = out / "baseline"
-        resume = args.resume and (bdir / "config.yaml").exists()
+        from activemint.rundir import RunDir
+
+        bdir = RunDir(out).baseline
+        resume = args.resume and RunDir(bdir).config.exists()
         print(f"\ntraining the same model without aMINT (utility baseline) into {bdir}", file=sys.stderr)
         baseline = Trainer(bcfg, bdir, progress=not args.no_progress).run(resume=resume).metrics
         result.metrics["baseline_test_accuracy"] = baseline["test_accuracy"]
-        (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
+        with RunDir(out).lock("train --baseline"):
+            result.metrics = RunDir(out).write_metrics(result.metrics)  # still written last, still binding the files
     print(run_summary(result.metrics, baseline))
     return 0
 
@@ -122,8 +125,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir, device=args.device)
     metrics, _ = run.evaluate()
-    saved_path = Path(args.run_dir) / "metrics.json"
-    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+    from activemint.rundir import RunDir
+
+    saved = RunDir(args.run_dir).read_metrics() or {}
     for k, v in saved.items():
         metrics.setdefault(k, v)
     metrics["run_dir"] = str(args.run_dir)  # the directory evaluated here, not the one stored at training time

@@ -64,6 +64,7 @@ from activemint.data import read_manifest
 from activemint.data.splits import manifest_fingerprint
 from activemint.metrics import MembershipMetrics, membership_metrics, roc
 from activemint.models import create_model, tap_points
+from activemint.rundir import RunDir
 from activemint.runs import Run, RunError, load_run
 from activemint.training import Trainer, TrainConfig, predict_classes
 from activemint.training.checkpoint import save_weights
@@ -133,9 +134,10 @@ def ensure_run(cfg: TrainConfig, cache_root: Path, *, progress: bool, log: Calla
     """Train ``cfg`` into ``<cache_root>/runs/<sha256 of its config>``, or reuse it. Returns (dir, trained)."""
     key = sha256_json({"format": "activemint-compare-run/1", "config": config_key_dict(cfg)})
     run_dir = cache_root / "runs" / key
-    if (run_dir / "metrics.json").is_file() and (run_dir / "model.safetensors").is_file():
+    if RunDir(run_dir).is_complete():
         return run_dir, False
-    resume = (run_dir / "checkpoints" / "train_state.pt").is_file()
+    RunDir(run_dir).require("incomplete", "missing", "not a run", "model only", "inconsistent")  # not one in progress
+    resume = RunDir(run_dir).has_checkpoint()
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)
     log(f"training the {'active (aMINT)' if cfg.mint else 'plain'} run into {run_dir}" + (" (resuming)" if resume else ""))
@@ -152,11 +154,9 @@ def clean_backbone(run: Run) -> torch.nn.Module:
 
 
 def _test_accuracy(run: Run) -> float:
-    path = run.run_dir / "metrics.json"
-    if path.is_file():
-        m = json.loads(path.read_text())
-        if "test_accuracy" in m:
-            return float(m["test_accuracy"])
+    m = RunDir(run.run_dir).read_metrics() or {}
+    if "test_accuracy" in m:
+        return float(m["test_accuracy"])
     return float(run.evaluate()[0]["test_accuracy"])
 
 
@@ -284,7 +284,7 @@ def run_compare(
     if plain.is_audited:
         raise RunError(f"{plain_dir} is an aMINT run; the plain model must be trained with mint off")
     data = active.data
-    if read_manifest(plain_dir / "manifest.csv") != data.splits:
+    if read_manifest(RunDir(plain_dir).manifest) != data.splits:
         raise RunError(f"the plain run {plain_dir} and the active run {active_dir} use different splits (manifests differ); "
                        "train them with the same data set, sizes and seed")
     for r in reused:
@@ -306,7 +306,7 @@ def run_compare(
     labels_np = {r: v.numpy() for r, v in labels.items()}
     test_acc = {m: _test_accuracy(runs[m]) for m in MODELS}
     taps = acfg.taps or tap_points(acfg.arch, acfg.setup)
-    identity = {m: {"model_sha256": _sha256_file(runs[m].run_dir / "model.safetensors"),
+    identity = {m: {"model_sha256": _sha256_file(RunDir(runs[m].run_dir).model),
                     "manifest_sha256": manifest_fingerprint(runs[m].run_dir)} for m in MODELS}
     scorer_cache = _ScorerCache(cache_root)
     rows: list[MethodResult] = []

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 import yaml
 
 from activemint.errors import UserError
+from activemint.rundir import RunDir
 from activemint.training.config import SETUPS, TrainConfig
 
 #: The matrix shipped with the repository.
@@ -276,17 +277,14 @@ def cell_status(cell: Cell, out_dir: str | Path) -> str:
     run_dir = Path(out_dir) / cell.dirname
     if _finished(run_dir, cell.mint):
         return "done"
-    if (run_dir / "checkpoints" / "train_state.pt").is_file():
+    if RunDir(run_dir).has_checkpoint():
         return "partial"
     return "todo"
 
 
 def _finished(run_dir: Path, mint: bool) -> bool:
-    try:
-        json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return not mint or (run_dir / "scores.npz").is_file()
+    rd = RunDir(run_dir)
+    return rd.is_complete() and (not mint or rd.scores.is_file())
 
 
 @dataclass
@@ -320,7 +318,7 @@ def run_cell(cell: Cell, out_dir: str | Path, *, log: Callable[[str], None] = pr
         if _finished(run_dir, cell.mint):  # finished by another grid while we waited
             return CellOutcome(cell.name, str(run_dir), "done")
         t0 = time.time()
-        resume = (run_dir / "checkpoints" / "train_state.pt").is_file()
+        resume = RunDir(run_dir).has_checkpoint()
         if not resume and run_dir.exists():
             shutil.rmtree(run_dir)  # died before its first checkpoint: start again cleanly
         log(f"[{cell.name}] {'resuming' if resume else 'training'} into {run_dir}")
@@ -477,7 +475,7 @@ TABLE_COLUMNS = [
 
 def _read_metrics(run_dir: Path) -> dict | None:
     try:
-        return json.loads((run_dir / "metrics.json").read_text())
+        return json.loads(RunDir(run_dir).metrics.read_text())
     except (OSError, ValueError):
         return None
 

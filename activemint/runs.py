@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from activemint.data import read_manifest
-from activemint.errors import UserError, not_a_directory
+from activemint.errors import not_a_directory
 from activemint.mint import EnhancedAuditedModel
+from activemint.rundir import MODEL, RunDir, RunError
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
 from activemint.training.config import TrainConfig
 from activemint.training.trainer import (
@@ -32,10 +33,6 @@ from activemint.training.trainer import (
     predict_classes,
     resolve_device,
 )
-
-
-class RunError(UserError):
-    """A run directory is missing a file or is inconsistent."""
 
 
 @dataclass
@@ -60,7 +57,7 @@ class Run:
     def data(self) -> RunData:
         """The source data with the splits read from the run's manifest (not re-drawn)."""
         data = load_run_data(self.config)
-        data.splits = read_manifest(self.run_dir / "manifest.csv")
+        data.splits = read_manifest(RunDir(self.run_dir).manifest)
         return data
 
     def membership_logits(self, images: torch.Tensor) -> np.ndarray:
@@ -90,15 +87,19 @@ class Run:
             )
 
 
-def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = "model.safetensors") -> Run:
-    """Load a run directory written by :class:`activemint.training.Trainer`."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL) -> Run:
+    """Load a run directory written by :class:`activemint.training.Trainer`.
+
+    Refuses, with a one-line :class:`RunError`, a run that is in progress (another process
+    holds its lock), incomplete (training or its final save was interrupted) or inconsistent
+    (a file that metrics.json binds by SHA-256 was changed or truncated).
+    """
+    if not Path(run_dir).is_dir():
         raise RunError(not_a_directory(run_dir, "run directory"))
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise RunError(f"{run_dir} has no config.yaml: not an activemint run directory")
-    cfg = TrainConfig.from_yaml(cfg_path)
+    rd = RunDir(run_dir)
+    run_dir = rd.path
+    rd.require()
+    cfg = TrainConfig.from_yaml(rd.config)
     wpath = run_dir / weights
     if not wpath.is_file():
         raise RunError(f"{run_dir} has no checkpoint {weights}: the run did not finish (try `activemint train --resume`)")

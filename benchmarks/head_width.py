@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from activemint.training import Trainer, TrainConfig  # noqa: E402
+from activemint.rundir import RunDir  # noqa: E402
 
 REFERENCE = dict(
     dataset="fashion-mnist", arch="small_cnn", setup="entry", mint=True, members=1000, external=4000,
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
             cfg = TrainConfig(**{**REFERENCE, "head_width": w, "head_stride": stride, "seed": seed})
             run_dir = Path(args.runs) / (f"w{w}-s{seed}" if stride == 1 else f"w{w}-stride{stride}-s{seed}")
             if not (run_dir / "metrics.json").is_file():
-                resume = (run_dir / "checkpoints" / "train_state.pt").is_file()
+                resume = RunDir(run_dir).has_checkpoint()
                 if not resume and run_dir.exists():
                     import shutil
 

@@ -50,7 +50,7 @@ def test_audit_folder_of_member_pngs_end_to_end(env, capsys):
     rc = main(["audit", str(env["run"]), str(env["members"]), "--out", str(out), "--device", "cpu"])
     printed = capsys.readouterr()
     assert rc == 0, printed.err
-    assert sorted(p.name for p in out.iterdir()) == ["audit.json", "report.html", "samples.csv", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".activemint-audit", "audit.json", "report.html", "samples.csv", "summary.md"]
     summary = json.loads((out / "audit.json").read_text())
     assert summary["p_value"] < 1e-6 and summary["decision"] == "members detected"
     assert summary["member_fraction"]["ci_high"] >= summary["member_fraction"]["estimate"] > 0.85

@@ -45,6 +45,7 @@ import torch
 
 from activemint.attacks.config import ScorerConfig
 from activemint.data import ArrayDataset, Splits, load_dataset
+from activemint.rundir import RunDir
 from activemint.training.checkpoint import load_weights
 from activemint.training.config import TrainConfig
 
@@ -243,8 +244,9 @@ def _reference_job(job: dict[str, Any], datasets: tuple[ArrayDataset, ArrayDatas
                     load_dataset(cfg.dataset, "test", root=cfg.data_root, download=cfg.download))
     train, test = datasets
     trained = ran = False
-    if not (run_dir / "model.safetensors").is_file():
-        resume = (run_dir / "checkpoints" / "train_state.pt").is_file()
+    if not RunDir(run_dir).is_complete():
+        RunDir(run_dir).require("incomplete", "missing", "not a run", "model only", "inconsistent")  # not in progress
+        resume = RunDir(run_dir).has_checkpoint()
         if not resume:
             shutil.rmtree(run_dir, ignore_errors=True)
         log = job.get("log") or (lambda m: None)
@@ -258,7 +260,7 @@ def _reference_job(job: dict[str, Any], datasets: tuple[ArrayDataset, ArrayDatas
     if stale:
         device = resolve_device(cfg.device)
         model = build_model(cfg, tuple(train.input_shape), train.num_classes)
-        load_weights(model, run_dir / "model.safetensors")
+        load_weights(model, RunDir(run_dir).model)
         model.to(device).eval()
         for r in stale:
             x, _ = _images(wanted[r][0], wanted[r][1], train, test)
@@ -269,7 +271,7 @@ def _reference_job(job: dict[str, Any], datasets: tuple[ArrayDataset, ArrayDatas
         np.savez(tmp, **saved)
         os.replace(tmp, lpath)
         ran = True
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    metrics = RunDir(run_dir).read_metrics() or {}
     return {"model": i, "trained": trained, "ran": ran, "seconds": time.time() - t0,
             "test_accuracy": metrics.get("test_accuracy"), "logits": {r: saved[r] for r in SCORED_ROLES}}
 
@@ -320,7 +322,7 @@ def reference_logits(
         d.update(seed=1 + i + 1000 * config.seed, members=sizes[i], validation=len(plan.validation),
                  extra={"reference_model": i, "n_reference_models": config.n_models, "reference_key": key})
         jobs.append({"config": d, "run_dir": str(root / f"model-{i:02d}"), "plan": plan, "model": i})
-    todo = [j for j in jobs if not (Path(j["run_dir"]) / "model.safetensors").is_file()]
+    todo = [j for j in jobs if not RunDir(j["run_dir"]).is_complete()]
     if todo:
         log(f"reference models: training {len(todo)} of {config.n_models} into {root} "
             f"({sizes[0]} samples each, {rcfg.epochs} epochs{f', {workers} workers' if workers > 1 else ''})")

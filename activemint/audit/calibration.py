@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import numpy as np
 import activemint
 from activemint.errors import UserError
 from activemint.metrics import as_scores
+from activemint.rundir import MODEL
 
 CALIBRATION_JSON = "calibration.json"
 CALIBRATION_NPZ = "calibration.npz"
@@ -201,14 +201,9 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from activemint.rundir import atomic_write_via
+
+    atomic_write_via(path, write)  # same folder, fsync, rename; an ordinary 0644 file, not mkstemp's 0600
 
 
 def save_calibration(run_dir: str | os.PathLike, cal: Calibration) -> None:
@@ -289,12 +284,11 @@ def run_scores(run) -> tuple[dict[str, np.ndarray], str]:
     Reads ``scores.npz`` when the trainer wrote it (the final model's scores); otherwise
     scores the manifest's samples with the model.  Returns ``(scores, source)``.
     """
-    path = Path(run.run_dir) / "scores.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            out = {k: z[k] for k in z.files}
-        if {"members", "eval_nonmembers", "calibration"} <= set(out):
-            return out, "scores.npz:calibration"
+    from activemint.rundir import RunDir
+
+    saved = RunDir(run.run_dir).read_scores()  # refuses a truncated file or another model's scores
+    if saved is not None and {"members", "eval_nonmembers", "calibration"} <= set(saved):
+        return saved, "scores.npz:calibration"
     import torch
 
     data, s = run.data, run.data.splits
@@ -306,7 +300,7 @@ def run_scores(run) -> tuple[dict[str, np.ndarray], str]:
     return out, "model on the manifest's calibration split"
 
 
-def calibrate_run(run, target_fpr: float = 0.01, *, save: bool = True, weights: str = "model.safetensors") -> Calibration:
+def calibrate_run(run, target_fpr: float = 0.01, *, save: bool = True, weights: str = MODEL) -> Calibration:
     """The calibration of a loaded run for ``target_fpr``, reusing the saved one when it fits.
 
     A saved calibration is reused when it was made with the same weights (SHA-256 of the

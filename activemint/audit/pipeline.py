@@ -26,14 +26,23 @@ from typing import Any
 import numpy as np
 
 import activemint
+from activemint import rundir
 from activemint.audit.calibration import Calibration, calibrate_run, file_sha256
 from activemint.audit.settest import DEFAULT_TEST, SetTestReport, set_tests
 from activemint.audit.suspect import SuspectSet, load_suspect
 from activemint.errors import UserError
+from activemint.rundir import RunDir
 
 
 class AuditError(UserError, ValueError):
     """The audit cannot run (e.g. a plain run without a MINT head)."""
+
+
+class AuditOutputExistsError(AuditError, FileExistsError):
+    """The output folder exists and is not empty (and --force was not given)."""
+
+
+AUDIT_DIR_FORMAT = "activemint-audit-dir/1"
 
 
 def fmt_p(p: float) -> str:
@@ -133,29 +142,50 @@ class AuditResult:
     def write(self, out_dir: str | os.PathLike, *, force: bool = False) -> Path:
         """Write samples.csv, audit.json, report.html and summary.md into ``out_dir``, atomically.
 
-        ``out_dir`` must not exist or be empty, unless ``force`` (then it is replaced).
+        ``out_dir`` must not exist or be empty.  ``force`` replaces it only when it holds a
+        previous audit's own files (its ``.activemint-audit`` marker lists them): never the run
+        directory, a folder holding it, or a folder with any other file.  The folder is built
+        complete beside ``out_dir`` and renamed into place, under a lock beside it.
         """
         from activemint.report.audit import audit_html, audit_markdown
 
         out = Path(out_dir)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-            raise FileExistsError(f"output folder {out} already exists and is not empty (pass --force to replace it)")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-        try:
-            self.write_csv(tmp / "samples.csv")
-            (tmp / "audit.json").write_text(json.dumps(self.to_dict(), indent=2))
-            (tmp / "summary.md").write_text(audit_markdown(self))
-            (tmp / "report.html").write_text(audit_html(self), encoding="utf-8")
-            if out.exists():
-                shutil.rmtree(out) if out.is_dir() else out.unlink()
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        rundir.make_dir(out.parent)
+        with rundir.hold_lock(out.parent / f".{out.name}.lock", f"audit into {out}", target=out):
+            if out.exists() or out.is_symlink():
+                empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
+                if not empty and not force:
+                    raise AuditOutputExistsError(f"output folder {out} already exists and is not empty (--force replaces "
+                                                 f"a previous audit's folder)")
+                why = None if empty else rundir.audit_dir_replaceable(out, self.run_dir)
+                if why is not None:
+                    raise AuditError(f"--force will not replace {out}: {why}")
+            try:
+                tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+                os.chmod(tmp, 0o777 & ~rundir._umask())  # mkdtemp makes it private; the result is an ordinary folder
+            except OSError as e:
+                raise rundir.RunWriteError(f"cannot write into {out.parent}: {e.strerror or e}") from e
+            trash = None
+            try:
+                rundir.atomic_write_via(tmp / "samples.csv", self.write_csv)
+                rundir.atomic_write(tmp / "audit.json", json.dumps(self.to_dict(), indent=2))
+                rundir.atomic_write(tmp / "summary.md", audit_markdown(self))
+                rundir.atomic_write(tmp / "report.html", audit_html(self))
+                files = sorted(p.name for p in tmp.iterdir())
+                rundir.atomic_json(tmp / rundir.AUDIT_MARKER, {"format": AUDIT_DIR_FORMAT, "files": files})
+                if out.exists():
+                    trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+                    os.rename(out, trash)
+                rundir.commit_dir(tmp, out)
+            except BaseException:
+                if trash is not None and not out.exists():
+                    os.rename(trash, out)
+                    trash = None
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            finally:
+                if trash is not None:
+                    shutil.rmtree(trash, ignore_errors=True)
         return out
 
 
@@ -165,7 +195,7 @@ def model_identity(run) -> dict[str, Any]:
     return {
         "arch": meta.get("arch"), "setup": meta.get("setup"), "taps": meta.get("taps"), "dataset": meta.get("dataset"),
         "input_shape": meta.get("input_shape"), "num_classes": meta.get("num_classes"), "epoch": meta.get("epoch"),
-        "weights_file": "model.safetensors", "weights_sha256": file_sha256(Path(run.run_dir) / "model.safetensors"),
+        "weights_file": rundir.MODEL, "weights_sha256": file_sha256(RunDir(run.run_dir).model),
     }
 
 
@@ -184,7 +214,7 @@ def audit(
     """Audit ``suspect`` (folders, files, file lists, ``split:ROLE``) against a run.
 
     Args:
-        run_dir: a finished aMINT run (with ``model.safetensors`` and a calibration split).
+        run_dir: a finished aMINT run (complete: see :mod:`activemint.rundir`; with a calibration split).
         suspect: the suspect inputs (see :func:`activemint.audit.suspect.load_suspect`).
         alpha: significance level of the set-level test.
         target_fpr: false-positive rate of the per-sample decisions (calibrated threshold).
@@ -216,4 +246,4 @@ def audit(
 def default_out_dir(result: AuditResult) -> Path:
     """``RUN_DIR/audits/<UTC time>-<first 8 hex of the data hash>``."""
     stamp = result.created.replace(":", "").replace("-", "").replace("+0000", "").replace("T", "-")
-    return result.run_dir / "audits" / f"{stamp}-{result.suspect.data_sha256[:8]}"
+    return RunDir(result.run_dir).audits / f"{stamp}-{result.suspect.data_sha256[:8]}"

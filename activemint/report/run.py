@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from activemint.errors import UserError, not_a_directory
 from activemint.metrics import membership_metrics
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
+from activemint.rundir import LOG, METRICS, MODEL, REPORT, RunDir, RunError, atomic_write, file_sha256, make_dir
 
 
 class ReportError(UserError, ValueError):
@@ -68,18 +68,30 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir} does not exist")
-    jsonl, mjson, snpz = run_dir / "metrics.jsonl", run_dir / "metrics.json", run_dir / "scores.npz"
+    rd = RunDir(run_dir)
+    jsonl, mjson = rd.log, rd.metrics
     if not (jsonl.is_file() or mjson.is_file()):
-        raise ReportError(f"{run_dir} has neither metrics.jsonl nor metrics.json: not a training run directory")
+        raise ReportError(f"{run_dir} has neither {LOG} nor {METRICS}: not a training run directory")
+    state = rd.state()
+    if state.kind == "inconsistent":  # e.g. a truncated scores.npz beside metrics.json
+        raise ReportError(f"run inconsistent: {state.detail}")
+    finished = state.kind in ("complete", "model only", "not a run")
     records = _read_jsonl(jsonl) if jsonl.is_file() else []
-    metrics = json.loads(mjson.read_text()) if mjson.is_file() else {}
-    cfg = TrainConfig.from_yaml(run_dir / "config.yaml").to_dict() if (run_dir / "config.yaml").is_file() else {}
+    try:
+        metrics = (rd.read_metrics() or {}) if finished else {}
+        saved_scores = rd.read_scores() if finished else None
+    except RunError as e:
+        raise ReportError(str(e)) from e
+    cfg = TrainConfig.from_yaml(rd.config).to_dict() if rd.config.is_file() else {}
     mint = metrics.get("mint", cfg.get("mint"))
     what = f"{cfg.get('dataset', metrics.get('dataset'))} / {cfg.get('arch', metrics.get('arch'))} / " + (
         f"aMINT setup {cfg.get('setup', metrics.get('setup'))}" if mint else "plain training (no aMINT)")
     parts = [f"<h1>Training run: {esc(what)}</h1>", f'<p class="question">Run directory <code>{esc(run_dir)}</code></p>']
-    if not mjson.is_file():
-        parts.append('<div class="verdict info">This run has not finished: no metrics.json yet; learning curves only.</div>')
+    if not metrics:
+        why = "it is being trained right now" if state.kind == "in progress" else (
+            "it was interrupted; continue it with <code>activemint train --resume</code>" if state.kind == "incomplete" else "")
+        parts.append(f'<div class="verdict info">This run has not finished: no {METRICS} yet{"; " + why if why else ""}; '
+                     f'learning curves only.</div>')
     m = metrics.get("membership")
     figs = []
     if "test_accuracy" in metrics:
@@ -104,9 +116,8 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
     if m:
         parts.append("<h2>Membership test</h2>")
         parts.append(_membership_table(m))
-    if snpz.is_file():
-        with np.load(snpz) as z:
-            scores = {k: z[k] for k in z.files}
+    if saved_scores is not None:
+        scores = saved_scores
         if "members" in scores and "eval_nonmembers" in scores:
             thr = m.get("calibrated_threshold") if m else None
             groups = {"members": scores["members"], "eval non-members": scores["eval_nonmembers"]}
@@ -125,11 +136,8 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
                             "eval_nonmembers", "epochs", "batch_size", "external_batch_size", "recipe", "optimizer", "lr",
                             "lambda_task", "lambda_mint", "select", "target_fpr", "seed") if k in cfg]
         parts.append(table(["key", "value"], [[k, cfg[k]] for k in keys]))
-    weights = run_dir / "model.safetensors"
-    if weights.is_file():
-        from activemint.audit.calibration import file_sha256
-
-        parts.append(f'<p class="note">Weights SHA-256 (model.safetensors): <span class="hash">{file_sha256(weights)}</span></p>')
+    if finished and rd.model.is_file():
+        parts.append(f'<p class="note">Weights SHA-256 ({MODEL}): <span class="hash">{file_sha256(rd.model)}</span></p>')
     return page(f"activemint run report: {what}", "\n".join(parts))
 
 
@@ -231,19 +239,18 @@ def render_report(path: str | os.PathLike) -> str:
     if not path.is_dir():
         raise ReportError(not_a_directory(path, "run or compare directory"))
     comp = load_compare_dir(path)
-    if comp is not None and not (path / "metrics.jsonl").is_file():
+    if comp is not None and not RunDir(path).log.is_file():
         scores, metrics, title, note = comp
         return compare_report_html(scores, metrics=metrics, title=title, note=note)
     return run_report_html(path)
 
 
 def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Render :func:`render_report` into ``out`` (default ``<path>/report.html``), atomically."""
+    """Render :func:`render_report` into ``out`` (default ``<path>/report.html``), atomically (0644)."""
+    out = Path(out) if out else RunDir(path).report
+    if out.is_dir():
+        raise ReportError(f"--out {out} is a folder; give the HTML file to write (e.g. {out / REPORT})")
     html = render_report(path)
-    out = Path(out) if out else Path(path) / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(html)
-    os.replace(tmp, out)
+    make_dir(out.parent)
+    atomic_write(out, html)
     return out

@@ -4,39 +4,52 @@ Models come from other parties, so nothing here ever unpickles arbitrary objects
 are safetensors (a flat tensor format), metadata is JSON, and the optimiser / RNG state of
 ``--resume`` is read with ``torch.load(weights_only=True)``, which only rebuilds tensors and
 plain containers.
+
+A training checkpoint is one directory ``checkpoints/epoch-NNNN/`` holding the weights
+(``weights.safetensors`` + ``weights.json``), the optimiser / RNG / epoch state
+(``train_state.pt``) and, written last, ``checkpoint.json``: the epoch, the per-epoch log
+records so far and the SHA-256 of each part.  It is written complete into a staging folder
+and renamed into place, so ``epoch-NNNN/`` either holds all four parts of one epoch or does
+not exist; on load every part is checked against its SHA-256 (a flipped bit is an error, not
+a silently different model) and the epochs recorded by the parts must agree.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from activemint import rundir
 from activemint.errors import UserError
+
+CHECKPOINT_FORMAT = "activemint-checkpoint-dir/1"
+_EPOCH_DIR = re.compile(r"^epoch-(\d{4,})$")
+STATE_KEYS = ("optimizer", "scheduler", "task0", "mint0", "generator", "torch_rng", "epoch", "best", "best_epoch")
 
 
 class CheckpointError(UserError):
     """A checkpoint is missing, corrupt or does not fit the model."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -> None:
-    """Write ``path`` (.safetensors) and ``path`` with suffix .json, atomically."""
+    """Write ``path`` (.safetensors) and ``path`` with suffix .json, each atomically (0644)."""
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"format": "activemint"}))
-    meta_path = path.with_suffix(".json")
-    _atomic_write(meta_path, lambda p: p.write_text(json.dumps(metadata, indent=2, default=str)))
+    rundir.atomic_write(path, safetensors_bytes(tensors, metadata={"format": "activemint"}))
+    rundir.atomic_write(path.with_suffix(".json"), json.dumps(metadata, indent=2, default=str))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -45,7 +58,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         d = json.loads(meta_path.read_text())
     except FileNotFoundError as e:
         raise CheckpointError(f"checkpoint metadata {meta_path} is missing") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"checkpoint metadata {meta_path} is not valid JSON: {e}") from e
     if not isinstance(d, dict):
         raise CheckpointError(f"checkpoint metadata {meta_path} must be a JSON object")
@@ -79,7 +92,9 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
 
 
 def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
-    _atomic_write(Path(path), lambda p: torch.save(state, p))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    rundir.atomic_write(Path(path), buf.getvalue())
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:
@@ -150,3 +165,136 @@ def _safe_reason(e: Exception) -> str:
             return type(e).__name__
     text = text.split("Check the documentation")[0]
     return " ".join(text.split())[:200] or type(e).__name__
+
+
+# ------------------------------------------------------------------ checkpoint directories
+def checkpoint_dirname(epoch: int) -> str:
+    return f"epoch-{epoch:04d}"
+
+
+@dataclass
+class Checkpoint:
+    """One committed checkpoint directory ``checkpoints/epoch-NNNN/``."""
+
+    dir: Path
+    epoch: int
+
+    @property
+    def weights(self) -> Path:
+        return self.dir / rundir.CKPT_WEIGHTS
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / rundir.CKPT_STATE
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / rundir.CKPT_MANIFEST
+
+    def manifest(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.manifest_path.read_text())
+        except FileNotFoundError as e:
+            raise CheckpointError(f"checkpoint {self.dir} has no {rundir.CKPT_MANIFEST}: it is incomplete") from e
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{self.manifest_path} is not valid JSON ({e}): the checkpoint is corrupt") from e
+        if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT or not isinstance(doc.get("files"), dict):
+            raise CheckpointError(f"{self.manifest_path} is not an activemint checkpoint manifest ({CHECKPOINT_FORMAT})")
+        return doc
+
+    def verify(self, *, max_epoch: int) -> dict[str, Any]:
+        """Check every part's SHA-256 and that all parts name the same epoch in [1, max_epoch]."""
+        doc = self.manifest()
+        for name in (rundir.CKPT_WEIGHTS, rundir.CKPT_META, rundir.CKPT_STATE):
+            p = self.dir / name
+            if name not in doc["files"]:
+                raise CheckpointError(f"{self.manifest_path} does not list {name}: the checkpoint is corrupt")
+            if not p.is_file():
+                raise CheckpointError(f"checkpoint part {p} is missing")
+            if rundir.file_sha256(p) != doc["files"][name]:
+                raise CheckpointError(f"checkpoint part {p} is corrupt: its SHA-256 differs from {self.manifest_path} "
+                                      f"(a flipped bit or a partial copy); resuming from it would train a different model")
+        epochs = {"directory name": self.epoch, rundir.CKPT_MANIFEST: doc.get("epoch"),
+                  rundir.CKPT_META: read_metadata(self.weights).get("epoch")}
+        if len(set(map(repr, epochs.values()))) != 1:
+            raise CheckpointError(f"checkpoint {self.dir} is inconsistent: epochs {epochs}")
+        if not 1 <= self.epoch <= max_epoch:
+            raise CheckpointError(f"checkpoint {self.dir} is of epoch {self.epoch}, outside 1..{max_epoch} (the config's epochs)")
+        return doc
+
+    def load(self, model: nn.Module, *, max_epoch: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Verify, load the weights into ``model``; returns (train state, manifest)."""
+        doc = self.verify(max_epoch=max_epoch)
+        state = load_train_state(self.state_path)
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(f"{self.state_path} is not a valid training state: it lacks {missing}")
+        try:
+            epoch, best_epoch = int(state["epoch"]), int(state["best_epoch"])
+            float(state["best"]), float(state["task0"]), float(state["mint0"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{self.state_path} is not a valid training state: {e}") from e
+        if epoch != self.epoch:
+            raise CheckpointError(f"{self.state_path} says epoch {state['epoch']} but its checkpoint holds the weights of "
+                                  f"epoch {self.epoch}; refusing to pair them")
+        if not 0 <= best_epoch <= epoch:
+            raise CheckpointError(f"{self.state_path}: best_epoch {best_epoch} is outside 0..{epoch}")
+        if not isinstance(doc.get("log"), list) or len(doc["log"]) != epoch:
+            raise CheckpointError(f"{self.manifest_path} must hold one log record per epoch ({epoch})")
+        load_weights(model, self.weights)
+        return state, doc
+
+
+def list_checkpoints(root: Path) -> list[Checkpoint]:
+    """Committed checkpoint directories under ``root`` (``checkpoints/``), oldest first."""
+    if not root.is_dir():
+        return []
+    out = [Checkpoint(p, int(m.group(1))) for p in root.iterdir() if p.is_dir() and (m := _EPOCH_DIR.match(p.name))]
+    return sorted(out, key=lambda c: c.epoch)
+
+
+def latest_checkpoint(root: Path) -> Checkpoint | None:
+    found = list_checkpoints(root)
+    if not found and (root / rundir.CKPT_STATE).is_file():
+        raise CheckpointError(f"{root} holds a checkpoint of an older activemint (train_state.pt beside last.safetensors), "
+                              f"which cannot be resumed safely; start a new run")
+    return found[-1] if found else None
+
+
+def clean_leftovers(root: Path) -> None:
+    """Remove staging and trash folders of a writer that was killed (call under the run's lock)."""
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith((".staging-", ".trash-")):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def save_checkpoint(root: Path, epoch: int, model: nn.Module, metadata: dict[str, Any], state: dict[str, Any],
+                    log: list[dict[str, Any]], *, keep: Iterable[int] = ()) -> Checkpoint:
+    """Write ``root/epoch-NNNN`` complete (staging folder + rename), then drop other epochs not in ``keep``."""
+    rundir.make_dir(root)
+    final = root / checkpoint_dirname(epoch)
+    staging = root / f".staging-{final.name}-{os.getpid()}-{secrets.token_hex(3)}"
+    rundir.make_dir(staging)
+    save_weights(model, staging / rundir.CKPT_WEIGHTS, metadata)
+    save_train_state(staging / rundir.CKPT_STATE, state)
+    files = {n: rundir.file_sha256(staging / n) for n in (rundir.CKPT_WEIGHTS, rundir.CKPT_META, rundir.CKPT_STATE)}
+    rundir.atomic_json(staging / rundir.CKPT_MANIFEST, {"format": CHECKPOINT_FORMAT, "epoch": epoch, "files": files,
+                                                         "log": log})
+    if final.exists():  # a stale copy of this epoch (e.g. redone after a refused resume): set it aside first
+        _discard(final)
+    rundir.commit_dir(staging, final)
+    keep = set(keep) | {epoch}
+    for c in list_checkpoints(root):
+        if c.epoch not in keep:
+            _discard(c.dir)
+    return Checkpoint(final, epoch)
+
+
+def _discard(path: Path) -> None:
+    trash = path.with_name(f".trash-{path.name}-{secrets.token_hex(3)}")
+    try:
+        os.rename(path, trash)  # atomic: the directory vanishes whole, never half-deleted
+    except OSError as e:
+        raise CheckpointError(f"cannot remove old checkpoint {path}: {e.strerror or e}") from e
+    shutil.rmtree(trash, ignore_errors=True)

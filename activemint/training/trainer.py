@@ -1,6 +1,7 @@
 """One trainer for plain (``mint=False``) and active (``mint=True``) runs.
 
-Each run writes one directory::
+Each run writes one directory (its files, their names and how they are written belong to
+:mod:`activemint.rundir`)::
 
     RUN_DIR/
       config.yaml        the resolved TrainConfig
@@ -8,15 +9,17 @@ Each run writes one directory::
       manifest.csv       every member / external / validation / calibration / evaluation
                          sample: its index in the source split and a SHA-256 of its pixels
       metrics.jsonl      one line per epoch (losses, validation accuracy and membership AUC)
-      checkpoints/       last.safetensors + last.json + train_state.pt (for --resume),
-                         best.safetensors + best.json when a selection rule is set
+      checkpoints/       epoch-NNNN/ (weights, optimiser / RNG / epoch state and a manifest of
+                         their SHA-256, committed together) for --resume; the best epoch's is
+                         kept too when a selection rule is set
       model.safetensors  the final model (+ model.json metadata)
-      metrics.json       the final evaluation (see activemint.evaluation)
       scores.npz         per-sample membership scores of the evaluation
+      metrics.json       the final evaluation, written last (see activemint.rundir)
+
+The run directory is locked while it is written: a second ``train`` into it stops at once.
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
 import subprocess
@@ -27,19 +30,34 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
 import activemint
-from activemint.data import ArrayDataset, SplitSizes, Splits, load_dataset, make_splits, write_manifest
+from activemint import rundir
+from activemint.data import (
+    ArrayDataset,
+    Splits,
+    SplitSizes,
+    load_dataset,
+    make_splits,
+    read_manifest,
+    write_manifest,
+)
 from activemint.metrics import membership_metrics
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss
 from activemint.models import create_model, tap_points
+from activemint.rundir import RunDir, RunError, RunExistsError, kill_point
 from activemint.training.batches import cycled_permutation, random_shift_flip, to_input
 from activemint.training.checkpoint import (
-    load_train_state,
+    Checkpoint,
+    checkpoint_dirname,
+    clean_leftovers,
+    latest_checkpoint,
     load_weights,
-    save_train_state,
+    read_metadata,
+    save_checkpoint,
     save_weights,
 )
 from activemint.training.config import ConfigError, TrainConfig, parse_device
@@ -236,6 +254,14 @@ class RunResult:
     seconds: float
 
 
+class ResumeMismatchError(RunError, ValueError):
+    """``--resume`` with a config other than the run's."""
+
+
+class NothingToResumeError(RunError, FileNotFoundError):
+    """``--resume`` of a folder that holds no run."""
+
+
 class Trainer:
     """Trains one run into ``run_dir``; ``resume=True`` continues from its last checkpoint."""
 
@@ -255,28 +281,45 @@ class Trainer:
     # The files of a run.
     @property
     def ckpt_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return RunDir(self.run_dir).checkpoints
 
-    def _check_resume(self) -> None:
-        saved = TrainConfig.from_yaml(self.run_dir / "config.yaml")
+    def _check_resume(self, rd: RunDir) -> None:
+        saved = TrainConfig.from_yaml(rd.config)
         if saved.to_dict() != self.cfg.to_dict():
             diff = {k: (v, self.cfg.to_dict()[k]) for k, v in saved.to_dict().items() if self.cfg.to_dict()[k] != v}
-            raise ValueError(f"--resume: {self.run_dir} was started with another config; differences (saved, now): {diff}")
+            raise ResumeMismatchError(f"--resume: {self.run_dir} was started with another config; differences (saved, now): {diff}")
 
     def run(self, *, resume: bool = False) -> RunResult:
+        """Train (or resume) holding the run directory's lock; a second writer gets RunLockedError."""
+        rd = RunDir(self.run_dir)
+        with rd.lock("train --resume" if resume else "train"):
+            return self._run(rd, resume)
+
+    def _run(self, rd: RunDir, resume: bool) -> RunResult:
         cfg, t0 = self.cfg, time.time()
         if resume:
-            if not (self.run_dir / "config.yaml").is_file():
-                raise FileNotFoundError(f"--resume: {self.run_dir} has no config.yaml; nothing to resume")
-            self._check_resume()
-        elif (self.run_dir / "config.yaml").exists():
-            raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
+            if not rd.config.is_file():
+                raise NothingToResumeError(f"--resume: {self.run_dir} has no {rundir.CONFIG}; nothing to resume")
+            self._check_resume(rd)
+        elif rd.config.exists():
+            raise RunExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
         data = self.data if self.data is not None else load_run_data(cfg)  # fails before anything is written
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        model = build_model(cfg, data.train.input_shape, data.train.num_classes).to(self.device)  # so do bad archs / taps
+        ckpt_root = rd.checkpoints
+        rundir.make_dir(ckpt_root)
+        rd.clean_partials()
         if not resume:
-            cfg.save(self.run_dir / "config.yaml", **provenance())
-            write_manifest(self.run_dir / "manifest.csv", data.splits, data.train, data.test)
-        model = build_model(cfg, data.train.input_shape, data.train.num_classes).to(self.device)
+            rd.write_text(rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        else:
+            rd.discard_evaluation()  # the run reads as incomplete until the final save is done again
+            clean_leftovers(ckpt_root)
+        if not resume or not rd.provenance.is_file():
+            rd.write_text(rundir.PROVENANCE, yaml.safe_dump(provenance(), sort_keys=False))
+        if resume and rd.manifest.is_file():
+            if read_manifest(rd.manifest) != data.splits:
+                raise RunError(f"--resume: {rd.manifest} does not list the splits this config draws; refusing to mix them")
+        else:
+            rundir.atomic_write_via(rd.manifest, lambda p: write_manifest(p, data.splits, data.train, data.test))
         if cfg.channels_last and self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         loss_fn = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint).to(self.device)
@@ -286,21 +329,27 @@ class Trainer:
         if cfg.resolved("schedule") == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
         gen = torch.Generator().manual_seed(cfg.seed)
-        start_epoch, best = 0, -math.inf
+        start_epoch, best, best_epoch = 0, -math.inf, 0
+        records: list[dict[str, Any]] = []
 
-        if resume and (self.ckpt_dir / "train_state.pt").is_file():
-            state = load_train_state(self.ckpt_dir / "train_state.pt")
-            load_weights(model, self.ckpt_dir / "last.safetensors")
-            opt.load_state_dict(state["optimizer"])
-            if sched is not None:
-                sched.load_state_dict(state["scheduler"])
+        ckpt = latest_checkpoint(ckpt_root) if resume else None
+        if ckpt is not None:
+            state, doc = ckpt.load(self._unwrap(model), max_epoch=cfg.epochs)
+            try:
+                opt.load_state_dict(state["optimizer"])
+                if sched is not None:
+                    sched.load_state_dict(state["scheduler"])
+                gen.set_state(state["generator"])
+                torch.set_rng_state(state["torch_rng"])
+            except (KeyError, ValueError, TypeError, RuntimeError) as e:
+                raise RunError(f"{ckpt.state_path} does not fit this run's optimiser / RNG: {str(e).splitlines()[0][:200]}") from e
             loss_fn.task0.fill_(float(state["task0"]))
             loss_fn.mint0.fill_(float(state["mint0"]))
-            gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            start_epoch, best = int(state["epoch"]), float(state["best"])
+            start_epoch, best, best_epoch = ckpt.epoch, float(state["best"]), int(state["best_epoch"])
+            records = list(doc["log"])
             self.log(f"resuming {self.run_dir} after epoch {start_epoch}")
-            self._truncate_log(start_epoch)
+        if resume or rd.log.exists():
+            rd.write_log(records)  # exactly one line per checkpointed epoch; later ones are redone
 
         step_fn = self._step
         if cfg.compile:
@@ -338,36 +387,41 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                 if step % 10 == 0:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
+                kill_point("step")
             bar.close()
             record = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
             record.update(self._validate(model, data))
             record["seconds"] = round(time.time() - t0, 1)
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            records.append(record)
+            rd.write_log(records)
             self.log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
             crit = {"val_task": record["val_accuracy"], "val_mint": record.get("val_membership_auc", -1.0)}.get(cfg.select)
-            meta = self._metadata(data, epoch + 1)
             if crit is not None and crit > best:
-                best = crit
-                save_weights(self._unwrap(model), self.ckpt_dir / "best.safetensors", meta)
-            save_weights(self._unwrap(model), self.ckpt_dir / "last.safetensors", meta)
-            save_train_state(self.ckpt_dir / "train_state.pt", {
+                best, best_epoch = crit, epoch + 1
+            state = {
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else {},
                 "task0": float(loss_fn.task0), "mint0": float(loss_fn.mint0), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": float(best),
-            })
+                "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": float(best), "best_epoch": best_epoch,
+            }
+            save_checkpoint(ckpt_root, epoch + 1, self._unwrap(model), self._metadata(data, epoch + 1), state, records,
+                            keep={best_epoch} if cfg.select != "last" and best_epoch else ())
+            kill_point("epoch")
 
+        last = latest_checkpoint(ckpt_root)
+        if last is None or last.epoch != cfg.epochs:
+            raise RunError(f"{ckpt_root} holds no checkpoint of the last epoch ({cfg.epochs}); resume the run")
+        chosen = Checkpoint(ckpt_root / checkpoint_dirname(best_epoch), best_epoch) if cfg.select != "last" and best_epoch else last
         final = self._unwrap(model)
-        chosen = "best" if cfg.select != "last" else "last"
-        load_weights(final, self.ckpt_dir / f"{chosen}.safetensors")
-        meta = json.loads((self.ckpt_dir / f"{chosen}.json").read_text())
+        chosen.verify(max_epoch=cfg.epochs)
+        load_weights(final, chosen.weights)
+        meta = read_metadata(chosen.weights)
         meta["selected_by"] = cfg.select
-        save_weights(final, self.run_dir / "model.safetensors", meta)
+        save_weights(final, rd.model, meta)
         metrics, scores = evaluate(final, cfg, data, self.device)
-        metrics.update({"run_dir": str(self.run_dir), "epochs_trained": cfg.epochs, "selected_epoch": meta["epoch"],
+        metrics.update({"run_dir": str(self.run_dir), "epochs_trained": last.epoch, "selected_epoch": meta["epoch"],
                         "train_seconds": round(time.time() - t0, 1), "mint": cfg.mint, "arch": cfg.arch,
                         "setup": cfg.setup if cfg.mint else None, "dataset": cfg.dataset})
-        write_evaluation(self.run_dir, metrics, scores)
+        metrics = write_evaluation(self.run_dir, metrics, scores)
         return RunResult(self.run_dir, cfg, metrics, time.time() - t0)
 
     # ---------------------------------------------------------------- helpers
@@ -400,14 +454,6 @@ class Trainer:
     def _metadata(self, data: RunData, epoch: int) -> dict[str, Any]:
         return checkpoint_metadata(self.cfg, data.train.input_shape, data.train.num_classes, epoch)
 
-    def _truncate_log(self, epochs_done: int) -> None:
-        """Drop metrics lines of epochs after the checkpoint (they will be redone)."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epochs_done]
-        path.write_text("".join(ln + "\n" for ln in lines))
-
 
 def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: int) -> dict[str, Any]:
     """What a checkpoint's JSON says about the model it holds."""
@@ -422,7 +468,12 @@ def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: 
     }
 
 
-def write_evaluation(run_dir: Path, metrics: dict[str, Any], scores: dict[str, np.ndarray]) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+def write_evaluation(run_dir: Path, metrics: dict[str, Any], scores: dict[str, np.ndarray]) -> dict[str, Any]:
+    """scores.npz (bound to model.safetensors), then metrics.json LAST (binding both by SHA-256).
+
+    Returns the metrics as written (with ``run_format`` and the ``files`` digests).
+    """
+    rd = RunDir(run_dir)
     if scores:
-        np.savez(run_dir / "scores.npz", **scores)
+        rd.write_scores(scores, rundir.file_sha256(rd.model))
+    return rd.write_metrics(metrics)
