@@ -108,6 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"\ntraining the same model without aMINT (utility baseline) into {bdir}", file=sys.stderr)
         baseline = Trainer(bcfg, bdir, progress=not args.no_progress).run(resume=resume).metrics
         result.metrics["baseline_test_accuracy"] = baseline["test_accuracy"]
+        result.metrics["baseline_train_seconds"] = baseline.get("train_seconds")
         (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
     print(run_summary(result.metrics, baseline))
     return 0
@@ -123,7 +124,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
     for k, v in saved.items():
         metrics.setdefault(k, v)
-    print(run_summary(metrics, {"test_accuracy": saved["baseline_test_accuracy"]} if "baseline_test_accuracy" in saved else None))
+    base = None
+    if "baseline_test_accuracy" in saved:
+        base = {"test_accuracy": saved["baseline_test_accuracy"], "train_seconds": saved.get("baseline_train_seconds")}
+    print(run_summary(metrics, base))
     if saved:
         same = _same_figures(saved, metrics)
         print(f"\nmatches the saved metrics.json: {'yes' if same else 'NO'}")
@@ -147,10 +151,10 @@ def _same_figures(a: dict, b: dict, tol: float = 1e-6) -> bool:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from activemint.runs import load_run
-    from activemint.scoring import resolve_inputs
+    from activemint.scoring import resolve_input_groups
 
     run = load_run(args.run_dir, device=args.device)
-    ids, images = resolve_inputs(run, args.inputs)
+    ids, images, groups = resolve_input_groups(run, args.inputs)
     import numpy as np
 
     logits = run.membership_logits(images)
@@ -164,7 +168,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
-    print(f"scored {len(ids)} samples; mean P(member) {probs.mean():.4f}" + (f"; written to {args.output}" if out is not sys.stdout else ""), file=sys.stderr)
+    print(f"scored {len(ids)} samples" + (f"; written to {args.output}" if out is not sys.stdout else ""), file=sys.stderr)
+    width = max(len(spec) for spec, _ in groups)
+    for spec, rows in groups:  # one line per input: members and non-members are never pooled
+        n = rows.stop - rows.start
+        mean = f"{probs[rows].mean():.4f}" if n else "-"
+        print(f"  {spec:<{width}}  {n:>6} samples  mean P(member) {mean}", file=sys.stderr)
     return 0
 
 

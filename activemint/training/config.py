@@ -60,7 +60,9 @@ class TrainConfig:
     head_width: int = 64
     head_hidden: int = 128
     head_stride: int = 1
-    select: str = "last"
+    # Which epoch a run keeps: the best on the validation split (train-split samples outside
+    # D and E; never test data) by task accuracy; "last" = the last epoch.
+    select: str = "val_task"
     target_fpr: float = 0.01
     seed: int = 0
     device: str = "auto"
