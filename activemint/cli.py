@@ -43,7 +43,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", choices=["on", "off"], help="override the recipe's augmentation (random 2-px shifts)")
     g.add_argument("--lambda-task", type=float, help="λ1, weight of the normalised task loss (default 1)")
     g.add_argument("--lambda-mint", type=float, help="λ2, weight of the normalised MINT loss (default 1)")
-    g.add_argument("--select", choices=["last", "val_task", "val_mint"], help="which epoch to keep: the last, or the best on held-out validation data")
+    g.add_argument("--select", choices=["val_task_mint", "val_task", "val_mint", "last"],
+                   help="which epoch to keep, judged on the validation split: best accuracy + membership AUC (default), "
+                        "best accuracy, best membership AUC, or the last epoch")
     g.add_argument("--target-fpr", type=float, help="FPR of the calibrated threshold (default 0.01)")
     g.add_argument("--seed", type=int, help="seed of splits, initialisation and batch order (default 0)")
     g = p.add_argument_group("hardware")
@@ -102,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = Trainer(cfg, out, progress=not args.no_progress).run(resume=args.resume)
     baseline = None
     if args.baseline and cfg.mint:
-        bcfg = dataclasses.replace(cfg, mint=False, select="val_task" if cfg.select == "val_mint" else cfg.select)
+        bcfg = dataclasses.replace(cfg, mint=False, select="last" if cfg.select == "last" else "val_task")
         bdir = out / "baseline"
         resume = args.resume and (bdir / "config.yaml").exists()
         print(f"\ntraining the same model without aMINT (utility baseline) into {bdir}", file=sys.stderr)

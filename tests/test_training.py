@@ -128,25 +128,27 @@ def test_config_rejects_unknown_keys_and_bad_values():
 
 
 def test_default_selection_keeps_the_best_validation_epoch_and_says_so(tmp_path):
-    """Default --select is val_task: the kept model is the epoch with the best validation
-    accuracy (first one on ties), and the log / summary name it and the rule."""
+    """Default --select is val_task_mint: the kept model is the epoch with the best validation
+    accuracy + validation membership AUC (first one on ties), and the summary names it and the rule."""
     from activemint.report import run_summary
 
     require_fashion_mnist()
-    assert TrainConfig().select == "val_task"
+    assert TrainConfig().select == "val_task_mint"
     lines: list[str] = []
     cfg = TrainConfig(**{**TINY, "epochs": 4})
     result = Trainer(cfg, tmp_path / "run", progress=False, log=lines.append).run()
     log = [json.loads(ln) for ln in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
-    val = [r["val_accuracy"] for r in log]
-    best = int(np.argmax(val)) + 1
+    crit = [r["val_accuracy"] + r["val_membership_auc"] for r in log]
+    best = int(np.argmax(crit)) + 1
+    rec = log[best - 1]
     sel = result.metrics["selection"]
-    assert sel == {"rule": "val_task", "epoch": best, "epochs": 4, "criterion": "best validation accuracy",
-                   "value": val[best - 1]}
+    assert sel == {"rule": "val_task_mint", "epoch": best, "epochs": 4, "criterion": "best validation accuracy + membership AUC",
+                   "value": crit[best - 1], "val_accuracy": rec["val_accuracy"], "val_membership_auc": rec["val_membership_auc"]}
     assert result.metrics["selected_epoch"] == best
     assert json.loads((tmp_path / "run/model.json").read_text())["epoch"] == best
     summary = run_summary(result.metrics)
-    assert f"kept epoch {best} of 4: best validation accuracy {val[best - 1]:.3f} (--select val_task)" in summary
+    assert (f"kept epoch {best} of 4: best validation accuracy + membership AUC {crit[best - 1]:.3f} "
+            f"({rec['val_accuracy']:.3f} + {rec['val_membership_auc']:.3f}) (--select val_task_mint)") in summary
     # one log line per epoch: "epoch i/N ... <per-epoch time> s (total <time> s)"
     assert [ln.split()[1] for ln in lines] == ["1/4", "2/4", "3/4", "4/4"]
     for ln, rec in zip(lines, log):
@@ -158,10 +160,18 @@ def test_default_selection_keeps_the_best_validation_epoch_and_says_so(tmp_path)
     assert "needs at least 299" in summary
 
 
-def test_select_last_keeps_the_last_epoch(tmp_path):
+def test_select_last_and_val_task_on_a_plain_run(tmp_path):
+    from activemint.report.summary import describe_selection
+
     require_fashion_mnist()
-    result = Trainer(TrainConfig(**{**TINY, "select": "last"}), tmp_path / "run", progress=False, log=lambda m: None).run()
-    assert result.metrics["selection"] == {"rule": "last", "epoch": 2, "epochs": 2, "criterion": "the last epoch"}
+    result = Trainer(TrainConfig(**{**TINY, "select": "last"}), tmp_path / "a", progress=False, log=lambda m: None).run()
+    sel = result.metrics["selection"]
+    assert (sel["rule"], sel["epoch"], sel["criterion"]) == ("last", 2, "the last epoch") and "value" not in sel
+    plain = Trainer(TrainConfig(**{**TINY, "mint": False, "epochs": 3}), tmp_path / "b", progress=False, log=lambda m: None).run()
+    val = [json.loads(ln)["val_accuracy"] for ln in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    best = int(np.argmax(val)) + 1
+    assert plain.metrics["selection"]["epoch"] == best  # no MINT head: validation accuracy alone
+    assert describe_selection(plain.metrics["selection"]) == f"kept epoch {best} of 3: best validation accuracy {val[best - 1]:.3f} (--select val_task_mint)"
 
 
 def test_epoch_line_and_summary_times():

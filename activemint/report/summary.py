@@ -11,6 +11,8 @@ def describe_selection(sel: dict[str, Any] | None) -> str:
     what = sel.get("criterion", sel.get("rule"))
     if sel.get("value") is not None:
         what += f" {sel['value']:.3f}"
+        if sel.get("rule") == "val_task_mint" and sel.get("val_membership_auc") is not None:
+            what += f" ({sel['val_accuracy']:.3f} + {sel['val_membership_auc']:.3f})"
     return f"kept epoch {sel['epoch']} of {sel['epochs']}: {what} (--select {sel['rule']})"
 
 

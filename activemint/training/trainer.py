@@ -305,7 +305,7 @@ class Trainer:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             self.log(epoch_line(record, cfg.epochs))
-            crit = {"val_task": record["val_accuracy"], "val_mint": record.get("val_membership_auc", -1.0)}.get(cfg.select)
+            crit = selection_value(cfg.select, record)
             meta = self._metadata(data, epoch + 1)
             if crit is not None and crit > best:
                 best = crit
@@ -387,24 +387,45 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
-#: What each ``--select`` rule maximises, as (metrics.jsonl key, words for the summary).
-SELECTION_CRITERIA = {"val_task": ("val_accuracy", "best validation accuracy"),
-                      "val_mint": ("val_membership_auc", "best validation membership AUC")}
+def selection_value(rule: str, record: dict[str, Any]) -> float | None:
+    """What ``--select rule`` maximises over epochs, from one metrics.jsonl record (None: "last").
+
+    ``val_task_mint`` (the default) adds validation accuracy and validation membership AUC:
+    both outputs of an audited model count, so a late dip in accuracy is skipped without
+    going back to an early epoch whose MINT head has not learned yet (with the Output setup,
+    validation accuracy can peak while the membership AUC is still far below its final
+    value).  On a plain model (no AUC) it is validation accuracy alone.
+    """
+    if rule == "val_task":
+        return record["val_accuracy"]
+    if rule == "val_mint":
+        return record.get("val_membership_auc", -1.0)
+    if rule == "val_task_mint":
+        return record["val_accuracy"] + record.get("val_membership_auc", 0.0)
+    return None
 
 
 def selection_info(rule: str, epoch: int, epochs: int, log_path: Path) -> dict[str, Any]:
-    """Which epoch a run kept and why: rule, epoch, criterion and its value on the validation split."""
+    """Which epoch a run kept and why: rule, epoch, criterion, its value and the validation figures."""
     info: dict[str, Any] = {"rule": rule, "epoch": int(epoch), "epochs": int(epochs)}
-    if rule in SELECTION_CRITERIA:
-        key, words = SELECTION_CRITERIA[rule]
-        info["criterion"] = words
-        if log_path.is_file():
-            for ln in log_path.read_text().splitlines():
-                rec = json.loads(ln) if ln.strip() else {}
-                if rec.get("epoch") == epoch and key in rec:
-                    info["value"] = rec[key]
-    else:
+    rec: dict[str, Any] = {}
+    if log_path.is_file():
+        for ln in log_path.read_text().splitlines():
+            r = json.loads(ln) if ln.strip() else {}
+            if r.get("epoch") == epoch:
+                rec = r
+    if rule == "last":
         info["criterion"] = "the last epoch"
+    elif rule == "val_task_mint" and "val_membership_auc" not in rec:
+        info["criterion"] = "best validation accuracy"
+    else:
+        info["criterion"] = {"val_task": "best validation accuracy", "val_mint": "best validation membership AUC",
+                             "val_task_mint": "best validation accuracy + membership AUC"}[rule]
+    if rule != "last" and rec:
+        info["value"] = selection_value(rule, rec)
+    for key in ("val_accuracy", "val_membership_auc"):
+        if key in rec:
+            info[key] = rec[key]
     return info
 
 
