@@ -395,6 +395,11 @@ def selection_value(rule: str, record: dict[str, Any]) -> float | None:
     going back to an early epoch whose MINT head has not learned yet (with the Output setup,
     validation accuracy can peak while the membership AUC is still far below its final
     value).  On a plain model (no AUC) it is validation accuracy alone.
+
+    The validation membership AUC scores members of D (there are no other members) against
+    validation non-members; the final evaluation scores the same members against test-split
+    non-members, so selecting on it (``val_task_mint``, ``val_mint``) can make the reported
+    membership figures slightly optimistic (of the order of the AUC's sampling error).
     """
     if rule == "val_task":
         return record["val_accuracy"]
