@@ -46,7 +46,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", choices=["on", "off"], help="override the recipe's augmentation (random 2-px shifts)")
     g.add_argument("--lambda-task", type=float, help="λ1, weight of the normalised task loss (default 1)")
     g.add_argument("--lambda-mint", type=float, help="λ2, weight of the normalised MINT loss (default 1)")
-    g.add_argument("--select", choices=["last", "val_task", "val_mint"], help="which epoch to keep: the last, or the best on held-out validation data")
+    g.add_argument("--select", choices=["val_task_mint", "val_task", "val_mint", "last"],
+                   help="which epoch to keep, judged on the validation split: best accuracy + membership AUC (default), "
+                        "best accuracy, best membership AUC, or the last epoch")
     g.add_argument("--target-fpr", type=float, help="FPR of the calibrated threshold (default 0.01)")
     g.add_argument("--seed", type=int, help="seed of splits, initialisation and batch order (default 0)")
     g = p.add_argument_group("hardware")
@@ -105,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = Trainer(cfg, out, progress=not args.no_progress).run(resume=args.resume)
     baseline = None
     if args.baseline and cfg.mint:
-        bcfg = dataclasses.replace(cfg, mint=False, select="val_task" if cfg.select == "val_mint" else cfg.select)
+        bcfg = dataclasses.replace(cfg, mint=False, select="last" if cfg.select == "last" else "val_task")
         from activemint.rundir import RunDir
 
         bdir = RunDir(out).baseline
@@ -113,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"\ntraining the same model without aMINT (utility baseline) into {bdir}", file=sys.stderr)
         baseline = Trainer(bcfg, bdir, progress=not args.no_progress).run(resume=resume).metrics
         result.metrics["baseline_test_accuracy"] = baseline["test_accuracy"]
+        result.metrics["baseline_train_seconds"] = baseline.get("train_seconds")
         with RunDir(out).lock("train --baseline"):
             result.metrics = RunDir(out).write_metrics(result.metrics)  # still written last, still binding the files
     print(run_summary(result.metrics, baseline))
@@ -131,7 +134,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for k, v in saved.items():
         metrics.setdefault(k, v)
     metrics["run_dir"] = str(args.run_dir)  # the directory evaluated here, not the one stored at training time
-    print(run_summary(metrics, {"test_accuracy": saved["baseline_test_accuracy"]} if "baseline_test_accuracy" in saved else None))
+    base = None
+    if "baseline_test_accuracy" in saved:
+        base = {"test_accuracy": saved["baseline_test_accuracy"], "train_seconds": saved.get("baseline_train_seconds")}
+    print(run_summary(metrics, base))
     if saved:
         same = _same_figures(saved, metrics)
         print(f"\nmatches the saved metrics.json: {'yes' if same else 'NO'}")
@@ -155,10 +161,10 @@ def _same_figures(a: dict, b: dict, tol: float = 1e-6) -> bool:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from activemint.runs import load_run
-    from activemint.scoring import resolve_inputs
+    from activemint.scoring import resolve_input_groups
 
     run = load_run(args.run_dir, device=args.device)
-    ids, images = resolve_inputs(run, args.inputs, resize=args.resize, convert_channels=args.convert_channels)
+    ids, images, groups = resolve_input_groups(run, args.inputs, resize=args.resize, convert_channels=args.convert_channels)
     import numpy as np
 
     logits = run.membership_logits(images)
@@ -172,7 +178,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
-    print(f"scored {len(ids)} samples; mean P(member) {probs.mean():.4f}" + (f"; written to {args.output}" if out is not sys.stdout else ""), file=sys.stderr)
+    print(f"scored {len(ids)} samples" + (f"; written to {args.output}" if out is not sys.stdout else ""), file=sys.stderr)
+    width = max(len(spec) for spec, _ in groups)
+    for spec, rows in groups:  # one line per input: members and non-members are never pooled
+        n = rows.stop - rows.start
+        mean = f"{probs[rows].mean():.4f}" if n else "-"
+        print(f"  {spec:<{width}}  {n:>6} samples  mean P(member) {mean}", file=sys.stderr)
     return 0
 
 

@@ -127,7 +127,7 @@ def _sha256_file(path: Path) -> str:
 
 def plain_config(cfg: TrainConfig) -> TrainConfig:
     """The same run without aMINT (``--mint off``); selection by validation accuracy if any."""
-    return dataclasses.replace(cfg, mint=False, select="val_task" if cfg.select == "val_mint" else cfg.select)
+    return dataclasses.replace(cfg, mint=False, select="last" if cfg.select == "last" else "val_task")
 
 
 def ensure_run(cfg: TrainConfig, cache_root: Path, *, progress: bool, log: Callable[[str], None]) -> tuple[Path, bool]:

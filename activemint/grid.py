@@ -199,7 +199,7 @@ def cell_config(matrix: Matrix, profile: str, dataset: str, arch: str, setup: st
     for k, v in (prof.get("overrides") or {}).items():
         d[k] = _per_arch(v, arch, f"profiles.{profile}.overrides.{k}")
     d.update(dataset=dataset, arch=arch, mint=setup != PLAIN, setup="entry" if setup == PLAIN else setup)
-    if setup == PLAIN and d.get("select") == "val_mint":
+    if setup == PLAIN and d.get("select") in ("val_mint", "val_task_mint"):
         d["select"] = "val_task"
     try:
         return TrainConfig.from_dict(d)

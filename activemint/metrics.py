@@ -9,16 +9,22 @@ non-member scores into the same figures for all of them:
 * ``accuracy_at_0_5``: the paper's metric, accuracy on a *balanced* member / non-member set
   at P(member) = 0.5 (only for scorers whose score has a natural 0.5 point),
 * ``accuracy_at_calibrated``: accuracy on the balanced set at a threshold fixed on a
-  *separate* set of known non-members for a target FPR (never tuned on the test scores),
+  *separate* set of known non-members for a target FPR (never tuned on the test scores) by
+  :func:`calibrate_threshold`, the one calibration rule (also the audit's): FPR <= target
+  with probability >= 1 - delta over the calibration draw,
 * ``oracle_best_accuracy``: the best accuracy over all thresholds on the test scores
   themselves; optimistic by construction and labelled as such.
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
+
+from activemint.errors import UserError
 
 
 def as_scores(x, name: str, error: type[Exception] = ValueError) -> np.ndarray:
@@ -46,16 +52,86 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
-def calibrate_threshold(nonmember_scores, target_fpr: float) -> float:
-    """Threshold ``t`` such that at most ``target_fpr`` of these non-members score ``> t``.
+# ------------------------------------------------------------------ the one calibration rule
+#: Default probability, over the draw of the calibration set, that a calibrated threshold's
+#: true FPR exceeds its target (the "delta" of the guarantee below).
+CALIBRATION_DELTA = 0.05
 
-    Decide "member" when ``score > t``.  Use scores of known non-members that played no part
-    in training (the run's calibration split).
+
+class CalibrationError(UserError, ValueError):
+    """The calibration set cannot support the requested threshold (too few non-members, bad target)."""
+
+
+def min_calibration_size(target_fpr: float, delta: float = CALIBRATION_DELTA) -> int:
+    """Fewest calibration non-members for which :func:`calibrate_threshold` exists.
+
+    Even the largest calibration score (``k = 0``) exceeds the target with probability
+    ``(1 - target_fpr) ** n``; that must be ``<= delta``.
+    E.g. 299 for a 1% target at ``delta = 0.05``; 2995 for 0.1%.
     """
+    _check_rule(target_fpr, delta)
+    return int(np.ceil(np.log(delta) / np.log1p(-target_fpr) - 1e-9))
+
+
+def _check_rule(target_fpr: float, delta: float) -> None:
     if not 0 < target_fpr < 1:
-        raise ValueError("target_fpr must be in (0, 1)")
-    s = np.sort(as_scores(nonmember_scores, "calibration scores"))
-    k = int(np.floor(target_fpr * len(s)))  # number allowed above the threshold
+        raise CalibrationError(f"target FPR must be in (0, 1), got {target_fpr}")
+    if not 0 < delta < 1:
+        raise CalibrationError(f"delta must be in (0, 1), got {delta}")
+
+
+@functools.lru_cache(maxsize=256)
+def _rank(n: int, target_fpr: float, delta: float) -> int:
+    from scipy import stats
+
+    ok = np.nonzero(stats.binom.cdf(np.arange(n + 1), n, target_fpr) <= delta)[0]
+    return int(ok[-1]) if ok.size else -1
+
+
+def calibration_rank(n_calibration: int, target_fpr: float, delta: float = CALIBRATION_DELTA) -> int:
+    """``k``: how many of ``n`` calibration scores lie above the calibrated threshold.
+
+    The largest ``k`` with ``P(Binomial(n, target_fpr) <= k) <= delta`` (see
+    :func:`calibrate_threshold` for why).  Raises :class:`CalibrationError` when no ``k``
+    qualifies, i.e. when ``n < min_calibration_size(target_fpr, delta)``.
+    """
+    _check_rule(target_fpr, delta)
+    n = int(n_calibration)
+    k = _rank(n, float(target_fpr), float(delta))
+    if k < 0:
+        raise CalibrationError(
+            f"a threshold with FPR <= {target_fpr:g} (at confidence {1 - delta:g}) needs at least "
+            f"{min_calibration_size(target_fpr, delta)} calibration non-members; got {n}"
+        )
+    return k
+
+
+def calibrate_threshold(nonmember_scores, target_fpr: float, delta: float = CALIBRATION_DELTA) -> float:
+    """The calibrated threshold: decide "member" when ``score > t``.  The one rule of activemint.
+
+    ``nonmember_scores`` are scores of ``n`` known non-members that played no part in
+    training the model or its MINT head (a run's calibration split).  ``t`` is the
+    ``(n - k)``-th smallest of them (``k`` scores lie above it), with ``k`` the largest
+    integer such that ``P(Binomial(n, target_fpr) <= k) <= delta``
+    (:func:`calibration_rank`).
+
+    Guarantee.  If the calibration scores and a fresh non-member's score are i.i.d. from one
+    continuous distribution ``F``, the true FPR of ``t``, ``1 - F(t)``, is distributed as
+    ``Beta(k + 1, n - k)`` over the calibration draw, and
+
+        P(FPR(t) > target_fpr) = P(Binomial(n, target_fpr) <= k) <= delta;
+
+    on average over calibration draws the FPR is ``(k + 1) / (n + 1)`` (below the target).
+    Ties only lower the FPR (a score equal to ``t`` is not flagged).  The guarantee is about
+    non-members exchangeable with the calibration set; non-members from another
+    distribution (e.g. another split or a shifted source) can have another FPR.
+
+    Too small a calibration set cannot support the target at all (the largest score already
+    exceeds it with probability ``(1 - target_fpr) ** n > delta``): raises
+    :class:`CalibrationError`, e.g. for fewer than 299 scores at 1% FPR and ``delta = 0.05``.
+    """
+    s = np.sort(as_scores(nonmember_scores, "calibration scores", CalibrationError))
+    k = calibration_rank(len(s), target_fpr, delta)
     return float(s[len(s) - k - 1])
 
 
@@ -93,6 +169,11 @@ class MembershipMetrics:
     tpr_at_calibrated: float | None
     fpr_at_calibrated: float | None
     oracle_best_accuracy: float
+    # The calibration behind the calibrated figures: n non-members, and delta of the
+    # guarantee P(FPR > target) <= delta; a note says why the figures are missing, if they are.
+    n_calibration: int | None = None
+    calibration_delta: float | None = None
+    calibration_note: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +185,8 @@ class MembershipMetrics:
             parts.append(f"acc@0.5 {self.accuracy_at_0_5:.3f} (TPR {self.tpr_at_0_5:.2f}, FPR {self.fpr_at_0_5:.2f})")
         if self.accuracy_at_calibrated is not None:
             parts.append(f"acc@calibrated({self.calibration_target_fpr:g} FPR) {self.accuracy_at_calibrated:.3f}")
+        elif self.calibration_note:
+            parts.append(self.calibration_note)
         return ", ".join(parts)
 
 
@@ -116,6 +199,7 @@ def membership_metrics(
     half_threshold: float | None = None,
     bootstrap: int = 200,
     seed: int = 0,
+    delta: float = CALIBRATION_DELTA,
 ) -> MembershipMetrics:
     """Compute all membership figures.
 
@@ -124,7 +208,10 @@ def membership_metrics(
         nonmember_scores: (Nn,) scores of evaluation non-members.
         calibration_scores: (Nc,) scores of *other* known non-members, used only to fix
             the calibrated threshold; ``None`` skips the calibrated figures.
-        target_fpr: the FPR the calibrated threshold aims at.
+        target_fpr: the FPR the calibrated threshold aims at (:func:`calibrate_threshold`:
+            FPR <= target_fpr with probability >= 1 - ``delta``).  A calibration set too
+            small for that leaves the calibrated figures ``None`` (with a warning and a
+            ``calibration_note``) instead of reporting a threshold that does not hold.
         half_threshold: the score that corresponds to P(member) = 0.5 (``0.0`` for logits);
             ``None`` for scorers without such a point.
         bootstrap: resamples for the AUC interval (0 to skip).
@@ -149,11 +236,19 @@ def membership_metrics(
     if half_threshold is not None:
         acc05 = _accuracy(bm, bn, half_threshold)
         tpr05, fpr05 = float((m > half_threshold).mean()), float((n > half_threshold).mean())
-    cal_thr = acc_cal = tpr_cal = fpr_cal = None
+    cal_thr = acc_cal = tpr_cal = fpr_cal = n_cal = note = None
     if calibration_scores is not None:
-        cal_thr = calibrate_threshold(calibration_scores, target_fpr)
-        acc_cal = _accuracy(bm, bn, cal_thr)
-        tpr_cal, fpr_cal = float((m > cal_thr).mean()), float((n > cal_thr).mean())
+        cal = as_scores(calibration_scores, "calibration scores", CalibrationError)
+        n_cal = len(cal)
+        _check_rule(target_fpr, delta)
+        try:
+            cal_thr = calibrate_threshold(cal, target_fpr, delta)
+        except CalibrationError as e:
+            note = f"no calibrated figures: {e}"
+            warnings.warn(note, stacklevel=2)
+        else:
+            acc_cal = _accuracy(bm, bn, cal_thr)
+            tpr_cal, fpr_cal = float((m > cal_thr).mean()), float((n > cal_thr).mean())
     # Oracle: best balanced accuracy over thresholds on these very scores (optimistic).
     oracle = float(np.max(0.5 * (tpr + 1 - fpr)))
     return MembershipMetrics(
@@ -163,4 +258,6 @@ def membership_metrics(
         calibration_target_fpr=target_fpr if calibration_scores is not None else None,
         calibrated_threshold=cal_thr, accuracy_at_calibrated=acc_cal, tpr_at_calibrated=tpr_cal,
         fpr_at_calibrated=fpr_cal, oracle_best_accuracy=oracle,
+        n_calibration=n_cal, calibration_delta=delta if calibration_scores is not None else None,
+        calibration_note=note,
     )

@@ -68,12 +68,20 @@ def verify_split(run, role: str) -> None:
 
 
 def resolve_inputs(run, inputs: list[str], *, resize: bool = False, convert_channels: bool = False) -> tuple[list[str], torch.Tensor]:
-    """(ids, uint8 images (N, C, H, W)) for a list of CLI inputs.
+    """(ids, uint8 images (N, C, H, W)) for a list of CLI inputs (see :func:`resolve_input_groups`)."""
+    ids, images, _ = resolve_input_groups(run, inputs, resize=resize, convert_channels=convert_channels)
+    return ids, images
+
+
+def resolve_input_groups(run, inputs: list[str], *, resize: bool = False, convert_channels: bool = False,
+                         ) -> tuple[list[str], torch.Tensor, list[tuple[str, slice]]]:
+    """(ids, uint8 images (N, C, H, W), groups) for a list of CLI inputs.
 
     ``split:ROLE`` takes a role of the run's manifest (verified against the data, see
     :func:`verify_split`); ``dataset:NAME:SPLIT`` a whole split; anything else is an image
     file or a folder of images, which must have the run's input size and channels unless
-    ``resize`` / ``convert_channels``.
+    ``resize`` / ``convert_channels``. ``groups`` holds one ``(input, rows)`` per input, in
+    the order given: the rows of ``ids`` / ``images`` that input produced.
 
     Raises:
         InputError / ImageInputError / DatasetError: a bad input, with the file named.
@@ -81,8 +89,10 @@ def resolve_inputs(run, inputs: list[str], *, resize: bool = False, convert_chan
     ids: list[str] = []
     chunks: list[torch.Tensor] = []
     files: list[str] = []
+    spans: dict[int, slice] = {}
     shape = tuple(run.input_shape)
-    for item in inputs:
+    for pos, item in enumerate(inputs):
+        start = len(ids)
         if item.startswith("split:"):
             role = item.split(":", 1)[1]
             if role not in ROLES:
@@ -103,12 +113,19 @@ def resolve_inputs(run, inputs: list[str], *, resize: bool = False, convert_chan
             ids.extend(f"{parts[1]}:{parts[2]}:{i}" for i in range(len(ds)))
         else:
             files.append(item)
+            continue
+        spans[pos] = slice(start, len(ids))
     if files:
-        paths = image_paths(files)
+        paths: list[Path] = []
+        file_pos = [pos for pos, item in enumerate(inputs) if not item.startswith(("split:", "dataset:"))]
+        for pos, item in zip(file_pos, files):
+            found = image_paths([item])
+            spans[pos] = slice(len(ids) + len(paths), len(ids) + len(paths) + len(found))
+            paths.extend(found)
         imgs = [load_image_checked(p, shape, resize=resize, convert_channels=convert_channels)[0] for p in paths]
         chunks.append(torch.stack(imgs))
         ids.extend(str(p) for p in paths)
     if not chunks:
         raise InputError("no inputs given")
     images = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
-    return ids, images
+    return ids, images, [(inputs[pos], spans[pos]) for pos in sorted(spans)]

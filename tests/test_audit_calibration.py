@@ -1,4 +1,4 @@
-"""Calibrated per-sample decisions: the conformal rule, its saved form, and its FPR on real data."""
+"""Calibrated per-sample decisions: the one calibration rule, its saved form, and its FPR on real data."""
 from __future__ import annotations
 
 import json
@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from activemint.metrics import calibrate_threshold
 from activemint.audit.calibration import (
     CALIBRATION_JSON,
     CALIBRATION_NPZ,
     CalibrationError,
     calibrate_run,
     conformal_pvalues,
-    conformal_threshold,
     load_calibration,
     make_calibration,
     n_allowed_above,
@@ -50,24 +50,28 @@ def test_conformal_pvalues_by_hand():
     np.testing.assert_allclose(conformal_pvalues([3.5, 3.0, 1.5, -1.0], cal), [1 / 5, 2 / 5, 3 / 5, 5 / 5])
 
 
-def test_threshold_is_the_pvalue_rule_on_real_scores(scores):
+def test_threshold_is_the_metrics_rule_and_a_pvalue_cut_on_real_scores(scores):
     cal, probe = scores["calibration"], np.r_[scores["members"], scores["eval_nonmembers"], scores["calibration"]]
     for target in (0.005, 0.01, 0.05, 0.2):
-        t = conformal_threshold(cal, target)
-        np.testing.assert_array_equal(probe > t, conformal_pvalues(probe, cal) <= target)
+        c = make_calibration(cal, target)
+        assert c.threshold == calibrate_threshold(cal, target)  # one rule: the audit's is the metrics engine's
         k = n_allowed_above(len(cal), target)
-        assert int((cal > t).sum()) == k
-        assert (k + 1) / (len(cal) + 1) <= target < (k + 2) / (len(cal) + 1)
+        assert int((cal > c.threshold).sum()) == k == c.n_above
+        # flagging = conformal p-value <= (k + 1) / (n + 1), the rule's mean FPR, below the target
+        np.testing.assert_array_equal(probe > c.threshold, conformal_pvalues(probe, cal) <= (k + 1) / (len(cal) + 1))
+        assert c.expected_fpr == (k + 1) / (len(cal) + 1) < target
+        # P(FPR > target) = P(Bin(n, target) <= k) <= delta, and k is the largest such
+        assert stats.binom.cdf(k, len(cal), target) <= c.delta < stats.binom.cdf(k + 1, len(cal), target)
 
 
 def test_too_few_calibration_scores_is_a_clear_error():
-    with pytest.raises(CalibrationError, match="needs at least 99 calibration"):
+    with pytest.raises(CalibrationError, match="needs at least 299 calibration"):
         make_calibration(np.arange(50.0), 0.01)
 
 
 def test_calibrated_fpr_on_fresh_nonmembers_is_within_sampling_error(scores):
-    """Acceptance 2: 1% target -> observed FPR on the run's evaluation non-members (test split,
-    never used for calibration) within sampling error of 1%."""
+    """1% target -> observed FPR on the run's evaluation non-members (test split, never used
+    for calibration) within sampling error of the rule's law, and not above 1% beyond it."""
     cal = make_calibration(scores["calibration"], 0.01, eval_nonmember_scores=scores["eval_nonmembers"])
     fresh = scores["eval_nonmembers"]
     x = int(cal.decide(fresh).sum())
@@ -129,3 +133,21 @@ def test_calibration_without_scores_file_scores_the_manifest(run_copy, scores, t
     np.testing.assert_allclose(cal.scores, scores["calibration"], atol=1e-4)
     np.testing.assert_allclose(cal.member_scores, scores["members"], atol=1e-4)
     assert not (bare / CALIBRATION_JSON).exists()  # save=False leaves the run untouched
+
+
+def test_calibration_saved_by_the_earlier_rule_is_recomputed(audited_run_dir, tmp_path):
+    """A calibration.json of format /1 (the earlier conformal-mean threshold) is never reused."""
+    from activemint.runs import load_run
+
+    run_dir = copy_run(audited_run_dir, tmp_path / "run")
+    run = load_run(run_dir, device="cpu")
+    cal = calibrate_run(run, 0.01)
+    doc = json.loads((run_dir / CALIBRATION_JSON).read_text())
+    assert doc["format"] == "activemint-calibration/2" and doc["delta"] == cal.delta
+    old_threshold = float(np.sort(cal.scores)[cal.n - int(0.01 * (cal.n + 1))])  # what /1 kept
+    doc.update(format="activemint-calibration/1", threshold_logit=old_threshold,
+               thresholds_by_target_fpr={"0.01": old_threshold})
+    (run_dir / CALIBRATION_JSON).write_text(json.dumps(doc))
+    again = calibrate_run(run, 0.01)
+    assert again.threshold == cal.threshold != old_threshold
+    assert json.loads((run_dir / CALIBRATION_JSON).read_text())["format"] == "activemint-calibration/2"

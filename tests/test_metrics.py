@@ -1,9 +1,20 @@
 """The metrics engine against cases with known answers."""
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.stats import norm
 
-from activemint.metrics import calibrate_threshold, membership_metrics, roc, tpr_at_fpr
+from activemint.errors import UserError
+from activemint.metrics import (
+    CALIBRATION_DELTA,
+    CalibrationError,
+    calibrate_threshold,
+    calibration_rank,
+    membership_metrics,
+    min_calibration_size,
+    roc,
+    tpr_at_fpr,
+)
 
 
 def test_gaussian_scores_match_closed_form():
@@ -42,12 +53,79 @@ def test_accuracy_at_half_is_balanced():
     assert abs(r.auc - 0.5) < 0.03 and abs(r.accuracy_at_0_5 - 0.5) < 0.03
 
 
-def test_calibrate_threshold_bounds_fpr():
+def test_calibrate_threshold_is_the_binomial_order_statistic():
     s = np.arange(1000, dtype=float)
     t = calibrate_threshold(s, 0.01)
-    assert (s > t).sum() == 10
+    # k = 4 scores above: P(Bin(1000, 0.01) <= 4) = 0.029 <= 0.05 < P(Bin(1000, 0.01) <= 5) = 0.067
+    k = int((s > t).sum())
+    assert k == calibration_rank(1000, 0.01) == 4
+    assert stats.binom.cdf(k, 1000, 0.01) <= CALIBRATION_DELTA < stats.binom.cdf(k + 1, 1000, 0.01)
+    # a looser delta leaves more scores above; a lower target fewer
+    assert (s > calibrate_threshold(s, 0.01, delta=0.5)).sum() > k > (s > calibrate_threshold(s, 0.005)).sum()
     with pytest.raises(ValueError):
         calibrate_threshold(s, 0.0)
+
+
+def test_too_small_calibration_set_is_refused_not_reported():
+    # One calibration non-member cannot support a "1% FPR threshold".
+    with pytest.raises(CalibrationError, match="needs at least 299 calibration non-members; got 1"):
+        calibrate_threshold([0.3], 0.01)
+    assert min_calibration_size(0.01) == 299  # 0.99 ** 299 = 0.0495 <= 0.05 < 0.99 ** 298
+    assert isinstance(CalibrationError("x"), UserError)
+    rng = np.random.default_rng(0)
+    with pytest.warns(UserWarning, match="needs at least 299"):
+        r = membership_metrics(rng.normal(1, size=500), rng.normal(size=500), calibration_scores=rng.normal(size=100),
+                               half_threshold=0.0, bootstrap=0)
+    assert r.calibrated_threshold is None and r.accuracy_at_calibrated is None
+    assert r.n_calibration == 100 and "needs at least 299" in r.calibration_note
+    r = membership_metrics(rng.normal(1, size=500), rng.normal(size=500), calibration_scores=rng.normal(size=300),
+                           bootstrap=0)
+    assert r.calibrated_threshold is not None and r.calibration_note is None and r.calibration_delta == CALIBRATION_DELTA
+
+
+# Each case: (n calibration scores, target FPR, delta).  Draws per case: R.
+SIM_CASES = [(1000, 0.01, 0.05), (299, 0.01, 0.05), (200, 0.05, 0.10), (2000, 0.001, 0.2)]
+SIM_R = 2000
+
+
+@pytest.mark.parametrize("n,target,delta", SIM_CASES)
+def test_calibrated_fpr_exceeds_target_at_most_delta_of_the_time(n, target, delta):
+    """Simulation of the guarantee P(FPR > target) <= delta over the calibration draw.
+
+    Calibration scores ~ N(0, 1), so the true FPR of a threshold t is norm.sf(t) exactly.
+    Over R independent calibration sets the number X of sets whose true FPR exceeds the
+    target is Binomial(R, p), p = P(Bin(n, target) <= k) <= delta by the guarantee.
+    False-failure probabilities of a correct rule, per case:
+      upper check X <= c, c = binom.isf(1e-7, R, delta): P(Bin(R, p) > c) <= P(Bin(R, delta) > c) <= 1e-7;
+      exactness (the Beta(k + 1, n - k) law): X outside the central 1 - 1e-7 of Bin(R, p): <= 1e-7;
+      mean FPR within 5.5 sd of (k + 1) / (n + 1) (CLT over R draws): 3.8e-8.
+    Total <= 2.4e-7 per case, <= 9.5e-7 < 1e-6 over the 4 cases.
+    """
+    rng = np.random.default_rng(12345 + n)
+    k = calibration_rank(n, target, delta)
+    p = stats.binom.cdf(k, n, target)  # exact P(FPR > target) for this k
+    assert p <= delta
+    fpr = np.array([stats.norm.sf(calibrate_threshold(rng.normal(size=n), target, delta)) for _ in range(SIM_R)])
+    x = int((fpr > target).sum())
+    c = int(stats.binom.isf(1e-7, SIM_R, delta))
+    assert stats.binom.sf(c, SIM_R, delta) <= 1e-7
+    assert x <= c, (x, c)
+    lo, hi = stats.binom.isf(1 - 0.5e-7, SIM_R, p), stats.binom.isf(0.5e-7, SIM_R, p)
+    assert lo <= x <= hi, (x, lo, hi)
+    # the mean FPR is (k + 1) / (n + 1) (Beta mean); sd of the mean of R Beta draws
+    mean, var = (k + 1) / (n + 1), (k + 1) * (n - k) / ((n + 1) ** 2 * (n + 2))
+    assert abs(fpr.mean() - mean) <= 5.5 * np.sqrt(var / SIM_R)  # normal tail at 5.5 sd: 3.8e-8
+
+
+def test_the_earlier_rule_fails_the_same_simulation():
+    """The check has power: leaving floor(target n) scores above (the earlier metrics rule)
+    exceeds a 1% target in about 58% of calibration draws at n = 1000."""
+    rng = np.random.default_rng(7)
+    n, target, delta = 1000, 0.01, 0.05
+    fpr = np.array([stats.norm.sf(np.sort(rng.normal(size=n))[n - 10 - 1]) for _ in range(500)])
+    c = int(stats.binom.isf(1e-7, 500, delta))
+    # P(Bin(500, 0.58) <= c) is below 1e-60: this cannot pass by chance.
+    assert (fpr > target).sum() > c
 
 
 def test_tpr_at_fpr_and_errors():

@@ -125,3 +125,87 @@ def test_config_rejects_unknown_keys_and_bad_values():
         TrainConfig(setup="middle-ish")
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)
+
+
+def test_default_selection_keeps_the_best_validation_epoch_and_says_so(tmp_path):
+    """Default --select is val_task_mint: the kept model is the epoch with the best validation
+    accuracy + validation membership AUC (first one on ties), and the summary names it and the rule."""
+    from activemint.report import run_summary
+
+    require_fashion_mnist()
+    assert TrainConfig().select == "val_task_mint"
+    lines: list[str] = []
+    cfg = TrainConfig(**{**TINY, "epochs": 4})
+    result = Trainer(cfg, tmp_path / "run", progress=False, log=lines.append).run()
+    log = [json.loads(ln) for ln in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    crit = [r["val_accuracy"] + r["val_membership_auc"] for r in log]
+    best = int(np.argmax(crit)) + 1
+    rec = log[best - 1]
+    sel = result.metrics["selection"]
+    assert sel == {"rule": "val_task_mint", "epoch": best, "epochs": 4, "criterion": "best validation accuracy + membership AUC",
+                   "value": crit[best - 1], "val_accuracy": rec["val_accuracy"], "val_membership_auc": rec["val_membership_auc"]}
+    assert result.metrics["selected_epoch"] == best
+    assert json.loads((tmp_path / "run/model.json").read_text())["epoch"] == best
+    summary = run_summary(result.metrics)
+    assert (f"kept epoch {best} of 4: best validation accuracy + membership AUC {crit[best - 1]:.3f} "
+            f"({rec['val_accuracy']:.3f} + {rec['val_membership_auc']:.3f}) (--select val_task_mint)") in summary
+    # one log line per epoch: "epoch i/N ... <per-epoch time> s (total <time> s)"
+    assert [ln.split()[1] for ln in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    for ln, rec in zip(lines, log):
+        assert ln.endswith(")") and "(total " in ln and "seconds" not in ln
+        assert 0 < rec["epoch_seconds"] <= rec["seconds"]
+    # 200 calibration non-members cannot support a 1% FPR threshold: said, not reported
+    m = result.metrics["membership"]
+    assert m["accuracy_at_calibrated"] is None and "needs at least 299" in m["calibration_note"]
+    assert "needs at least 299" in summary
+
+
+def test_select_last_and_val_task_on_a_plain_run(tmp_path):
+    from activemint.report.summary import describe_selection
+
+    require_fashion_mnist()
+    result = Trainer(TrainConfig(**{**TINY, "select": "last"}), tmp_path / "a", progress=False, log=lambda m: None).run()
+    sel = result.metrics["selection"]
+    assert (sel["rule"], sel["epoch"], sel["criterion"]) == ("last", 2, "the last epoch") and "value" not in sel
+    plain = Trainer(TrainConfig(**{**TINY, "mint": False, "epochs": 3}), tmp_path / "b", progress=False, log=lambda m: None).run()
+    val = [json.loads(ln)["val_accuracy"] for ln in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    best = int(np.argmax(val)) + 1
+    assert plain.metrics["selection"]["epoch"] == best  # no MINT head: validation accuracy alone
+    assert describe_selection(plain.metrics["selection"]) == f"kept epoch {best} of 3: best validation accuracy {val[best - 1]:.3f} (--select val_task_mint)"
+
+
+def test_epoch_line_and_summary_times():
+    from activemint.report.summary import train_time
+    from activemint.training.trainer import epoch_line
+
+    rec = {"epoch": 12, "task_loss": 0.30123, "val_accuracy": 0.861, "epoch_seconds": 4.83, "seconds": 57.2}
+    assert epoch_line(rec, 30) == "epoch 12/30  task_loss 0.3012  val_accuracy 0.8610  4.8 s (total 57 s)"
+    assert epoch_line({**rec, "epoch_seconds": 0.432, "seconds": 3.1}, 30).endswith("0.43 s (total 3.1 s)")
+    assert train_time({"train_seconds": 1350.4}) == "train time 1350 s"
+    assert train_time({"train_seconds": 1350.4}, {"train_seconds": 2125.0}) == "train time 3475 s: aMINT run 1350 s + baseline 2125 s"
+
+
+def test_score_prints_one_line_per_input(audited_run_dir, tmp_path, capsys):
+    """`score` reports each input's count and mean P(member), never one pooled mean."""
+    from PIL import Image
+
+    run = load_run(audited_run_dir)
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(run.data.test.images[i, 0].numpy()).save(folder / f"t{i}.png")
+    out = tmp_path / "scores.csv"
+    inputs = ["split:members", str(folder), "split:eval_nonmembers"]
+    assert main(["score", str(audited_run_dir), *inputs, "-o", str(out)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    per_input = [ln.split() for ln in err if ln.startswith("  ")]
+    assert [p[0] for p in per_input] == inputs
+    rows = [r.split(",") for r in out.read_text().splitlines()[1:]]
+    groups = {"split:members": [float(p) for i, p, _ in rows if i.startswith("members:")],
+              str(folder): [float(p) for i, p, _ in rows if i.startswith(str(folder))],
+              "split:eval_nonmembers": [float(p) for i, p, _ in rows if i.startswith("eval_nonmembers:")]}
+    for p in per_input:
+        spec, n, mean = p[0], int(p[1]), float(p[-1])
+        assert n == len(groups[spec]) and mean == pytest.approx(np.mean(groups[spec]), abs=1e-4)
+    assert [int(p[1]) for p in per_input] == [1000, 5, 2000]
+    assert float(per_input[0][-1]) > float(per_input[2][-1]) + 0.2  # members vs non-members, not pooled

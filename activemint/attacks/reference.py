@@ -197,7 +197,7 @@ def reference_train_config(base: TrainConfig, config: ReferenceConfig) -> TrainC
     """The training config shared by all reference models (seed and size set per model)."""
     d = base.to_dict()
     d.update(mint=False, taps=None, epochs=config.epochs or base.epochs,
-             select="val_task" if base.select in ("val_task", "val_mint") else "last",
+             select="val_task" if base.select != "last" else "last",
              external=None, calibration=None, eval_nonmembers=None, members=None, validation=None)
     return TrainConfig.from_dict(d)
 

@@ -1,7 +1,7 @@
 """Calibrated decisions and set-level tests for a data owner: "was my data used?".
 
-* :mod:`~activemint.audit.calibration`: a threshold with a stated false-positive rate,
-  conformal p-values, saved with the run (``calibration.json`` + ``calibration.npz``).
+* :mod:`~activemint.audit.calibration`: a threshold with a stated false-positive rate
+  (:func:`activemint.metrics.calibrate_threshold`, the one rule), conformal p-values, saved with the run (``calibration.json`` + ``calibration.npz``).
 * :mod:`~activemint.audit.settest`: set-level tests of H0 "none of these samples were
   members" (exceedance / Mann-Whitney / mixture) and the estimated member fraction.
 * :mod:`~activemint.audit.suspect`: reading and checking the suspect images.
@@ -13,7 +13,6 @@ from activemint.audit.calibration import (
     CalibrationError,
     calibrate_run,
     conformal_pvalues,
-    conformal_threshold,
     load_calibration,
     make_calibration,
     save_calibration,
@@ -24,6 +23,6 @@ from activemint.audit.suspect import AuditInputError, SuspectSet, load_suspect
 
 __all__ = [
     "AuditError", "AuditInputError", "AuditResult", "Calibration", "CalibrationError", "DEFAULT_TEST", "MixtureModel",
-    "SetTestReport", "SuspectSet", "TESTS", "audit", "calibrate_run", "conformal_pvalues", "conformal_threshold",
+    "SetTestReport", "SuspectSet", "TESTS", "audit", "calibrate_run", "conformal_pvalues",
     "default_out_dir", "load_calibration", "load_suspect", "make_calibration", "save_calibration", "set_tests",
 ]

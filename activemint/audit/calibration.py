@@ -1,21 +1,21 @@
 """Calibrated per-sample decisions: a threshold with a stated false-positive rate.
 
-The rule is conformal.  Let ``cal`` be the membership scores of ``n`` known non-members
-that played no part in training the model or its MINT head (the run's ``calibration``
-split).  A sample with score ``s`` gets the conformal p-value
+Let ``cal`` be the membership scores of ``n`` known non-members that played no part in
+training the model or its MINT head (the run's ``calibration`` split).  A sample is flagged
+a member when its score exceeds the threshold of :func:`activemint.metrics.calibrate_threshold`,
+the one calibration rule of activemint (the run summary, the reports, ``compare`` and the
+audit all use it): the ``(n - k)``-th smallest calibration score, ``k`` the largest integer
+with ``P(Binomial(n, target_fpr) <= k) <= delta``.  Its guarantee: over the draw of the
+calibration set, the FPR on fresh non-members exchangeable with it exceeds ``target_fpr``
+with probability at most ``delta`` (default 0.05); on average it is ``(k + 1) / (n + 1)``.
+A calibration set too small for that (fewer than 299 non-members at 1% FPR) is refused.
+
+The set-level tests use conformal p-values against the same calibration scores,
 
     p(s) = (1 + #{cal >= s}) / (n + 1),
 
-and is flagged a member when ``p(s) <= target_fpr``.  For a fresh non-member drawn from the
-same distribution as the calibration set, ``P(p(s) <= a) <= a`` for every ``a`` (exactly
-``floor(a (n + 1)) / (n + 1)`` for continuous scores), so the flagging rule's false-positive
-rate is at most ``target_fpr`` on average over calibration sets.
-
-The rule is the same as ``score > threshold`` with ``threshold`` the ``(n - k)``-th smallest
-calibration score, ``k = floor(target_fpr (n + 1)) - 1`` calibration scores lying above it.
-(:func:`activemint.metrics.calibrate_threshold` leaves ``floor(target_fpr n)`` above, one
-more; its expected FPR is ``(k + 2) / (n + 1)``, e.g. 1.1% for a 1% target with n = 1000.
-The audit uses the conformal rule because it keeps the stated rate.)
+``P(p(s) <= a) <= a`` for a fresh non-member; flagging is the same as
+``p(s) <= (k + 1) / (n + 1)``.
 
 The calibration scores, the thresholds and the SHA-256 of the weights they were computed
 with are saved in the run directory (``calibration.npz`` + ``calibration.json``) so that
@@ -35,17 +35,23 @@ from typing import Any
 import numpy as np
 
 import activemint
-from activemint.errors import UserError
-from activemint.metrics import as_scores
+from activemint.metrics import (
+    CALIBRATION_DELTA,
+    CalibrationError,
+    as_scores,
+    calibrate_threshold,
+    calibration_rank,
+    min_calibration_size,
+)
 from activemint.rundir import MODEL
 
 CALIBRATION_JSON = "calibration.json"
 CALIBRATION_NPZ = "calibration.npz"
-FORMAT = "activemint-calibration/1"
+FORMAT = "activemint-calibration/2"  # /1: the earlier conformal-mean rule (recomputed when met)
 
 
-class CalibrationError(UserError, ValueError):
-    """The calibration set cannot support the requested rule."""
+class OutdatedCalibration(CalibrationError):
+    """A saved calibration made with an earlier rule (recomputed, never reused)."""
 
 
 # ----------------------------------------------------------------------------- rules
@@ -65,24 +71,9 @@ def conformal_pvalues(scores, calibration_scores) -> np.ndarray:
     return (1.0 + n_ge) / (len(cal) + 1.0)
 
 
-def n_allowed_above(n_calibration: int, target_fpr: float) -> int:
-    """``k``: how many calibration scores may lie above the conformal threshold."""
-    if not 0 < target_fpr < 1:
-        raise CalibrationError(f"target FPR must be in (0, 1), got {target_fpr}")
-    k = int(np.floor(target_fpr * (n_calibration + 1) + 1e-9)) - 1
-    if k < 0:
-        need = int(np.ceil(1 / target_fpr)) - 1
-        raise CalibrationError(
-            f"a target FPR of {target_fpr:g} needs at least {need} calibration non-members; the run has {n_calibration}"
-        )
-    return k
-
-
-def conformal_threshold(calibration_scores, target_fpr: float) -> float:
-    """Threshold ``t`` with ``score > t``  <=>  conformal p-value ``<= target_fpr``."""
-    cal = np.sort(_scores(calibration_scores, "calibration scores"))
-    k = n_allowed_above(len(cal), target_fpr)
-    return float(cal[len(cal) - k - 1])
+def n_allowed_above(n_calibration: int, target_fpr: float, delta: float = CALIBRATION_DELTA) -> int:
+    """``k``: how many calibration scores lie above the calibrated threshold (:func:`calibration_rank`)."""
+    return calibration_rank(n_calibration, target_fpr, delta)
 
 
 # ------------------------------------------------------------------ the saved rule
@@ -93,10 +84,12 @@ class Calibration:
     Attributes:
         scores: (n,) membership logits of the calibration non-members.
         target_fpr: the false-positive rate the threshold is set for.
-        threshold: flag "member" when a logit is ``> threshold``.
+        threshold: flag "member" when a logit is ``> threshold``
+            (:func:`activemint.metrics.calibrate_threshold`).
         n_above: ``k``, calibration scores above the threshold.
         expected_fpr: ``(k + 1) / (n + 1)``, the FPR on fresh non-members averaged over
-            calibration sets (``<= target_fpr``).
+            calibration sets (``< target_fpr``).
+        delta: ``P(FPR > target_fpr) <= delta`` over the calibration draw.
         model_sha256: SHA-256 of the weights file the scores came from.
         source: where the scores came from (e.g. ``"scores.npz:calibration"``).
         index: (n,) indices of the calibration samples in the training split, if known.
@@ -116,6 +109,7 @@ class Calibration:
     eval_nonmember_scores: np.ndarray | None = None
     member_scores: np.ndarray | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
+    delta: float = CALIBRATION_DELTA
 
     @property
     def n(self) -> int:
@@ -146,14 +140,15 @@ class Calibration:
         return make_calibration(
             self.scores, target_fpr, model_sha256=self.model_sha256, source=self.source, index=self.index,
             eval_nonmember_scores=self.eval_nonmember_scores, member_scores=self.member_scores,
-            thresholds=self.thresholds,
+            thresholds=self.thresholds, delta=self.delta,
         )
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description of the rule (no score arrays)."""
         return {
-            "rule": "member iff logit > threshold  <=>  conformal p-value (1 + #{cal >= s}) / (n + 1) <= target_fpr",
-            "target_fpr": self.target_fpr, "threshold_logit": self.threshold,
+            "rule": ("member iff logit > threshold; threshold = the (n - k)-th smallest calibration score, k the largest "
+                     "with P(Binomial(n, target_fpr) <= k) <= delta: P(FPR > target_fpr) <= delta over the calibration draw"),
+            "target_fpr": self.target_fpr, "delta": self.delta, "threshold_logit": self.threshold,
             "threshold_probability": float(1 / (1 + np.exp(-self.threshold))),
             "n_calibration": self.n, "n_calibration_above_threshold": self.n_above,
             "expected_fpr_on_fresh_nonmembers": self.expected_fpr,
@@ -175,11 +170,12 @@ def make_calibration(
     eval_nonmember_scores=None,
     member_scores=None,
     thresholds: dict[str, float] | None = None,
+    delta: float = CALIBRATION_DELTA,
 ) -> Calibration:
-    """Fix the conformal threshold for ``target_fpr`` from calibration non-member scores."""
+    """Fix the calibrated threshold for ``target_fpr`` (:func:`activemint.metrics.calibrate_threshold`)."""
     cal = _scores(calibration_scores, "calibration scores")
-    k = n_allowed_above(len(cal), target_fpr)
-    t = conformal_threshold(cal, target_fpr)
+    k = calibration_rank(len(cal), target_fpr, delta)
+    t = calibrate_threshold(cal, target_fpr, delta)
     thr = dict(thresholds or {})
     thr[f"{target_fpr:g}"] = t
     return Calibration(
@@ -187,7 +183,7 @@ def make_calibration(
         model_sha256=model_sha256, source=source, index=None if index is None else np.asarray(index),
         eval_nonmember_scores=None if eval_nonmember_scores is None else _scores(eval_nonmember_scores, "eval non-member scores"),
         member_scores=None if member_scores is None else _scores(member_scores, "member scores"),
-        thresholds=thr,
+        thresholds=thr, delta=float(delta),
     )
 
 
@@ -242,6 +238,8 @@ def load_calibration(run_dir: str | os.PathLike, target_fpr: float | None = None
         raise CalibrationError(f"{jpath} is not readable JSON ({e}); delete it and {CALIBRATION_NPZ} to recalibrate") from e
     if not isinstance(doc, dict):
         raise CalibrationError(f"{jpath} is not a JSON object; delete it and {CALIBRATION_NPZ} to recalibrate")
+    if doc.get("format") == "activemint-calibration/1":
+        raise OutdatedCalibration(f"{jpath} was made with the earlier calibration rule; it is recomputed")
     if doc.get("format") != FORMAT:
         raise CalibrationError(f"{jpath}: unknown format {doc.get('format')!r}, expected {FORMAT}")
     try:
@@ -261,6 +259,7 @@ def load_calibration(run_dir: str | os.PathLike, target_fpr: float | None = None
         scores, target, model_sha256=doc.get("model_sha256", ""), source=doc.get("source", ""),
         index=arrays.get("calibration_index"), eval_nonmember_scores=arrays.get("eval_nonmembers"),
         member_scores=arrays.get("members"), thresholds=doc.get("thresholds_by_target_fpr"),
+        delta=float(doc.get("delta", CALIBRATION_DELTA)),
     )
     saved = cal.thresholds.get(f"{target:g}")
     if saved is not None and saved != cal.threshold:
@@ -318,12 +317,12 @@ def calibrate_run(run, target_fpr: float = 0.01, *, save: bool = True, weights: 
                 except OSError as e:
                     warnings.warn(f"could not record the threshold in {run_dir} ({e})", stacklevel=2)
             return cal
-    except FileNotFoundError:
+    except (FileNotFoundError, OutdatedCalibration):
         pass
     scores, source = run_scores(run)
     check_finite_scores(scores, run_dir / "scores.npz" if source.startswith("scores.npz") else f"the scores of {run_dir}'s model")
     if len(scores["calibration"]) == 0:
-        raise CalibrationError(f"{run_dir} has no calibration split: train with --calibration N (N >= {int(np.ceil(1 / target_fpr))})")
+        raise CalibrationError(f"{run_dir} has no calibration split: train with --calibration N (N >= {min_calibration_size(target_fpr)})")
     cal = make_calibration(
         scores["calibration"], target_fpr, model_sha256=model_sha, source=source,
         index=scores.get("calibration_index"), eval_nonmember_scores=scores.get("eval_nonmembers"),

@@ -56,7 +56,7 @@ def audit_markdown(result) -> str:
         "",
         f"- **Estimated member fraction:** {_pct(f.estimate)} (95% CI {_pct(f.ci_low)} - {_pct(f.ci_high)}; {f.method})",
         f"- **Per-sample decisions:** {int(result.flagged.sum())} of {len(result.flagged)} images flagged as members at the "
-        f"calibrated threshold (logit > {cal.threshold:.3f}; target FPR {cal.target_fpr:g}, expected FPR on fresh non-members "
+        f"calibrated threshold (logit > {cal.threshold:.3f}; FPR <= {cal.target_fpr:g} with probability >= {1 - cal.delta:g}, expected FPR on fresh non-members "
         f"{_pct(s['expected_fpr_on_fresh_nonmembers'], 2)} from {cal.n} calibration non-members"
         + (f", observed {_pct(s['observed_fpr_eval_nonmembers'], 2)} on the run's {s['n_eval_nonmembers']} evaluation non-members" if s["observed_fpr_eval_nonmembers"] is not None else "")
         + (f"; catches {_pct(s['tpr_members'])} of the run's members" if s["tpr_members"] is not None else "") + ")",
@@ -111,8 +111,10 @@ def audit_html(result) -> str:
     parts.append(
         f"<p>A sample is flagged as a member when its membership logit exceeds <b>{cal.threshold:.4f}</b> "
         f"(P(member) {s['threshold_probability']:.4f}). The threshold is set on {cal.n} known non-members (the run's "
-        f"calibration split, never used in training) so that a fresh non-member is flagged with probability at most "
-        f"{cal.target_fpr:g}: expected {_pct(s['expected_fpr_on_fresh_nonmembers'], 2)}"
+        f"calibration split, never used in training) so that the false-positive rate on fresh non-members is at most "
+        f"{cal.target_fpr:g} with probability at least {1 - cal.delta:g} over the draw of the calibration set "
+        f"(the threshold is an order statistic of the calibration scores; see activemint.metrics.calibrate_threshold): "
+        f"expected {_pct(s['expected_fpr_on_fresh_nonmembers'], 2)}"
         + (f", observed {_pct(s['observed_fpr_eval_nonmembers'], 2)} on the run's {s['n_eval_nonmembers']} evaluation non-members" if s["observed_fpr_eval_nonmembers"] is not None else "")
         + (f"; it catches {_pct(s['tpr_members'])} of the run's members." if s["tpr_members"] is not None else ".")
         + " Each sample's conformal p-value, (1 + #calibration scores &ge; its score) / (n + 1), is in <code>samples.csv</code>.</p>"

@@ -54,8 +54,11 @@ def _membership_table(m: Mapping[str, Any]) -> str:
          f"{_f(m.get('accuracy_at_0_5'))} (TPR {_f(m.get('tpr_at_0_5'), 3)}, FPR {_f(m.get('fpr_at_0_5'), 3)})"],
     ]
     if m.get("accuracy_at_calibrated") is not None:
-        rows.append([f"accuracy at a threshold calibrated for {m['calibration_target_fpr']:g} FPR on held-out non-members",
+        conf = f" with probability >= {1 - m['calibration_delta']:g}" if m.get("calibration_delta") else ""
+        rows.append([f"accuracy at a threshold calibrated on held-out non-members for FPR <= {m['calibration_target_fpr']:g}{conf}",
                      f"{_f(m['accuracy_at_calibrated'])} (TPR {_f(m.get('tpr_at_calibrated'), 3)}, observed FPR {_f(m.get('fpr_at_calibrated'), 4)})"])
+    elif m.get("calibration_note"):
+        rows.append(["calibrated threshold", m["calibration_note"]])
     rows.append(["oracle best accuracy (threshold tuned on these very scores; optimistic)", _f(m.get("oracle_best_accuracy"))])
     rows.append(["members / evaluation non-members", f"{m.get('n_members')} / {m.get('n_nonmembers')}"])
     return table(["membership figure", "value"], rows)
@@ -111,8 +114,12 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
         parts.append(img(plots.learning_curves(records), "learning curves: task loss, validation accuracy, MINT loss, validation membership AUC"))
         last = records[-1]
         parts.append(f'<p class="note">{len(records)} epochs logged; last: '
-                     + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and k != "seconds")
+                     + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and k not in ("seconds", "epoch_seconds"))
                      + (f"; {last['seconds']:.0f} s elapsed" if "seconds" in last else "") + ".</p>")
+        if metrics.get("selection"):
+            from activemint.report.summary import describe_selection
+
+            parts.append(f'<p class="note">Model evaluated: {esc(describe_selection(metrics["selection"]))}.</p>')
     if m:
         parts.append("<h2>Membership test</h2>")
         parts.append(_membership_table(m))

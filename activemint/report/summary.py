@@ -4,6 +4,33 @@ from __future__ import annotations
 from typing import Any
 
 
+def describe_selection(sel: dict[str, Any] | None) -> str:
+    """``kept epoch 27 of 30: best validation accuracy 0.861 (--select val_task)``."""
+    if not sel:
+        return ""
+    what = sel.get("criterion", sel.get("rule"))
+    if sel.get("value") is not None:
+        what += f" {sel['value']:.3f}"
+        if sel.get("rule") == "val_task_mint" and sel.get("val_membership_auc") is not None:
+            what += f" ({sel['val_accuracy']:.3f} + {sel['val_membership_auc']:.3f})"
+    return f"kept epoch {sel['epoch']} of {sel['epochs']}: {what} (--select {sel['rule']})"
+
+
+def _s(x: float) -> str:
+    return f"{x:.0f} s" if x >= 10 else f"{x:.1f} s"
+
+
+def train_time(metrics: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
+    """``train time 1350 s`` or, with a baseline, ``train time 3475 s: aMINT 1350 s + baseline 2125 s``."""
+    t = metrics.get("train_seconds")
+    if t is None:
+        return "train time unknown"
+    b = None if baseline is None else baseline.get("train_seconds")
+    if b is None:
+        return f"train time {_s(t)}"
+    return f"train time {_s(t + b)}: aMINT run {_s(t)} + baseline {_s(b)}"
+
+
 def run_summary(metrics: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     """A few lines: audited accuracy (and the plain baseline's), membership figures, run dir."""
     lines = ["", "=== activemint run summary ==="]
@@ -12,7 +39,11 @@ def run_summary(metrics: dict[str, Any], baseline: dict[str, Any] | None = None)
         what += f" / aMINT setup '{metrics.get('setup')}'"
     else:
         what += " / plain training (no aMINT)"
-    lines.append(f"model: {what}, {metrics.get('epochs_trained')} epochs (selected epoch {metrics.get('selected_epoch')})")
+    sel = describe_selection(metrics.get("selection"))
+    lines.append(f"model: {what}, {metrics.get('epochs_trained')} epochs; "
+                 + (sel or f"kept epoch {metrics.get('selected_epoch')}"))
+    if baseline is not None and baseline.get("selection"):
+        lines.append(f"  baseline (without aMINT): {describe_selection(baseline['selection'])}")
     acc = metrics["test_accuracy"]
     line = f"audited model test accuracy: {acc:.4f} on {metrics.get('n_test')} test images"
     if baseline is not None:
@@ -34,9 +65,14 @@ def run_summary(metrics: dict[str, Any], baseline: dict[str, Any] | None = None)
             f"(TPR {m['tpr_at_0_5']:.3f}, FPR {m['fpr_at_0_5']:.3f})"
         )
         if m.get("accuracy_at_calibrated") is not None:
+            conf = f" with probability >= {1 - m['calibration_delta']:g}" if m.get("calibration_delta") else ""
+            n_cal = f"{m['n_calibration']} " if m.get("n_calibration") else ""
             lines.append(
-                f"  accuracy at a threshold calibrated for {100 * m['calibration_target_fpr']:g}% FPR on held-out "
-                f"non-members: {m['accuracy_at_calibrated']:.4f} (observed FPR {m['fpr_at_calibrated']:.4f})"
+                f"  accuracy at a threshold calibrated on {n_cal}held-out non-members for FPR <= "
+                f"{100 * m['calibration_target_fpr']:g}%{conf}: {m['accuracy_at_calibrated']:.4f} "
+                f"(TPR {m['tpr_at_calibrated']:.3f}, observed FPR {m['fpr_at_calibrated']:.4f})"
             )
-    lines.append(f"run directory: {metrics.get('run_dir')}  (train time {metrics.get('train_seconds')} s)")
+        elif m.get("calibration_note"):
+            lines.append(f"  {m['calibration_note']}")
+    lines.append(f"run directory: {metrics.get('run_dir')}  ({train_time(metrics, baseline)})")
     return "\n".join(lines)

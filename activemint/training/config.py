@@ -16,7 +16,7 @@ from activemint.errors import UserError
 SETUPS = ("entry", "middle", "output")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
-SELECTIONS = ("last", "val_task", "val_mint")
+SELECTIONS = ("last", "val_task", "val_mint", "val_task_mint")
 
 # Recipes fill the optimisation fields a user did not set explicitly.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -147,7 +147,11 @@ class TrainConfig:
     head_width: int = 64
     head_hidden: int = 128
     head_stride: int = 1
-    select: str = "last"
+    # Which epoch a run keeps, judged on the validation split (train-split samples outside D
+    # and E; never test data): val_task_mint = best validation accuracy + validation
+    # membership AUC (plain runs: accuracy alone), val_task = accuracy, val_mint = AUC,
+    # last = the last epoch.  See activemint.training.trainer.selection_value.
+    select: str = "val_task_mint"
     target_fpr: float = 0.01
     seed: int = 0
     device: str = "auto"

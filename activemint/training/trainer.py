@@ -361,6 +361,7 @@ class Trainer:
         external = data.train.images[torch.as_tensor(data.splits.external)].to(dev) if cfg.mint else None
 
         for epoch in range(start_epoch, cfg.epochs):
+            t_epoch = time.time()
             model.train()
             perm = torch.randperm(len(members), generator=gen)
             ext_order = (
@@ -391,11 +392,12 @@ class Trainer:
             bar.close()
             record = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
             record.update(self._validate(model, data))
-            record["seconds"] = round(time.time() - t0, 1)
+            record["epoch_seconds"] = round(time.time() - t_epoch, 2)
+            record["seconds"] = round(time.time() - t0, 1)  # since this (possibly resumed) invocation started
             records.append(record)
             rd.write_log(records)
-            self.log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-            crit = {"val_task": record["val_accuracy"], "val_mint": record.get("val_membership_auc", -1.0)}.get(cfg.select)
+            self.log(epoch_line(record, cfg.epochs))
+            crit = selection_value(cfg.select, record)
             if crit is not None and crit > best:
                 best, best_epoch = crit, epoch + 1
             state = {
@@ -419,6 +421,7 @@ class Trainer:
         save_weights(final, rd.model, meta)
         metrics, scores = evaluate(final, cfg, data, self.device)
         metrics.update({"run_dir": str(self.run_dir), "epochs_trained": last.epoch, "selected_epoch": meta["epoch"],
+                        "selection": selection_info(cfg.select, meta["epoch"], cfg.epochs, records),
                         "train_seconds": round(time.time() - t0, 1), "mint": cfg.mint, "arch": cfg.arch,
                         "setup": cfg.setup if cfg.mint else None, "dataset": cfg.dataset})
         metrics = write_evaluation(self.run_dir, metrics, scores)
@@ -453,6 +456,68 @@ class Trainer:
 
     def _metadata(self, data: RunData, epoch: int) -> dict[str, Any]:
         return checkpoint_metadata(self.cfg, data.train.input_shape, data.train.num_classes, epoch)
+
+
+def _seconds(x: float) -> str:
+    """Seconds with sensible precision: 0.43 s, 4.8 s, 57 s."""
+    return f"{x:.2f} s" if x < 1 else f"{x:.1f} s" if x < 10 else f"{x:.0f} s"
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One epoch's log line: ``epoch 12/30  task_loss 0.2767 ... val_accuracy 0.8175  4.8 s (total 57 s)``."""
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    for k, v in record.items():
+        if k in ("epoch", "seconds", "epoch_seconds"):
+            continue
+        parts.append(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}")
+    if "epoch_seconds" in record:
+        parts.append(f"{_seconds(record['epoch_seconds'])} (total {_seconds(record['seconds'])})")
+    return "  ".join(parts)
+
+
+def selection_value(rule: str, record: dict[str, Any]) -> float | None:
+    """What ``--select rule`` maximises over epochs, from one metrics.jsonl record (None: "last").
+
+    ``val_task_mint`` (the default) adds validation accuracy and validation membership AUC:
+    both outputs of an audited model count, so a late dip in accuracy is skipped without
+    going back to an early epoch whose MINT head has not learned yet (with the Output setup,
+    validation accuracy can peak while the membership AUC is still far below its final
+    value).  On a plain model (no AUC) it is validation accuracy alone.
+
+    The validation membership AUC scores members of D (there are no other members) against
+    validation non-members; the final evaluation scores the same members against test-split
+    non-members, so selecting on it (``val_task_mint``, ``val_mint``) can make the reported
+    membership figures slightly optimistic (of the order of the AUC's sampling error).
+    """
+    if rule == "val_task":
+        return record["val_accuracy"]
+    if rule == "val_mint":
+        return record.get("val_membership_auc", -1.0)
+    if rule == "val_task_mint":
+        return record["val_accuracy"] + record.get("val_membership_auc", 0.0)
+    return None
+
+
+def selection_info(rule: str, epoch: int, epochs: int, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which epoch a run kept and why: rule, epoch, criterion, its value and the validation figures.
+
+    ``records`` are the run's per-epoch metrics.jsonl records.
+    """
+    info: dict[str, Any] = {"rule": rule, "epoch": int(epoch), "epochs": int(epochs)}
+    rec: dict[str, Any] = next((r for r in records if r.get("epoch") == epoch), {})
+    if rule == "last":
+        info["criterion"] = "the last epoch"
+    elif rule == "val_task_mint" and "val_membership_auc" not in rec:
+        info["criterion"] = "best validation accuracy"
+    else:
+        info["criterion"] = {"val_task": "best validation accuracy", "val_mint": "best validation membership AUC",
+                             "val_task_mint": "best validation accuracy + membership AUC"}[rule]
+    if rule != "last" and rec:
+        info["value"] = selection_value(rule, rec)
+    for key in ("val_accuracy", "val_membership_auc"):
+        if key in rec:
+            info[key] = rec[key]
+    return info
 
 
 def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: int) -> dict[str, Any]:
