@@ -107,6 +107,7 @@ BAD_OPTIONS = [
     (["--members", "0"], "members must be >= 1"),
     (["--seed", "-3"], "seed must be"),
     (["--target-fpr", "1.5"], "target_fpr must be in (0, 1)"),
+    (["--head-width", str(10**20)], "does not build"),
     (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
     (["--data-root", "/nonexistent/activemint"], "does not exist"),
 ]
