@@ -79,7 +79,7 @@ def test_unseen_nonmembers_keep_h0_at_level_over_300_draws(scores, cal):
     assert rejected <= 36, rejected
     # The interval says "few, if any": the median upper bound is below 10%.  It fails only if
     # >= 150 of 300 draws have ci_high >= 0.1; for a 95% interval that covers 0 under H0 and
-    # excludes 0.1 in at least 70% of draws (measured on this run: 95.5% of 200 draws, median
+    # excludes 0.1 in at least 70% of draws (benchmarks/settest_assumptions.py on this run: 95.5% of 200 draws, median
     # ci_high 0.044), P(Binomial(300, 0.3)
     # >= 150) = 3.5e-13.
     assert np.median(fractions_high) < 0.1
@@ -90,12 +90,13 @@ def test_20_of_100_members_detected_and_fraction_covered(scores, cal, mixture):
     rep = set_tests(draw_suspect(scores["members"], scores["eval_nonmembers"], 100, 20, rng), cal, alpha=0.01, mixture=mixture)
     # power >= 0.99 here (see below): this draw is detected
     assert rep.reject and rep.p_value < 0.01
-    # the estimate's sd over 300 draws on this run is 0.018 (mean 0.203): 0.05 and 0.4 are 8.4
+    # the estimate's sd over 300 draws on this run is 0.018 (mean 0.203; settest_assumptions.py): 0.05 and 0.4 are 8.4
     # and 11 sd away (normal tail < 1e-16).  Coverage of one interval is checked over 20 draws
     # below, not on one draw (a 95% interval misses 0.2 in up to 5% of single draws).
     assert 0.05 < rep.fraction.estimate < 0.4
     # not a lucky draw: over 20 more draws.  Each is detected with probability = the power
-    # at 20 members in 100 (>= 0.99 on this run: 200 of 200 draws detected, largest p 3.4e-9), so P(detected
+    # at 20 members in 100 (>= 0.99 on this run: 200 of 200 draws detected, largest p 3.4e-9, by
+    # benchmarks/settest_assumptions.py), so P(detected
     # <= 11) <= P(Binomial(20, 0.01) >= 9) = 1.5e-13.  A 95% interval misses 0.2 with
     # probability <= 0.05, so P(covered <= 11) = P(Binomial(20, 0.05) >= 9) = 2.0e-7.
     # Both bounds together: false failure < 1e-6 for a correct implementation.
@@ -181,7 +182,7 @@ def test_mixture_recovers_a_known_fraction_on_synthetic_scores():
         suspect = np.r_[rng.normal(3, 1, 60), rng.normal(0, 1, 240)]
         est, test = mm.fraction(suspect)
         covered += est.ci_low <= 0.2 <= est.ci_high
-        # the estimate's sd here is 0.0128 (1000 simulated draws): 0.12 is 9.4 sd, P(miss) <
+        # the estimate's sd here is 0.0128 (1000 simulated draws, benchmarks/settest_assumptions.py): 0.12 is 9.4 sd, P(miss) <
         # 40 * 2 * Phi(-9.4) = 4e-19 over the 40 draws (the estimate is close to normal)
         assert abs(est.estimate - 0.2) < 0.12
         # 60 members at 3 sd in 300: the largest p-value in 1000 simulated draws was 8e-21

@@ -130,9 +130,10 @@ def preflight(cfg: TrainConfig, data: "RunData | None" = None) -> torch.device:
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             build_model(cfg, tuple(shape), n_classes)
-    except (ValueError, TypeError, KeyError, RuntimeError) as e:
+    except (ValueError, TypeError, KeyError, RuntimeError, OverflowError, AssertionError) as e:
         what = f"taps {cfg.taps}" if cfg.taps else f"setup {cfg.setup!r}"
-        msg = " ".join(str(e).split())
+        msg = " ".join(str(e).split("Exception raised from")[0].split())  # no C++ stack from torch
+        msg = msg if len(msg) <= 300 else msg[:297] + "..."
         raise ConfigError(f"arch {cfg.arch!r} with {what} does not build for {cfg.dataset} inputs {tuple(shape)}: {msg}") from e
     return device
 
