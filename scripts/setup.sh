@@ -29,9 +29,15 @@ if [ ! -x .venv/bin/python ]; then
     echo "creating .venv ..."
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import activemint, torch, torchvision, timm, pytest, hypothesis" >/dev/null 2>&1; then
+# Reinstall whenever pyproject.toml changed since the last install (a new dependency or pin),
+# not only when an import fails: the stamp holds the hash of the pyproject.toml installed.
+STAMP=.venv/.activemint-pyproject.sha256
+WANT=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] \
+   || ! .venv/bin/python -c "import activemint, torch, torchvision, timm, pytest, hypothesis" >/dev/null 2>&1; then
     echo "installing activemint and its dependencies into .venv (torch==2.14.1, torchvision==0.29.1, ...) ..."
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q -e '.[test]'
+    echo "$WANT" > "$STAMP"
 fi
 echo "setup done: .venv/bin/activemint is ready"
