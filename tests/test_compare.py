@@ -88,7 +88,7 @@ def test_compare_rows_files_and_headline(first, small_runs):
     assert len(ref["training_sizes"]) == 4 and sum(ref["training_sizes"]) == 2 * (400 + 400 + 300)
     assert ref["population"] == 300
     keep = np.load(res.info["reference_models"]["cache_dir"] + "/plan.npz")["keep"]
-    assert keep.shape == (4, 1000) and np.all(keep.sum(axis=0) == 2)
+    assert keep.shape == (4, 400 + 400 + 300) and np.all(keep.sum(axis=0) == 2)
     trained = " | ".join(res.trained)
     for what in ("passive MINT head ", "passive MINT heads (cross-fit)", "gMINT classifier (plain)",
                  "gMINT classifier (active)", "gMINT classifiers (cross-fit) (active)"):
