@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from activemint.metrics import calibrate_threshold
 from activemint.audit.calibration import (
     CALIBRATION_JSON,
     CALIBRATION_NPZ,
@@ -20,6 +19,7 @@ from activemint.audit.calibration import (
     make_calibration,
     n_allowed_above,
 )
+from activemint.metrics import calibrate_threshold
 
 RUN_FILES = ("config.yaml", "manifest.csv", "model.safetensors", "model.json", "scores.npz", "metrics.json", "metrics.jsonl")
 

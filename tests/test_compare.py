@@ -22,7 +22,8 @@ from activemint.training import TrainConfig
 from conftest import trained_run
 
 #: Small splits keep every per-sample method cheap (gMINT, reference logits, heads).
-SMALL = dict(members=400, external=800, validation=100, calibration=200, eval_nonmembers=400, epochs=15)
+# calibration >= 299: the one calibration rule's minimum for a 1% FPR threshold at 95% confidence
+SMALL = dict(members=400, external=800, validation=100, calibration=300, eval_nonmembers=400, epochs=15)
 REQUIRED = {"Active MINT", "Passive MINT", "gMINT", "Loss", "Confidence (max softmax)", "Entropy", "Modified entropy",
             "LiRA online", "LiRA online (fixed variance)", "LiRA offline", "LiRA offline (fixed variance)",
             "RMIA offline (a=0.3)", "RMIA online", "Passive MINT (cross-fit)", "gMINT (cross-fit)"}
@@ -56,7 +57,7 @@ def test_compare_rows_files_and_headline(first, small_runs):
         assert r.metrics.n_members == 400 and r.metrics.n_nonmembers == 400
         assert 0.0 <= r.metrics.auc <= 1.0 and r.metrics.accuracy_at_calibrated is not None
         assert (r.metrics.accuracy_at_0_5 is None) == (r.half_threshold is None)
-        assert r.scores["members"].shape == (400,) and r.scores["calibration"].shape == (200,)
+        assert r.scores["members"].shape == (400,) and r.scores["calibration"].shape == (300,)
     active = res.row("Active MINT", "active")
     saved = json.loads((audited_run_dir / "metrics.json").read_text())
     # One metrics engine: Active MINT's figures are exactly the run's own evaluation.
@@ -84,10 +85,10 @@ def test_compare_rows_files_and_headline(first, small_runs):
     assert "| Active MINT | active |" in md and res.headline in md
     # Reference models: every pool sample (all targets) is IN for exactly 2 of the 4 models.
     ref = res.info["reference_models"]
-    assert len(ref["training_sizes"]) == 4 and sum(ref["training_sizes"]) == 2 * (400 + 400 + 200)
+    assert len(ref["training_sizes"]) == 4 and sum(ref["training_sizes"]) == 2 * (400 + 400 + 300)
     assert ref["population"] == 300
     keep = np.load(res.info["reference_models"]["cache_dir"] + "/plan.npz")["keep"]
-    assert keep.shape == (4, 1000) and np.all(keep.sum(axis=0) == 2)
+    assert keep.shape == (4, 400 + 400 + 300) and np.all(keep.sum(axis=0) == 2)
     trained = " | ".join(res.trained)
     for what in ("passive MINT head ", "passive MINT heads (cross-fit)", "gMINT classifier (plain)",
                  "gMINT classifier (active)", "gMINT classifiers (cross-fit) (active)"):

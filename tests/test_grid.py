@@ -186,7 +186,7 @@ def test_interrupted_cell_resumes_to_the_same_result(tiny, tmp_path):
     assert cell.config.epochs == 2
 
     def kill_in_epoch_2(msg: str) -> None:
-        if msg.startswith("[digits-small_cnn-middle] epoch 2 "):  # epoch 2 logged, not yet checkpointed
+        if msg.startswith("[digits-small_cnn-middle] epoch 2/2 "):  # epoch 2 logged, not yet checkpointed
             raise Killed
 
     out = tmp_path / "runs"
