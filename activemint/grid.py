@@ -427,10 +427,8 @@ def run_grid(
         f"({sum(cell_status(c, out_dir) == 'partial' for c in todo)} to resume) with {workers} worker(s)"
         + (f" on {n_gpu} GPU(s)" if n_gpu else " on CPU"))
     if todo:
-        if not n_gpu:
-            # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other
-            # processes spinning threads made training steps 5-30x slower (measured here).
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # The workers' OpenMP wait policy comes from activemint.threads: they inherit this
+        # process's environment and import activemint before torch.
         ctx = mp.get_context("spawn")
         queue = None
         if n_gpu:

@@ -12,6 +12,7 @@ SETUPS = ("entry", "middle", "output")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 SELECTIONS = ("last", "val_task", "val_mint")
+LOSS_NORMS = ("first", "none")
 
 # Recipes fill the optimisation fields a user did not set explicitly.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -60,6 +61,12 @@ class TrainConfig:
     head_width: int = 64
     head_hidden: int = 128
     head_stride: int = 1
+    # The MINT head's learning rate as a multiple of ``lr`` (its own optimiser parameter
+    # group); the backbone keeps ``lr``.
+    head_lr_scale: float = 1.0
+    # Normalisation of the two loss terms: "first" = each divided by its value on the first
+    # batch (the paper), "none" = raw λ1·L_aud + λ2·L_mint.
+    loss_norm: str = "first"
     select: str = "last"
     target_fpr: float = 0.01
     seed: int = 0
@@ -94,6 +101,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        if not self.head_lr_scale > 0:
+            raise ValueError(f"head_lr_scale must be > 0, got {self.head_lr_scale}")
+        if self.loss_norm not in LOSS_NORMS:
+            raise ValueError(f"loss_norm must be one of {LOSS_NORMS}, got {self.loss_norm!r}")
         if not 0 < self.target_fpr < 1:
             raise ValueError("target_fpr must be in (0, 1)")
 

@@ -108,6 +108,16 @@ class PlainModel(nn.Module):
         return self.backbone(x)
 
 
+def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
+    """The backbone at ``lr``; an audited model's MINT head at ``lr * head_lr_scale``."""
+    if not isinstance(model, EnhancedAuditedModel) or cfg.head_lr_scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    head = list(model.head.parameters())
+    ids = {id(p) for p in head}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest}, {"params": head, "lr": cfg.resolved("lr") * cfg.head_lr_scale}]
+
+
 def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     name, lr, wd = cfg.resolved("optimizer"), cfg.resolved("lr"), cfg.resolved("weight_decay")
     if name == "adam":
@@ -237,8 +247,9 @@ class Trainer:
         model = build_model(cfg, data.train.input_shape, data.train.num_classes).to(self.device)
         if cfg.channels_last and self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        loss_fn = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint).to(self.device)
-        opt = _optimizer(cfg, model.parameters())
+        loss_fn = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint,
+                                normalize=cfg.loss_norm == "first").to(self.device)
+        opt = _optimizer(cfg, _param_groups(cfg, model))
         steps_per_epoch = math.ceil(len(data.splits.members) / cfg.batch_size)
         sched = None
         if cfg.resolved("schedule") == "cosine":
