@@ -125,3 +125,21 @@ def test_config_rejects_unknown_keys_and_bad_values():
         TrainConfig(setup="middle-ish")
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)
+
+
+def test_head_lr_scale_gives_the_head_its_own_learning_rate():
+    from activemint.training.trainer import _optimizer, _param_groups, build_model
+
+    cfg = TrainConfig(lr=1e-3, head_lr_scale=3.0)
+    model = build_model(cfg, (1, 28, 28), 10)
+    opt = _optimizer(cfg, _param_groups(cfg, model))
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs == [pytest.approx(1e-3), pytest.approx(3e-3)]
+    head = {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in opt.param_groups[1]["params"]} == head
+    assert not head & {id(p) for p in opt.param_groups[0]["params"]}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="head_lr_scale"):
+        TrainConfig(head_lr_scale=0)
+    with pytest.raises(ValueError, match="loss_norm"):
+        TrainConfig(loss_norm="mean")

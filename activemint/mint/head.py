@@ -64,12 +64,14 @@ class MintHead(nn.Module):
         hidden: width of the MLP's hidden layer.
         stride: stride of each conv branch's first conv (on maps of at least 8 px); 1 = the
             paper's design.
+        norm: batch-normalise the concatenated branch vectors before the MLP.
 
     ``forward(features)`` takes the list of tapped tensors (same order as ``shapes``) and
     returns membership logits of shape (B,).  ``sigmoid(logit)`` is P(member).
     """
 
-    def __init__(self, shapes: Sequence[Sequence[int]], *, width: int = 64, hidden: int = 128, stride: int = 1) -> None:
+    def __init__(self, shapes: Sequence[Sequence[int]], *, width: int = 64, hidden: int = 128, stride: int = 1,
+                 norm: bool = False) -> None:
         super().__init__()
         if not shapes:
             raise ValueError("MintHead needs at least one tapped activation")
@@ -84,9 +86,11 @@ class MintHead(nn.Module):
                     f"a tapped activation must be (C, H, W) or (N, D) per sample, got {tuple(shape)}"
                 )
         self.shapes = [tuple(int(s) for s in shape) for shape in shapes]
-        self.width, self.hidden, self.stride = width, hidden, stride
+        self.width, self.hidden, self.stride, self.norm = width, hidden, stride, norm
         self.branches = nn.ModuleList(branches)
-        self.mlp = nn.Sequential(nn.Linear(width * len(branches), hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        n = width * len(branches)
+        layers: list[nn.Module] = [nn.BatchNorm1d(n)] if norm else []
+        self.mlp = nn.Sequential(*layers, nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(features) != len(self.branches):

@@ -64,6 +64,8 @@ class TrainConfig:
     # The MINT head's learning rate as a multiple of ``lr`` (its own optimiser parameter
     # group); the backbone keeps ``lr``.
     head_lr_scale: float = 1.0
+    # BatchNorm on the MINT head's concatenated branch vectors (before its MLP).
+    head_norm: bool = False
     # Normalisation of the two loss terms: "first" = each divided by its value on the first
     # batch (the paper), "none" = raw λ1·L_aud + λ2·L_mint.
     loss_norm: str = "first"
