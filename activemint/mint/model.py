@@ -73,7 +73,7 @@ class EnhancedAuditedModel(nn.Module):
         head_width: int = 64,
         head_hidden: int = 128,
         head_stride: int = 1,
-        head_norm: bool = False,
+        head_norm: str = "none",
     ) -> None:
         super().__init__()
         self.backbone = backbone

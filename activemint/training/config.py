@@ -64,8 +64,9 @@ class TrainConfig:
     # The MINT head's learning rate as a multiple of ``lr`` (its own optimiser parameter
     # group); the backbone keeps ``lr``.
     head_lr_scale: float = 1.0
-    # BatchNorm on the MINT head's concatenated branch vectors (before its MLP).
-    head_norm: bool = False
+    # BatchNorm in the MINT head: "none", "mlp" (on the concatenated branch vectors, before
+    # its MLP) or "branch" (also after each conv branch's first pool).
+    head_norm: str = "none"
     # Normalisation of the two loss terms: "first" = each divided by its value on the first
     # batch (the paper), "none" = raw λ1·L_aud + λ2·L_mint.
     loss_norm: str = "first"
@@ -105,6 +106,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {v}")
         if not self.head_lr_scale > 0:
             raise ValueError(f"head_lr_scale must be > 0, got {self.head_lr_scale}")
+        if self.head_norm not in ("none", "mlp", "branch"):
+            raise ValueError(f"head_norm must be none, mlp or branch, got {self.head_norm!r}")
         if self.loss_norm not in LOSS_NORMS:
             raise ValueError(f"loss_norm must be one of {LOSS_NORMS}, got {self.loss_norm!r}")
         if not 0 < self.target_fpr < 1:
