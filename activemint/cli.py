@@ -43,6 +43,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", choices=["on", "off"], help="override the recipe's augmentation (random 2-px shifts)")
     g.add_argument("--lambda-task", type=float, help="λ1, weight of the normalised task loss (default 1)")
     g.add_argument("--lambda-mint", type=float, help="λ2, weight of the normalised MINT loss (default 1)")
+    g.add_argument("--head-norm", choices=["none", "mlp", "branch"], help="BatchNorm in the MINT head: before its MLP (mlp), also in its conv branches (branch)")
     g.add_argument("--head-lr-scale", type=float, help="the MINT head's learning rate as a multiple of --lr")
     g.add_argument("--loss-norm", choices=["first", "none"], help="first: each loss term divided by its first-batch value (paper); none: raw sum")
     g.add_argument("--select", choices=["last", "val_task", "val_mint"], help="which epoch to keep: the last, or the best on held-out validation data")
@@ -61,7 +62,7 @@ _FIELDS = {
     "external": "external", "validation": "validation", "calibration": "calibration",
     "eval_nonmembers": "eval_nonmembers", "arch": "arch", "setup": "setup", "head_width": "head_width",
     "head_hidden": "head_hidden", "head_stride": "head_stride", "head_lr_scale": "head_lr_scale",
-    "loss_norm": "loss_norm", "epochs": "epochs", "batch_size": "batch_size",
+    "head_norm": "head_norm", "loss_norm": "loss_norm", "epochs": "epochs", "batch_size": "batch_size",
     "external_batch_size": "external_batch_size", "recipe": "recipe", "optimizer": "optimizer", "lr": "lr",
     "weight_decay": "weight_decay", "schedule": "schedule", "lambda_task": "lambda_task",
     "lambda_mint": "lambda_mint", "select": "select", "target_fpr": "target_fpr", "seed": "seed",

@@ -54,7 +54,7 @@ def run_variant(name, overrides, base, runs, threads):
     recs = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
     last = res
     # Last epoch too, when the run selected another one.
-    if cfg.mint and res.get("selected_epoch") != cfg.epochs:
+    if res.get("selected_epoch") != cfg.epochs:
         data = load_run_data(cfg)
         model = build_model(cfg, data.train.input_shape, data.train.num_classes)
         load_weights(model, run_dir / "checkpoints" / "last.safetensors")
