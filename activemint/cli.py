@@ -43,7 +43,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", choices=["on", "off"], help="override the recipe's augmentation (random 2-px shifts)")
     g.add_argument("--lambda-task", type=float, help="λ1, weight of the normalised task loss (default 1)")
     g.add_argument("--lambda-mint", type=float, help="λ2, weight of the normalised MINT loss (default 1)")
-    g.add_argument("--head-norm", choices=["none", "mlp", "branch"], help="BatchNorm in the MINT head: before its MLP (mlp), also in its conv branches (branch)")
+    g.add_argument("--head-norm", choices=["none", "mlp", "branch"], help="BatchNorm in the MINT head: none, before its MLP (mlp, default: the head learns from the first epochs), also in its conv branches (branch)")
     g.add_argument("--head-lr-scale", type=float, help="the MINT head's learning rate as a multiple of --lr")
     g.add_argument("--loss-norm", choices=["first", "none"], help="first: each loss term divided by its first-batch value (paper); none: raw sum")
     g.add_argument("--select", choices=["last", "val_task", "val_mint"], help="which epoch to keep: the last, or the best on held-out validation data")

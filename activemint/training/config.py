@@ -65,8 +65,9 @@ class TrainConfig:
     # group); the backbone keeps ``lr``.
     head_lr_scale: float = 1.0
     # BatchNorm in the MINT head: "none", "mlp" (on the concatenated branch vectors, before
-    # its MLP) or "branch" (also after each conv branch's first pool).
-    head_norm: str = "none"
+    # its MLP) or "branch" (also after each conv branch's first pool).  "mlp" makes the head
+    # learn from the first epochs (benchmarks/results/head-early-cpu.md).
+    head_norm: str = "mlp"
     # Normalisation of the two loss terms: "first" = each divided by its value on the first
     # batch (the paper), "none" = raw λ1·L_aud + λ2·L_mint.
     loss_norm: str = "first"
