@@ -5,18 +5,22 @@ worker processes and every ``from activemint... import`` run first) calls
 :func:`apply_policy`, which sets, **only where the user's environment has not set them**:
 
 * ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep instead of spinning.  torch's CPU
-  kernels run on OpenMP; with the default (active) policy a thread that finishes its share of
-  an operator spins on the CPU waiting for the next one.  On an idle machine that saves a few
+  kernels run on OpenMP; without a policy a thread that finishes its share of an operator
+  spins on the CPU for a while waiting for the next one (GNU OpenMP's default; for good with
+  ``ACTIVE``).  On an idle machine that saves a few
   microseconds per operator; on a CPU shared with other processes the spinning threads steal
   the cores the other threads (and processes) need, and training became 5-30x slower on the
   2-core machine of ``benchmarks/results/`` (e.g. small_cnn plain training 39 img/s with 2
-  spinning threads against 1467 img/s with 2 passive ones; see ``throughput-cpu.md`` and
-  ``shared-cpu.md`` for the measured ratios).
+  spinning threads against 1467 img/s with 2 passive ones, ``throughput-cpu.md``; an aMINT
+  step of small_cnn took 4.6x longer when torch was imported before the policy was set,
+  ``shared-cpu.md``).
 
 The thread *count* is left to torch (one per physical core) unless the user sets it
 (``--threads N``, ``OMP_NUM_THREADS``, ``torch.set_num_threads``): with passive threads, two
-threads on two cores were faster than one both idle and with one other CPU-bound process
-running (``benchmarks/results/shared-cpu.md``), so no lower default is imposed.
+threads on the two cores trained faster than one under other sessions' load (small_cnn plain
+training 1467 vs 1297 img/s, ``throughput-cpu.md``), so no lower default is imposed.  (The
+comparison of 1 and 2 threads with exactly one other CPU-bound process running is what
+``benchmarks/shared_cpu.py`` measures; ``shared-cpu.md`` says how far it got.)
 
 Override: export the variable yourself (``OMP_WAIT_POLICY=ACTIVE`` for a dedicated machine
 where the last microseconds matter); a value already in the environment is never replaced.

@@ -72,15 +72,45 @@ def run_variant(name, overrides, base, runs, threads):
     }
 
 
+def evaluate_checkpoint(run_dir: str, checkpoint: str, threads: int) -> dict:
+    """Final figures of one saved checkpoint of a run (e.g. an epoch's ``last.safetensors``
+    copied aside while the run went on: with a constant learning rate, epoch k of an N-epoch
+    run is the model a k-epoch run ends with)."""
+    import torch
+
+    from activemint.training import TrainConfig
+    from activemint.training.checkpoint import load_weights
+    from activemint.training.trainer import build_model, evaluate, load_run_data
+
+    torch.set_num_threads(threads)
+    cfg = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")
+    data = load_run_data(cfg)
+    model = build_model(cfg, data.train.input_shape, data.train.num_classes)
+    load_weights(model, checkpoint)
+    res, _ = evaluate(model, cfg, data, torch.device("cpu"))
+    meta = json.loads(Path(checkpoint).with_suffix(".json").read_text())
+    m = res.get("membership", {})
+    return {"run": run_dir, "checkpoint": checkpoint, "epoch": meta["epoch"], "acc": res["test_accuracy"],
+            "n_test": res["n_test"], **{k: m.get(k) for k in ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr")}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("variants", nargs="+", help="NAME=JSON overrides")
+    ap.add_argument("variants", nargs="*", help="NAME=JSON overrides")
+    ap.add_argument("--evaluate", nargs=2, action="append", default=[], metavar=("RUN_DIR", "CHECKPOINT"),
+                    help="instead of training: evaluate this checkpoint of this run")
     ap.add_argument("--base", default="{}", help="JSON overrides of the base config")
     ap.add_argument("--runs", default="runs/head-early")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", help="append a JSON line per variant to this file")
     a = ap.parse_args()
     base = {**BASE, **json.loads(a.base)}
+    for run_dir, ckpt in a.evaluate:
+        line = json.dumps(evaluate_checkpoint(run_dir, ckpt, a.threads))
+        print(line, flush=True)
+        if a.out:
+            with open(a.out, "a") as f:
+                f.write(line + "\n")
     for v in a.variants:
         name, _, js = v.partition("=")
         r = run_variant(name, json.loads(js or "{}"), base, a.runs, a.threads)

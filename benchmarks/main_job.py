@@ -15,8 +15,9 @@ environment is this process's environment minus ``OMP_WAIT_POLICY`` unless ``--k
 
     python benchmarks/main_job.py --out benchmarks/results/main-job-cpu.md
 
-takes about 2 x (idle time) x (1 + ratio): ~10 min on an idle 2-core machine.  A quick
-check that it works: ``--epochs 2 --out /tmp/main-job-check.md``.
+takes about (idle time) x (1 + ratio): ~10 min on an idle 2-core machine.  A quick check
+that it works: ``--job "train --members 200 --external 400 --validation 100 --calibration 100
+--eval-nonmembers 100 --epochs 1 --baseline" --out /tmp/main-job-check.md``.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # for `.venv/bin/activemint`); keep in step with README.md.
 MAIN_JOB = ("train --dataset fashion-mnist --arch small_cnn --setup entry --members 2000 --external 8000 "
             "--validation 2000 --calibration 2000 --eval-nonmembers 2000 --epochs {epochs} --lr 1e-3 --baseline")
-DEFAULT_EPOCHS = 30
+DEFAULT_EPOCHS = 20
 
 HOGS = {
     "python": [sys.executable, "-c", "while True: pass"],
@@ -86,10 +87,13 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs of the main job (README: {DEFAULT_EPOCHS})")
     ap.add_argument("--hog", choices=sorted(HOGS), default="python", help="the other CPU-bound process")
     ap.add_argument("--repeats", type=int, default=1, help="idle/shared pairs")
+    ap.add_argument("--job", help="another `activemint` command line to time instead of the main job "
+                    "(a quick check of this script: a tiny train command)")
     ap.add_argument("--keep-env", action="store_true", help="pass OMP_WAIT_POLICY from this shell to the job")
     ap.add_argument("--out", help="write the Markdown result here")
     a = ap.parse_args()
-    argv = shlex.split(MAIN_JOB.format(epochs=a.epochs))
+    job = a.job or MAIN_JOB.format(epochs=a.epochs)
+    argv = shlex.split(job)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -110,7 +114,7 @@ def main() -> int:
         "",
         f"Command: `python benchmarks/main_job.py {' '.join(sys.argv[1:])}`",
         "",
-        f"Job: `activemint {MAIN_JOB.format(epochs=a.epochs)}` (environment without OMP_WAIT_POLICY"
+        f"Job: `activemint {job}` (environment without OMP_WAIT_POLICY"
         f"{' (kept from the shell)' if a.keep_env else ''}: the library's own thread policy).",
         f"Other process (`shared`): {a.hog} busy loop. CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; "
         f"load average before {load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f}, after "
