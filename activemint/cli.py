@@ -54,7 +54,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast on GPU, fp32 on CPU")
     g.add_argument("--channels-last", action="store_true", default=None, help="channels-last memory format (GPU)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    g.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless your environment sets it, see activemint.threads)")
 
 
 _FIELDS = {

@@ -22,6 +22,7 @@ that it works: ``--job "train --members 200 --external 400 --validation 100 --ca
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -59,8 +60,8 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def run_job(argv: list[str], env: dict[str, str], hog: list[str] | None) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds of the job, exit status) of one main job."""
+def run_job(argv: list[str], env: dict[str, str], hog: list[str] | None) -> tuple[float, float, int, dict]:
+    """(wall seconds, CPU seconds of the job, exit status, the run's figures) of one main job."""
     with tempfile.TemporaryDirectory(prefix="main-job-") as tmp:
         cmd = [sys.executable, "-m", "activemint.cli", *argv, "--no-progress", "--out", str(Path(tmp) / "run")]
         p_hog = subprocess.Popen(hog, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if hog else None
@@ -79,7 +80,19 @@ def run_job(argv: list[str], env: dict[str, str], hog: list[str] | None) -> tupl
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout[-4000:])
         cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-        return wall, cpu, proc.returncode
+        figures = {}
+        mpath = Path(tmp) / "run" / "metrics.json"
+        if mpath.is_file():
+            m = json.loads(mpath.read_text())
+            mem = m.get("membership") or {}
+            figures = {"auc": mem.get("auc"), "tpr1": mem.get("tpr_at_1pct_fpr"), "tpr01": mem.get("tpr_at_0_1pct_fpr"),
+                       "acc": m.get("test_accuracy"), "baseline_acc": m.get("baseline_test_accuracy"),
+                       "epoch": m.get("selected_epoch")}
+        return wall, cpu, proc.returncode, figures
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
 
 def main() -> int:
@@ -103,9 +116,9 @@ def main() -> int:
     rows = []
     for i in range(a.repeats):
         for scenario in ("idle", "shared"):
-            wall, cpu, rc = run_job(argv, env, HOGS[a.hog] if scenario == "shared" else None)
-            rows.append((i + 1, scenario, wall, cpu, rc))
-            print(f"pair {i + 1} {scenario}: {wall:.1f} s wall, {cpu:.1f} CPU s, exit {rc}", flush=True)
+            wall, cpu, rc, fig = run_job(argv, env, HOGS[a.hog] if scenario == "shared" else None)
+            rows.append((i + 1, scenario, wall, cpu, rc, fig))
+            print(f"pair {i + 1} {scenario}: {wall:.1f} s wall, {cpu:.1f} CPU s, exit {rc}, {fig}", flush=True)
     idle = [r[2] for r in rows if r[1] == "idle"]
     shared = [r[2] for r in rows if r[1] == "shared"]
     ratios = [s / i for i, s in zip(idle, shared)]
@@ -120,9 +133,10 @@ def main() -> int:
         f"load average before {load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f}, after "
         + " / ".join(f"{x:.1f}" for x in os.getloadavg()) + ".",
         "",
-        "| pair | scenario | wall s | job CPU s | exit |",
-        "|---|---|---|---|---|",
-        *[f"| {p} | {s} | {w:.1f} | {c:.1f} | {rc} |" for p, s, w, c, rc in rows],
+        "| pair | scenario | wall s | job CPU s | exit | membership AUC | TPR@1%FPR | TPR@0.1%FPR | test acc | baseline test acc | selected epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *[f"| {p} | {s} | {w:.1f} | {c:.1f} | {rc} | " + " | ".join(_fmt(f.get(k)) for k in ("auc", "tpr1", "tpr01", "acc", "baseline_acc", "epoch")) + " |"
+          for p, s, w, c, rc, f in rows],
         "",
         "Shared / idle wall time: " + ", ".join(f"{r:.2f}x" for r in ratios)
         + " (acceptance: <= 2x; idle wall <= 180 s).",
