@@ -39,8 +39,8 @@ def run_variant(name, overrides, base, runs, threads):
     import torch
 
     from activemint.training import TrainConfig, Trainer
-    from activemint.training.trainer import evaluate, load_run_data, build_model
     from activemint.training.checkpoint import load_weights
+    from activemint.training.trainer import build_model, evaluate, load_run_data
 
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict({**base, **overrides})

@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from main_job import HOGS, cpu_model  # noqa: E402
+from main_job import HOGS, cpu_model
 
 WORKER = r'''
 import sys, time
@@ -71,10 +71,10 @@ print((time.perf_counter() - t) / {steps}, torch.get_num_threads())
 '''
 
 CONFIGS = {
-    "default": dict(env={}, torch_first=False, threads=0),
-    "active": dict(env={"OMP_WAIT_POLICY": "ACTIVE"}, torch_first=False, threads=0),
-    "torch-first": dict(env={}, torch_first=True, threads=0),
-    "default-1t": dict(env={}, torch_first=False, threads=1),
+    "default": {"env": {}, "torch_first": False, "threads": 0},
+    "active": {"env": {"OMP_WAIT_POLICY": "ACTIVE"}, "torch_first": False, "threads": 0},
+    "torch-first": {"env": {}, "torch_first": True, "threads": 0},
+    "default-1t": {"env": {}, "torch_first": False, "threads": 1},
 }
 
 
@@ -86,7 +86,7 @@ def run_once(name: str, arch: str, setup: str, steps: int, hog: list[str] | None
     code = WORKER.format(torch_first=c["torch_first"], threads=c["threads"], arch=arch, setup=setup, steps=steps)
     p_hog = subprocess.Popen(hog, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if hog else None
     try:
-        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
     finally:
         if p_hog:
             p_hog.kill()
