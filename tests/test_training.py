@@ -143,3 +143,23 @@ def test_head_lr_scale_gives_the_head_its_own_learning_rate():
         TrainConfig(head_lr_scale=0)
     with pytest.raises(ValueError, match="loss_norm"):
         TrainConfig(loss_norm="mean")
+
+
+def test_run_saved_before_head_norm_still_loads(tmp_path):
+    """A run whose checkpoint metadata has no head_norm (saved before the option existed,
+    when the head had no BatchNorm) loads with that head, not with today's default."""
+    require_fashion_mnist()
+    run_dir = tmp_path / "old"
+    Trainer(TrainConfig(**{**TINY, "epochs": 1, "head_norm": "none"}), run_dir, progress=False).run()
+    for name in ("model.json", "checkpoints/last.json"):
+        meta = json.loads((run_dir / name).read_text())
+        del meta["head_norm"]
+        (run_dir / name).write_text(json.dumps(meta))
+    cfg = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text("\n".join(ln for ln in cfg.splitlines() if not ln.startswith("head_norm")) + "\n")
+    assert TrainConfig.from_yaml(run_dir / "config.yaml").head_norm == "mlp"  # today's default
+    run = load_run(run_dir)
+    assert run.config.head_norm == "none" and not isinstance(run.model.head.mlp[0], torch.nn.BatchNorm1d)
+    saved = json.loads((run_dir / "metrics.json").read_text())["membership"]["auc"]
+    metrics, _ = run.evaluate()
+    assert metrics["membership"]["auc"] == pytest.approx(saved, abs=1e-9)
