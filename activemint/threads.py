@@ -12,15 +12,16 @@ worker processes and every ``from activemint... import`` run first) calls
   the cores the other threads (and processes) need, and training became 5-30x slower on the
   2-core machine of ``benchmarks/results/`` (e.g. small_cnn plain training 39 img/s with 2
   spinning threads against 1467 img/s with 2 passive ones, ``throughput-cpu.md``; an aMINT
-  step of small_cnn took 4.6x longer when torch was imported before the policy was set,
-  ``shared-cpu.md``).
+  step of small_cnn took 3.6-4.6x longer under load when torch was imported before the policy
+  was set, ``shared-cpu.md``).  The price: on a machine whose cores are free, spinning can be
+  faster (one round of ``shared-cpu.md``: 160 vs 290 ms per step); set ``ACTIVE`` there.
 
 The thread *count* is left to torch (one per physical core) unless the user sets it
 (``--threads N``, ``OMP_NUM_THREADS``, ``torch.set_num_threads``): with passive threads, two
 threads on the two cores trained faster than one under other sessions' load (small_cnn plain
-training 1467 vs 1297 img/s, ``throughput-cpu.md``), so no lower default is imposed.  (The
-comparison of 1 and 2 threads with exactly one other CPU-bound process running is what
-``benchmarks/shared_cpu.py`` measures; ``shared-cpu.md`` says how far it got.)
+training 1467 vs 1297 img/s, ``throughput-cpu.md``) and, with one other CPU-bound process
+running, were as fast as or faster than one (``shared-cpu.md``: 542 vs 797 and 507 vs 518 ms
+per aMINT step), so no lower default is imposed.
 
 Override: export the variable yourself (``OMP_WAIT_POLICY=ACTIVE`` for a dedicated machine
 where the last microseconds matter); a value already in the environment is never replaced.
