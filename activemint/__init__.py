@@ -4,6 +4,13 @@ The data flows one way: data -> splits -> model + taps -> trainer -> scores -> m
 report / audit decision.  Every method that answers "is this a member?" ends in a score per
 sample, higher = more likely member, and :mod:`activemint.metrics` turns any scores into the
 same figures.
+
+Importing activemint sets the CPU thread policy (``OMP_WAIT_POLICY=PASSIVE`` unless the
+environment sets it) before torch is loaded; see :mod:`activemint.threads`, including what
+happens when torch is imported before activemint.
 """
+from activemint.threads import apply_policy as _apply_thread_policy
+
+_apply_thread_policy()
 
 __version__ = "0.1.0"

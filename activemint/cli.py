@@ -46,6 +46,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", choices=["on", "off"], help="override the recipe's augmentation (random 2-px shifts)")
     g.add_argument("--lambda-task", type=float, help="λ1, weight of the normalised task loss (default 1)")
     g.add_argument("--lambda-mint", type=float, help="λ2, weight of the normalised MINT loss (default 1)")
+    g.add_argument("--head-norm", choices=["none", "mlp", "branch"], help="BatchNorm in the MINT head: none, before its MLP (mlp, default: the head learns from the first epochs), also in its conv branches (branch)")
+    g.add_argument("--head-lr-scale", type=float, help="the MINT head's learning rate as a multiple of --lr")
+    g.add_argument("--loss-norm", choices=["first", "none"], help="first: each loss term divided by its first-batch value (paper); none: raw sum")
     g.add_argument("--select", choices=["val_task_mint", "val_task", "val_mint", "last"],
                    help="which epoch to keep, judged on the validation split: best accuracy + membership AUC (default), "
                         "best accuracy, best membership AUC, or the last epoch")
@@ -56,14 +59,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast on GPU, fp32 on CPU")
     g.add_argument("--channels-last", action="store_true", default=None, help="channels-last memory format (GPU)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    g.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless your environment sets it, see activemint.threads)")
 
 
 _FIELDS = {
     "dataset": "dataset", "data_root": "data_root", "download": "download", "members": "members",
     "external": "external", "validation": "validation", "calibration": "calibration",
     "eval_nonmembers": "eval_nonmembers", "arch": "arch", "setup": "setup", "head_width": "head_width",
-    "head_hidden": "head_hidden", "head_stride": "head_stride", "epochs": "epochs", "batch_size": "batch_size",
+    "head_hidden": "head_hidden", "head_stride": "head_stride", "head_lr_scale": "head_lr_scale",
+    "head_norm": "head_norm", "loss_norm": "loss_norm", "epochs": "epochs", "batch_size": "batch_size",
     "external_batch_size": "external_batch_size", "recipe": "recipe", "optimizer": "optimizer", "lr": "lr",
     "weight_decay": "weight_decay", "schedule": "schedule", "lambda_task": "lambda_task",
     "lambda_mint": "lambda_mint", "select": "select", "target_fpr": "target_fpr", "seed": "seed",

@@ -126,7 +126,8 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
 #: TrainConfig fields added after grids were first run, with the value that reproduces runs
 #: from before they existed.  A field holding that value is left out of the hash, so adding a
 #: field does not orphan finished cells; any other value changes the hash.
-HASH_NEUTRAL: dict[str, Any] = {"test_samples": None, "head_stride": 1}
+HASH_NEUTRAL: dict[str, Any] = {"test_samples": None, "head_stride": 1, "head_lr_scale": 1.0, "head_norm": "none",
+                                "loss_norm": "first"}
 
 
 def config_hash(cfg: TrainConfig) -> str:
@@ -425,10 +426,8 @@ def run_grid(
         f"({sum(cell_status(c, out_dir) == 'partial' for c in todo)} to resume) with {workers} worker(s)"
         + (f" on {n_gpu} GPU(s)" if n_gpu else " on CPU"))
     if todo:
-        if not n_gpu:
-            # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other
-            # processes spinning threads made training steps 5-30x slower (measured here).
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # The workers' OpenMP wait policy comes from activemint.threads: they inherit this
+        # process's environment and import activemint before torch.
         ctx = mp.get_context("spawn")
         queue = None
         if n_gpu:

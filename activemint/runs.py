@@ -9,6 +9,7 @@ available from Python::
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -112,6 +113,9 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL)
             raise RunError(f"{wpath.with_suffix('.json')} lacks {key!r}")
     if meta["arch"] != cfg.arch or bool(meta.get("mint")) != cfg.mint:
         raise RunError(f"{wpath} metadata ({meta['arch']}, mint={meta.get('mint')}) does not match config.yaml")
+    if cfg.mint and "head_norm" not in meta:
+        # Saved before the head_norm option (whose default is now "mlp"): the head had none.
+        cfg = dataclasses.replace(cfg, head_norm="none")
     dev = resolve_device(device)
     model = build_model(cfg, tuple(meta["input_shape"]), int(meta["num_classes"]))
     try:

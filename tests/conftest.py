@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import activemint  # noqa: E402,F401  (its thread policy must be in place before any test imports torch)
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "test-runs"

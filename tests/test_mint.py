@@ -114,3 +114,26 @@ def test_head_stride_subsamples_large_maps_only():
     eam = EnhancedAuditedModel(Net(), ["stem", "body"], input_shape=(1, 16, 16), head_stride=2)
     assert [b.conv1.stride for b in eam.head.branches] == [(2, 2), (2, 2)]  # 16 px and 8 px maps
     assert eam.membership_logit(torch.randn(2, 1, 16, 16)).shape == (2,)
+
+
+def test_head_norm_and_unnormalised_loss():
+    shapes = [(8, 14, 14), (16, 4, 4)]
+    torch.manual_seed(0)
+    head = MintHead(shapes, width=8, norm="mlp")
+    assert isinstance(head.mlp[0], nn.BatchNorm1d) and head.mlp[0].num_features == 16
+    feats = [torch.randn(4, *s) for s in shapes]
+    head.train()
+    assert head(feats).shape == (4,)
+    head.eval()
+    assert head([f[:1] for f in feats]).shape == (1,)  # scoring one sample uses running stats
+    assert not isinstance(MintHead(shapes, width=8).mlp[0], nn.BatchNorm1d)
+    both = MintHead(shapes, width=8, norm="branch")
+    assert [type(b.norm).__name__ for b in both.branches] == ["BatchNorm2d", "BatchNorm2d"]
+    assert isinstance(both.mlp[0], nn.BatchNorm1d) and both(feats).shape == (4,)
+    with pytest.raises(ValueError, match="norm"):
+        MintHead(shapes, norm="layer")
+    # normalize=False: the raw weighted sum of the two terms.
+    loss = MultitaskLoss(lambda_task=2.0, lambda_mint=3.0, normalize=False)
+    logits, y, mm, me = torch.randn(8, 10), torch.randint(0, 10, (8,)), torch.randn(8), torch.randn(8)
+    total, parts = loss(logits, y, mm, me)
+    assert total.item() == pytest.approx(2.0 * parts["task_loss"] + 3.0 * parts["mint_loss"], rel=1e-5)

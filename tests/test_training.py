@@ -209,3 +209,41 @@ def test_score_prints_one_line_per_input(audited_run_dir, tmp_path, capsys):
         assert n == len(groups[spec]) and mean == pytest.approx(np.mean(groups[spec]), abs=1e-4)
     assert [int(p[1]) for p in per_input] == [1000, 5, 2000]
     assert float(per_input[0][-1]) > float(per_input[2][-1]) + 0.2  # members vs non-members, not pooled
+
+
+def test_head_lr_scale_gives_the_head_its_own_learning_rate():
+    from activemint.training.trainer import _optimizer, _param_groups, build_model
+
+    cfg = TrainConfig(lr=1e-3, head_lr_scale=3.0)
+    model = build_model(cfg, (1, 28, 28), 10)
+    opt = _optimizer(cfg, _param_groups(cfg, model))
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs == [pytest.approx(1e-3), pytest.approx(3e-3)]
+    head = {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in opt.param_groups[1]["params"]} == head
+    assert not head & {id(p) for p in opt.param_groups[0]["params"]}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="head_lr_scale"):
+        TrainConfig(head_lr_scale=0)
+    with pytest.raises(ValueError, match="loss_norm"):
+        TrainConfig(loss_norm="mean")
+
+
+def test_run_saved_before_head_norm_still_loads(tmp_path):
+    """A run whose checkpoint metadata has no head_norm (saved before the option existed,
+    when the head had no BatchNorm) loads with that head, not with today's default."""
+    require_fashion_mnist()
+    run_dir = tmp_path / "old"
+    Trainer(TrainConfig(**{**TINY, "epochs": 1, "head_norm": "none"}), run_dir, progress=False).run()
+    for name in ("model.json", "checkpoints/last.json"):
+        meta = json.loads((run_dir / name).read_text())
+        del meta["head_norm"]
+        (run_dir / name).write_text(json.dumps(meta))
+    cfg = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text("\n".join(ln for ln in cfg.splitlines() if not ln.startswith("head_norm")) + "\n")
+    assert TrainConfig.from_yaml(run_dir / "config.yaml").head_norm == "mlp"  # today's default
+    run = load_run(run_dir)
+    assert run.config.head_norm == "none" and not isinstance(run.model.head.mlp[0], torch.nn.BatchNorm1d)
+    saved = json.loads((run_dir / "metrics.json").read_text())["membership"]["auc"]
+    metrics, _ = run.evaluate()
+    assert metrics["membership"]["auc"] == pytest.approx(saved, abs=1e-9)

@@ -73,6 +73,7 @@ class EnhancedAuditedModel(nn.Module):
         head_width: int = 64,
         head_hidden: int = 128,
         head_stride: int = 1,
+        head_norm: str = "none",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -85,7 +86,7 @@ class EnhancedAuditedModel(nn.Module):
         self._keep = 0
         self._handles = [m.register_forward_hook(self._make_hook(i)) for i, m in enumerate(self._tap_modules)]
         shapes, self.split_forward_ok = self._probe()
-        self.head = MintHead(shapes, width=head_width, hidden=head_hidden, stride=head_stride)
+        self.head = MintHead(shapes, width=head_width, hidden=head_hidden, stride=head_stride, norm=head_norm)
 
     # ------------------------------------------------------------------ hooks
     def _make_hook(self, i: int):

@@ -17,6 +17,8 @@ SETUPS = ("entry", "middle", "output")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 SELECTIONS = ("last", "val_task", "val_mint", "val_task_mint")
+LOSS_NORMS = ("first", "none")
+HEAD_NORMS = ("none", "mlp", "branch")
 
 # Recipes fill the optimisation fields a user did not set explicitly.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -147,6 +149,16 @@ class TrainConfig:
     head_width: int = 64
     head_hidden: int = 128
     head_stride: int = 1
+    # The MINT head's learning rate as a multiple of ``lr`` (its own optimiser parameter
+    # group); the backbone keeps ``lr``.
+    head_lr_scale: float = 1.0
+    # BatchNorm in the MINT head: "none", "mlp" (on the concatenated branch vectors, before
+    # its MLP) or "branch" (also after each conv branch's first pool).  "mlp" makes the head
+    # learn from the first epochs (benchmarks/results/head-early-cpu.md).
+    head_norm: str = "mlp"
+    # Normalisation of the two loss terms: "first" = each divided by its value on the first
+    # batch (the paper), "none" = raw λ1·L_aud + λ2·L_mint.
+    loss_norm: str = "first"
     # Which epoch a run keeps, judged on the validation split (train-split samples outside D
     # and E; never test data): val_task_mint = best validation accuracy + validation
     # membership AUC (plain runs: accuracy alone), val_task = accuracy, val_mint = AUC,
@@ -215,6 +227,12 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"{name} must be >= 1, got {v}")
+        if not self.head_lr_scale > 0:
+            raise ConfigError(f"head_lr_scale must be > 0, got {self.head_lr_scale}")
+        if self.head_norm not in HEAD_NORMS:
+            raise ConfigError(f"head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
+        if self.loss_norm not in LOSS_NORMS:
+            raise ConfigError(f"loss_norm must be one of {LOSS_NORMS}, got {self.loss_norm!r}")
         if not 0 < self.target_fpr < 1:
             raise ConfigError("target_fpr must be in (0, 1)")
 

@@ -151,7 +151,7 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes
     taps = cfg.taps or tap_points(cfg.arch, cfg.setup)
     return EnhancedAuditedModel(
         backbone, taps, input_shape=input_shape, head_width=cfg.head_width, head_hidden=cfg.head_hidden,
-        head_stride=cfg.head_stride,
+        head_stride=cfg.head_stride, head_norm=cfg.head_norm,
     )
 
 
@@ -167,6 +167,16 @@ class PlainModel(nn.Module):
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
+
+
+def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
+    """The backbone at ``lr``; an audited model's MINT head at ``lr * head_lr_scale``."""
+    if not isinstance(model, EnhancedAuditedModel) or cfg.head_lr_scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    head = list(model.head.parameters())
+    ids = {id(p) for p in head}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest}, {"params": head, "lr": cfg.resolved("lr") * cfg.head_lr_scale}]
 
 
 def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -323,8 +333,9 @@ class Trainer:
             rundir.atomic_write_via(rd.manifest, lambda p: write_manifest(p, data.splits, data.train, data.test))
         if cfg.channels_last and self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        loss_fn = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint).to(self.device)
-        opt = _optimizer(cfg, model.parameters())
+        loss_fn = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint,
+                                normalize=cfg.loss_norm == "first").to(self.device)
+        opt = _optimizer(cfg, _param_groups(cfg, model))
         steps_per_epoch = math.ceil(len(data.splits.members) / cfg.batch_size)
         sched = None
         if cfg.resolved("schedule") == "cosine":
@@ -529,7 +540,7 @@ def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: 
         "taps": (cfg.taps or tap_points(cfg.arch, cfg.setup)) if cfg.mint else None,
         "dataset": cfg.dataset, "input_shape": list(input_shape), "num_classes": num_classes,
         "head_width": cfg.head_width, "head_hidden": cfg.head_hidden, "head_stride": cfg.head_stride,
-        "activemint": activemint.__version__,
+        "head_norm": cfg.head_norm, "activemint": activemint.__version__,
         "epoch": epoch,
     }
 
