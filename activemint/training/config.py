@@ -57,6 +57,14 @@ class TrainConfig:
     augment_flip: bool = False
     lambda_task: float = 1.0
     lambda_mint: float = 1.0
+    # Held-out members: the fraction of D whose membership the MINT loss sees (the task loss
+    # always sees all of D); the evaluation reports seen and unseen members separately.
+    mint_members: float = 1.0
+    # Robust Active MINT: a named policy of transformed views (activemint.transforms.POLICIES)
+    # that members and externals go through before each training step; None = exact images.
+    audit_policy: str | None = None
+    # Extra epochs that train only the MINT head (backbone frozen) after the last epoch.
+    head_epochs: int = 0
     head_width: int = 64
     head_hidden: int = 128
     head_stride: int = 1
@@ -96,6 +104,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {v}")
         if not 0 < self.target_fpr < 1:
             raise ValueError("target_fpr must be in (0, 1)")
+        if not 0 < self.mint_members <= 1:
+            raise ValueError(f"mint_members must be in (0, 1], got {self.mint_members}")
+        if self.head_epochs < 0:
+            raise ValueError(f"head_epochs must be >= 0, got {self.head_epochs}")
+        if self.audit_policy is not None:
+            from activemint.transforms import POLICIES
+
+            if self.audit_policy not in POLICIES:
+                raise ValueError(f"audit_policy must be one of {tuple(POLICIES)}, got {self.audit_policy!r}")
 
     def resolved(self, name: str) -> Any:
         """An optimisation field, falling back to the recipe's value."""

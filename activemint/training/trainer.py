@@ -34,6 +34,7 @@ import activemint
 from activemint.data import ArrayDataset, SplitSizes, Splits, load_dataset, make_splits, write_manifest
 from activemint.metrics import membership_metrics
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss
+from activemint.mint.loss import membership_bce
 from activemint.models import create_model, tap_points
 from activemint.training.batches import cycled_permutation, random_shift_flip, to_input
 from activemint.training.checkpoint import (
@@ -43,6 +44,20 @@ from activemint.training.checkpoint import (
     save_weights,
 )
 from activemint.training.config import TrainConfig
+from activemint.transforms import get_policy
+
+
+def mint_seen_mask(cfg: TrainConfig, n_members: int) -> np.ndarray:
+    """(n_members,) bool: the members whose membership the MINT loss sees (``cfg.mint_members``).
+
+    A seeded draw from ``cfg.seed`` alone, so evaluation re-derives it from the config.
+    """
+    mask = np.ones(n_members, dtype=bool)
+    if cfg.mint_members < 1.0:
+        k = int(round(cfg.mint_members * n_members))
+        mask[:] = False
+        mask[np.random.default_rng([cfg.seed, 8]).permutation(n_members)[:k]] = True
+    return mask
 
 
 # --------------------------------------------------------------------------- data
@@ -167,6 +182,15 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.de
             target_fpr=cfg.target_fpr, half_threshold=0.0, seed=cfg.seed,
         )
         result["membership"] = m.to_dict()
+        if cfg.mint_members < 1.0:  # held-out members: seen and unseen by the MINT loss, apart
+            seen = mint_seen_mask(cfg, len(s.members))
+            scores["members_mint_seen"] = seen
+            for key, sel in (("membership_seen", seen), ("membership_unseen", ~seen)):
+                if sel.any():
+                    result[key] = membership_metrics(
+                        scores["members"][sel], scores["eval_nonmembers"], calibration_scores=scores["calibration"],
+                        target_fpr=cfg.target_fpr, half_threshold=0.0, seed=cfg.seed,
+                    ).to_dict()
     return result, scores
 
 
@@ -268,6 +292,8 @@ class Trainer:
         members = data.train.images[torch.as_tensor(data.splits.members)].to(dev)
         member_labels = data.train.labels[torch.as_tensor(data.splits.members)].to(dev)
         external = data.train.images[torch.as_tensor(data.splits.external)].to(dev) if cfg.mint else None
+        seen = torch.as_tensor(mint_seen_mask(cfg, len(members))).to(dev)
+        policy = get_policy(cfg.audit_policy) if cfg.audit_policy and cfg.mint else None
 
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
@@ -277,19 +303,25 @@ class Trainer:
                 if external is not None else None
             )
             sums: dict[str, float] = {}
+            view_rng = np.random.default_rng([cfg.seed, 9, epoch])  # per epoch: resume-safe
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False, unit="step")
             for step in bar:
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].to(dev)
-                xm = to_input(members[idx])
+                xm = members[idx]
                 xe = None
                 if ext_order is not None:
                     eidx = ext_order[step * cfg.external_batch_size : (step + 1) * cfg.external_batch_size].to(dev)
-                    xe = to_input(external[eidx])
+                    xe = external[eidx]
+                if policy is not None:  # robust aMINT: transformed views of members and externals
+                    xm = policy(xm, view_rng)
+                    xe = policy(xe, view_rng) if xe is not None else None
+                xm = to_input(xm)
+                xe = to_input(xe) if xe is not None else None
                 if cfg.resolved("augment"):
                     xm = random_shift_flip(xm, flip=cfg.augment_flip, generator=gen)
                     if xe is not None:
                         xe = random_shift_flip(xe, flip=cfg.augment_flip, generator=gen)
-                parts = step_fn(model, loss_fn, opt, xm, member_labels[idx], xe)
+                parts = step_fn(model, loss_fn, opt, xm, member_labels[idx], xe, seen[idx])
                 if sched is not None:
                     sched.step()
                 for k, v in parts.items():
@@ -320,6 +352,8 @@ class Trainer:
         load_weights(final, self.ckpt_dir / f"{chosen}.safetensors")
         meta = json.loads((self.ckpt_dir / f"{chosen}.json").read_text())
         meta["selected_by"] = cfg.select
+        if cfg.mint and cfg.head_epochs:
+            self._train_head(final, data, seen, policy)
         save_weights(final, self.run_dir / "model.safetensors", meta)
         metrics, scores = evaluate(final, cfg, data, self.device)
         metrics.update({"run_dir": str(self.run_dir), "epochs_trained": cfg.epochs, "selected_epoch": meta["epoch"],
@@ -329,10 +363,12 @@ class Trainer:
         return RunResult(self.run_dir, cfg, metrics, time.time() - t0)
 
     # ---------------------------------------------------------------- helpers
-    def _step(self, model, loss_fn, opt, xm, ym, xe) -> dict[str, float]:
+    def _step(self, model, loss_fn, opt, xm, ym, xe, seen=None) -> dict[str, float]:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             if isinstance(self._unwrap(model), EnhancedAuditedModel):
                 logits, mint_m, mint_e = self._unwrap(model).forward_train(xm, xe)
+                if seen is not None and not bool(seen.all()):
+                    mint_m = mint_m[seen]  # held-out members: task loss only
                 loss, parts = loss_fn(logits.float(), ym, mint_m.float(), None if mint_e is None else mint_e.float())
             else:
                 loss, parts = loss_fn(model(xm).float(), ym)
@@ -340,6 +376,40 @@ class Trainer:
         loss.backward()
         opt.step()
         return parts
+
+    def _train_head(self, model: EnhancedAuditedModel, data: RunData, seen: torch.Tensor, policy) -> None:
+        """``cfg.head_epochs`` more epochs of the MINT loss alone, backbone frozen (eval mode)."""
+        cfg, dev = self.cfg, self.device
+        members = data.train.images[torch.as_tensor(data.splits.members)][seen.cpu()]
+        external = data.train.images[torch.as_tensor(data.splits.external)]
+        opt = torch.optim.Adam(model.head.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(cfg.seed + 10)
+        bs = cfg.batch_size
+        model.eval()
+        model.head.train()
+        for epoch in range(cfg.head_epochs):
+            rng = np.random.default_rng([cfg.seed, 10, epoch])
+            perm = torch.randperm(len(members), generator=gen)
+            eorder = cycled_permutation(len(external), len(perm), gen)
+            total = 0.0
+            for i in range(0, len(perm), bs):
+                xm, xe = members[perm[i:i + bs]], external[eorder[i:i + bs]]
+                if policy is not None:
+                    xm, xe = policy(xm, rng), policy(xe, rng)
+                with torch.no_grad(), model._run("truncate"):
+                    try:
+                        model.backbone(to_input(torch.cat([xm, xe]), dev))
+                    except Exception as e:  # the truncating hook ends the pass
+                        if type(e).__name__ != "_StopForward":
+                            raise
+                    feats = model._features()
+                loss = membership_bce(model.head(feats), len(xm))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(xm)
+            self.log(f"head epoch {epoch + 1}/{cfg.head_epochs}  mint_loss {total / len(perm):.4f}")
+        model.eval()
 
     @staticmethod
     def _unwrap(model: nn.Module) -> nn.Module:
