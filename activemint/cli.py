@@ -45,6 +45,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda-mint", type=float, help="λ2, weight of the normalised MINT loss (default 1)")
     g.add_argument("--mint-members", type=float, help="fraction of D whose membership the MINT loss sees (default 1; the task loss always sees all of D)")
     g.add_argument("--audit-policy", help="robust aMINT: train the MINT head on transformed views (robust, geometric); default: exact images")
+    g.add_argument("--audit-views", choices=["all", "mint"], help="with --audit-policy: transform the inputs of both losses (all, default) or of the MINT loss only (mint)")
     g.add_argument("--head-epochs", type=int, help="extra epochs training only the MINT head, backbone frozen (default 0)")
     g.add_argument("--select", choices=["last", "val_task", "val_mint"], help="which epoch to keep: the last, or the best on held-out validation data")
     g.add_argument("--target-fpr", type=float, help="FPR of the calibrated threshold (default 0.01)")
@@ -66,7 +67,7 @@ _FIELDS = {
     "weight_decay": "weight_decay", "schedule": "schedule", "lambda_task": "lambda_task",
     "lambda_mint": "lambda_mint", "select": "select", "target_fpr": "target_fpr", "seed": "seed",
     "device": "device", "precision": "precision", "channels_last": "channels_last", "compile": "compile",
-    "mint_members": "mint_members", "audit_policy": "audit_policy", "head_epochs": "head_epochs",
+    "mint_members": "mint_members", "audit_policy": "audit_policy", "head_epochs": "head_epochs", "audit_views": "audit_views",
 }
 
 

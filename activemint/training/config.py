@@ -63,6 +63,9 @@ class TrainConfig:
     # Robust Active MINT: a named policy of transformed views (activemint.transforms.POLICIES)
     # that members and externals go through before each training step; None = exact images.
     audit_policy: str | None = None
+    # Which inputs go through audit_policy: "all" (task and MINT loss see the same transformed
+    # members) or "mint" (the task loss sees the exact members; the MINT loss transformed views).
+    audit_views: str = "all"
     # Extra epochs that train only the MINT head (backbone frozen) after the last epoch.
     head_epochs: int = 0
     head_width: int = 64
@@ -106,6 +109,8 @@ class TrainConfig:
             raise ValueError("target_fpr must be in (0, 1)")
         if not 0 < self.mint_members <= 1:
             raise ValueError(f"mint_members must be in (0, 1], got {self.mint_members}")
+        if self.audit_views not in ("all", "mint"):
+            raise ValueError(f"audit_views must be all or mint, got {self.audit_views!r}")
         if self.head_epochs < 0:
             raise ValueError(f"head_epochs must be >= 0, got {self.head_epochs}")
         if self.audit_policy is not None:

@@ -312,8 +312,12 @@ class Trainer:
                 if ext_order is not None:
                     eidx = ext_order[step * cfg.external_batch_size : (step + 1) * cfg.external_batch_size].to(dev)
                     xe = external[eidx]
+                xv = None  # robust aMINT, views for the MINT loss only: transformed members
                 if policy is not None:  # robust aMINT: transformed views of members and externals
-                    xm = policy(xm, view_rng)
+                    if cfg.audit_views == "mint":
+                        xv = to_input(policy(xm, view_rng))
+                    else:
+                        xm = policy(xm, view_rng)
                     xe = policy(xe, view_rng) if xe is not None else None
                 xm = to_input(xm)
                 xe = to_input(xe) if xe is not None else None
@@ -321,7 +325,7 @@ class Trainer:
                     xm = random_shift_flip(xm, flip=cfg.augment_flip, generator=gen)
                     if xe is not None:
                         xe = random_shift_flip(xe, flip=cfg.augment_flip, generator=gen)
-                parts = step_fn(model, loss_fn, opt, xm, member_labels[idx], xe, seen[idx])
+                parts = step_fn(model, loss_fn, opt, xm, member_labels[idx], xe, seen[idx], xv)
                 if sched is not None:
                     sched.step()
                 for k, v in parts.items():
@@ -363,10 +367,12 @@ class Trainer:
         return RunResult(self.run_dir, cfg, metrics, time.time() - t0)
 
     # ---------------------------------------------------------------- helpers
-    def _step(self, model, loss_fn, opt, xm, ym, xe, seen=None) -> dict[str, float]:
+    def _step(self, model, loss_fn, opt, xm, ym, xe, seen=None, xv=None) -> dict[str, float]:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             if isinstance(self._unwrap(model), EnhancedAuditedModel):
                 logits, mint_m, mint_e = self._unwrap(model).forward_train(xm, xe)
+                if xv is not None:  # the MINT loss reads the transformed member views instead
+                    mint_m = self._unwrap(model).membership_logit(xv)
                 if seen is not None and not bool(seen.all()):
                     mint_m = mint_m[seen]  # held-out members: task loss only
                 loss, parts = loss_fn(logits.float(), ym, mint_m.float(), None if mint_e is None else mint_e.float())
