@@ -125,11 +125,12 @@ def run_robustness(
     ctx = load_context(run_dir, plain_run=plain_run, members=members, max_samples=max_samples,
                        cache_dir=out / "cache", log=log)
     channels = ctx.images["members"].shape[1]
-    pairs = [EXACT] + parse_spec(transforms, channels)
+    pairs = [EXACT] + parse_spec(transforms, channels)  # bad arguments fail before any work
+    classes = get_scorers(scorers)
     target = ctx.run.config.target_fpr
     prepared = []
     skipped = {}
-    for cls in get_scorers(scorers):
+    for cls in classes:
         why = cls.applies(ctx)
         if why:
             skipped[cls.key] = why
