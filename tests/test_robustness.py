@@ -32,8 +32,11 @@ def test_cli_writes_table_plot_and_every_baseline(small_runs, tmp_path, capsys):
     assert rc == 0
     for name in ("robustness.md", "robustness.csv", "robustness.json", "robustness.png", "robustness.html"):
         assert (out / name).stat().st_size > 0, name
-    rows = json.loads((out / "robustness.json").read_text())["rows"]
-    assert {r["scorer"] for r in rows} == set(SCORERS)  # every baseline has its row
+    doc = json.loads((out / "robustness.json").read_text())
+    rows = doc["rows"]
+    # Every baseline has its row; the robust post-hoc head only where the run has an audit policy.
+    assert {r["scorer"] for r in rows} == set(SCORERS) - {"posthoc_head_robust"}
+    assert "audit-policy" in doc["info"]["skipped"]["posthoc_head_robust"]
     assert {(r["transform"], r["level"]) for r in rows} == {("none", "exact"), ("translate", "2px"), ("jpeg", "q50")}
     by = {(r["scorer"], r["transform"]): r for r in rows}
     # Exact lookup: every exact member is in the manifest, no non-member is -> AUC 1, no false positive.

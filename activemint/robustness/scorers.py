@@ -242,16 +242,27 @@ class PostHocHeadScorer(Scorer):
                   "external_batch_size": acfg.external_batch_size, "head_width": acfg.head_width,
                   "head_hidden": acfg.head_hidden, "seed": 0,
                   "plain_model": hashlib.sha256((plain.run_dir / "model.safetensors").read_bytes()).hexdigest()}
+        policy = self.policy(acfg)
+        params["policy"] = acfg.audit_policy if policy is not None else None
         key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-        path = ctx.cache_dir / f"posthoc-head-{key}.safetensors"
+        # Cached beside the plain model it reads (one head per plain model and recipe).
+        path = plain.run_dir / "posthoc-heads" / f"{self.key}-{key}.safetensors"
         model = wrap_frozen(plain.model.backbone, taps, shape, head_width=acfg.head_width, head_hidden=acfg.head_hidden, seed=0)
         if path.is_file():
             load_weights(model, path)
-        else:
+        elif policy is None:
             ctx.log(f"training the post-hoc head on the plain model ({acfg.epochs} epochs) -> {path}")
             train_passive_head(model, ctx.images["members"], ctx.images["external"], epochs=acfg.epochs,
                                lr=acfg.resolved("lr"), batch_size=acfg.batch_size,
                                external_batch_size=acfg.external_batch_size, seed=0, device=plain.device)
+        else:
+            from activemint.training.trainer import train_head
+
+            epochs = acfg.epochs + acfg.head_epochs
+            ctx.log(f"training the robust post-hoc head ({acfg.audit_policy} views, {epochs} epochs) -> {path}")
+            train_head(model, ctx.images["members"], ctx.images["external"], epochs=epochs, lr=acfg.resolved("lr"),
+                       batch_size=acfg.batch_size, policy=policy, seed=0, device=plain.device, log=ctx.log)
+        if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             save_weights(model, path, params)
         self.model, self.device = model.to(plain.device).eval(), plain.device
@@ -260,3 +271,23 @@ class PostHocHeadScorer(Scorer):
         from activemint.training.trainer import membership_scores
 
         return membership_scores(self.model, images, self.device)
+
+    def policy(self, acfg):
+        return None
+
+
+@register
+class RobustPostHocHeadScorer(PostHocHeadScorer):
+    key = "posthoc_head_robust"
+    name = "Robust post-hoc head (as posthoc_head, trained on the audited run's transformed views)"
+
+    @classmethod
+    def applies(cls, ctx: Context) -> str | None:
+        if not ctx.run.config.audit_policy:
+            return "the audited run has no --audit-policy to copy"
+        return super().applies(ctx)
+
+    def policy(self, acfg):
+        from activemint.transforms import get_policy
+
+        return get_policy(acfg.audit_policy)

@@ -385,37 +385,11 @@ class Trainer:
 
     def _train_head(self, model: EnhancedAuditedModel, data: RunData, seen: torch.Tensor, policy) -> None:
         """``cfg.head_epochs`` more epochs of the MINT loss alone, backbone frozen (eval mode)."""
-        cfg, dev = self.cfg, self.device
+        cfg = self.cfg
         members = data.train.images[torch.as_tensor(data.splits.members)][seen.cpu()]
         external = data.train.images[torch.as_tensor(data.splits.external)]
-        opt = torch.optim.Adam(model.head.parameters(), lr=1e-3)
-        gen = torch.Generator().manual_seed(cfg.seed + 10)
-        bs = cfg.batch_size
-        model.eval()
-        model.head.train()
-        for epoch in range(cfg.head_epochs):
-            rng = np.random.default_rng([cfg.seed, 10, epoch])
-            perm = torch.randperm(len(members), generator=gen)
-            eorder = cycled_permutation(len(external), len(perm), gen)
-            total = 0.0
-            for i in range(0, len(perm), bs):
-                xm, xe = members[perm[i:i + bs]], external[eorder[i:i + bs]]
-                if policy is not None:
-                    xm, xe = policy(xm, rng), policy(xe, rng)
-                with torch.no_grad(), model._run("truncate"):
-                    try:
-                        model.backbone(to_input(torch.cat([xm, xe]), dev))
-                    except Exception as e:  # the truncating hook ends the pass
-                        if type(e).__name__ != "_StopForward":
-                            raise
-                    feats = model._features()
-                loss = membership_bce(model.head(feats), len(xm))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss) * len(xm)
-            self.log(f"head epoch {epoch + 1}/{cfg.head_epochs}  mint_loss {total / len(perm):.4f}")
-        model.eval()
+        train_head(model, members, external, epochs=cfg.head_epochs, lr=1e-3, batch_size=cfg.batch_size,
+                   policy=policy, seed=cfg.seed + 10, device=self.device, log=self.log)
 
     @staticmethod
     def _unwrap(model: nn.Module) -> nn.Module:
@@ -441,6 +415,47 @@ class Trainer:
             return
         lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epochs_done]
         path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def train_head(model: EnhancedAuditedModel, members: torch.Tensor, external: torch.Tensor, *, epochs: int, lr: float,
+               batch_size: int, policy=None, seed: int = 0, device: torch.device | str = "cpu",
+               log: Callable[[str], None] | None = None) -> EnhancedAuditedModel:
+    """Train only ``model.head`` (backbone frozen, eval mode) on uint8 members (1) / externals (0).
+
+    ``policy`` (an :class:`activemint.transforms.AuditPolicy`): transformed views of both, drawn
+    per epoch from ``seed``.  Used for ``TrainConfig.head_epochs`` and the robust post-hoc head.
+    """
+    device = torch.device(device)
+    model.to(device).eval()
+    opt = torch.optim.Adam(model.head.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    frozen = [(p, p.requires_grad) for p in model.backbone.parameters()]
+    for p, _ in frozen:
+        p.requires_grad_(False)
+    for epoch in range(epochs):
+        rng = np.random.default_rng([seed, 10, epoch])
+        perm = torch.randperm(len(members), generator=gen)
+        eorder = cycled_permutation(len(external), len(perm), gen)
+        total = 0.0
+        for i in range(0, len(perm), batch_size):
+            xm, xe = members[perm[i:i + batch_size]], external[eorder[i:i + batch_size]]
+            if policy is not None:
+                xm, xe = policy(xm, rng), policy(xe, rng)
+            with torch.no_grad():
+                x = to_input(torch.cat([xm, xe]), device)
+            model.head.train()
+            logits = model.membership_logit(x)
+            loss = membership_bce(logits, len(xm))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(xm)
+        if log is not None:
+            log(f"head epoch {epoch + 1}/{epochs}  mint_loss {total / len(perm):.4f}")
+    for p, flag in frozen:
+        p.requires_grad_(flag)
+    model.eval()
+    return model
 
 
 def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: int) -> dict[str, Any]:
