@@ -449,7 +449,7 @@ def train_head(model: EnhancedAuditedModel, members: torch.Tensor, external: tor
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(xm)
+            total += float(loss.detach()) * len(xm)
         if log is not None:
             log(f"head epoch {epoch + 1}/{epochs}  mint_loss {total / len(perm):.4f}")
     for p, flag in frozen:
