@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ def _from_pil(im: Image.Image, channels: int) -> torch.Tensor:
 
 def _jpeg(img: torch.Tensor, quality: float, rng: np.random.Generator) -> torch.Tensor:
     buf = io.BytesIO()
-    _to_pil(img).save(buf, format="JPEG", quality=int(round(quality)))
+    _to_pil(img).save(buf, format="JPEG", quality=round(quality))
     buf.seek(0)
     with Image.open(buf) as im:
         return _from_pil(im.convert("L" if img.shape[0] == 1 else "RGB"), img.shape[0])
@@ -65,13 +65,13 @@ def _translate(img: torch.Tensor, px: float, rng: np.random.Generator) -> torch.
     if px == 0:
         return img.clone()
     dx, dy = _DIRECTIONS[int(rng.integers(4))]
-    return TF.affine(img, angle=0.0, translate=[int(round(dx * px)), int(round(dy * px))], scale=1.0, shear=[0.0, 0.0], fill=0)
+    return TF.affine(img, angle=0.0, translate=[round(dx * px), round(dy * px)], scale=1.0, shear=[0.0, 0.0], fill=0)
 
 
 def _crop_resize(img: torch.Tensor, keep: float, rng: np.random.Generator) -> torch.Tensor:
     """Keep a ``keep`` fraction of each side at a drawn position, resize back (bilinear)."""
     _, h, w = img.shape
-    ch, cw = max(1, int(round(h * keep))), max(1, int(round(w * keep)))
+    ch, cw = max(1, round(h * keep)), max(1, round(w * keep))
     top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     return TF.resized_crop(img, top, left, ch, cw, [h, w], antialias=True)
 
@@ -79,7 +79,7 @@ def _crop_resize(img: torch.Tensor, keep: float, rng: np.random.Generator) -> to
 def _resize(img: torch.Tensor, factor: float, rng: np.random.Generator) -> torch.Tensor:
     """Resize down by ``factor`` and back to the original size (bilinear, antialiased)."""
     _, h, w = img.shape
-    small = TF.resize(img, [max(1, int(round(h * factor))), max(1, int(round(w * factor)))], antialias=True)
+    small = TF.resize(img, [max(1, round(h * factor)), max(1, round(w * factor))], antialias=True)
     return TF.resize(small, [h, w], antialias=True)
 
 

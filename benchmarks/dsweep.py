@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     table = []
     for n in (int(s) for s in a.sizes.split(",")):
         val, cal, ev = 500, 1000, 2000
-        base = dict(dataset="fashion-mnist", arch=a.arch, setup="entry", members=n, external=sizes_for(n, val, cal),
-                    validation=val, calibration=cal, eval_nonmembers=ev, epochs=a.epochs, lr=1e-3, seed=0)
+        base = {"dataset": "fashion-mnist", "arch": a.arch, "setup": "entry", "members": n, "external": sizes_for(n, val, cal),
+                    "validation": val, "calibration": cal, "eval_nonmembers": ev, "epochs": a.epochs, "lr": 1e-3, "seed": 0}
         t0 = time.time()
         active = ensure(TrainConfig(**base, mint=True), out / f"d{n}-amint")
         plain = ensure(TrainConfig(**base, mint=False), out / f"d{n}-plain")

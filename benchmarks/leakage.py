@@ -27,7 +27,13 @@ import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from activemint.attacks import LiraConfig, ReferenceConfig, logit_confidence, output_scores, reference_logits
+from activemint.attacks import (
+    LiraConfig,
+    ReferenceConfig,
+    logit_confidence,
+    output_scores,
+    reference_logits,
+)
 from activemint.attacks.lira import lira_scores
 from activemint.data import read_manifest
 from activemint.metrics import membership_metrics

@@ -9,13 +9,12 @@ import json
 import shutil
 
 import pytest
+from conftest import trained_run
 
 from activemint.cli import main
 from activemint.robustness import SCORERS, RobustnessError, run_robustness
 
-from conftest import trained_run
-
-SMALL = dict(members=400, external=800, validation=100, calibration=200, eval_nonmembers=400, epochs=15)
+SMALL = {"members": 400, "external": 800, "validation": 100, "calibration": 200, "eval_nonmembers": 400, "epochs": 15}
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from activemint.errors import UserError
+from activemint.training.config import TrainConfig
 from activemint.transforms import (
     POLICIES,
     TRANSFORMS,
@@ -14,13 +15,13 @@ from activemint.transforms import (
     apply_transform,
     parse_spec,
 )
-from activemint.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     """40 real Fashion-MNIST training images (uint8, 1x28x28)."""
     from conftest import require_fashion_mnist
+
     from activemint.data import load_dataset
 
     require_fashion_mnist()

@@ -16,9 +16,9 @@ def robustness_section(out: Path) -> str:
     d = json.loads(jpath.read_text())
     info, rows = d["info"], d["rows"]
     parts = ["<h2>Robustness to near-copies</h2>",
-             f'<p class="note">Members ({esc(info["members"])}) and non-members transformed the same way; thresholds for '
+             (f'<p class="note">Members ({esc(info["members"])}) and non-members transformed the same way; thresholds for '
              f'{info["target_fpr"]:g} FPR calibrated on untransformed and on transformed calibration non-members. '
-             f'Command: <code>activemint robustness {esc(info["run_dir"])}</code></p>']
+             f'Command: <code>activemint robustness {esc(info["run_dir"])}</code></p>')]
     png = Path(out) / "robustness.png"
     if png.is_file():
         parts.append(img("data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(), "AUC and TPR@1%FPR vs severity"))

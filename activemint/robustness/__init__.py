@@ -6,6 +6,13 @@
 * :func:`run_robustness`: the table, plot and HTML of ``activemint robustness RUN_DIR``.
 """
 from activemint.robustness.evaluate import Row, run_robustness
-from activemint.robustness.scorers import SCORERS, Context, RobustnessError, Scorer, get_scorers, register
+from activemint.robustness.scorers import (
+    SCORERS,
+    Context,
+    RobustnessError,
+    Scorer,
+    get_scorers,
+    register,
+)
 
-__all__ = ["Row", "run_robustness", "SCORERS", "Context", "RobustnessError", "Scorer", "get_scorers", "register"]
+__all__ = ["SCORERS", "Context", "RobustnessError", "Row", "Scorer", "get_scorers", "register", "run_robustness"]

@@ -21,9 +21,9 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -201,9 +201,9 @@ def write_outputs(out: Path, rows: list[Row], info: dict) -> None:
     (out / "robustness.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=2))
     scorers = {r.scorer: (r.method, r.needs) for r in rows}
     md = [f"# Robustness of membership detection: `{info['run_dir']}`", "",
-          f"Members ({info['members']}) vs evaluation non-members, both transformed the same way (seed {info['seed']}); "
+          (f"Members ({info['members']}) vs evaluation non-members, both transformed the same way (seed {info['seed']}); "
           f"thresholds for {info['target_fpr']:g} FPR calibrated on the untransformed and on the transformed calibration "
-          "non-members.", "", "Scorers:", ""]
+          "non-members."), "", "Scorers:", ""]
     md += [f"- `{k}`: {m} — needs {n}" for k, (m, n) in scorers.items()]
     md += [f"- skipped `{k}`: {v}" for k, v in info.get("skipped", {}).items()]
     md += ["", markdown_table(rows), ""]
