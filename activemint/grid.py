@@ -125,7 +125,8 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
 #: TrainConfig fields added after grids were first run, with the value that reproduces runs
 #: from before they existed.  A field holding that value is left out of the hash, so adding a
 #: field does not orphan finished cells; any other value changes the hash.
-HASH_NEUTRAL: dict[str, Any] = {"test_samples": None, "head_stride": 1}
+HASH_NEUTRAL: dict[str, Any] = {"test_samples": None, "head_stride": 1, "mint_members": 1.0, "audit_policy": None,
+                               "audit_views": "all", "head_epochs": 0}
 
 
 def config_hash(cfg: TrainConfig) -> str:
