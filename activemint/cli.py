@@ -49,6 +49,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head-norm", choices=["none", "mlp", "branch"], help="BatchNorm in the MINT head: none, before its MLP (mlp, default: the head learns from the first epochs), also in its conv branches (branch)")
     g.add_argument("--head-lr-scale", type=float, help="the MINT head's learning rate as a multiple of --lr")
     g.add_argument("--loss-norm", choices=["first", "none"], help="first: each loss term divided by its first-batch value (paper); none: raw sum")
+    g.add_argument("--mint-members", type=float, help="fraction of D whose membership the MINT loss sees (default 1; the task loss always sees all of D)")
+    g.add_argument("--audit-policy", help="robust aMINT: train the MINT head on transformed views (robust, geometric); default: exact images")
+    g.add_argument("--audit-views", choices=["all", "mint"], help="with --audit-policy: transform the inputs of both losses (all, default) or of the MINT loss only (mint)")
+    g.add_argument("--head-epochs", type=int, help="extra epochs training only the MINT head, backbone frozen (default 0)")
     g.add_argument("--select", choices=["val_task_mint", "val_task", "val_mint", "last"],
                    help="which epoch to keep, judged on the validation split: best accuracy + membership AUC (default), "
                         "best accuracy, best membership AUC, or the last epoch")
@@ -72,6 +76,7 @@ _FIELDS = {
     "weight_decay": "weight_decay", "schedule": "schedule", "lambda_task": "lambda_task",
     "lambda_mint": "lambda_mint", "select": "select", "target_fpr": "target_fpr", "seed": "seed",
     "device": "device", "precision": "precision", "channels_last": "channels_last", "compile": "compile",
+    "mint_members": "mint_members", "audit_policy": "audit_policy", "head_epochs": "head_epochs", "audit_views": "audit_views",
 }
 
 
@@ -273,6 +278,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from activemint.robustness import run_robustness
+
+    scorers = [k.strip() for k in args.scorers.split(",") if k.strip()] if args.scorers else None
+    out = Path(args.out) if args.out else Path(args.run_dir) / "robustness"
+    rows = run_robustness(args.run_dir, out, transforms=args.transforms, scorers=scorers, plain_run=args.plain_run,
+                          members=args.members, seed=args.seed, max_samples=args.max_samples, bootstrap=args.bootstrap,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"{len(rows)} rows written to {out}/robustness.md (.csv, .json, .png, .html)")
+    return 0
+
+
 def cmd_list(kind: str) -> int:
     if kind == "datasets":
         from activemint.data import dataset_info, list_datasets
@@ -397,6 +414,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plain-run", help="use this finished plain run directory (same splits) instead of training one")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
+
+    rb = sub.add_parser("robustness", help="membership figures of aMINT and the baselines on transformed copies (JPEG, shifts, crops ...)",
+                        description="Transform members and non-members the same way (every transformation and severity), score "
+                                    "them with Active MINT and the baselines (exact SHA-256 lookup, perceptual hash, nearest "
+                                    "member in the model's features, the post-hoc head with --plain-run) and write a table "
+                                    "(MD/CSV/JSON), a plot and HTML.")
+    rb.add_argument("run_dir")
+    rb.add_argument("--out", help="output folder (default RUN_DIR/robustness)")
+    rb.add_argument("--transforms", default="all", help="comma-separated NAME[:LEVEL] (default all); names: jpeg, translate, crop, "
+                                                        "resize, hflip, rotate, noise, brightness_contrast, grayscale (RGB)")
+    rb.add_argument("--scorers", help="comma-separated scorer keys (default: every one that applies): "
+                                      "active_mint, exact_sha256, phash, feature_nn, posthoc_head")
+    rb.add_argument("--plain-run", help="the same splits trained without aMINT (enables the post-hoc head row)")
+    rb.add_argument("--members", default="all", choices=["all", "seen", "unseen"],
+                    help="which members to evaluate on a run trained with --mint-members < 1 (default all)")
+    rb.add_argument("--seed", type=int, default=0, help="seed of the transformations' random choices (default 0)")
+    rb.add_argument("--max-samples", type=int, help="evaluate at most this many samples per role (a seeded subset)")
+    rb.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for the AUC interval (default 100)")
+    rb.set_defaults(func=cmd_robustness)
 
     sub.add_parser("datasets", help="list the registered data sets").set_defaults(func=lambda a: cmd_list("datasets"))
     sub.add_parser("archs", help="list the architectures and their tap points").set_defaults(func=lambda a: cmd_list("archs"))

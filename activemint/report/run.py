@@ -137,6 +137,13 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
             op = (m["fpr_at_calibrated"], m["tpr_at_calibrated"]) if m and m.get("fpr_at_calibrated") is not None else None
             parts.append(img(plots.roc_figure({"aMINT head": (scores["members"], scores["eval_nonmembers"])}, operating_point=op),
                              "ROC curves, linear and log-log"))
+    from activemint.report.robustness import robustness_section
+
+    parts.append(robustness_section(run_dir / "robustness"))  # empty unless `activemint robustness` ran
+    for key, label in (("membership_seen", "members the MINT loss saw"), ("membership_unseen", "held-out members (task loss only)")):
+        if key in metrics:
+            parts.append(f"<h2>Membership test: {label}</h2>")
+            parts.append(_membership_table(metrics[key]))
     if cfg:
         parts.append("<h2>Configuration</h2>")
         keys = [k for k in ("dataset", "arch", "setup", "mint", "taps", "members", "external", "validation", "calibration",

@@ -146,6 +146,17 @@ class TrainConfig:
     augment_flip: bool = False
     lambda_task: float = 1.0
     lambda_mint: float = 1.0
+    # Held-out members: the fraction of D whose membership the MINT loss sees (the task loss
+    # always sees all of D); the evaluation reports seen and unseen members separately.
+    mint_members: float = 1.0
+    # Robust Active MINT: a named policy of transformed views (activemint.transforms.POLICIES)
+    # that members and externals go through before each training step; None = exact images.
+    audit_policy: str | None = None
+    # Which inputs go through audit_policy: "all" (task and MINT loss see the same transformed
+    # members) or "mint" (the task loss sees the exact members; the MINT loss transformed views).
+    audit_views: str = "all"
+    # Extra epochs that train only the MINT head (backbone frozen) after the last epoch.
+    head_epochs: int = 0
     head_width: int = 64
     head_hidden: int = 128
     head_stride: int = 1
@@ -235,6 +246,17 @@ class TrainConfig:
             raise ConfigError(f"loss_norm must be one of {LOSS_NORMS}, got {self.loss_norm!r}")
         if not 0 < self.target_fpr < 1:
             raise ConfigError("target_fpr must be in (0, 1)")
+        if not 0 < self.mint_members <= 1:
+            raise ConfigError(f"mint_members must be in (0, 1], got {self.mint_members}")
+        if self.audit_views not in ("all", "mint"):
+            raise ConfigError(f"audit_views must be all or mint, got {self.audit_views!r}")
+        if self.head_epochs < 0:
+            raise ConfigError(f"head_epochs must be >= 0, got {self.head_epochs}")
+        if self.audit_policy is not None:
+            from activemint.transforms import POLICIES
+
+            if self.audit_policy not in POLICIES:
+                raise ConfigError(f"audit_policy must be one of {tuple(POLICIES)}, got {self.audit_policy!r}")
 
     def resolved(self, name: str) -> Any:
         """An optimisation field, falling back to the recipe's value."""

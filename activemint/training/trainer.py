@@ -47,6 +47,7 @@ from activemint.data import (
 )
 from activemint.metrics import membership_metrics
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss
+from activemint.mint.loss import membership_bce
 from activemint.models import create_model, tap_points
 from activemint.rundir import RunDir, RunError, RunExistsError, kill_point
 from activemint.training.batches import cycled_permutation, random_shift_flip, to_input
@@ -61,6 +62,20 @@ from activemint.training.checkpoint import (
     save_weights,
 )
 from activemint.training.config import ConfigError, TrainConfig, parse_device
+from activemint.transforms import get_policy
+
+
+def mint_seen_mask(cfg: TrainConfig, n_members: int) -> np.ndarray:
+    """(n_members,) bool: the members whose membership the MINT loss sees (``cfg.mint_members``).
+
+    A seeded draw from ``cfg.seed`` alone, so evaluation re-derives it from the config.
+    """
+    mask = np.ones(n_members, dtype=bool)
+    if cfg.mint_members < 1.0:
+        k = int(round(cfg.mint_members * n_members))
+        mask[:] = False
+        mask[np.random.default_rng([cfg.seed, 8]).permutation(n_members)[:k]] = True
+    return mask
 
 
 # --------------------------------------------------------------------------- data
@@ -238,6 +253,15 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.de
             target_fpr=cfg.target_fpr, half_threshold=0.0, seed=cfg.seed,
         )
         result["membership"] = m.to_dict()
+        if cfg.mint_members < 1.0:  # held-out members: seen and unseen by the MINT loss, apart
+            seen = mint_seen_mask(cfg, len(s.members))
+            scores["members_mint_seen"] = seen
+            for key, sel in (("membership_seen", seen), ("membership_unseen", ~seen)):
+                if sel.any():
+                    result[key] = membership_metrics(
+                        scores["members"][sel], scores["eval_nonmembers"], calibration_scores=scores["calibration"],
+                        target_fpr=cfg.target_fpr, half_threshold=0.0, seed=cfg.seed,
+                    ).to_dict()
     return result, scores
 
 
@@ -371,6 +395,8 @@ class Trainer:
         members = data.train.images[torch.as_tensor(data.splits.members)].to(dev)
         member_labels = data.train.labels[torch.as_tensor(data.splits.members)].to(dev)
         external = data.train.images[torch.as_tensor(data.splits.external)].to(dev) if cfg.mint else None
+        seen = torch.as_tensor(mint_seen_mask(cfg, len(members))).to(dev)
+        policy = get_policy(cfg.audit_policy) if cfg.audit_policy and cfg.mint else None
 
         for epoch in range(start_epoch, cfg.epochs):
             t_epoch = time.time()
@@ -381,19 +407,29 @@ class Trainer:
                 if external is not None else None
             )
             sums: dict[str, float] = {}
+            view_rng = np.random.default_rng([cfg.seed, 9, epoch])  # per epoch: resume-safe
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False, unit="step")
             for step in bar:
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].to(dev)
-                xm = to_input(members[idx])
+                xm = members[idx]
                 xe = None
                 if ext_order is not None:
                     eidx = ext_order[step * cfg.external_batch_size : (step + 1) * cfg.external_batch_size].to(dev)
-                    xe = to_input(external[eidx])
+                    xe = external[eidx]
+                xv = None  # robust aMINT, views for the MINT loss only: transformed members
+                if policy is not None:  # robust aMINT: transformed views of members and externals
+                    if cfg.audit_views == "mint":
+                        xv = to_input(policy(xm, view_rng))
+                    else:
+                        xm = policy(xm, view_rng)
+                    xe = policy(xe, view_rng) if xe is not None else None
+                xm = to_input(xm)
+                xe = to_input(xe) if xe is not None else None
                 if cfg.resolved("augment"):
                     xm = random_shift_flip(xm, flip=cfg.augment_flip, generator=gen)
                     if xe is not None:
                         xe = random_shift_flip(xe, flip=cfg.augment_flip, generator=gen)
-                parts = step_fn(model, loss_fn, opt, xm, member_labels[idx], xe)
+                parts = step_fn(model, loss_fn, opt, xm, member_labels[idx], xe, seen[idx], xv)
                 if sched is not None:
                     sched.step()
                 for k, v in parts.items():
@@ -430,6 +466,8 @@ class Trainer:
         load_weights(final, chosen.weights)
         meta = read_metadata(chosen.weights)
         meta["selected_by"] = cfg.select
+        if cfg.mint and cfg.head_epochs:
+            self._train_head(final, data, seen, policy)
         save_weights(final, rd.model, meta)
         metrics, scores = evaluate(final, cfg, data, self.device)
         metrics.update({"run_dir": str(self.run_dir), "epochs_trained": last.epoch, "selected_epoch": meta["epoch"],
@@ -440,10 +478,14 @@ class Trainer:
         return RunResult(self.run_dir, cfg, metrics, time.time() - t0)
 
     # ---------------------------------------------------------------- helpers
-    def _step(self, model, loss_fn, opt, xm, ym, xe) -> dict[str, float]:
+    def _step(self, model, loss_fn, opt, xm, ym, xe, seen=None, xv=None) -> dict[str, float]:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             if isinstance(self._unwrap(model), EnhancedAuditedModel):
                 logits, mint_m, mint_e = self._unwrap(model).forward_train(xm, xe)
+                if xv is not None:  # the MINT loss reads the transformed member views instead
+                    mint_m = self._unwrap(model).membership_logit(xv)
+                if seen is not None and not bool(seen.all()):
+                    mint_m = mint_m[seen]  # held-out members: task loss only
                 loss, parts = loss_fn(logits.float(), ym, mint_m.float(), None if mint_e is None else mint_e.float())
             else:
                 loss, parts = loss_fn(model(xm).float(), ym)
@@ -451,6 +493,14 @@ class Trainer:
         loss.backward()
         opt.step()
         return parts
+
+    def _train_head(self, model: EnhancedAuditedModel, data: RunData, seen: torch.Tensor, policy) -> None:
+        """``cfg.head_epochs`` more epochs of the MINT loss alone, backbone frozen (eval mode)."""
+        cfg = self.cfg
+        members = data.train.images[torch.as_tensor(data.splits.members)][seen.cpu()]
+        external = data.train.images[torch.as_tensor(data.splits.external)]
+        train_head(model, members, external, epochs=cfg.head_epochs, lr=1e-3, batch_size=cfg.batch_size,
+                   policy=policy, seed=cfg.seed + 10, device=self.device, log=self.log)
 
     @staticmethod
     def _unwrap(model: nn.Module) -> nn.Module:
@@ -530,6 +580,47 @@ def selection_info(rule: str, epoch: int, epochs: int, records: list[dict[str, A
         if key in rec:
             info[key] = rec[key]
     return info
+
+
+def train_head(model: EnhancedAuditedModel, members: torch.Tensor, external: torch.Tensor, *, epochs: int, lr: float,
+               batch_size: int, policy=None, seed: int = 0, device: torch.device | str = "cpu",
+               log: Callable[[str], None] | None = None) -> EnhancedAuditedModel:
+    """Train only ``model.head`` (backbone frozen, eval mode) on uint8 members (1) / externals (0).
+
+    ``policy`` (an :class:`activemint.transforms.AuditPolicy`): transformed views of both, drawn
+    per epoch from ``seed``.  Used for ``TrainConfig.head_epochs`` and the robust post-hoc head.
+    """
+    device = torch.device(device)
+    model.to(device).eval()
+    opt = torch.optim.Adam(model.head.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    frozen = [(p, p.requires_grad) for p in model.backbone.parameters()]
+    for p, _ in frozen:
+        p.requires_grad_(False)
+    for epoch in range(epochs):
+        rng = np.random.default_rng([seed, 10, epoch])
+        perm = torch.randperm(len(members), generator=gen)
+        eorder = cycled_permutation(len(external), len(perm), gen)
+        total = 0.0
+        for i in range(0, len(perm), batch_size):
+            xm, xe = members[perm[i:i + batch_size]], external[eorder[i:i + batch_size]]
+            if policy is not None:
+                xm, xe = policy(xm, rng), policy(xe, rng)
+            with torch.no_grad():
+                x = to_input(torch.cat([xm, xe]), device)
+            model.head.train()
+            logits = model.membership_logit(x)
+            loss = membership_bce(logits, len(xm))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(xm)
+        if log is not None:
+            log(f"head epoch {epoch + 1}/{epochs}  mint_loss {total / len(perm):.4f}")
+    for p, flag in frozen:
+        p.requires_grad_(flag)
+    model.eval()
+    return model
 
 
 def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: int) -> dict[str, Any]:

@@ -1,0 +1,248 @@
+"""``activemint robustness RUN_DIR``: membership figures of every scorer on near-copies.
+
+For every transformation and severity of :mod:`activemint.transforms` (and the exact copies),
+the members D, the evaluation non-members and the calibration non-members of a run all go
+through the same transformation (same code, same seed); every registered scorer that applies
+scores them, and the one metrics engine (:func:`activemint.metrics.membership_metrics`) turns
+the scores into AUC, TPR at 1% and 0.1% FPR, and the observed TPR / FPR at a threshold
+calibrated for the run's target FPR twice:
+
+* on the *untransformed* calibration non-members (the auditor does not know what was done
+  to the image: the deployed threshold), and
+* on the *transformed* calibration non-members (the auditor knows and re-calibrates).
+
+Outputs in ``OUT`` (default ``RUN_DIR/robustness``): ``robustness.md``, ``.csv``, ``.json``,
+``robustness.png`` (AUC and TPR@1%FPR against severity, one panel per transformation, one line
+per scorer) and ``robustness.html``.  ``activemint report RUN_DIR`` includes the section when
+``RUN_DIR/robustness/robustness.json`` exists.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from activemint.data import read_manifest
+from activemint.metrics import calibrate_threshold, membership_metrics
+from activemint.robustness.scorers import Context, RobustnessError, get_scorers
+from activemint.runs import Run, load_run
+from activemint.transforms import apply_transform, parse_spec
+
+ROLES = ("members", "eval_nonmembers", "calibration")
+EXACT = ("none", "exact")
+
+
+@dataclass
+class Row:
+    """One scorer on one transformed copy."""
+
+    scorer: str
+    method: str
+    needs: str
+    transform: str
+    level: str
+    auc: float
+    auc_ci_low: float
+    auc_ci_high: float
+    tpr_at_1pct_fpr: float
+    tpr_at_0_1pct_fpr: float
+    threshold_exact_cal: float
+    tpr_at_exact_cal: float
+    fpr_at_exact_cal: float
+    threshold_transformed_cal: float
+    tpr_at_transformed_cal: float
+    fpr_at_transformed_cal: float
+    n_members: int
+    n_nonmembers: int
+
+
+def _member_selection(run: Run, which: str) -> np.ndarray:
+    n = len(run.data.splits.members)
+    if which == "all":
+        return np.ones(n, dtype=bool)
+    if which not in ("seen", "unseen"):
+        raise RobustnessError(f"--members must be all, seen or unseen, got {which!r}")
+    if run.config.mint_members >= 1.0:
+        raise RobustnessError(f"--members {which}: {run.run_dir} was trained with the MINT loss on all members (mint_members 1)")
+    from activemint.training.trainer import mint_seen_mask
+
+    seen = mint_seen_mask(run.config, n)
+    return seen if which == "seen" else ~seen
+
+
+def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, members: str = "all",
+                 max_samples: int | None = None, cache_dir: Path | None = None,
+                 log: Callable[[str], None] = lambda m: None) -> Context:
+    run = load_run(run_dir)
+    if not (run.run_dir / "manifest.csv").is_file():
+        raise RobustnessError(f"{run.run_dir} has no manifest.csv: a robustness evaluation needs the run's splits")
+    plain = None
+    if plain_run is not None:
+        plain = load_run(plain_run)
+        if plain.is_audited:
+            raise RobustnessError(f"--plain-run {plain_run} is an aMINT run; the post-hoc head needs a plain (mint off) run")
+        if not (plain.run_dir / "manifest.csv").is_file() or read_manifest(plain.run_dir / "manifest.csv") != run.data.splits:
+            raise RobustnessError(f"--plain-run {plain_run} does not share the splits of {run_dir} (manifests differ)")
+    data, s = run.data, run.data.splits
+    sel = _member_selection(run, members)
+    idx = {"members": np.asarray(s.members)[sel], "eval_nonmembers": np.asarray(s.eval_nonmembers),
+           "calibration": np.asarray(s.calibration), "external": np.asarray(s.external)}
+    if max_samples is not None:  # a seeded subset of each evaluated role (quick looks, tests)
+        rng = np.random.default_rng(0)
+        for r in ROLES:
+            if len(idx[r]) > max_samples:
+                idx[r] = np.sort(rng.choice(idx[r], max_samples, replace=False))
+    src = {"members": data.train, "eval_nonmembers": data.test, "calibration": data.train, "external": data.train}
+    images = {r: src[r].images[torch.as_tensor(idx[r])] for r in idx}
+    # D for the scorers' prepare: all members (the auditor's D), whatever subset is evaluated.
+    images["all_members"] = data.train.images[torch.as_tensor(np.asarray(s.members))]
+    cache = cache_dir or (run.run_dir / "robustness" / "cache")
+    return Context(run=run, images=images, cache_dir=Path(cache), plain=plain, log=log)
+
+
+def run_robustness(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    transforms: str = "all",
+    scorers: list[str] | None = None,
+    plain_run: str | Path | None = None,
+    members: str = "all",
+    seed: int = 0,
+    max_samples: int | None = None,
+    bootstrap: int = 100,
+    log: Callable[[str], None] = lambda m: None,
+) -> list[Row]:
+    """Evaluate every applicable scorer on every transformed copy; write the outputs; return the rows."""
+    t0 = time.time()
+    out = Path(out_dir) if out_dir else Path(run_dir) / "robustness"
+    ctx = load_context(run_dir, plain_run=plain_run, members=members, max_samples=max_samples,
+                       cache_dir=out / "cache", log=log)
+    channels = ctx.images["members"].shape[1]
+    pairs = [EXACT] + parse_spec(transforms, channels)  # bad arguments fail before any work
+    classes = get_scorers(scorers)
+    target = ctx.run.config.target_fpr
+    prepared = []
+    skipped = {}
+    for cls in classes:
+        why = cls.applies(ctx)
+        if why:
+            skipped[cls.key] = why
+            log(f"skipping {cls.key}: {why}")
+            continue
+        sc = cls()
+        # Scorers learn / index the auditor's D: all members, whatever subset is evaluated.
+        sc.prepare(Context(ctx.run, {**ctx.images, "members": ctx.images["all_members"]}, ctx.cache_dir, ctx.plain, ctx.log))
+        prepared.append(sc)
+    if not prepared:
+        raise RobustnessError(f"no scorer applies to {run_dir}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    exact_cal = {sc.key: sc.score(ctx.images["calibration"]) for sc in prepared}
+    rows: list[Row] = []
+    for name, level in pairs:
+        if (name, level) == EXACT:
+            views = {r: ctx.images[r] for r in ROLES}
+        else:
+            views = {r: apply_transform(ctx.images[r], name, level, seed=seed) for r in ROLES}
+        for sc in prepared:
+            sm, sn, scal = (sc.score(views[r]) for r in ROLES)
+            m = membership_metrics(sm, sn, calibration_scores=scal, target_fpr=target, bootstrap=bootstrap, seed=seed)
+            t_exact = calibrate_threshold(exact_cal[sc.key], target)
+            rows.append(Row(
+                sc.key, sc.name, sc.needs, name, level, m.auc, m.auc_ci_low, m.auc_ci_high, m.tpr_at_1pct_fpr,
+                m.tpr_at_0_1pct_fpr, t_exact, float((sm > t_exact).mean()), float((sn > t_exact).mean()),
+                float(m.calibrated_threshold), float(m.tpr_at_calibrated), float(m.fpr_at_calibrated), len(sm), len(sn),
+            ))
+        log(f"{name}:{level}  " + "  ".join(f"{r.scorer} {r.auc:.3f}" for r in rows[-len(prepared):]))
+    info = {"run_dir": str(Path(run_dir)), "plain_run": str(plain_run) if plain_run else None, "members": members,
+            "seed": seed, "target_fpr": target, "transforms": transforms, "skipped": skipped,
+            "max_samples": max_samples, "seconds": round(time.time() - t0, 1),
+            "test_accuracy": _test_accuracy(ctx.run)}
+    write_outputs(out, rows, info)
+    return rows
+
+
+def _test_accuracy(run: Run) -> float | None:
+    p = run.run_dir / "metrics.json"
+    try:
+        return float(json.loads(p.read_text())["test_accuracy"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# ------------------------------------------------------------------- outputs
+COLUMNS = [f for f in Row.__dataclass_fields__]
+
+
+def markdown_table(rows: list[Row]) -> str:
+    head = ("| transformation | scorer (needs) | AUC [95% CI] | TPR@1%FPR | TPR@0.1%FPR | TPR / FPR at exact-cal. threshold "
+            "| TPR / FPR at transformed-cal. threshold |")
+    lines = [head, "|" + "---|" * 7]
+    for r in rows:
+        lines.append(
+            f"| {r.transform}:{r.level} | {r.scorer} ({r.needs}) | {r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}] "
+            f"| {r.tpr_at_1pct_fpr:.3f} | {r.tpr_at_0_1pct_fpr:.3f} | {r.tpr_at_exact_cal:.3f} / {r.fpr_at_exact_cal:.3f} "
+            f"| {r.tpr_at_transformed_cal:.3f} / {r.fpr_at_transformed_cal:.3f} |")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, rows: list[Row], info: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "robustness.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow(asdict(r))
+    (out / "robustness.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=2))
+    scorers = {r.scorer: (r.method, r.needs) for r in rows}
+    md = [f"# Robustness of membership detection: `{info['run_dir']}`", "",
+          (f"Members ({info['members']}) vs evaluation non-members, both transformed the same way (seed {info['seed']}); "
+          f"thresholds for {info['target_fpr']:g} FPR calibrated on the untransformed and on the transformed calibration "
+          "non-members."), "", "Scorers:", ""]
+    md += [f"- `{k}`: {m} — needs {n}" for k, (m, n) in scorers.items()]
+    md += [f"- skipped `{k}`: {v}" for k, v in info.get("skipped", {}).items()]
+    md += ["", markdown_table(rows), ""]
+    (out / "robustness.md").write_text("\n".join(md))
+    plot_robustness(rows, out / "robustness.png")
+    from activemint.report.robustness import robustness_page
+
+    (out / "robustness.html").write_text(robustness_page(out))
+
+
+def plot_robustness(rows: list[Row], path: Path) -> None:
+    """AUC and TPR@1%FPR against severity (exact copies first), a column per transformation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r.transform for r in rows if r.transform != "none"))
+    scorers = list(dict.fromkeys(r.scorer for r in rows))
+    ncol = max(1, len(names))
+    fig, axes = plt.subplots(2, ncol, figsize=(2.6 * ncol + 1, 5.4), squeeze=False, sharey="row")
+    exact = {r.scorer: r for r in rows if r.transform == "none"}
+    for j, name in enumerate(names):
+        levels = list(dict.fromkeys(r.level for r in rows if r.transform == name))
+        for k, sc in enumerate(scorers):
+            by = {r.level: r for r in rows if r.transform == name and r.scorer == sc}
+            seq = [exact.get(sc)] + [by.get(lv) for lv in levels]
+            xs = [i for i, r in enumerate(seq) if r is not None]
+            for row_i, attr in enumerate(("auc", "tpr_at_1pct_fpr")):
+                axes[row_i][j].plot(xs, [getattr(seq[i], attr) for i in xs], marker="o", ms=3,
+                                    color=plt.cm.tab10(k % 10), label=sc if j == 0 and row_i == 0 else None)
+        for row_i in range(2):
+            ax = axes[row_i][j]
+            ax.set_xticks(range(len(levels) + 1), ["exact"] + levels, rotation=45, fontsize=7)
+            ax.grid(alpha=0.3)
+        axes[0][j].set_title(name, fontsize=9)
+    axes[0][0].set_ylabel("AUC")
+    axes[1][0].set_ylabel("TPR @ 1% FPR")
+    fig.legend(loc="lower center", ncol=min(len(scorers), 5), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,294 @@
+"""Membership scorers behind one small protocol: ``prepare(context)`` once, ``score(images)`` often.
+
+A seed of the scorer protocol that the redesign issue asks for: each method is a class with
+a name, what the auditor needs to run it (``needs``: the audited model only, the model plus
+stored features of D, D's hashes, ...), an expensive ``prepare`` (reads a manifest, hashes
+D, trains a head) and a cheap ``score(images) -> (N,) float64`` (higher = more likely a
+member).  :func:`register` adds a class to :data:`SCORERS`; ``activemint robustness`` runs
+every registered scorer that applies to the run on every transformed copy.
+
+Baselines here (the ones an auditor tries first):
+
+* ``exact_sha256``: is the image's pixel SHA-256 in the run's manifest? (1 / 0)
+* ``phash``: minus the Hamming distance of the image's 64-bit perceptual hash
+  (``imagehash.phash``) to the nearest member's;
+* ``feature_nn``: cosine similarity to the nearest member in the audited model's own
+  penultimate features (the input of its last linear layer); D's features are stored once
+  in ``features.npz``, like a manifest;
+* ``posthoc_head``: a MINT head trained after the fact on the frozen plain model with all of
+  D (1) / E (0) (passive MINT, :mod:`activemint.attacks.passive`): the same access to D as
+  Active MINT, without joint training.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from activemint.errors import UserError
+from activemint.runs import Run
+
+
+class RobustnessError(UserError):
+    """A robustness evaluation cannot run as asked (missing manifest, mismatched runs, ...)."""
+
+
+@dataclass
+class Context:
+    """What the scorers may use: the audited run, an optional plain run with the same splits,
+    uint8 images per role (members, external, calibration, eval_nonmembers) and a cache folder."""
+
+    run: Run
+    images: dict[str, torch.Tensor]
+    cache_dir: Path
+    plain: Run | None = None
+    log: Callable[[str], None] = field(default=lambda m: None)
+
+
+class Scorer:
+    """Base of every scorer: subclasses set the class attributes and implement the two methods."""
+
+    key: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    needs: ClassVar[str] = ""
+    half_threshold: ClassVar[float | None] = None  # the score of P(member) = 0.5, if any
+
+    @classmethod
+    def applies(cls, ctx: Context) -> str | None:
+        """``None`` if the scorer can run on ``ctx``, else why not (one line)."""
+        return None
+
+    def prepare(self, ctx: Context) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def score(self, images: torch.Tensor) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+SCORERS: dict[str, type[Scorer]] = {}
+
+
+def register(cls: type[Scorer]) -> type[Scorer]:
+    """Class decorator: make ``cls`` available under ``cls.key``."""
+    if not cls.key or cls.key in SCORERS:
+        raise ValueError(f"scorer key {cls.key!r} is empty or already registered")
+    SCORERS[cls.key] = cls
+    return cls
+
+
+def get_scorers(keys: list[str] | None = None) -> list[type[Scorer]]:
+    if keys is None:
+        return list(SCORERS.values())
+    unknown = [k for k in keys if k not in SCORERS]
+    if unknown:
+        raise RobustnessError(f"unknown scorer(s) {', '.join(unknown)}; known: {', '.join(SCORERS)}")
+    return [SCORERS[k] for k in keys]
+
+
+def pixel_digests(images: torch.Tensor) -> list[str]:
+    """SHA-256 of each image's uint8 pixel bytes (the manifest's ``sha256`` column)."""
+    arr = images.cpu().contiguous().numpy()
+    return [hashlib.sha256(arr[i].tobytes()).hexdigest() for i in range(len(arr))]
+
+
+# ------------------------------------------------------------------- scorers
+@register
+class ActiveMintScorer(Scorer):
+    key = "active_mint"
+    name = "Active MINT (audited model's membership output)"
+    needs = "the audited model only"
+    half_threshold = 0.0
+
+    @classmethod
+    def applies(cls, ctx: Context) -> str | None:
+        return None if ctx.run.is_audited else "the run is plain (mint off)"
+
+    def prepare(self, ctx: Context) -> None:
+        self.run = ctx.run
+
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        return self.run.membership_logits(images)
+
+
+@register
+class ExactHashScorer(Scorer):
+    key = "exact_sha256"
+    name = "Exact lookup (SHA-256 of pixels in the manifest)"
+    needs = "data hashes (SHA-256 of D)"
+
+    def prepare(self, ctx: Context) -> None:
+        path = ctx.run.run_dir / "manifest.csv"
+        if not path.is_file():
+            raise RobustnessError(f"{ctx.run.run_dir} has no manifest.csv: the exact-lookup baseline needs the members' hashes")
+        import csv
+
+        with open(path, newline="") as f:
+            self.members = {row["sha256"] for row in csv.DictReader(f) if row.get("role") == "members"}
+        if not self.members:
+            raise RobustnessError(f"{path} lists no members")
+
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        return np.array([1.0 if d in self.members else 0.0 for d in pixel_digests(images)])
+
+
+def phash_bits(images: torch.Tensor) -> np.ndarray:
+    """(N,) uint64: the 64-bit perceptual hash (``imagehash.phash``) of each uint8 image."""
+    import imagehash
+    from PIL import Image
+
+    arr = images.cpu().numpy()
+    out = np.empty(len(arr), dtype=np.uint64)
+    for i, a in enumerate(arr):
+        im = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+        bits = imagehash.phash(im).hash.ravel()
+        out[i] = np.uint64(int("".join("1" if b else "0" for b in bits), 2))
+    return out
+
+
+@register
+class PerceptualHashScorer(Scorer):
+    key = "phash"
+    name = "Perceptual-hash lookup (imagehash.phash, nearest member)"
+    needs = "data hashes (perceptual hashes of D)"
+
+    def prepare(self, ctx: Context) -> None:
+        self.members = phash_bits(ctx.images["members"])
+
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        q = phash_bits(images)
+        out = np.empty(len(q))
+        for i in range(0, len(q), 256):
+            d = np.bitwise_count(q[i:i + 256, None] ^ self.members[None, :]).astype(np.int64)  # uint8 would wrap on negation
+            out[i:i + 256] = -d.min(axis=1)
+        return out
+
+
+def _last_linear(model: nn.Module) -> nn.Linear:
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is None:
+        raise RobustnessError(f"{type(model).__name__} has no nn.Linear layer: no penultimate features to store")
+    return last
+
+
+@torch.no_grad()
+def penultimate_features(run: Run, images: torch.Tensor, batch: int = 512) -> np.ndarray:
+    """(N, D) float32: the input of the classifier's last linear layer, L2-normalised."""
+    backbone = run.model.backbone if hasattr(run.model, "backbone") else run.model
+    lin = _last_linear(backbone)
+    got: list[torch.Tensor] = []
+    handle = lin.register_forward_hook(lambda mod, inp, out: got.append(inp[0].detach().float().cpu()))
+    try:
+        run.class_logits(images)
+    finally:
+        handle.remove()
+    f = torch.cat(got).flatten(1)
+    return torch.nn.functional.normalize(f, dim=1).numpy()
+
+
+@register
+class FeatureNNScorer(Scorer):
+    key = "feature_nn"
+    name = "Nearest member in the model's penultimate features (cosine)"
+    needs = "the model + stored features of D"
+
+    def prepare(self, ctx: Context) -> None:
+        self.run = ctx.run
+        path = ctx.cache_dir / "features.npz"
+        digest = hashlib.sha256((ctx.run.run_dir / "model.safetensors").read_bytes()).hexdigest()
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["model_sha256"]) == digest and len(z["members"]) == len(ctx.images["members"]):
+                    self.members = z["members"]
+                    return
+        self.members = penultimate_features(ctx.run, ctx.images["members"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, members=self.members, model_sha256=np.array(digest))
+
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        q = penultimate_features(self.run, images)
+        return (q @ self.members.T).max(axis=1).astype(np.float64)
+
+
+@register
+class PostHocHeadScorer(Scorer):
+    key = "posthoc_head"
+    name = "Post-hoc head (passive MINT on the plain model, head trained on all of D)"
+    needs = "the plain model's activations + D and E to train a head"
+    half_threshold = 0.0
+
+    @classmethod
+    def applies(cls, ctx: Context) -> str | None:
+        return None if ctx.plain is not None else "needs --plain-run (the same splits trained without aMINT)"
+
+    def prepare(self, ctx: Context) -> None:
+        from activemint.attacks.passive import train_passive_head, wrap_frozen
+        from activemint.models import tap_points
+        from activemint.training.checkpoint import load_weights, save_weights
+
+        assert ctx.plain is not None
+        acfg, plain = ctx.run.config, ctx.plain
+        taps = acfg.taps or tap_points(acfg.arch, acfg.setup)
+        shape = tuple(plain.metadata["input_shape"])
+        params = {"taps": taps, "epochs": acfg.epochs, "lr": acfg.resolved("lr"), "batch_size": acfg.batch_size,
+                  "external_batch_size": acfg.external_batch_size, "head_width": acfg.head_width,
+                  "head_hidden": acfg.head_hidden, "seed": 0,
+                  "plain_model": hashlib.sha256((plain.run_dir / "model.safetensors").read_bytes()).hexdigest()}
+        policy = self.policy(acfg)
+        params["policy"] = acfg.audit_policy if policy is not None else None
+        key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+        # Cached beside the plain model it reads (one head per plain model and recipe).
+        path = plain.run_dir / "posthoc-heads" / f"{self.key}-{key}.safetensors"
+        model = wrap_frozen(plain.model.backbone, taps, shape, head_width=acfg.head_width, head_hidden=acfg.head_hidden, seed=0)
+        if path.is_file():
+            load_weights(model, path)
+        elif policy is None:
+            ctx.log(f"training the post-hoc head on the plain model ({acfg.epochs} epochs) -> {path}")
+            train_passive_head(model, ctx.images["members"], ctx.images["external"], epochs=acfg.epochs,
+                               lr=acfg.resolved("lr"), batch_size=acfg.batch_size,
+                               external_batch_size=acfg.external_batch_size, seed=0, device=plain.device)
+        else:
+            from activemint.training.trainer import train_head
+
+            epochs = acfg.epochs + acfg.head_epochs
+            ctx.log(f"training the robust post-hoc head ({acfg.audit_policy} views, {epochs} epochs) -> {path}")
+            train_head(model, ctx.images["members"], ctx.images["external"], epochs=epochs, lr=acfg.resolved("lr"),
+                       batch_size=acfg.batch_size, policy=policy, seed=0, device=plain.device, log=ctx.log)
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_weights(model, path, params)
+        self.model, self.device = model.to(plain.device).eval(), plain.device
+
+    def score(self, images: torch.Tensor) -> np.ndarray:
+        from activemint.training.trainer import membership_scores
+
+        return membership_scores(self.model, images, self.device)
+
+    def policy(self, acfg):
+        return None
+
+
+@register
+class RobustPostHocHeadScorer(PostHocHeadScorer):
+    key = "posthoc_head_robust"
+    name = "Robust post-hoc head (as posthoc_head, trained on the audited run's transformed views)"
+
+    @classmethod
+    def applies(cls, ctx: Context) -> str | None:
+        if not ctx.run.config.audit_policy:
+            return "the audited run has no --audit-policy to copy"
+        return super().applies(ctx)
+
+    def policy(self, acfg):
+        from activemint.transforms import get_policy
+
+        return get_policy(acfg.audit_policy)

@@ -1,0 +1,68 @@
+"""``activemint robustness``: every baseline's row, the exact-hash baseline, one-line errors.
+
+Uses the small cached session runs of test_compare.py (400 members, 15 epochs; trained once
+by ``conftest.trained_run``) and a seeded subset of 150 samples per role.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import trained_run
+
+from activemint.cli import main
+from activemint.robustness import SCORERS, RobustnessError, run_robustness
+
+SMALL = {"members": 400, "external": 800, "validation": 100, "calibration": 200, "eval_nonmembers": 400, "epochs": 15}
+
+
+@pytest.fixture(scope="module")
+def small_runs():
+    return trained_run(**SMALL), trained_run(**SMALL, mint=False)
+
+
+@pytest.mark.slow
+def test_cli_writes_table_plot_and_every_baseline(small_runs, tmp_path, capsys):
+    active, plain = small_runs
+    out = tmp_path / "rb"
+    rc = main(["robustness", str(active), "--plain-run", str(plain), "--transforms", "translate:2px,jpeg:q50",
+               "--max-samples", "150", "--bootstrap", "0", "--out", str(out)])
+    assert rc == 0
+    for name in ("robustness.md", "robustness.csv", "robustness.json", "robustness.png", "robustness.html"):
+        assert (out / name).stat().st_size > 0, name
+    doc = json.loads((out / "robustness.json").read_text())
+    rows = doc["rows"]
+    # Every baseline has its row; the robust post-hoc head only where the run has an audit policy.
+    assert {r["scorer"] for r in rows} == set(SCORERS) - {"posthoc_head_robust"}
+    assert "audit-policy" in doc["info"]["skipped"]["posthoc_head_robust"]
+    assert {(r["transform"], r["level"]) for r in rows} == {("none", "exact"), ("translate", "2px"), ("jpeg", "q50")}
+    by = {(r["scorer"], r["transform"]): r for r in rows}
+    # Exact lookup: every exact member is in the manifest, no non-member is -> AUC 1, no false positive.
+    assert by["exact_sha256", "none"]["auc"] == 1.0 and by["exact_sha256", "none"]["fpr_at_exact_cal"] == 0.0
+    # A shifted copy has other pixels: no member is found any more (all scores 0 -> AUC 0.5).
+    assert by["exact_sha256", "translate"]["auc"] == 0.5 and by["exact_sha256", "translate"]["tpr_at_exact_cal"] == 0.0
+    # Perceptual hash: an exact copy has distance 0 to its member.
+    assert by["phash", "none"]["tpr_at_exact_cal"] == 1.0
+    # The HTML run report picks the section up when written under RUN_DIR/robustness.
+    from activemint.report.robustness import robustness_section
+
+    assert "Robustness to near-copies" in robustness_section(out)
+
+
+def test_bad_arguments_one_line_exit_2(small_runs, tmp_path, capsys):
+    active, _ = small_runs
+    for args in (["--transforms", "blur"], ["--transforms", "jpeg:500"], ["--transforms", "noise:q9"],
+                 ["--scorers", "magic"], ["--members", "seen"]):
+        assert main(["robustness", str(active), "--out", str(tmp_path / "x"), *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("activemint robustness: error:") and "\n" not in err, err
+    # A run directory without its manifest.
+    bare = tmp_path / "no-manifest"
+    shutil.copytree(active, bare, ignore=shutil.ignore_patterns("checkpoints", "robustness"))
+    (bare / "manifest.csv").unlink()
+    assert main(["robustness", str(bare), "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "manifest" in err and "\n" not in err
+    with pytest.raises(RobustnessError):
+        run_robustness(bare, tmp_path / "z")
