@@ -327,6 +327,8 @@ class Trainer:
     def run(self, *, resume: bool = False) -> RunResult:
         """Train (or resume) holding the run directory's lock; a second writer gets RunLockedError."""
         rd = RunDir(self.run_dir)
+        if self.data is None:
+            self.data = load_run_data(self.cfg)  # a missing data set or bad root fails before the lock creates the folder
         with rd.lock("train --resume" if resume else "train"):
             return self._run(rd, resume)
 
@@ -338,7 +340,7 @@ class Trainer:
             self._check_resume(rd)
         elif rd.config.exists():
             raise RunExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        data = self.data if self.data is not None else load_run_data(cfg)  # fails before anything is written
+        data = self.data
         model = build_model(cfg, data.train.input_shape, data.train.num_classes).to(self.device)  # so do bad archs / taps
         ckpt_root = rd.checkpoints
         rundir.make_dir(ckpt_root)
