@@ -28,7 +28,7 @@ from conftest import FASHION_ROOT, require_fashion_mnist
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(dataset="fashion-mnist", data_root=str(FASHION_ROOT), arch="small_cnn", setup="entry", members=200,
-            external=200, validation=100, calibration=100, eval_nonmembers=100, test_samples=200, epochs=2, lr=1e-3,
+            external=200, validation=100, calibration=300, eval_nonmembers=100, test_samples=200, epochs=2, lr=1e-3,
             seed=5)
 
 
@@ -146,7 +146,7 @@ def test_structurally_wrong_train_state_is_refused(run, capsys):
     doc = json.loads((ck / "checkpoint.json").read_text())
     doc["files"]["train_state.pt"] = rundir.file_sha256(ck / "train_state.pt")
     (ck / "checkpoint.json").write_text(json.dumps(doc))
-    one_line_error(capsys, main(resume_args(run)), "not a valid training state", "lacks")
+    one_line_error(capsys, main(resume_args(run)), "not a valid training state", "missing optimizer")
 
 
 def test_resume_of_a_complete_run_reproduces_it(run):
