@@ -163,26 +163,14 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], Any]) -> Path:
-    """Write ``path`` atomically: temp file in the same folder, fsync, rename, fsync the folder.
+def _commit(path: Path, fill: Callable[[Path], Any]) -> Path:
+    """``fill(tmp)`` writes and fsyncs a temp file beside ``path``; then rename it into place and fsync the folder.
 
-    ``data`` is the content (bytes, or str as UTF-8) or a function writing to a binary file.
-    The file gets mode 0666 minus the umask (0644 usually).  Any OSError (read-only folder,
-    disk full) becomes a one-line :class:`RunWriteError` and leaves no temporary file.
+    Any OSError becomes a one-line :class:`RunWriteError`; on any error the temp file is removed.
     """
-    path = Path(path)
     tmp = _temp_name(path)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(data, str):
-                f.write(data.encode("utf-8"))
-            elif isinstance(data, (bytes, bytearray, memoryview)):
-                f.write(data)
-            else:
-                data(f)
-            f.flush()
-            os.fsync(f.fileno())
+        fill(tmp)
         kill_point("partial", path.name)  # the new content is on disk, not yet in place
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -198,11 +186,31 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
     return path
 
 
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], Any]) -> Path:
+    """Write ``path`` atomically: temp file in the same folder, fsync, rename, fsync the folder.
+
+    ``data`` is the content (bytes, or str as UTF-8) or a function writing to a binary file.
+    The file gets mode 0666 minus the umask (0644 usually).  Any OSError (read-only folder,
+    disk full) becomes a one-line :class:`RunWriteError` and leaves no temporary file.
+    """
+    def fill(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(data, str):
+                f.write(data.encode("utf-8"))
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                data(f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return _commit(Path(path), fill)
+
+
 def atomic_write_via(path: str | os.PathLike, write_to: Callable[[Path], Any]) -> Path:
     """Like :func:`atomic_write` for writers that want a file name (``write_to(tmp_path)``)."""
-    path = Path(path)
-    tmp = _temp_name(path)
-    try:
+    def fill(tmp: Path) -> None:
         write_to(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         fd = os.open(tmp, os.O_RDONLY)
@@ -210,19 +218,8 @@ def atomic_write_via(path: str | os.PathLike, write_to: Callable[[Path], Any]) -
             os.fsync(fd)
         finally:
             os.close(fd)
-        kill_point("partial", path.name)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise _write_error(path, e) from e
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    kill_point("write", path.name)
-    return path
+
+    return _commit(Path(path), fill)
 
 
 def atomic_json(path: str | os.PathLike, obj: Any) -> Path:

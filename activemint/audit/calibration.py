@@ -43,7 +43,7 @@ from activemint.metrics import (
     calibration_rank,
     min_calibration_size,
 )
-from activemint.rundir import MODEL
+from activemint.rundir import MODEL, file_sha256
 
 CALIBRATION_JSON = "calibration.json"
 CALIBRATION_NPZ = "calibration.npz"
@@ -185,15 +185,6 @@ def make_calibration(
         member_scores=None if member_scores is None else _scores(member_scores, "member scores"),
         thresholds=thr, delta=float(delta),
     )
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _atomic_write_bytes(path: Path, write) -> None:

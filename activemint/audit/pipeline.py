@@ -27,7 +27,7 @@ import numpy as np
 
 import activemint
 from activemint import rundir
-from activemint.audit.calibration import Calibration, calibrate_run, file_sha256
+from activemint.audit.calibration import Calibration, calibrate_run
 from activemint.audit.settest import DEFAULT_TEST, SetTestReport, set_tests
 from activemint.audit.suspect import SuspectSet, load_suspect
 from activemint.errors import UserError
@@ -195,7 +195,7 @@ def model_identity(run) -> dict[str, Any]:
     return {
         "arch": meta.get("arch"), "setup": meta.get("setup"), "taps": meta.get("taps"), "dataset": meta.get("dataset"),
         "input_shape": meta.get("input_shape"), "num_classes": meta.get("num_classes"), "epoch": meta.get("epoch"),
-        "weights_file": rundir.MODEL, "weights_sha256": file_sha256(RunDir(run.run_dir).model),
+        "weights_file": rundir.MODEL, "weights_sha256": rundir.file_sha256(RunDir(run.run_dir).model),
     }
 
 
