@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--members", default="all", choices=["all", "seen", "unseen"],
                     help="which members to evaluate on a run trained with --mint-members < 1 (default all)")
     rb.add_argument("--seed", type=int, default=0, help="seed of the transformations' random choices (default 0)")
-    rb.add_argument("--max-samples", type=int, help="evaluate at most this many samples per role (a seeded subset)")
+    rb.add_argument("--max-samples", type=int, help="evaluate at most this many samples per role (a seeded subset; calibration keeps at least what its threshold needs)")
     rb.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for the AUC interval (default 100)")
     rb.set_defaults(func=cmd_robustness)
 

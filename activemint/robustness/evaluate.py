@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from activemint.data import read_manifest
-from activemint.metrics import calibrate_threshold, membership_metrics
+from activemint.metrics import calibrate_threshold, membership_metrics, min_calibration_size
 from activemint.robustness.scorers import Context, RobustnessError, get_scorers
 from activemint.runs import Run, load_run
 from activemint.transforms import apply_transform, parse_spec
@@ -95,9 +95,12 @@ def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, me
            "calibration": np.asarray(s.calibration), "external": np.asarray(s.external)}
     if max_samples is not None:  # a seeded subset of each evaluated role (quick looks, tests)
         rng = np.random.default_rng(0)
+        # the calibration role keeps at least what the calibrated threshold needs
+        keep = {r: max_samples for r in ROLES}
+        keep["calibration"] = max(max_samples, min_calibration_size(run.config.target_fpr))
         for r in ROLES:
-            if len(idx[r]) > max_samples:
-                idx[r] = np.sort(rng.choice(idx[r], max_samples, replace=False))
+            if len(idx[r]) > keep[r]:
+                idx[r] = np.sort(rng.choice(idx[r], keep[r], replace=False))
     src = {"members": data.train, "eval_nonmembers": data.test, "calibration": data.train, "external": data.train}
     images = {r: src[r].images[torch.as_tensor(idx[r])] for r in idx}
     # D for the scorers' prepare: all members (the auditor's D), whatever subset is evaluated.
