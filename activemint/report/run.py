@@ -30,17 +30,6 @@ class ReportError(UserError, ValueError):
     """A directory holds nothing a report can be made from."""
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ReportError(f"{path}: line {i + 1} is not JSON ({e})") from e
-    return out
-
-
 def _f(x, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -79,8 +68,8 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
     if state.kind == "inconsistent":  # e.g. a truncated scores.npz beside metrics.json
         raise ReportError(f"run inconsistent: {state.detail}")
     finished = state.kind in ("complete", "model only", "not a run")
-    records = _read_jsonl(jsonl) if jsonl.is_file() else []
     try:
+        records = rd.read_log()
         metrics = (rd.read_metrics() or {}) if finished else {}
         saved_scores = rd.read_scores() if finished else None
     except RunError as e:
