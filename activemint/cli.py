@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = Trainer(cfg, out, progress=not args.no_progress).run(resume=args.resume)
     baseline = None
     if args.baseline and cfg.mint:
-        bcfg = dataclasses.replace(cfg, mint=False, select="last" if cfg.select == "last" else "val_task")
+        bcfg = cfg.without_mint()
         from activemint.rundir import RunDir
 
         bdir = RunDir(out).baseline

@@ -78,6 +78,22 @@ CKPT_MANIFEST = "checkpoint.json"
 # an audit output folder's marker (written by `activemint audit`, required by --force)
 AUDIT_MARKER = ".activemint-audit"
 
+TRAIN_LOG = "train.log"  # a grid cell's log (the grid appends every message of the cell)
+POSTHOC_HEADS = "posthoc-heads"  # robustness: post-hoc heads cached beside the plain model they read
+WEIGHTS_SUFFIX = ".safetensors"
+
+# Files of the caches and outputs beside run directories (every file name lives in this module).
+CACHE_KEY = "config.json"  # a cache entry's full key (reference models, trained scorers)
+LOGITS = "logits.npz"  # a reference model's class logits of every scored sample
+PLAN = "plan.npz"  # the reference models' pool and IN mask
+FEATURES = "features.npz"  # robustness: D's penultimate features
+COMPARE_FILES = {"markdown": "compare.md", "csv": "compare.csv", "json": "compare.json",
+                 "roc_linear": "roc_linear.png", "roc_loglog": "roc_loglog.png", "scores": "scores.npz"}
+GRID_TABLE, GRID_CSV = "results.md", "results.csv"
+ROBUSTNESS_JSON, ROBUSTNESS_CSV = "robustness.json", "robustness.csv"
+CALIBRATION_JSON, CALIBRATION_NPZ = "calibration.json", "calibration.npz"
+AUDIT_JSON, AUDIT_SAMPLES = "audit.json", "samples.csv"
+
 RUN_FORMAT = "activemint-run/2"
 SCORES_MODEL_KEY = "model_sha256"  # scores.npz entry naming the SHA-256 of the model that made it
 #: files that metrics.json binds by SHA-256
@@ -259,6 +275,11 @@ def _umask() -> int:
     return mask
 
 
+def sha256_json(obj: Any) -> str:
+    """SHA-256 (hex) of ``obj`` as compact JSON with sorted keys (cache keys; non-JSON values as ``str``)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 hex digest of a file's bytes."""
     h = hashlib.sha256()
@@ -390,6 +411,8 @@ class RunDir:
     audits = property(lambda self: self.path / AUDITS)
     baseline = property(lambda self: self.path / BASELINE)
     lock_file = property(lambda self: self.path / LOCK)
+    train_log = property(lambda self: self.path / TRAIN_LOG)
+    logits = property(lambda self: self.path / LOGITS)
 
     def has_checkpoint(self) -> bool:
         """Whether ``checkpoints/`` holds a committed epoch directory (``train --resume`` continues from it)."""

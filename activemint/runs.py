@@ -10,6 +10,8 @@ available from Python::
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +29,7 @@ from activemint.training.checkpoint import CheckpointError, load_weights, read_m
 from activemint.training.config import TrainConfig
 from activemint.training.trainer import (
     RunData,
+    Trainer,
     build_model,
     evaluate,
     load_run_data,
@@ -124,3 +127,51 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL)
         raise RunError(str(e)) from e
     model.to(dev).eval()
     return Run(run_dir, cfg, model, meta, dev)
+
+
+@dataclass
+class Ensured:
+    """What :func:`ensure_run` did: ``trained`` (now, ``resumed`` from a checkpoint) or reused."""
+
+    path: Path
+    trained: bool
+    resumed: bool = False
+    metrics: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:  # ``run_dir, trained = ensure_run(...)``
+        return iter((self.path, self.trained))
+
+
+def run_is_done(run_dir: str | Path, cfg: TrainConfig) -> bool:
+    """A finished run: complete (metrics.json binds its files) and, for aMINT, with its scores."""
+    rd = RunDir(run_dir)
+    return rd.is_complete() and (not cfg.mint or rd.scores.is_file())
+
+
+def ensure_run(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    data: RunData | Callable[[], RunData] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Ensured:
+    """The one run lifecycle: reuse ``run_dir`` if it is done, resume it from its last checkpoint,
+    or train it from scratch (a folder that died before its first checkpoint is cleared first).
+
+    A run another process is writing raises a one-line :class:`RunError` (``RunLockedError``
+    when the race is lost inside the trainer); ``data`` (or a function that makes it, called
+    only when training) replaces the data set the config names (reference models train on a pool).
+    """
+    run_dir = Path(run_dir)
+    log = log or (lambda m: None)
+    if run_is_done(run_dir, cfg):
+        return Ensured(run_dir, False)
+    rd = RunDir(run_dir)
+    rd.require("incomplete", "missing", "not a run", "model only", "inconsistent", "complete")  # not in progress
+    resume = rd.has_checkpoint()
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    log(f"{'resuming' if resume else 'training'} the {'aMINT' if cfg.mint else 'plain'} run in {run_dir}")
+    result = Trainer(cfg, run_dir, progress=progress, log=log, data=data() if callable(data) else data).run(resume=resume)
+    return Ensured(run_dir, True, resume, result.metrics)

@@ -13,10 +13,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from activemint.attacks import GradientMintConfig, PassiveMintConfig, ReferenceConfig
 from activemint.cli import main
-from activemint.compare import cross_fit_folds, cross_fit_scores, ensure_run, plain_config, run_compare
+from activemint.compare import COMPARE_SCORERS, run_compare
+from activemint.metrics import membership_metrics
+from activemint.runs import ensure_run, load_run
+from activemint.scorers import Scorer, cross_fit_folds, cross_fit_scores, register, unregister
 from activemint.training import TrainConfig
 
 from conftest import trained_run
@@ -103,14 +107,15 @@ def test_second_compare_trains_nothing_and_gives_identical_numbers(first, small_
     def forbidden(*a, **k):
         raise AssertionError("the second compare must not train anything")
 
-    import activemint.compare as compare
+    import activemint.scorers.gradient as gradient
+    import activemint.scorers.mint as mint
     import activemint.training as training
     from activemint.training import Trainer
 
     monkeypatch.setattr(Trainer, "run", forbidden)
-    monkeypatch.setattr(compare, "train_passive_head", forbidden)
-    monkeypatch.setattr(compare, "train_gradient_mlp", forbidden)
-    monkeypatch.setattr(compare, "gradient_features", forbidden)
+    monkeypatch.setattr(mint, "train_passive_head", forbidden)
+    monkeypatch.setattr(gradient, "train_gradient_mlp", forbidden)
+    monkeypatch.setattr(gradient, "gradient_features", forbidden)
     # Reference models are not even run again: their logits come from logits.npz (the
     # reference job imports predict_classes from activemint.training when it needs it).
     monkeypatch.setattr(training, "predict_classes", forbidden)
@@ -148,13 +153,15 @@ def test_ensure_run_trains_once_then_reuses(tmp_path):
     cfg = TrainConfig(dataset="fashion-mnist", arch="small_cnn", setup="entry", members=100, external=100, validation=50,
                       calibration=50, eval_nonmembers=100, epochs=1, lr=1e-3, seed=5, test_samples=500)
     log = []
-    d1, trained1 = ensure_run(plain_config(cfg), tmp_path, progress=False, log=log.append)
-    d2, trained2 = ensure_run(plain_config(cfg), tmp_path, progress=False, log=log.append)
+    plain = cfg.without_mint()
+    d1, trained1 = ensure_run(plain, tmp_path / plain.fingerprint(), progress=False, log=log.append)
+    d2, trained2 = ensure_run(plain, tmp_path / plain.fingerprint(), progress=False, log=log.append)
     assert trained1 and not trained2 and d1 == d2
-    assert d1.parent == tmp_path / "runs" and len(d1.name) == 64
-    assert (d1 / "model.safetensors").is_file() and len(log) >= 1
-    assert plain_config(cfg).mint is False and plain_config(cfg).members == 100
-    assert plain_config(TrainConfig(select="val_mint")).select == "val_task"
+    assert len(d1.name) == 64 and plain.fingerprint() != cfg.fingerprint()
+    assert load_run(d1).config == plain and len(log) >= 1
+    assert plain.mint is False and plain.members == 100
+    assert TrainConfig(select="val_mint").without_mint().select == "val_task"
+    assert TrainConfig(select="last").without_mint().select == "last"
 
 
 def test_cross_fit_scores_members_with_the_other_fold():
@@ -171,3 +178,43 @@ def test_cross_fit_scores_members_with_the_other_fold():
     np.testing.assert_array_equal(out["members"], np.where(folds["members"] == 0, 11.0, 1.0))
     np.testing.assert_array_equal(out["eval_nonmembers"], np.where(folds["eval_nonmembers"] == 0, 2.0, 12.0))
     assert all(np.isfinite(v).all() for v in out.values())
+
+
+class MeanPixel(Scorer):
+    """A toy method in a few lines: the mean pixel value of the image."""
+
+    key, method, family, needs = "toy_mean_pixel", "Mean pixel (toy)", "toy", "the images only"
+
+    def score_images(self, images):
+        return images.double().mean(dim=(1, 2, 3)).numpy()
+
+
+def test_a_registered_toy_scorer_gets_rows_with_every_metric(first, small_runs):
+    tmp, _ = first
+    active_dir, plain_dir = small_runs
+    register(MeanPixel)
+    try:
+        assert "toy_mean_pixel" in COMPARE_SCORERS  # compare's default list picks it up
+        res = run_compare(None, tmp / "toy", active_run=active_dir, plain_run=plain_dir, cache_dir=tmp / "cache",
+                          scorers=["active_mint", "toy_mean_pixel"], **TINY)
+    finally:
+        unregister("toy_mean_pixel")
+    assert "toy_mean_pixel" not in COMPARE_SCORERS
+    assert [(r.method, r.model) for r in res.rows] == [("Active MINT", "active"), ("Mean pixel (toy)", "plain"),
+                                                       ("Mean pixel (toy)", "active")]
+    run = load_run(active_dir)
+    s, train, test = run.data.splits, run.data.train, run.data.test
+    for r in res.rows[1:]:
+        # Its figures are the one metrics engine's on its own scores, computed here from the images.
+        mean = {"members": train.images[torch.as_tensor(s.members)].double().mean(dim=(1, 2, 3)).numpy(),
+                "eval_nonmembers": test.images[torch.as_tensor(s.eval_nonmembers)].double().mean(dim=(1, 2, 3)).numpy(),
+                "calibration": train.images[torch.as_tensor(s.calibration)].double().mean(dim=(1, 2, 3)).numpy()}
+        want = membership_metrics(mean["members"], mean["eval_nonmembers"], calibration_scores=mean["calibration"],
+                                  target_fpr=run.config.target_fpr, bootstrap=20, seed=run.config.seed)
+        assert r.metrics.to_dict() == want.to_dict()
+        np.testing.assert_array_equal(r.scores.indices["members"], s.members)
+        assert r.metrics.auc_ci_low is not None and r.metrics.accuracy_at_calibrated is not None
+        assert r.family == "toy" and r.needs == ["the images only"]
+    md = (res.out_dir / "compare.md").read_text()
+    assert "| Mean pixel (toy) | plain |" in md and "| Mean pixel (toy) | active |" in md
+    assert sum(ln.startswith("Mean pixel (toy),") for ln in (res.out_dir / "compare.csv").read_text().splitlines()) == 2

@@ -21,31 +21,39 @@ Reference models are trained by the project's :class:`~activemint.training.Train
 measured on :data:`REFERENCE_TEST_SAMPLES` test images outside the pool.
 
 **Cache.**  ``<cache>/reference-models/<key>/`` where ``key`` is the SHA-256 of the full JSON
-(``config.json`` there) of everything that decides the models: the training config, the
-reference config, and the index sets of the pool.  Each ``model-XX/`` is a normal run
+(``config.json`` there) of everything that decides the models: the training config's
+fingerprint (:meth:`TrainConfig.fingerprint`), the reference config, and the index sets of
+the pool.  Each ``model-XX/`` is a normal run
 directory plus ``logits.npz`` (float32 class logits of every scored sample and its index).
 A model is trained only when its ``model.safetensors`` is missing, and run only when its
 ``logits.npz`` lacks a needed role.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import multiprocessing
 import os
-import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from activemint.attacks.config import ScorerConfig
 from activemint.data import ArrayDataset, Splits, load_dataset
-from activemint.rundir import RunDir
+from activemint.rundir import (
+    CACHE_KEY,
+    PLAN,
+    RunDir,
+    atomic_json,
+    atomic_write,
+    sha256_json,
+)
 from activemint.training.checkpoint import load_weights
 from activemint.training.config import TrainConfig
 
@@ -71,19 +79,6 @@ class ReferenceConfig(ScorerConfig):
                                   "every target is IN for half of them")
     bounds: ClassVar[dict] = {"n_models": (4, 4096), "epochs": (1, 100_000), "seed": (0, 2**31 - 1),
                               "population": (1, 1 << 40)}
-
-
-def config_key_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """A config's fields for a cache key: fields added later are left out while they hold the
-    value that reproduces earlier runs (:data:`activemint.grid.HASH_NEUTRAL`), so adding a field
-    does not orphan cached models; any other value changes the key."""
-    from activemint.grid import HASH_NEUTRAL
-
-    return {k: v for k, v in cfg.to_dict().items() if not (k in HASH_NEUTRAL and v == HASH_NEUTRAL[k])}
-
-
-def sha256_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def sha256_indices(idx: np.ndarray) -> str:
@@ -195,11 +190,8 @@ def reference_test_indices(plan: ReferencePlan, n_test: int, limit: int = REFERE
 
 def reference_train_config(base: TrainConfig, config: ReferenceConfig) -> TrainConfig:
     """The training config shared by all reference models (seed and size set per model)."""
-    d = base.to_dict()
-    d.update(mint=False, taps=None, epochs=config.epochs or base.epochs,
-             select="val_task" if base.select != "last" else "last",
-             external=None, calibration=None, eval_nonmembers=None, members=None, validation=None)
-    return TrainConfig.from_dict(d)
+    return dataclasses.replace(base.without_mint(), taps=None, epochs=config.epochs or base.epochs, external=None,
+                               calibration=None, eval_nonmembers=None, members=None, validation=None)
 
 
 @dataclass
@@ -229,7 +221,8 @@ def _reference_job(job: dict[str, Any], datasets: tuple[ArrayDataset, ArrayDatas
 
     Runs in a worker process (then it loads the data set itself) or in-process.
     """
-    from activemint.training import Trainer, build_model, predict_classes
+    from activemint.runs import ensure_run
+    from activemint.training import build_model, predict_classes
     from activemint.training.trainer import resolve_device
 
     if job.get("threads"):
@@ -243,16 +236,9 @@ def _reference_job(job: dict[str, Any], datasets: tuple[ArrayDataset, ArrayDatas
         datasets = (load_dataset(cfg.dataset, "train", root=cfg.data_root, download=cfg.download),
                     load_dataset(cfg.dataset, "test", root=cfg.data_root, download=cfg.download))
     train, test = datasets
-    trained = ran = False
-    if not RunDir(run_dir).is_complete():
-        RunDir(run_dir).require("incomplete", "missing", "not a run", "model only", "inconsistent")  # not in progress
-        resume = RunDir(run_dir).has_checkpoint()
-        if not resume:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        log = job.get("log") or (lambda m: None)
-        Trainer(cfg, run_dir, progress=False, log=log, data=pool_run_data(plan, i, train, test)).run(resume=resume)
-        trained = True
-    lpath = run_dir / "logits.npz"
+    ran = False
+    _, trained = ensure_run(cfg, run_dir, data=lambda: pool_run_data(plan, i, train, test), log=job.get("log"))
+    lpath = RunDir(run_dir).logits
     saved = dict(np.load(lpath)) if lpath.is_file() else {}
     wanted = {r: plan.samples[r] for r in SCORED_ROLES}
     stale = [r for r, (split, idx) in wanted.items()
@@ -267,9 +253,7 @@ def _reference_job(job: dict[str, Any], datasets: tuple[ArrayDataset, ArrayDatas
             saved[r] = predict_classes(model, x, device).numpy().astype(np.float32)
             saved[r + "_index"] = np.asarray(wanted[r][1], dtype=np.int64)
             saved[r + "_split"] = np.asarray(wanted[r][0])
-        tmp = run_dir / "logits.tmp.npz"
-        np.savez(tmp, **saved)
-        os.replace(tmp, lpath)
+        atomic_write(lpath, lambda f: np.savez(f, **saved))
         ran = True
     metrics = RunDir(run_dir).read_metrics() or {}
     return {"model": i, "trained": trained, "ran": ran, "seconds": time.time() - t0,
@@ -301,15 +285,15 @@ def reference_logits(
     t0 = time.time()
     plan = make_plan(splits, config)
     rcfg = reference_train_config(base, config)
-    key_obj = {"format": FORMAT, "train_config": config_key_dict(rcfg),
+    key_obj = {"format": FORMAT, "train_config": rcfg.fingerprint(),
                "reference": {"n_models": config.n_models, "seed": config.seed},  # epochs: in train_config
                "pool": plan.fingerprint()}
     key = sha256_json(key_obj)
     root = Path(cache_root) / "reference-models" / key
     root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps(key_obj, indent=2, sort_keys=True))
-    np.savez(root / "plan.npz", keep=plan.keep, validation=plan.validation,
-             **{f"{r}_index": plan.samples[r][1] for r in plan.samples})
+    atomic_json(root / CACHE_KEY, key_obj)
+    plan_arrays = {"keep": plan.keep, "validation": plan.validation, **{f"{r}_index": plan.samples[r][1] for r in plan.samples}}
+    atomic_write(root / PLAN, lambda f: np.savez(f, **plan_arrays))
     if train is None or test is None:
         train = load_dataset(base.dataset, "train", root=base.data_root, download=base.download)
         test = load_dataset(base.dataset, "test", root=base.data_root, download=base.download)

@@ -29,12 +29,20 @@ import numpy as np
 import torch
 
 from activemint.data import read_manifest
-from activemint.metrics import calibrate_threshold, membership_metrics, min_calibration_size
-from activemint.robustness.scorers import Context, RobustnessError, get_scorers
+from activemint.metrics import (
+    calibrate_threshold,
+    membership_metrics,
+    min_calibration_size,
+)
+from activemint.rundir import ROBUSTNESS_CSV, ROBUSTNESS_JSON, RunDir, RunError
 from activemint.runs import Run, load_run
+from activemint.scorers import Context, ScorerError, get_scorers
 from activemint.transforms import apply_transform, parse_spec
 
 ROLES = ("members", "eval_nonmembers", "calibration")
+
+#: A robustness evaluation cannot run as asked (missing manifest, mismatched runs, unknown scorer, ...).
+RobustnessError = ScorerError
 EXACT = ("none", "exact")
 
 
@@ -80,14 +88,16 @@ def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, me
                  max_samples: int | None = None, cache_dir: Path | None = None,
                  log: Callable[[str], None] = lambda m: None) -> Context:
     run = load_run(run_dir)
-    if not (run.run_dir / "manifest.csv").is_file():
-        raise RobustnessError(f"{run.run_dir} has no manifest.csv: a robustness evaluation needs the run's splits")
+    if not RunDir(run.run_dir).manifest.is_file():
+        raise RobustnessError(f"{run.run_dir} has no {RunDir(run.run_dir).manifest.name}: a robustness evaluation needs "
+                              "the run's splits")
     plain = None
     if plain_run is not None:
         plain = load_run(plain_run)
         if plain.is_audited:
             raise RobustnessError(f"--plain-run {plain_run} is an aMINT run; the post-hoc head needs a plain (mint off) run")
-        if not (plain.run_dir / "manifest.csv").is_file() or read_manifest(plain.run_dir / "manifest.csv") != run.data.splits:
+        pm = RunDir(plain.run_dir).manifest
+        if not pm.is_file() or read_manifest(pm) != run.data.splits:
             raise RobustnessError(f"--plain-run {plain_run} does not share the splits of {run_dir} (manifests differ)")
     data, s = run.data, run.data.splits
     sel = _member_selection(run, members)
@@ -145,7 +155,7 @@ def run_robustness(
         prepared.append(sc)
     if not prepared:
         raise RobustnessError(f"no scorer applies to {run_dir}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    exact_cal = {sc.key: sc.score(ctx.images["calibration"]) for sc in prepared}
+    exact_cal = {sc.key: sc.score_images(ctx.images["calibration"]) for sc in prepared}
     rows: list[Row] = []
     for name, level in pairs:
         if (name, level) == EXACT:
@@ -153,7 +163,7 @@ def run_robustness(
         else:
             views = {r: apply_transform(ctx.images[r], name, level, seed=seed) for r in ROLES}
         for sc in prepared:
-            sm, sn, scal = (sc.score(views[r]) for r in ROLES)
+            sm, sn, scal = (sc.score_images(views[r]) for r in ROLES)
             m = membership_metrics(sm, sn, calibration_scores=scal, target_fpr=target, bootstrap=bootstrap, seed=seed)
             t_exact = calibrate_threshold(exact_cal[sc.key], target)
             rows.append(Row(
@@ -171,10 +181,9 @@ def run_robustness(
 
 
 def _test_accuracy(run: Run) -> float | None:
-    p = run.run_dir / "metrics.json"
     try:
-        return float(json.loads(p.read_text())["test_accuracy"])
-    except (OSError, ValueError, KeyError):
+        return float((RunDir(run.run_dir).read_metrics() or {})["test_accuracy"])
+    except (OSError, ValueError, KeyError, TypeError, RunError):
         return None
 
 
@@ -196,12 +205,12 @@ def markdown_table(rows: list[Row]) -> str:
 
 def write_outputs(out: Path, rows: list[Row], info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "robustness.csv", "w", newline="") as f:
+    with open(out / ROBUSTNESS_CSV, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         for r in rows:
             w.writerow(asdict(r))
-    (out / "robustness.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=2))
+    (out / ROBUSTNESS_JSON).write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=2))
     scorers = {r.scorer: (r.method, r.needs) for r in rows}
     md = [f"# Robustness of membership detection: `{info['run_dir']}`", "",
           (f"Members ({info['members']}) vs evaluation non-members, both transformed the same way (seed {info['seed']}); "

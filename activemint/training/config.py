@@ -32,6 +32,14 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
+#: TrainConfig fields added after runs were first cached, with the value that reproduces runs
+#: from before they existed.  A field holding that value is left out of the fingerprint, so
+#: adding a field does not orphan cached runs and grid cells; any other value changes it.
+FINGERPRINT_NEUTRAL: dict[str, Any] = {
+    "test_samples": None, "head_stride": 1, "head_lr_scale": 1.0, "head_norm": "none", "loss_norm": "first",
+    "mint_members": 1.0, "audit_policy": None, "audit_views": "all", "head_epochs": 0,
+}
+
 
 class ConfigError(UserError, ValueError):
     """A config value (from ``--config`` YAML or an option) is of the wrong type or out of range.
@@ -266,6 +274,23 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The fields that decide a run, for cache keys: :data:`FINGERPRINT_NEUTRAL` values left out."""
+        return {k: v for k, v in self.to_dict().items()
+                if not (k in FINGERPRINT_NEUTRAL and v == FINGERPRINT_NEUTRAL[k])}
+
+    def fingerprint(self) -> str:
+        """The one config fingerprint: SHA-256 (64 hex digits) of :meth:`fingerprint_fields` as
+        compact sorted JSON.  Run caches (``compare``, reference models) use it whole; grid cell
+        folders its first 12 digits."""
+        from activemint.rundir import sha256_json
+
+        return sha256_json(self.fingerprint_fields())
+
+    def without_mint(self) -> "TrainConfig":
+        """The same run without aMINT (``--mint off``): selection by validation accuracy unless ``last``."""
+        return dataclasses.replace(self, mint=False, select="last" if self.select == "last" else "val_task")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """A validated config from a mapping; unknown keys and bad values raise :class:`ConfigError`."""
@@ -298,7 +323,9 @@ class TrainConfig:
         with open(path, "w") as f:
             yaml.safe_dump(d, f, sort_keys=False)
         if extra:
-            with open(Path(path).with_name("provenance.yaml"), "w") as f:
+            from activemint.rundir import PROVENANCE
+
+            with open(Path(path).with_name(PROVENANCE), "w") as f:
                 yaml.safe_dump(extra, f, sort_keys=False)
 
 

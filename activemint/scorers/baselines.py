@@ -1,95 +1,37 @@
-"""Membership scorers behind one small protocol: ``prepare(context)`` once, ``score(images)`` often.
-
-A seed of the scorer protocol that the redesign issue asks for: each method is a class with
-a name, what the auditor needs to run it (``needs``: the audited model only, the model plus
-stored features of D, D's hashes, ...), an expensive ``prepare`` (reads a manifest, hashes
-D, trains a head) and a cheap ``score(images) -> (N,) float64`` (higher = more likely a
-member).  :func:`register` adds a class to :data:`SCORERS`; ``activemint robustness`` runs
-every registered scorer that applies to the run on every transformed copy.
-
-Baselines here (the ones an auditor tries first):
+"""Baselines an auditor tries first, behind the same protocol (``activemint robustness``).
 
 * ``exact_sha256``: is the image's pixel SHA-256 in the run's manifest? (1 / 0)
 * ``phash``: minus the Hamming distance of the image's 64-bit perceptual hash
   (``imagehash.phash``) to the nearest member's;
 * ``feature_nn``: cosine similarity to the nearest member in the audited model's own
   penultimate features (the input of its last linear layer); D's features are stored once
-  in ``features.npz``, like a manifest;
+  in the cache folder, like a manifest;
 * ``posthoc_head``: a MINT head trained after the fact on the frozen plain model with all of
   D (1) / E (0) (passive MINT, :mod:`activemint.attacks.passive`): the same access to D as
-  Active MINT, without joint training.
+  Active MINT, without joint training; ``posthoc_head_robust`` trains it on the audited run's
+  transformed views.
+
+They score bare images (``score_images``), so they also score transformed copies.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from activemint.errors import UserError
+from activemint.rundir import (
+    FEATURES,
+    POSTHOC_HEADS,
+    WEIGHTS_SUFFIX,
+    RunDir,
+    file_sha256,
+)
 from activemint.runs import Run
-
-
-class RobustnessError(UserError):
-    """A robustness evaluation cannot run as asked (missing manifest, mismatched runs, ...)."""
-
-
-@dataclass
-class Context:
-    """What the scorers may use: the audited run, an optional plain run with the same splits,
-    uint8 images per role (members, external, calibration, eval_nonmembers) and a cache folder."""
-
-    run: Run
-    images: dict[str, torch.Tensor]
-    cache_dir: Path
-    plain: Run | None = None
-    log: Callable[[str], None] = field(default=lambda m: None)
-
-
-class Scorer:
-    """Base of every scorer: subclasses set the class attributes and implement the two methods."""
-
-    key: ClassVar[str] = ""
-    name: ClassVar[str] = ""
-    needs: ClassVar[str] = ""
-    half_threshold: ClassVar[float | None] = None  # the score of P(member) = 0.5, if any
-
-    @classmethod
-    def applies(cls, ctx: Context) -> str | None:
-        """``None`` if the scorer can run on ``ctx``, else why not (one line)."""
-        return None
-
-    def prepare(self, ctx: Context) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def score(self, images: torch.Tensor) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-SCORERS: dict[str, type[Scorer]] = {}
-
-
-def register(cls: type[Scorer]) -> type[Scorer]:
-    """Class decorator: make ``cls`` available under ``cls.key``."""
-    if not cls.key or cls.key in SCORERS:
-        raise ValueError(f"scorer key {cls.key!r} is empty or already registered")
-    SCORERS[cls.key] = cls
-    return cls
-
-
-def get_scorers(keys: list[str] | None = None) -> list[type[Scorer]]:
-    if keys is None:
-        return list(SCORERS.values())
-    unknown = [k for k in keys if k not in SCORERS]
-    if unknown:
-        raise RobustnessError(f"unknown scorer(s) {', '.join(unknown)}; known: {', '.join(SCORERS)}")
-    return [SCORERS[k] for k in keys]
+from activemint.scorers.base import Context, Scorer, ScorerError, register
 
 
 def pixel_digests(images: torch.Tensor) -> list[str]:
@@ -100,41 +42,22 @@ def pixel_digests(images: torch.Tensor) -> list[str]:
 
 # ------------------------------------------------------------------- scorers
 @register
-class ActiveMintScorer(Scorer):
-    key = "active_mint"
-    name = "Active MINT (audited model's membership output)"
-    needs = "the audited model only"
-    half_threshold = 0.0
-
-    @classmethod
-    def applies(cls, ctx: Context) -> str | None:
-        return None if ctx.run.is_audited else "the run is plain (mint off)"
-
-    def prepare(self, ctx: Context) -> None:
-        self.run = ctx.run
-
-    def score(self, images: torch.Tensor) -> np.ndarray:
-        return self.run.membership_logits(images)
-
-
-@register
 class ExactHashScorer(Scorer):
     key = "exact_sha256"
     name = "Exact lookup (SHA-256 of pixels in the manifest)"
     needs = "data hashes (SHA-256 of D)"
+    suites = ("robustness",)
 
     def prepare(self, ctx: Context) -> None:
-        path = ctx.run.run_dir / "manifest.csv"
+        path = RunDir(ctx.run.run_dir).manifest
         if not path.is_file():
-            raise RobustnessError(f"{ctx.run.run_dir} has no manifest.csv: the exact-lookup baseline needs the members' hashes")
-        import csv
-
+            raise ScorerError(f"{ctx.run.run_dir} has no {path.name}: the exact-lookup baseline needs the members' hashes")
         with open(path, newline="") as f:
             self.members = {row["sha256"] for row in csv.DictReader(f) if row.get("role") == "members"}
         if not self.members:
-            raise RobustnessError(f"{path} lists no members")
+            raise ScorerError(f"{path} lists no members")
 
-    def score(self, images: torch.Tensor) -> np.ndarray:
+    def score_images(self, images: torch.Tensor) -> np.ndarray:
         return np.array([1.0 if d in self.members else 0.0 for d in pixel_digests(images)])
 
 
@@ -157,11 +80,12 @@ class PerceptualHashScorer(Scorer):
     key = "phash"
     name = "Perceptual-hash lookup (imagehash.phash, nearest member)"
     needs = "data hashes (perceptual hashes of D)"
+    suites = ("robustness",)
 
     def prepare(self, ctx: Context) -> None:
         self.members = phash_bits(ctx.images["members"])
 
-    def score(self, images: torch.Tensor) -> np.ndarray:
+    def score_images(self, images: torch.Tensor) -> np.ndarray:
         q = phash_bits(images)
         out = np.empty(len(q))
         for i in range(0, len(q), 256):
@@ -176,7 +100,7 @@ def _last_linear(model: nn.Module) -> nn.Linear:
         if isinstance(m, nn.Linear):
             last = m
     if last is None:
-        raise RobustnessError(f"{type(model).__name__} has no nn.Linear layer: no penultimate features to store")
+        raise ScorerError(f"{type(model).__name__} has no nn.Linear layer: no penultimate features to store")
     return last
 
 
@@ -200,11 +124,12 @@ class FeatureNNScorer(Scorer):
     key = "feature_nn"
     name = "Nearest member in the model's penultimate features (cosine)"
     needs = "the model + stored features of D"
+    suites = ("robustness",)
 
     def prepare(self, ctx: Context) -> None:
         self.run = ctx.run
-        path = ctx.cache_dir / "features.npz"
-        digest = hashlib.sha256((ctx.run.run_dir / "model.safetensors").read_bytes()).hexdigest()
+        path = ctx.cache_dir / FEATURES
+        digest = file_sha256(RunDir(ctx.run.run_dir).model)
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
                 if str(z["model_sha256"]) == digest and len(z["members"]) == len(ctx.images["members"]):
@@ -214,7 +139,7 @@ class FeatureNNScorer(Scorer):
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, members=self.members, model_sha256=np.array(digest))
 
-    def score(self, images: torch.Tensor) -> np.ndarray:
+    def score_images(self, images: torch.Tensor) -> np.ndarray:
         q = penultimate_features(self.run, images)
         return (q @ self.members.T).max(axis=1).astype(np.float64)
 
@@ -224,6 +149,7 @@ class PostHocHeadScorer(Scorer):
     key = "posthoc_head"
     name = "Post-hoc head (passive MINT on the plain model, head trained on all of D)"
     needs = "the plain model's activations + D and E to train a head"
+    suites = ("robustness",)
     half_threshold = 0.0
 
     @classmethod
@@ -232,22 +158,21 @@ class PostHocHeadScorer(Scorer):
 
     def prepare(self, ctx: Context) -> None:
         from activemint.attacks.passive import train_passive_head, wrap_frozen
-        from activemint.models import tap_points
         from activemint.training.checkpoint import load_weights, save_weights
 
         assert ctx.plain is not None
         acfg, plain = ctx.run.config, ctx.plain
-        taps = acfg.taps or tap_points(acfg.arch, acfg.setup)
+        taps = ctx.taps()
         shape = tuple(plain.metadata["input_shape"])
         params = {"taps": taps, "epochs": acfg.epochs, "lr": acfg.resolved("lr"), "batch_size": acfg.batch_size,
                   "external_batch_size": acfg.external_batch_size, "head_width": acfg.head_width,
                   "head_hidden": acfg.head_hidden, "seed": 0,
-                  "plain_model": hashlib.sha256((plain.run_dir / "model.safetensors").read_bytes()).hexdigest()}
+                  "plain_model": file_sha256(RunDir(plain.run_dir).model)}
         policy = self.policy(acfg)
         params["policy"] = acfg.audit_policy if policy is not None else None
         key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
         # Cached beside the plain model it reads (one head per plain model and recipe).
-        path = plain.run_dir / "posthoc-heads" / f"{self.key}-{key}.safetensors"
+        path = plain.run_dir / POSTHOC_HEADS / f"{self.key}-{key}{WEIGHTS_SUFFIX}"
         model = wrap_frozen(plain.model.backbone, taps, shape, head_width=acfg.head_width, head_hidden=acfg.head_hidden, seed=0)
         if path.is_file():
             load_weights(model, path)
@@ -268,7 +193,7 @@ class PostHocHeadScorer(Scorer):
             save_weights(model, path, params)
         self.model, self.device = model.to(plain.device).eval(), plain.device
 
-    def score(self, images: torch.Tensor) -> np.ndarray:
+    def score_images(self, images: torch.Tensor) -> np.ndarray:
         from activemint.training.trainer import membership_scores
 
         return membership_scores(self.model, images, self.device)

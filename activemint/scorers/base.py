@@ -1,0 +1,314 @@
+"""The scorer protocol: one shape for every membership method.
+
+A scorer is a class registered under a key (:func:`register`).  An instance is bound to one
+model (``plain``: trained without aMINT, ``active``: the Enhanced Audited Model) and, where the
+method has variants, to one config.  It has
+
+* ``applies(ctx)``: ``None`` if it can run on the context, else why not (one line);
+* ``prepare(ctx)``: everything expensive (train a head, index D, train reference models);
+* ``score(ctx)`` -> :class:`Scores`: one float64 score per sample of every evaluated role,
+  higher = member.
+
+:meth:`Scorer.run` is what a caller uses: ``prepare`` + ``score``, or the cached
+:class:`Scores` when the scorer names a :meth:`~Scorer.cache_key` (:class:`ScorerCache`).
+Scorers that look only at images implement ``score_images(images) -> (N,)`` instead of
+``score`` (``activemint robustness`` scores transformed copies through it).
+
+A new method is one file with one registered class; ``compare`` runs every scorer whose
+``suites`` hold ``"compare"`` (in registration order), ``robustness`` those with
+``"robustness"``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from activemint.errors import UserError
+from activemint.rundir import (
+    CACHE_KEY,
+    MODEL,
+    SCORES,
+    RunDir,
+    atomic_json,
+    atomic_write,
+    file_sha256,
+    sha256_json,
+)
+from activemint.runs import Run
+
+#: The roles every scorer scores in ``compare``: members D, evaluation non-members, calibration.
+EVAL_ROLES = ("members", "eval_nonmembers", "calibration")
+MODELS = ("plain", "active")
+_INDEX = "_index"
+
+
+class ScorerError(UserError):
+    """A scorer cannot run as asked (unknown key, missing manifest, mismatched runs, ...)."""
+
+
+# ------------------------------------------------------------------- scores
+@dataclass
+class Scores:
+    """Per role: ``scores[role]`` (n,) float64, higher = member, and ``indices[role]`` (n,) the
+    samples they belong to (indices into the role's source split, as in the run's manifest)."""
+
+    scores: dict[str, np.ndarray]
+    indices: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.scores = {r: np.asarray(v, dtype=np.float64) for r, v in self.scores.items()}
+        self.indices = {r: np.asarray(v, dtype=np.int64) for r, v in self.indices.items()}
+        for r, idx in self.indices.items():
+            if r in self.scores and len(idx) != len(self.scores[r]):
+                raise ValueError(f"{len(self.scores[r])} scores but {len(idx)} indices for {r}")
+
+    def __getitem__(self, role: str) -> np.ndarray:
+        return self.scores[role]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.scores)
+
+    def __contains__(self, role: object) -> bool:
+        return role in self.scores
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.scores)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """``{role: scores, role + "_index": indices}`` (for ``np.savez``)."""
+        return {**self.scores, **{r + _INDEX: i for r, i in self.indices.items()}}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Scores:
+        return cls({k: v for k, v in arrays.items() if not k.endswith(_INDEX)},
+                   {k[: -len(_INDEX)]: v for k, v in arrays.items() if k.endswith(_INDEX)})
+
+
+# ------------------------------------------------------------------- context
+@dataclass
+class Context:
+    """What scorers may use: the audited (active) run, an optional plain run with the same splits,
+    uint8 images per role (members, external, calibration, eval_nonmembers), a cache folder.
+
+    ``compare`` also fills the labels and sample indices per role, the methods' configs
+    (``options``, by name) and the lists of what was trained / reused; ``shared`` memoises
+    what several scorers use (class logits, gradient features, reference models).
+    """
+
+    run: Run
+    images: dict[str, torch.Tensor]
+    cache_dir: Path
+    plain: Run | None = None
+    log: Callable[[str], None] = field(default=lambda m: None)
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    indices: dict[str, np.ndarray] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    roles: tuple[str, ...] = EVAL_ROLES
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    shared: dict[Any, Any] = field(default_factory=dict)
+
+    def model(self, name: str) -> Run:
+        """The run behind a model name: ``active`` (the audited run) or ``plain``."""
+        if name == "active":
+            return self.run
+        if name == "plain" and self.plain is not None:
+            return self.plain
+        raise ScorerError(f"no {name} model in this context")
+
+    def memo(self, key: Any, make: Callable[[], Any]) -> Any:
+        if key not in self.shared:
+            self.shared[key] = make()
+        return self.shared[key]
+
+    def labels_np(self, role: str) -> np.ndarray:
+        return self.memo(("labels", role), lambda: self.labels[role].numpy())
+
+    def logits(self, model: str, role: str) -> np.ndarray:
+        """(n, K) float64 class logits of ``model`` on ``role``'s images (computed once)."""
+        run = self.model(model)
+        return self.memo(("logits", model, role), lambda: run.class_logits(self.images[role]).double().numpy())
+
+    def taps(self) -> list[str]:
+        from activemint.models import tap_points
+
+        cfg = self.run.config
+        return list(cfg.taps or tap_points(cfg.arch, cfg.setup))
+
+    def identity(self, model: str) -> dict[str, str]:
+        """What identifies a model's scores in a cache: its weights and its splits (SHA-256)."""
+        from activemint.data.splits import manifest_fingerprint
+
+        run = self.model(model)
+        return self.memo(("identity", model), lambda: {"model_sha256": file_sha256(RunDir(run.run_dir).model),
+                                                       "manifest_sha256": manifest_fingerprint(run.run_dir)})
+
+    def wrap(self, scores: dict[str, np.ndarray]) -> Scores:
+        return Scores(scores, {r: self.indices[r] for r in scores if r in self.indices})
+
+
+# ------------------------------------------------------------------- protocol
+class Scorer:
+    """Base of every scorer: subclasses set the class attributes and implement ``prepare`` and
+    ``score`` (or ``score_images``)."""
+
+    key: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # a long name (robustness tables); ``method`` is the compare row
+    method: str = ""
+    family: str = "other"
+    needs: ClassVar[str] = ""
+    half_threshold: float | None = None  # the score of P(member) = 0.5, if any
+    suites: ClassVar[tuple[str, ...]] = ("compare",)
+    models: ClassVar[tuple[str, ...]] = MODELS
+
+    def __init__(self, model: str = "active") -> None:
+        self.model = model
+
+    @classmethod
+    def instances(cls, ctx: Context) -> list[Scorer]:
+        """The rows this scorer adds to ``compare``, in order (default: one per model in ``models``)."""
+        return [cls(m) for m in cls.models]
+
+    @classmethod
+    def applies(cls, ctx: Context) -> str | None:
+        """``None`` if the scorer can run on ``ctx``, else why not (one line)."""
+        return None
+
+    @property
+    def row(self) -> str:
+        return self.method or self.name or self.key
+
+    def describe(self) -> dict[str, Any]:
+        """Description, what the auditor needs (list) and parameters, for tables and JSON."""
+        return {"description": self.name or self.row, "needs": [self.needs] if self.needs else [], "params": {}}
+
+    def cache_key(self, ctx: Context) -> dict[str, Any] | None:
+        """A JSON object naming everything that decides the scores, or ``None``: not cached."""
+        return None
+
+    def what(self) -> str:
+        """What ``prepare`` trains, for the trained / reused lists."""
+        return f"{self.row} ({self.model})"
+
+    def module(self) -> torch.nn.Module | None:
+        """What ``prepare`` trained, saved beside cached scores (weights only)."""
+        return None
+
+    def prepare(self, ctx: Context) -> None:
+        self.run = ctx.model(self.model)
+
+    def score(self, ctx: Context) -> Scores:
+        return ctx.wrap({r: self.score_images(ctx.images[r]) for r in ctx.roles})
+
+    def score_images(self, images: torch.Tensor) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} scores samples of the context, not bare images")
+
+    def run_scores(self, ctx: Context, cache: ScorerCache | None = None) -> Scores:
+        """``prepare`` + ``score``, or the cached scores when :meth:`cache_key` names them."""
+        key = self.cache_key(ctx) if cache is not None else None
+        if key is not None:
+            got = cache.load(key, ctx.roles)
+            if got is not None:
+                ctx.reused.append(f"{self.what()} {cache.path(key)}")
+                ctx.log(f"{self.what()}: reusing the trained scores from {cache.path(key)}")
+                return ctx.wrap(got.scores)
+        self.prepare(ctx)
+        scores = self.score(ctx)
+        if key is not None:
+            d = cache.save(key, scores, self.module())
+            ctx.trained.append(f"{self.what()} {d}")
+        return scores
+
+
+# ------------------------------------------------------------------- registry
+REGISTRY: dict[str, type[Scorer]] = {}
+
+
+def register(cls: type[Scorer]) -> type[Scorer]:
+    """Class decorator: make ``cls`` available under ``cls.key`` (after those registered before)."""
+    if not cls.key or cls.key in REGISTRY:
+        raise ValueError(f"scorer key {cls.key!r} is empty or already registered")
+    REGISTRY[cls.key] = cls
+    return cls
+
+
+def unregister(key: str) -> None:
+    REGISTRY.pop(key, None)
+
+
+class Suite(Mapping):
+    """A live view of the registered scorers of one suite (``compare``, ``robustness``), by key."""
+
+    def __init__(self, suite: str) -> None:
+        self.suite = suite
+
+    def __getitem__(self, key: str) -> type[Scorer]:
+        cls = REGISTRY[key]
+        if self.suite not in cls.suites:
+            raise KeyError(key)
+        return cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k for k, c in REGISTRY.items() if self.suite in c.suites])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def get_scorers(keys: list[str] | None = None, suite: str = "robustness") -> list[type[Scorer]]:
+    """The scorer classes of ``suite`` (all, in registration order, or those named)."""
+    view = Suite(suite)
+    if keys is None:
+        return [view[k] for k in view]
+    unknown = [k for k in keys if k not in view]
+    if unknown:
+        raise ScorerError(f"unknown scorer(s) {', '.join(unknown)}; known: {', '.join(view)}")
+    return [view[k] for k in keys]
+
+
+# ------------------------------------------------------------------- cache
+class ScorerCache:
+    """``<root>/scorers/<SHA-256 of the key>/``: the key (JSON), the scores and the trained module."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root) / "scorers"
+
+    def path(self, key_obj: dict[str, Any]) -> Path:
+        return self.root / sha256_json(key_obj)
+
+    def load(self, key_obj: dict[str, Any], roles: tuple[str, ...] = EVAL_ROLES) -> Scores | None:
+        p = self.path(key_obj) / SCORES
+        if not p.is_file():
+            return None
+        with np.load(p, allow_pickle=False) as z:
+            got = Scores.from_arrays({k: z[k] for k in z.files})
+        return got if all(r in got for r in roles) else None
+
+    def save(self, key_obj: dict[str, Any], scores: Scores, module: torch.nn.Module | None = None) -> Path:
+        from activemint.training.checkpoint import save_weights
+
+        d = self.path(key_obj)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_json(d / CACHE_KEY, key_obj)
+        if module is not None:
+            save_weights(module, d / MODEL, {"scorer": key_obj.get("method")})
+        arrays = scores.arrays()
+        atomic_write(d / SCORES, lambda f: np.savez(f, **arrays))
+        return d
+
+
+def clean_backbone(run: Run) -> torch.nn.Module:
+    """A hook-free copy of a run's classifier (the same weights), on the run's device, eval mode."""
+    from activemint.models import create_model
+
+    shape = tuple(run.metadata["input_shape"])
+    model = create_model(run.config.arch, in_chans=shape[0], num_classes=int(run.metadata["num_classes"]), img_size=shape[1])
+    model.load_state_dict(run.model.backbone.state_dict())
+    return model.to(run.device).eval()

@@ -1,0 +1,123 @@
+"""LiRA and RMIA: per-sample statistics of the target model against N reference models.
+
+The reference models are trained (or reused) once per context by :func:`reference_models`
+(:mod:`activemint.attacks.reference`); LiRA's and RMIA's variants on both models share them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from activemint.attacks.lira import LiraConfig, lira_scores
+from activemint.attacks.output import logit_confidence, true_label_prob
+from activemint.attacks.reference import (
+    ReferenceConfig,
+    ReferenceLogits,
+    reference_logits,
+)
+from activemint.attacks.rmia import RmiaConfig, rmia_from_config
+from activemint.scorers.base import EVAL_ROLES, Context, Scorer, Scores, register
+
+
+def reference_models(ctx: Context) -> ReferenceLogits:
+    """The reference models' logits for the context's run (trained or reused once per context)."""
+    return ctx.memo("reference", lambda: _load_reference(ctx))
+
+
+def _load_reference(ctx: Context) -> ReferenceLogits:
+    reference: ReferenceConfig = ctx.options["reference"]
+    acfg, data = ctx.run.config, ctx.run.data
+    s = data.splits
+    refs = reference_logits(acfg, s, reference, ctx.cache_dir, train=data.train, test=data.test,
+                            workers=ctx.options.get("workers", 1), log=ctx.log)
+    for r in EVAL_ROLES:
+        if not np.array_equal(refs.indices[r][1], getattr(s, r)):
+            raise RuntimeError(f"reference logits of {r} do not belong to the run's {r} split")
+    for i in refs.trained:
+        ctx.trained.append(f"reference model {i} {refs.cache_dir / f'model-{i:02d}'}")
+    if not refs.trained:
+        ctx.reused.append(f"{reference.n_models} reference models {refs.cache_dir}")
+    ctx.info["reference_models"] = {
+        "cache_dir": str(refs.cache_dir), "key": refs.key, "config": reference.to_dict(),
+        "description": reference.description, "epochs": reference.epochs or acfg.epochs,
+        "training_sizes": refs.training_sizes, "test_accuracy": refs.test_accuracy,
+        "population": int(refs.logits["population"].shape[0]), "trained_now": refs.trained, "logits_computed_now": refs.ran}
+    for r in EVAL_ROLES:
+        if not np.array_equal(refs.labels[r], ctx.labels_np(r)):
+            raise RuntimeError(f"reference logits of {r} are not aligned with the run's samples")
+    # Population images (RMIA's z): the audited models' logits on them, through the context.
+    split, idx = refs.indices["population"]
+    ctx.images["population"] = (data.test if split == "test" else data.train).images[torch.as_tensor(idx)]
+    return refs
+
+
+def _ref_stat(ctx: Context, name: str, fn) -> dict[str, np.ndarray]:
+    """Per role, (n, N) statistic ``fn(logits, labels)`` of every reference model."""
+    def make() -> dict[str, np.ndarray]:
+        refs = reference_models(ctx)
+        return {r: np.stack([fn(refs.logits[r][:, j], refs.labels[r]) for j in range(refs.logits[r].shape[1])], axis=1)
+                for r in refs.logits}
+    return ctx.memo(("reference", name), make)
+
+
+class _ReferenceScorer(Scorer):
+    family = "reference"
+
+    @classmethod
+    def applies(cls, ctx: Context) -> str | None:
+        return None if ctx.options.get("reference") is not None else "no reference models (--reference-models 0)"
+
+    def describe(self) -> dict[str, Any]:
+        return self.config.describe()
+
+    def prepare(self, ctx: Context) -> None:
+        reference_models(ctx)
+
+
+@register
+class LiraScorer(_ReferenceScorer):
+    key = "lira"
+    name = "LiRA"
+
+    def __init__(self, model: str = "active", config: LiraConfig | None = None) -> None:
+        super().__init__(model)
+        self.config = config or LiraConfig()
+        self.method = self.config.display_name
+        # Online: a log likelihood ratio, 0 = equal likelihood (P(member) = 0.5 at equal priors).
+        self.half_threshold = 0.0 if self.config.variant == "online" else None
+
+    @classmethod
+    def instances(cls, ctx: Context) -> list[Scorer]:
+        min_std = ctx.options.get("lira_min_std", 1e-3)
+        return [cls(m, LiraConfig(variant=v, fixed_variance=f, min_std=min_std))
+                for v in ("online", "offline") for f in (False, True) for m in cls.models]
+
+    def score(self, ctx: Context) -> Scores:
+        refs, phi = reference_models(ctx), _ref_stat(ctx, "phi", logit_confidence)
+        return ctx.wrap({r: lira_scores(logit_confidence(ctx.logits(self.model, r), ctx.labels_np(r)), phi[r], refs.keep[r],
+                                        self.config) for r in ctx.roles})
+
+
+@register
+class RmiaScorer(_ReferenceScorer):
+    key = "rmia"
+    name = "RMIA"
+
+    def __init__(self, model: str = "active", config: RmiaConfig | None = None) -> None:
+        super().__init__(model)
+        self.config = config or RmiaConfig()
+        self.method = self.config.display_name
+
+    @classmethod
+    def instances(cls, ctx: Context) -> list[Scorer]:
+        a = ctx.options.get("rmia_a", 0.3)
+        return [cls(m, RmiaConfig(variant=v, a=a)) for v in ("offline", "online") for m in cls.models]
+
+    def score(self, ctx: Context) -> Scores:
+        refs, ref_p = reference_models(ctx), _ref_stat(ctx, "p", true_label_prob)
+        tz = true_label_prob(ctx.logits(self.model, "population"), refs.labels["population"])
+        return ctx.wrap({r: rmia_from_config(true_label_prob(ctx.logits(self.model, r), ctx.labels_np(r)), ref_p[r],
+                                             refs.keep[r], tz, ref_p["population"], refs.keep["population"], self.config)
+                         for r in ctx.roles})
