@@ -198,6 +198,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from activemint import grid
+    from activemint.rundir import GRID_FILES
 
     matrix = grid.load_matrix(args.matrix)
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
@@ -220,7 +221,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         for o in failed:
             print(f"FAILED {o.cell}: {o.error}", file=sys.stderr)
     rows = grid.results_table(matrix, cells, out)
-    grid.write_table(rows, out / "results.md", out / "results.csv")
+    grid.write_table(rows, out / GRID_FILES["markdown"], out / GRID_FILES["csv"])
     print(grid.table_markdown(rows))
     print(f"table written to {out / 'results.md'} and {out / 'results.csv'}", file=sys.stderr)
     return 1 if failed else 0

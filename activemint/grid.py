@@ -97,7 +97,7 @@ def run_cell(cell: Cell, out_dir: str | Path, *, log: Callable[[str], None] = pr
 
         try:
             done = ensure_run(cell.config, run_dir, log=cell_log)
-        except Exception as e:  # one bad cell must not stop the grid
+        except Exception as e:  # noqa: BLE001  (one bad cell must not stop the grid)
             log(f"[{cell.name}] FAILED: {type(e).__name__}: {e}")
             return CellOutcome(cell.name, str(run_dir), "failed", time.time() - t0, f"{type(e).__name__}: {e}")
         if not done.trained:  # finished by another grid while we waited

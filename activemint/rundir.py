@@ -83,16 +83,19 @@ POSTHOC_HEADS = "posthoc-heads"  # robustness: post-hoc heads cached beside the 
 WEIGHTS_SUFFIX = ".safetensors"
 
 # Files of the caches and outputs beside run directories (every file name lives in this module).
+CACHE_RUNS, CACHE_REFERENCE, CACHE_SCORERS = "runs", "reference-models", "scorers"  # folders of ``compare``'s cache
 CACHE_KEY = "config.json"  # a cache entry's full key (reference models, trained scorers)
 LOGITS = "logits.npz"  # a reference model's class logits of every scored sample
 PLAN = "plan.npz"  # the reference models' pool and IN mask
 FEATURES = "features.npz"  # robustness: D's penultimate features
 COMPARE_FILES = {"markdown": "compare.md", "csv": "compare.csv", "json": "compare.json",
                  "roc_linear": "roc_linear.png", "roc_loglog": "roc_loglog.png", "scores": "scores.npz"}
-GRID_TABLE, GRID_CSV = "results.md", "results.csv"
-ROBUSTNESS_JSON, ROBUSTNESS_CSV = "robustness.json", "robustness.csv"
-CALIBRATION_JSON, CALIBRATION_NPZ = "calibration.json", "calibration.npz"
-AUDIT_JSON, AUDIT_SAMPLES = "audit.json", "samples.csv"
+GRID_FILES = {"markdown": "results.md", "csv": "results.csv"}
+ROBUSTNESS_FILES = {"json": "robustness.json", "csv": "robustness.csv", "markdown": "robustness.md",
+                    "plot": "robustness.png", "html": "robustness.html"}
+AUDIT_FILES = {"json": "audit.json", "samples": "samples.csv", "markdown": "summary.md", "html": REPORT}
+CALIBRATION_JSON, CALIBRATION_NPZ = "calibration.json", "calibration.npz"  # an audit's calibration cache
+META_SUFFIX = ".json"  # save_weights writes a weights file's metadata beside it with this suffix
 
 RUN_FORMAT = "activemint-run/2"
 SCORES_MODEL_KEY = "model_sha256"  # scores.npz entry naming the SHA-256 of the model that made it
@@ -465,10 +468,11 @@ class RunDir:
         except OSError as e:
             raise _write_error(self.metrics, e) from e
 
-    def write_scores(self, scores: dict[str, Any], model_sha256: str) -> None:
+    def write_scores(self, scores: Any, model_sha256: str) -> None:
+        """scores.npz: a :class:`activemint.scores.Scores` (or its arrays) and the model's SHA-256."""
         import numpy as np
 
-        arrays = {**scores, SCORES_MODEL_KEY: np.asarray(model_sha256)}
+        arrays = {**(scores.arrays() if hasattr(scores, "arrays") else scores), SCORES_MODEL_KEY: np.asarray(model_sha256)}
         atomic_write(self.scores, lambda f: np.savez(f, **arrays))
 
     def write_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import torch
 
-from activemint.data import DatasetError, load_dataset, load_image_checked, verify_manifest
+from activemint.data import (
+    DatasetError,
+    load_dataset,
+    load_image_checked,
+    verify_manifest,
+)
+from activemint.rundir import RunDir
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
 ROLES = ("members", "external", "validation", "calibration", "eval_nonmembers")
@@ -54,7 +60,7 @@ def verify_split(run, role: str) -> None:
         ManifestMismatchError: how many of how many samples differ, the manifest file and
             the data root, and the first difference.
     """
-    manifest = Path(run.run_dir) / "manifest.csv"
+    manifest = RunDir(run.run_dir).manifest
     data = run.data
     problems = verify_manifest(manifest, data.train, data.test, roles=[role])
     if problems:

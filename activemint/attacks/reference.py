@@ -48,6 +48,7 @@ from activemint.attacks.config import ScorerConfig
 from activemint.data import ArrayDataset, Splits, load_dataset
 from activemint.rundir import (
     CACHE_KEY,
+    CACHE_REFERENCE,
     PLAN,
     RunDir,
     atomic_json,
@@ -289,7 +290,7 @@ def reference_logits(
                "reference": {"n_models": config.n_models, "seed": config.seed},  # epochs: in train_config
                "pool": plan.fingerprint()}
     key = sha256_json(key_obj)
-    root = Path(cache_root) / "reference-models" / key
+    root = Path(cache_root) / CACHE_REFERENCE / key
     root.mkdir(parents=True, exist_ok=True)
     atomic_json(root / CACHE_KEY, key_obj)
     plan_arrays = {"keep": plan.keep, "validation": plan.validation, **{f"{r}_index": plan.samples[r][1] for r in plan.samples}}

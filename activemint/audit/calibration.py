@@ -43,10 +43,15 @@ from activemint.metrics import (
     calibration_rank,
     min_calibration_size,
 )
-from activemint.rundir import MODEL, file_sha256
+from activemint.rundir import (
+    CALIBRATION_JSON,
+    CALIBRATION_NPZ,
+    MODEL,
+    SCORES,
+    file_sha256,
+)
+from activemint.scores import EVAL_ROLES, Scores
 
-CALIBRATION_JSON = "calibration.json"
-CALIBRATION_NPZ = "calibration.npz"
 FORMAT = "activemint-calibration/2"  # /1: the earlier conformal-mean rule (recomputed when met)
 
 
@@ -268,7 +273,7 @@ def check_finite_scores(arrays: dict[str, np.ndarray], where: object) -> None:
                                    "expected finite membership logits")
 
 
-def run_scores(run) -> tuple[dict[str, np.ndarray], str]:
+def run_scores(run) -> tuple[Scores, str]:
     """Membership logits of a loaded run's members, eval non-members and calibration split.
 
     Reads ``scores.npz`` when the trainer wrote it (the final model's scores); otherwise
@@ -277,16 +282,16 @@ def run_scores(run) -> tuple[dict[str, np.ndarray], str]:
     from activemint.rundir import RunDir
 
     saved = RunDir(run.run_dir).read_scores()  # refuses a truncated file or another model's scores
-    if saved is not None and {"members", "eval_nonmembers", "calibration"} <= set(saved):
-        return saved, "scores.npz:calibration"
+    if saved is not None and set(EVAL_ROLES) <= set(saved):
+        return Scores.from_arrays(saved), f"{SCORES}:calibration"
     import torch
 
     data, s = run.data, run.data.splits
-    out = {}
+    out = Scores()
     for role, src, idx in (("members", data.train, s.members), ("eval_nonmembers", data.test, s.eval_nonmembers),
                            ("calibration", data.train, s.calibration)):
-        out[role] = run.membership_logits(src.images[torch.as_tensor(idx)])
-        out[role + "_index"] = np.asarray(idx)
+        out.scores[role] = run.membership_logits(src.images[torch.as_tensor(idx)])
+        out.indices[role] = np.asarray(idx)
     return out, "model on the manifest's calibration split"
 
 
@@ -311,13 +316,13 @@ def calibrate_run(run, target_fpr: float = 0.01, *, save: bool = True, weights: 
     except (FileNotFoundError, OutdatedCalibration):
         pass
     scores, source = run_scores(run)
-    check_finite_scores(scores, run_dir / "scores.npz" if source.startswith("scores.npz") else f"the scores of {run_dir}'s model")
+    check_finite_scores(scores.scores, run_dir / SCORES if source.startswith(SCORES) else f"the scores of {run_dir}'s model")
     if len(scores["calibration"]) == 0:
         raise CalibrationError(f"{run_dir} has no calibration split: train with --calibration N (N >= {min_calibration_size(target_fpr)})")
     cal = make_calibration(
         scores["calibration"], target_fpr, model_sha256=model_sha, source=source,
-        index=scores.get("calibration_index"), eval_nonmember_scores=scores.get("eval_nonmembers"),
-        member_scores=scores.get("members"),
+        index=scores.indices.get("calibration"), eval_nonmember_scores=scores.scores.get("eval_nonmembers"),
+        member_scores=scores.scores.get("members"),
     )
     if save:
         try:

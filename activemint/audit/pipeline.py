@@ -167,10 +167,11 @@ class AuditResult:
                 raise rundir.RunWriteError(f"cannot write into {out.parent}: {e.strerror or e}") from e
             trash = None
             try:
-                rundir.atomic_write_via(tmp / "samples.csv", self.write_csv)
-                rundir.atomic_write(tmp / "audit.json", json.dumps(self.to_dict(), indent=2))
-                rundir.atomic_write(tmp / "summary.md", audit_markdown(self))
-                rundir.atomic_write(tmp / "report.html", audit_html(self))
+                names = rundir.AUDIT_FILES
+                rundir.atomic_write_via(tmp / names["samples"], self.write_csv)
+                rundir.atomic_write(tmp / names["json"], json.dumps(self.to_dict(), indent=2))
+                rundir.atomic_write(tmp / names["markdown"], audit_markdown(self))
+                rundir.atomic_write(tmp / names["html"], audit_html(self))
                 files = sorted(p.name for p in tmp.iterdir())
                 rundir.atomic_json(tmp / rundir.AUDIT_MARKER, {"format": AUDIT_DIR_FORMAT, "files": files})
                 if out.exists():

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from activemint.compare.plots import plot_rocs
 from activemint.metrics import MembershipMetrics
 from activemint.rundir import COMPARE_FILES
 from activemint.scorers import EVAL_ROLES, Scores
@@ -131,32 +132,30 @@ def write_outputs(out_dir: Path, rows: list[MethodResult], headline: str, info: 
     if info.get("command"):
         lines += ["```", info["command"], "```", ""]
     lines += [markdown_table(rows), "", f"**{headline}**", "",
-              f"Members D: {info['n_members']}; evaluation non-members: {info['n_eval_nonmembers']} (test split); "
+              (f"Members D: {info['n_members']}; evaluation non-members: {info['n_eval_nonmembers']} (test split); "
               f"calibration non-members (thresholds at {info['target_fpr']:g} FPR): {info['n_calibration']}; external E: "
               f"{info['n_external']}.  'plain' = the same architecture and splits trained without aMINT; 'active' = the "
               "Enhanced Audited Model.  Acc@0.5 only where a score has a natural 0.5 point (logits; LiRA online's log "
-              "likelihood ratio).  Accuracies are on a balanced member / non-member set.", ""]
+              "likelihood ratio).  Accuracies are on a balanced member / non-member set."), ""]
     if ref:
-        accs = [a for a in ref["test_accuracy"] if a == a]
-        lines += [f"Reference models (LiRA, RMIA): {len(ref['training_sizes'])}, trained plainly with the audited run's "
+        accs = [a for a in ref["test_accuracy"] if not np.isnan(a)]
+        lines += [(f"Reference models (LiRA, RMIA): {len(ref['training_sizes'])}, trained plainly with the audited run's "
                   f"recipe for {ref['epochs']} epochs on {min(ref['training_sizes'])}-{max(ref['training_sizes'])} samples "
                   "each: random halves of members + evaluation non-members + calibration (+ external fill up to 2 x |D|), "
                   f"so every evaluated sample is IN for half of them; mean test accuracy {np.mean(accs):.4f} (held-out "
-                  f"test images); RMIA population z: {ref['population']} external samples no reference model trained on.", ""]
+                  f"test images); RMIA population z: {ref['population']} external samples no reference model trained on."), ""]
     lines += ["## Methods", ""] + _descriptions(rows) + ["", "## Notes", "",
-              "- The MINT-family heads (Active MINT, Passive MINT, gMINT) are trained on the members D they later score "
+              ("- The MINT-family heads (Active MINT, Passive MINT, gMINT) are trained on the members D they later score "
               "(the paper's audit protocol: the auditor knows D), so part of their signal can be the head memorising D "
               "itself. The '(cross-fit)' rows score every member with a head that never saw it; Active MINT's head cannot "
               "be cross-fitted without retraining the audited model. Output attacks, LiRA and RMIA never use the "
-              "membership labels of D.",
-              "- On the active model, the external set E (RMIA's population) trained the MINT head and the shared layers, "
-              "not the classifier.",
+              "membership labels of D."),
+              ("- On the active model, the external set E (RMIA's population) trained the MINT head and the shared layers, "
+              "not the classifier."),
               "- LiRA and RMIA query every sample once (no augmented queries), with one set of reference models for both.",
-              f"- Wall time of this call: {seconds:.0f} s.  Trained now: "
-              f"{', '.join(t.rsplit(' ', 1)[0] for t in trained) if trained else 'nothing (all from cache)'}.", ""]
+              (f"- Wall time of this call: {seconds:.0f} s.  Trained now: "
+              f"{', '.join(t.rsplit(' ', 1)[0] for t in trained) if trained else 'nothing (all from cache)'}."), ""]
     files["markdown"].write_text("\n".join(lines))
-    from activemint.compare.plots import plot_rocs
-
     plot_rocs(rows, files["roc_linear"], files["roc_loglog"])
     return files
 

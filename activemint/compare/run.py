@@ -20,10 +20,12 @@ from activemint.compare.results import (
 )
 from activemint.data import read_manifest
 from activemint.metrics import membership_metrics
-from activemint.rundir import RunDir
+from activemint.rundir import CACHE_RUNS, RunDir
 from activemint.runs import Run, RunError, ensure_run, load_run
 from activemint.scorers import EVAL_ROLES, MODELS, Context, Scorer, ScorerCache, Suite
 from activemint.training import TrainConfig
+
+_REFERENCE, _PASSIVE, _GRADIENT = ReferenceConfig(), PassiveMintConfig(), GradientMintConfig()  # the defaults (never mutated)
 
 #: The registered scorers that ``compare`` runs (a live view, by key, in registration order).
 COMPARE_SCORERS = Suite("compare")
@@ -45,7 +47,7 @@ def _runs(cfg: TrainConfig | None, active_run, plain_run, cache_root: Path, prog
     else:
         if cfg is None or not cfg.mint:
             raise ValueError("compare needs the active run's config with mint=True (or an existing --active-run)")
-        active_dir, did = ensure_run(cfg, cache_root / "runs" / cfg.fingerprint(), progress=progress, log=log)
+        active_dir, did = ensure_run(cfg, cache_root / CACHE_RUNS / cfg.fingerprint(), progress=progress, log=log)
         (trained if did else reused).append(f"active run {active_dir}")
     active = load_run(active_dir)
     if not active.is_audited:
@@ -55,7 +57,7 @@ def _runs(cfg: TrainConfig | None, active_run, plain_run, cache_root: Path, prog
         reused.append(f"plain run {plain_dir} (given)")
     else:
         pcfg = active.config.without_mint()
-        plain_dir, did = ensure_run(pcfg, cache_root / "runs" / pcfg.fingerprint(), progress=progress, log=log)
+        plain_dir, did = ensure_run(pcfg, cache_root / CACHE_RUNS / pcfg.fingerprint(), progress=progress, log=log)
         (trained if did else reused).append(f"plain run {plain_dir}")
     plain = load_run(plain_dir)
     if plain.is_audited:
@@ -104,9 +106,9 @@ def run_compare(
     *,
     active_run: str | Path | None = None,
     plain_run: str | Path | None = None,
-    reference: ReferenceConfig | None = ReferenceConfig(),
-    passive: PassiveMintConfig = PassiveMintConfig(),
-    gradient: GradientMintConfig = GradientMintConfig(),
+    reference: ReferenceConfig | None = _REFERENCE,
+    passive: PassiveMintConfig = _PASSIVE,
+    gradient: GradientMintConfig = _GRADIENT,
     rmia_a: float = 0.3,
     lira_min_std: float = 1e-3,
     cache_dir: str | Path = ".cache",

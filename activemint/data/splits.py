@@ -23,13 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from activemint.rundir import MANIFEST
+
 from .base import ArrayDataset, DatasetError
 from .registry import dataset_info
 
 ROLES = ("members", "external", "validation", "calibration", "eval_nonmembers")
 TRAIN_ROLES = ROLES[:4]
 MANIFEST_COLUMNS = ["role", "source_split", "index", "label", "sha256"]
-MANIFEST_NAME = "manifest.csv"
+MANIFEST_NAME = MANIFEST  # the run directory's name for it (activemint.rundir)
 
 #: Validation / calibration size for full-size data sets (capped for small ones).
 DEFAULT_HOLDOUT = 2000

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 from activemint.report.html import esc, img, page, table
+from activemint.rundir import ROBUSTNESS_FILES
 
 
 def robustness_section(out: Path) -> str:
     """HTML for ``out/robustness.json`` (+ ``robustness.png``); empty if there is none."""
-    jpath = Path(out) / "robustness.json"
+    jpath = Path(out) / ROBUSTNESS_FILES["json"]
     if not jpath.is_file():
         return ""
     d = json.loads(jpath.read_text())
@@ -19,7 +20,7 @@ def robustness_section(out: Path) -> str:
              (f'<p class="note">Members ({esc(info["members"])}) and non-members transformed the same way; thresholds for '
              f'{info["target_fpr"]:g} FPR calibrated on untransformed and on transformed calibration non-members. '
              f'Command: <code>activemint robustness {esc(info["run_dir"])}</code></p>')]
-    png = Path(out) / "robustness.png"
+    png = Path(out) / ROBUSTNESS_FILES["plot"]
     if png.is_file():
         parts.append(img("data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(), "AUC and TPR@1%FPR vs severity"))
     parts.append(table(

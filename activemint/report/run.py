@@ -23,7 +23,18 @@ from activemint.errors import UserError, not_a_directory
 from activemint.metrics import membership_metrics
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
-from activemint.rundir import LOG, METRICS, MODEL, REPORT, RunDir, RunError, atomic_write, file_sha256, make_dir
+from activemint.rundir import (
+    COMPARE_FILES,
+    LOG,
+    METRICS,
+    MODEL,
+    REPORT,
+    RunDir,
+    RunError,
+    atomic_write,
+    file_sha256,
+    make_dir,
+)
 
 
 class ReportError(UserError, ValueError):
@@ -206,7 +217,7 @@ def load_compare_dir(path: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarra
     ``"<method> (<model> model)"``.
     """
     path = Path(path)
-    jpath = path / "compare.json"
+    jpath = path / COMPARE_FILES["json"]
     if not jpath.is_file():
         return None
     try:
@@ -222,8 +233,8 @@ def load_compare_dir(path: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarra
         metrics[name] = {**row.get("metrics", {}), "test_accuracy": row.get("test_accuracy")}
         keys[name] = (row["method"], row["model"])
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if (path / "scores.npz").is_file():
-        with np.load(path / "scores.npz") as z:
+    if (path / COMPARE_FILES["scores"]).is_file():
+        with np.load(path / COMPARE_FILES["scores"]) as z:
             files = set(z.files)
             for name, (method, model) in keys.items():
                 mk, nk = f"{method}|{model}|members", f"{method}|{model}|eval_nonmembers"

@@ -34,7 +34,7 @@ from activemint.metrics import (
     membership_metrics,
     min_calibration_size,
 )
-from activemint.rundir import ROBUSTNESS_CSV, ROBUSTNESS_JSON, RunDir, RunError
+from activemint.rundir import ROBUSTNESS_FILES, RunDir, RunError
 from activemint.runs import Run, load_run
 from activemint.scorers import Context, ScorerError, get_scorers
 from activemint.transforms import apply_transform, parse_spec
@@ -205,12 +205,12 @@ def markdown_table(rows: list[Row]) -> str:
 
 def write_outputs(out: Path, rows: list[Row], info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ROBUSTNESS_CSV, "w", newline="") as f:
+    with open(out / ROBUSTNESS_FILES["csv"], "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         for r in rows:
             w.writerow(asdict(r))
-    (out / ROBUSTNESS_JSON).write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=2))
+    (out / ROBUSTNESS_FILES["json"]).write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=2))
     scorers = {r.scorer: (r.method, r.needs) for r in rows}
     md = [f"# Robustness of membership detection: `{info['run_dir']}`", "",
           (f"Members ({info['members']}) vs evaluation non-members, both transformed the same way (seed {info['seed']}); "
@@ -219,11 +219,11 @@ def write_outputs(out: Path, rows: list[Row], info: dict) -> None:
     md += [f"- `{k}`: {m} — needs {n}" for k, (m, n) in scorers.items()]
     md += [f"- skipped `{k}`: {v}" for k, v in info.get("skipped", {}).items()]
     md += ["", markdown_table(rows), ""]
-    (out / "robustness.md").write_text("\n".join(md))
-    plot_robustness(rows, out / "robustness.png")
+    (out / ROBUSTNESS_FILES["markdown"]).write_text("\n".join(md))
+    plot_robustness(rows, out / ROBUSTNESS_FILES["plot"])
     from activemint.report.robustness import robustness_page
 
-    (out / "robustness.html").write_text(robustness_page(out))
+    (out / ROBUSTNESS_FILES["html"]).write_text(robustness_page(out))
 
 
 def plot_robustness(rows: list[Row], path: Path) -> None:

@@ -31,6 +31,7 @@ import torch
 from activemint.errors import UserError
 from activemint.rundir import (
     CACHE_KEY,
+    CACHE_SCORERS,
     MODEL,
     SCORES,
     RunDir,
@@ -40,54 +41,13 @@ from activemint.rundir import (
     sha256_json,
 )
 from activemint.runs import Run
+from activemint.scores import EVAL_ROLES, Scores
 
-#: The roles every scorer scores in ``compare``: members D, evaluation non-members, calibration.
-EVAL_ROLES = ("members", "eval_nonmembers", "calibration")
 MODELS = ("plain", "active")
-_INDEX = "_index"
 
 
 class ScorerError(UserError):
     """A scorer cannot run as asked (unknown key, missing manifest, mismatched runs, ...)."""
-
-
-# ------------------------------------------------------------------- scores
-@dataclass
-class Scores:
-    """Per role: ``scores[role]`` (n,) float64, higher = member, and ``indices[role]`` (n,) the
-    samples they belong to (indices into the role's source split, as in the run's manifest)."""
-
-    scores: dict[str, np.ndarray]
-    indices: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.scores = {r: np.asarray(v, dtype=np.float64) for r, v in self.scores.items()}
-        self.indices = {r: np.asarray(v, dtype=np.int64) for r, v in self.indices.items()}
-        for r, idx in self.indices.items():
-            if r in self.scores and len(idx) != len(self.scores[r]):
-                raise ValueError(f"{len(self.scores[r])} scores but {len(idx)} indices for {r}")
-
-    def __getitem__(self, role: str) -> np.ndarray:
-        return self.scores[role]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.scores)
-
-    def __contains__(self, role: object) -> bool:
-        return role in self.scores
-
-    @property
-    def roles(self) -> list[str]:
-        return list(self.scores)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """``{role: scores, role + "_index": indices}`` (for ``np.savez``)."""
-        return {**self.scores, **{r + _INDEX: i for r, i in self.indices.items()}}
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Scores:
-        return cls({k: v for k, v in arrays.items() if not k.endswith(_INDEX)},
-                   {k[: -len(_INDEX)]: v for k, v in arrays.items() if k.endswith(_INDEX)})
 
 
 # ------------------------------------------------------------------- context
@@ -278,7 +238,7 @@ class ScorerCache:
     """``<root>/scorers/<SHA-256 of the key>/``: the key (JSON), the scores and the trained module."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root) / "scorers"
+        self.root = Path(root) / CACHE_SCORERS
 
     def path(self, key_obj: dict[str, Any]) -> Path:
         return self.root / sha256_json(key_obj)
@@ -288,7 +248,7 @@ class ScorerCache:
         if not p.is_file():
             return None
         with np.load(p, allow_pickle=False) as z:
-            got = Scores.from_arrays({k: z[k] for k in z.files})
+            got = Scores.from_arrays({k: z[k] for k in z.files}, roles)
         return got if all(r in got for r in roles) else None
 
     def save(self, key_obj: dict[str, Any], scores: Scores, module: torch.nn.Module | None = None) -> Path:

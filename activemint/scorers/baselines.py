@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 
 import numpy as np
 import torch
@@ -29,6 +28,7 @@ from activemint.rundir import (
     WEIGHTS_SUFFIX,
     RunDir,
     file_sha256,
+    sha256_json,
 )
 from activemint.runs import Run
 from activemint.scorers.base import Context, Scorer, ScorerError, register
@@ -170,7 +170,7 @@ class PostHocHeadScorer(Scorer):
                   "plain_model": file_sha256(RunDir(plain.run_dir).model)}
         policy = self.policy(acfg)
         params["policy"] = acfg.audit_policy if policy is not None else None
-        key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+        key = sha256_json(params)[:16]
         # Cached beside the plain model it reads (one head per plain model and recipe).
         path = plain.run_dir / POSTHOC_HEADS / f"{self.key}-{key}{WEIGHTS_SUFFIX}"
         model = wrap_frozen(plain.model.backbone, taps, shape, head_width=acfg.head_width, head_hidden=acfg.head_hidden, seed=0)

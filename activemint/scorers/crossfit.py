@@ -38,10 +38,10 @@ def cross_fit_scores(folds: dict[str, np.ndarray], score: Callable[[int, str, np
     Members of fold k are scored by model 1 - k; non-members of fold k by model k.
     """
     out = {}
-    for role in folds:
-        res = np.full(len(folds[role]), np.nan)
+    for role, fold in folds.items():
+        res = np.full(len(fold), np.nan)
         for k in (0, 1):
-            pos = np.flatnonzero(folds[role] == (1 - k if role == "members" else k))
+            pos = np.flatnonzero(fold == (1 - k if role == "members" else k))
             if len(pos):
                 res[pos] = score(k, role, pos)
         out[role] = res

@@ -49,11 +49,11 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     rundir.atomic_write(path, safetensors_bytes(tensors, metadata={"format": "activemint"}))
-    rundir.atomic_write(path.with_suffix(".json"), json.dumps(metadata, indent=2, default=str))
+    rundir.atomic_write(path.with_suffix(rundir.META_SUFFIX), json.dumps(metadata, indent=2, default=str))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    meta_path = Path(path).with_suffix(".json")
+    meta_path = Path(path).with_suffix(rundir.META_SUFFIX)
     try:
         d = json.loads(meta_path.read_text())
     except FileNotFoundError as e:

@@ -50,6 +50,7 @@ from activemint.mint import EnhancedAuditedModel, MultitaskLoss
 from activemint.mint.loss import membership_bce
 from activemint.models import create_model, tap_points
 from activemint.rundir import RunDir, RunError, RunExistsError, kill_point
+from activemint.scores import Scores
 from activemint.training.batches import cycled_permutation, random_shift_flip, to_input
 from activemint.training.checkpoint import (
     Checkpoint,
@@ -227,7 +228,7 @@ def accuracy(model: nn.Module, data: ArrayDataset, index: np.ndarray | None, dev
     return float((pred == labels).float().mean())
 
 
-def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.device) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.device) -> tuple[dict[str, Any], Scores]:
     """Final figures of a run: test accuracy and, for audited models, membership metrics.
 
     Members are D; non-members are the evaluation non-members (test split) that neither
@@ -239,15 +240,15 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.de
         test_index = np.sort(np.random.default_rng(cfg.seed).permutation(len(data.test))[: cfg.test_samples])
     n_test = len(data.test) if test_index is None else len(test_index)
     result: dict[str, Any] = {"test_accuracy": accuracy(model, data.test, test_index, device), "n_test": n_test}
-    scores: dict[str, np.ndarray] = {}
+    scores = Scores()
     if isinstance(model, EnhancedAuditedModel):
         for role, src, idx in (
             ("members", data.train, s.members),
             ("eval_nonmembers", data.test, s.eval_nonmembers),
             ("calibration", data.train, s.calibration),
         ):
-            scores[role] = membership_scores(model, src.images[torch.as_tensor(idx)], device)
-            scores[role + "_index"] = np.asarray(idx)
+            scores.scores[role] = membership_scores(model, src.images[torch.as_tensor(idx)], device)
+            scores.indices[role] = np.asarray(idx)
         m = membership_metrics(
             scores["members"], scores["eval_nonmembers"], calibration_scores=scores["calibration"],
             target_fpr=cfg.target_fpr, half_threshold=0.0, seed=cfg.seed,
@@ -255,7 +256,7 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.de
         result["membership"] = m.to_dict()
         if cfg.mint_members < 1.0:  # held-out members: seen and unseen by the MINT loss, apart
             seen = mint_seen_mask(cfg, len(s.members))
-            scores["members_mint_seen"] = seen
+            scores.extra["members_mint_seen"] = seen
             for key, sel in (("membership_seen", seen), ("membership_unseen", ~seen)):
                 if sel.any():
                     result[key] = membership_metrics(
@@ -638,7 +639,7 @@ def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: 
     }
 
 
-def write_evaluation(run_dir: Path, metrics: dict[str, Any], scores: dict[str, np.ndarray]) -> dict[str, Any]:
+def write_evaluation(run_dir: Path, metrics: dict[str, Any], scores: Scores) -> dict[str, Any]:
     """scores.npz (bound to model.safetensors), then metrics.json LAST (binding both by SHA-256).
 
     Returns the metrics as written (with ``run_format`` and the ``files`` digests).
