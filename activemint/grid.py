@@ -57,7 +57,6 @@ from activemint.grid_table import (
     write_table,
 )
 from activemint.rundir import RunDir
-from activemint.runs import ensure_run, run_is_done
 
 
 # ----------------------------------------------------------------------- running
@@ -78,9 +77,11 @@ def run_cell(cell: Cell, out_dir: str | Path, *, log: Callable[[str], None] = pr
     A lock file (``OUT/.locks/<dirname>.lock``, ``flock``) makes a second grid on the same
     folder skip a cell that is being trained (status ``busy``); the lock dies with its process.
     """
+    from activemint.runs import ensure_run
+
     out_dir = Path(out_dir)
     run_dir = out_dir / cell.dirname
-    if run_is_done(run_dir, cell.config):
+    if RunDir(run_dir).is_done(cell.mint):
         return CellOutcome(cell.name, str(run_dir), "done")
     (out_dir / ".locks").mkdir(parents=True, exist_ok=True)
     lock = open(out_dir / ".locks" / f"{cell.dirname}.lock", "w")

@@ -13,7 +13,6 @@ import yaml
 
 from activemint.errors import UserError
 from activemint.rundir import RunDir
-from activemint.runs import run_is_done
 from activemint.training.config import SETUPS, TrainConfig
 
 #: The matrix shipped with the repository.
@@ -239,7 +238,7 @@ def generate_configs(matrix: Matrix, profile: str, out_dir: str | Path | None = 
 def cell_status(cell: Cell, out_dir: str | Path) -> str:
     """``done`` (metrics.json), ``partial`` (a checkpoint to resume) or ``todo``."""
     run_dir = Path(out_dir) / cell.dirname
-    if run_is_done(run_dir, cell.config):
+    if RunDir(run_dir).is_done(cell.mint):
         return "done"
     if RunDir(run_dir).has_checkpoint():
         return "partial"

@@ -425,6 +425,10 @@ class RunDir:
     def is_complete(self) -> bool:
         return self.state().kind == "complete"
 
+    def is_done(self, mint: bool) -> bool:
+        """A finished run: complete (metrics.json binds its files) and, for aMINT, with its scores."""
+        return self.is_complete() and (not mint or self.scores.is_file())
+
     # ---------------------------------------------------------------- lock
     def lock(self, what: str = "train") -> contextlib.AbstractContextManager[None]:
         """Exclusive lock of this run directory (created if needed) for a writer."""

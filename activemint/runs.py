@@ -142,12 +142,6 @@ class Ensured:
         return iter((self.path, self.trained))
 
 
-def run_is_done(run_dir: str | Path, cfg: TrainConfig) -> bool:
-    """A finished run: complete (metrics.json binds its files) and, for aMINT, with its scores."""
-    rd = RunDir(run_dir)
-    return rd.is_complete() and (not cfg.mint or rd.scores.is_file())
-
-
 def ensure_run(
     cfg: TrainConfig,
     run_dir: str | Path,
@@ -165,9 +159,9 @@ def ensure_run(
     """
     run_dir = Path(run_dir)
     log = log or (lambda m: None)
-    if run_is_done(run_dir, cfg):
-        return Ensured(run_dir, False)
     rd = RunDir(run_dir)
+    if rd.is_done(cfg.mint):
+        return Ensured(run_dir, False)
     rd.require("incomplete", "missing", "not a run", "model only", "inconsistent", "complete")  # not in progress
     resume = rd.has_checkpoint()
     if not resume:

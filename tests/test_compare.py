@@ -218,3 +218,20 @@ def test_a_registered_toy_scorer_gets_rows_with_every_metric(first, small_runs):
     md = (res.out_dir / "compare.md").read_text()
     assert "| Mean pixel (toy) | plain |" in md and "| Mean pixel (toy) | active |" in md
     assert sum(ln.startswith("Mean pixel (toy),") for ln in (res.out_dir / "compare.csv").read_text().splitlines()) == 2
+
+
+def test_scores_round_trip_through_the_run_files(audited_run_dir):
+    from activemint.rundir import RunDir
+    from activemint.scores import Scores
+
+    saved = RunDir(audited_run_dir).read_scores()
+    s = Scores.from_arrays(saved)
+    run = load_run(audited_run_dir)
+    # The trainer's scores.npz is one Scores: per role the scores and the manifest's sample indices.
+    for role in ("members", "eval_nonmembers", "calibration"):
+        np.testing.assert_array_equal(s.indices[role], getattr(run.data.splits, role))
+        assert s[role].dtype == np.float64 and len(s[role]) == len(s.indices[role])
+    again = Scores.from_arrays(s.arrays())
+    assert again.roles == s.roles and all(np.array_equal(again[r], s[r]) for r in s)
+    with pytest.raises(ValueError, match="indices"):
+        Scores({"members": np.zeros(3)}, {"members": np.arange(2)})
