@@ -237,6 +237,10 @@ def run_compare(
     lira_min_std: float = 1e-3,
     cache_dir: str | Path = ".cache",
     workers: int = 1,
+    engine: str = "local",
+    ray_address: str | None = None,
+    cpus_per_task: int | None = None,
+    gpus_per_task: float = 0,
     bootstrap: int = 200,
     progress: bool = True,
     command: str | None = None,
@@ -251,7 +255,9 @@ def run_compare(
             under ``cache_dir/runs``.
         reference: the reference models of LiRA / RMIA; ``None`` skips both.
         rmia_a: RMIA's offline ``a``.
-        workers: parallel processes for the reference models.
+        workers: parallel processes for the reference models (local engine).
+        engine, ray_address, cpus_per_task, gpus_per_task: where the reference models train
+            (:func:`activemint.engine.run_tasks`; ``ray``: one Ray task per model).
         command: the command line, recorded in the Markdown report.
     """
     t0 = time.time()
@@ -428,7 +434,9 @@ def run_compare(
     # 7. LiRA and RMIA with cached reference models.
     ref_info: dict[str, Any] = {}
     if reference is not None:
-        refs = reference_logits(acfg, s, reference, cache_root, train=data.train, test=data.test, workers=workers, log=log)
+        refs = reference_logits(acfg, s, reference, cache_root, train=data.train, test=data.test, workers=workers,
+                                engine=engine, ray_address=ray_address, cpus_per_task=cpus_per_task,
+                                gpus_per_task=gpus_per_task, log=log)
         for r in EVAL_ROLES:
             if not np.array_equal(refs.indices[r][1], getattr(s, r)):
                 raise RuntimeError(f"reference logits of {r} do not belong to the run's {r} split")

@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -285,6 +283,10 @@ def reference_logits(
     train: ArrayDataset | None = None,
     test: ArrayDataset | None = None,
     workers: int = 1,
+    engine: str = "local",
+    ray_address: str | None = None,
+    cpus_per_task: int | None = None,
+    gpus_per_task: float = 0,
     log: Callable[[str], None] | None = None,
 ) -> ReferenceLogits:
     """Train or reuse the reference models of ``base``'s architecture and recipe; return their logits.
@@ -294,8 +296,13 @@ def reference_logits(
         splits: the audited run's splits (from its manifest).
         cache_root: cache folder; models live in ``<cache_root>/reference-models/<key>/``.
         train, test: the loaded data set splits (loaded here when not given).
-        workers: parallel training processes (each gets ``cores // workers`` threads, and
-            GPUs round-robin when there are several).
+        workers: parallel training processes of the local engine (each gets
+            ``cores // workers`` threads, or one GPU each when there are GPUs); 1 trains
+            in this process.
+        engine, ray_address, cpus_per_task, gpus_per_task: where the models train
+            (:func:`activemint.engine.run_tasks`); ``ray`` runs one Ray task per model.
+            Which samples model ``k`` trains on, and its seed, follow from ``k`` and
+            ``config.seed`` alone, whatever the engine.
     """
     log = log or (lambda m: None)
     t0 = time.time()
@@ -316,7 +323,6 @@ def reference_logits(
 
     sizes = plan.training_sizes()
     jobs = []
-    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
     for i in range(config.n_models):
         d = rcfg.to_dict()
         d.update(seed=1 + i + 1000 * config.seed, members=sizes[i], validation=len(plan.validation),
@@ -325,22 +331,33 @@ def reference_logits(
     todo = [j for j in jobs if not RunDir(j["run_dir"]).is_complete()]
     if todo:
         log(f"reference models: training {len(todo)} of {config.n_models} into {root} "
-            f"({sizes[0]} samples each, {rcfg.epochs} epochs{f', {workers} workers' if workers > 1 else ''})")
+            f"({sizes[0]} samples each, {rcfg.epochs} epochs"
+            f"{', Ray tasks' if engine == 'ray' else f', {workers} workers' if workers > 1 else ''})")
     else:
         log(f"reference models: reusing all {config.n_models} from {root}")
 
     results: dict[int, dict] = {}
-    if workers > 1 and len(todo) > 1:
-        cores = os.cpu_count() or 1
-        for j, job in enumerate(todo):
-            job["threads"] = max(1, cores // workers)
-            if n_gpu > 1 and rcfg.device in ("auto", "cuda"):
-                job["config"] = {**job["config"], "device": f"cuda:{j % n_gpu}"}
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for res in pool.map(_reference_job, todo):
-                results[res["model"]] = res
-                log(f"reference model {res['model'] + 1}/{config.n_models}: trained in {res['seconds']:.0f} s, "
-                    f"test accuracy {res['test_accuracy']:.4f}")
+    if engine != "local" or (workers > 1 and len(todo) > 1):
+        from activemint.engine import TaskFailed, run_tasks
+
+        failed: list[str] = []
+
+        def finished(j: int, res: dict | TaskFailed) -> None:
+            if isinstance(res, TaskFailed):
+                failed.append(f"reference model {todo[j]['model'] + 1}/{config.n_models} failed: {res.error}")
+                log(failed[-1])
+                return
+            results[res["model"]] = res
+            log(f"reference model {res['model'] + 1}/{config.n_models}: trained in {res['seconds']:.0f} s, "
+                f"test accuracy {res['test_accuracy']:.4f}")
+
+        # Each task loads the data set itself; the engine pins GPUs (local: one per worker) and
+        # sets the torch threads per task, so the jobs carry no device or thread count.
+        run_tasks(_reference_job, todo, engine=engine, workers=workers if engine == "local" else None,
+                  ray_address=ray_address, cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
+                  on_result=finished, log=log)
+        if failed:
+            raise RuntimeError("; ".join(failed))
     for job in jobs:
         if job["model"] in results:
             continue

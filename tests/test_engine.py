@@ -1,0 +1,180 @@
+"""The task engines (activemint.engine): local processes and Ray tasks give the same runs.
+
+One local Ray instance (2 CPUs) is shared by the module's tests and shut down at the end:
+starting Ray costs seconds.  Every test here skips when Ray is not installed (the CI installs
+it: ``pip install -e .[test,ray]`` in scripts/setup.sh), except the one of ``--only-index``;
+the error without Ray is tested in test_engine_errors.py (no Ray instance may run there).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from activemint import engine, grid
+from activemint.attacks import ReferenceConfig
+from activemint.attacks.reference import reference_logits
+from activemint.cli import main
+from activemint.data import Splits, load_dataset
+from activemint.training import TrainConfig
+
+# Four cells (3 aMINT setups + the plain baseline) of the tiniest grid that trains for real:
+# scikit-learn's digits, small_cnn, 2 epochs (as tests/test_grid.py sizes its cells).
+TINY = """
+archs: [small_cnn]
+setups: [entry, middle, output]
+datasets:
+  digits: {}
+defaults: {recipe: paper, lr: 1.0e-3, batch_size: 32, external_batch_size: 32, seed: 0}
+profiles:
+  tiny:
+    datasets: [digits]
+    sizes: {members: 200, external: 300, validation: 100, calibration: 100, eval_nonmembers: 200}
+    epochs: {default: 1, small_cnn: 2}
+"""
+#: metrics.json keys that legitimately differ between two runs of the same config.
+VOLATILE = {"train_seconds", "run_dir"}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray instance for the module (2 CPUs), started as run_tasks would start it."""
+    ray = pytest.importorskip("ray")
+    assert engine.start_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    """In-process training on one thread, like every task below (cpus_per_task=1): the same
+    thread count gives the same float sums, hence bit-identical weights."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny(tmp_path) -> grid.Matrix:
+    (tmp_path / "grid.yaml").write_text(textwrap.dedent(TINY))
+    return grid.load_matrix(tmp_path / "grid.yaml")
+
+
+def _figures(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in m.items() if k not in VOLATILE}
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Killed(BaseException):
+    """Stands for a kill: not an Exception, so nothing in the grid catches it."""
+
+
+@pytest.mark.slow  # Ray's start-up (~20 s on the shared 2-core machine), not training
+def test_run_tasks_streams_results_and_reports_failures_on_both_engines(ray_cluster):
+    for name in ("local", "ray"):
+        seen = []
+        # (math.sqrt: the tasks' function must be importable by the workers, which a test module is not.)
+        out = engine.run_tasks(math.sqrt, [4, -1, 16], engine=name, workers=2, cpus_per_task=1,
+                               on_result=lambda i, r, seen=seen: seen.append(i))
+        assert out[0] == 2 and out[2] == 4, name
+        assert isinstance(out[1], engine.TaskFailed) and out[1].index == 1, name
+        assert out[1].error == "ValueError: math domain error", name
+        assert sorted(seen) == [0, 1, 2], name
+    assert ray_cluster.is_initialized()  # the caller's Ray instance is left running
+
+
+@pytest.mark.slow
+def test_grid_on_ray_equals_local_and_a_second_call_trains_nothing(ray_cluster, tiny, tmp_path, one_thread, capsys):
+    cells = grid.expand(tiny, "tiny")
+    assert len(cells) == 4 and sum(not c.mint for c in cells) == 1
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    # Local engine: 2 worker processes, one torch thread each.
+    assert [o.status for o in grid.run_grid(cells, local, workers=2, cpus_per_task=1, log=lambda m: None)] == ["trained"] * 4
+    # One cell of the Ray grid was killed in its second epoch (after the first checkpoint):
+    # the Ray task resumes it.
+    killed = next(c for c in cells if c.setup == "middle")
+
+    def kill_in_epoch_2(msg: str) -> None:
+        if msg.startswith(f"[{killed.name}] epoch 2/2 "):
+            raise Killed
+
+    with pytest.raises(Killed):
+        grid.run_cell(killed, on_ray, log=kill_in_epoch_2)
+    assert grid.cell_status(killed, on_ray) == "partial"
+    argv = ["grid", "--matrix", str(tiny.path), "--profile", "tiny", "--out", str(on_ray),
+            "--engine", "ray", "--cpus-per-task", "1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "on a local Ray instance, 1 CPU(s) per task" in printed and "grid: 4/4 finished" in printed
+    for c in cells:
+        assert grid.cell_status(c, on_ray) == "done"
+        a, b = _figures(local / c.dirname), _figures(on_ray / c.dirname)
+        if c is killed:  # resumed from epoch 1's checkpoint: the same run up to float order
+            assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-6)
+            assert a["membership"]["auc"] == pytest.approx(b["membership"]["auc"], abs=1e-6)
+            continue
+        # Same seeds, same thread count: bit-identical weights, scores and figures.
+        assert a == b, c.name
+        assert _sha(local / c.dirname / "model.safetensors") == _sha(on_ray / c.dirname / "model.safetensors")
+        if c.mint:
+            assert _sha(local / c.dirname / "scores.npz") == _sha(on_ray / c.dirname / "scores.npz")
+    # A second call trains nothing (and starts no task).
+    stamps = {c.name: (on_ray / c.dirname / "metrics.json").stat().st_mtime_ns for c in cells}
+    assert [o.status for o in grid.run_grid(cells, on_ray, engine="ray", log=lambda m: None)] == ["done"] * 4
+    assert {c.name: (on_ray / c.dirname / "metrics.json").stat().st_mtime_ns for c in cells} == stamps
+
+
+@pytest.mark.slow
+def test_reference_models_on_ray_equal_local_workers(ray_cluster, tmp_path, one_thread):
+    """compare's reference models as Ray tasks: the same logits (hence the same LiRA / RMIA
+    figures) as the local engine's 2 worker processes and as training in this process."""
+    base = TrainConfig(dataset="digits", arch="small_cnn", mint=True, members=200, external=500, validation=100,
+                       calibration=300, eval_nonmembers=200, epochs=1, lr=1e-3, seed=0)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(1437)
+    splits = Splits(np.sort(perm[:200]), np.sort(perm[200:700]), np.sort(perm[700:800]), np.sort(perm[800:1100]),
+                    np.sort(rng.permutation(360)[:200]))
+    data = {"train": load_dataset("digits", "train"), "test": load_dataset("digits", "test")}
+    cfg = ReferenceConfig(n_models=4, epochs=1, population=100)
+    runs = {}
+    for name, kw in {"inline": {}, "local": {"workers": 2, "cpus_per_task": 1},
+                     "ray": {"engine": "ray", "cpus_per_task": 1}}.items():
+        runs[name] = reference_logits(base, splits, cfg, tmp_path / name, **data, **kw)
+        assert runs[name].trained == [0, 1, 2, 3], name
+    for name in ("local", "ray"):
+        assert runs[name].key == runs["inline"].key
+        assert runs[name].test_accuracy == runs["inline"].test_accuracy
+        for role, x in runs["inline"].logits.items():
+            assert np.array_equal(runs[name].logits[role], x), (name, role)
+            assert np.array_equal(runs[name].keep[role], runs["inline"].keep[role])
+    # The cache: a second Ray call trains nothing and starts no task.
+    again = reference_logits(base, splits, cfg, tmp_path / "ray", **data, engine="ray", cpus_per_task=1)
+    assert again.trained == [] and again.ran == []
+
+
+@pytest.mark.slow
+def test_grid_only_index_runs_one_cell_of_the_selection(tiny, tmp_path, one_thread, capsys):
+    """--only-index I: one cell in this process (a SLURM array task), nothing else trained."""
+    cells = grid.expand(tiny, "tiny")
+    out = tmp_path / "runs"
+    base = ["grid", "--matrix", str(tiny.path), "--profile", "tiny", "--out", str(out)]
+    assert main([*base, "--only-index", "3"]) == 0
+    assert f"{cells[3].name}: trained" in capsys.readouterr().out
+    assert [grid.cell_status(c, out) for c in cells] == ["todo", "todo", "todo", "done"]
+    assert not (out / "results.md").exists()  # the table is written once, after the array
+    assert main([*base, "--only-index", "3"]) == 0
+    assert f"{cells[3].name}: done" in capsys.readouterr().out
+    assert main([*base, "--only-index", "4"]) == 2
+    assert "--only-index 4 is outside the selection's 4 cells" in capsys.readouterr().err
