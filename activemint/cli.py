@@ -294,6 +294,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     engine_kw = _engine_kwargs(args) if args.reference_models else {}
     reference = None if args.reference_models == 0 else ReferenceConfig(
         n_models=args.reference_models, epochs=args.reference_epochs, population=args.population, seed=args.reference_seed)
+    if args.only_reference_model is not None:  # one reference model, in this process: a SLURM array task
+        return _one_reference_model(args, reference)
     out = Path(args.out) if args.out else Path("runs") / (f"compare-{cfg.dataset}-{cfg.arch}-{cfg.setup}-s{cfg.seed}" if cfg else "compare")
     result = run_compare(
         cfg, out, active_run=args.active_run, plain_run=args.plain_run, reference=reference,
@@ -312,6 +314,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
           file=sys.stderr)
     return 0
 
+
+def _one_reference_model(args: argparse.Namespace, reference) -> int:
+    """``compare --active-run RUN --only-reference-model K``: train reference model K alone."""
+    from activemint.attacks.reference import train_reference_model
+    from activemint.runs import load_run
+
+    if reference is None or not args.active_run:
+        raise UserError("--only-reference-model needs --active-run RUN_DIR (train it first) and --reference-models N > 0")
+    run = load_run(args.active_run)
+    res = train_reference_model(run.config, run.data.splits, reference, args.cache_dir, args.only_reference_model,
+                                train=run.data.train, test=run.data.test,
+                                log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"reference model {res['model']} of {reference.n_models}: {'trained' if res['trained'] else 'reused'}, "
+          f"test accuracy {res['test_accuracy']:.4f}")
+    return 0
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from activemint.robustness import run_robustness
@@ -450,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gmint-external", type=int, help="train gMINT on at most this many external samples (default: all of E)")
     g.add_argument("--workers", type=int, default=1, help="parallel processes training reference models with the local engine (default 1)")
     _add_engine_args(g)
+    g.add_argument("--only-reference-model", type=int, metavar="K",
+                   help="with --active-run: train (or reuse) reference model K (0-based) alone, in this process, into "
+                        "the cache, and stop: one task of a SLURM array (sbatch --array=0-N-1); a later compare reuses it")
     g.add_argument("--cache-dir", default=".cache", help="cache of runs, reference models and trained scorers (default .cache)")
     g.add_argument("--active-run", help="use this finished aMINT run directory instead of training one")
     g.add_argument("--plain-run", help="use this finished plain run directory (same splits) instead of training one")

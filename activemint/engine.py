@@ -10,9 +10,10 @@ task finishes (``on_result``), so callers can print progress while the rest stil
   with the parent process (Linux ``PR_SET_PDEATHSIG``), so a killed run leaves no orphan
   training.
 * ``ray``: one Ray remote task per item (``pip install activemint[ray]``).  ``ray_address``
-  joins an existing cluster (``ray start --head`` on one machine, ``ray start --address ...``
-  on the others; ``"auto"`` finds the local one); without it a local Ray instance is
-  started with ``workers`` CPUs (default: all cores).  Each task asks for ``cpus_per_task``
+  (or ``$RAY_ADDRESS``) joins an existing cluster (``ray start --head`` on one machine,
+  ``ray start --address ...`` on the others; ``"auto"`` finds the one this machine belongs
+  to); without it a new local Ray instance is started with ``workers`` CPUs (default: all
+  cores).  Each task asks for ``cpus_per_task``
   CPUs (default 1, also its torch thread count) and ``gpus_per_task`` GPUs (Ray sets
   ``CUDA_VISIBLE_DEVICES``).  A Ray instance this function started is shut down at the end;
   one that was already running (``ray.init`` by the caller) is left running.
@@ -207,7 +208,8 @@ def ray_runtime_env() -> dict[str, Any]:
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Connect to Ray: join ``address`` or start a local instance with ``num_cpus`` CPUs.
+    """Connect to Ray: join ``address`` (or ``$RAY_ADDRESS``), else start a new local instance
+    with ``num_cpus`` CPUs (default: all cores).
 
     Returns True when this call connected (the caller then owns the connection and shuts it
     down), False when Ray was already initialised in this process (it is used as it is).
@@ -216,10 +218,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     kw: dict[str, Any] = {"runtime_env": ray_runtime_env(), "include_dashboard": False, "log_to_driver": True}
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         kw["address"] = address
-    else:
-        kw["num_cpus"] = num_cpus or os.cpu_count() or 1
+    else:  # "local": a new instance, never a `ray start` cluster that happens to run on this machine
+        kw.update(address="local", num_cpus=num_cpus or os.cpu_count() or 1)
     try:
         ray.init(**kw)
     except ConnectionError as e:
@@ -240,7 +243,8 @@ def _run_ray(fn, items: Sequence[Any], *, workers, ray_address, cpus_per_task, g
     t0 = time.time()
     owned = start_ray(ray_address, workers)
     if owned:
-        log(f"ray: {'joined ' + ray_address if ray_address else 'started a local instance'} in {time.time() - t0:.1f} s "
+        joined = ray_address or os.environ.get("RAY_ADDRESS")
+        log(f"ray: {'joined ' + joined if joined else 'started a local instance'} in {time.time() - t0:.1f} s "
             f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)")
     try:
         remote = ray.remote(_ray_task).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=0)
@@ -268,7 +272,8 @@ def engine_summary(engine: str, workers: int | None, cpus_per_task: int | None, 
                    ray_address: str | None) -> str:
     """One line for logs: where the tasks run."""
     if engine == "ray":
-        where = f"Ray cluster {ray_address}" if ray_address else "a local Ray instance"
+        joined = ray_address or os.environ.get("RAY_ADDRESS")
+        where = f"Ray cluster {joined}" if joined else "a local Ray instance"
         return f"on {where}, {cpus_per_task or 1} CPU(s)" + (f" and {gpus_per_task:g} GPU(s)" if gpus_per_task else "") + " per task"
     workers, n_gpu, _ = local_plan(workers, cpus_per_task)
     return f"with {workers} worker(s)" + (f" on {n_gpu} GPU(s)" if n_gpu else " on CPU")

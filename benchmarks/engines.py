@@ -7,7 +7,8 @@ epochs, 200 members; 3 aMINT setups + the plain baseline).  Each measurement is 
 * ``local``: ``--workers 2 --cpus-per-task 1`` (two spawned worker processes);
 * ``ray``: ``--engine ray --cpus-per-task 1`` (starts a local Ray instance with all cores,
   runs one task per cell, shuts Ray down);
-* ``ray, second call``: the same command again (every cell done: no task, no Ray start);
+* ``ray, second call`` / ``local, second call``: the same commands again (every cell done:
+  no task, no Ray start; what is left is the command's own start-up);
 * ``ray start-up``: ``ray.init`` + ``ray.shutdown`` alone, as the engine calls them.
 
 It also checks that both engines wrote bit-identical weights.  Wall times only as ratios
@@ -74,8 +75,10 @@ def main() -> int:
                  timed([*grid, "--out", str(out / "local"), "--workers", "2", "--cpus-per-task", "1"], out / "local.log")))
     rows.append(("ray: `--engine ray --cpus-per-task 1` (local Ray instance, 2 CPUs)",
                  timed([*grid, "--out", str(out / "ray"), "--engine", "ray", "--cpus-per-task", "1"], out / "ray.log")))
-    rows.append(("ray, second call (4 cells done)",
+    rows.append(("ray, second call (4 cells done: no task, Ray not started)",
                  timed([*grid, "--out", str(out / "ray"), "--engine", "ray", "--cpus-per-task", "1"], out / "ray2.log")))
+    rows.append(("local, second call (4 cells done)",
+                 timed([*grid, "--out", str(out / "local"), "--workers", "2", "--cpus-per-task", "1"], out / "local2.log")))
     t = time.time()
     res = subprocess.run([py, "-c", STARTUP], check=True, capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -20,7 +20,6 @@ from activemint import engine, grid
 from activemint.attacks import ReferenceConfig
 from activemint.attacks.reference import reference_logits
 from activemint.cli import main
-from activemint.data import Splits, load_dataset
 from activemint.training import TrainConfig
 
 # Four cells (3 aMINT setups + the plain baseline) of the tiniest grid that trains for real:
@@ -136,17 +135,27 @@ def test_grid_on_ray_equals_local_and_a_second_call_trains_nothing(ray_cluster, 
     assert {c.name: (on_ray / c.dirname / "metrics.json").stat().st_mtime_ns for c in cells} == stamps
 
 
+@pytest.fixture(scope="module")
+def tiny_active_run(tmp_path_factory) -> Path:
+    """A finished one-epoch aMINT run on digits: what compare's reference models are planned from."""
+    from activemint.training import Trainer
+
+    run_dir = tmp_path_factory.mktemp("active") / "run"
+    cfg = TrainConfig(dataset="digits", arch="small_cnn", mint=True, members=200, external=500, validation=100,
+                      calibration=300, eval_nonmembers=200, epochs=1, lr=1e-3, seed=0)
+    Trainer(cfg, run_dir, progress=False, log=lambda m: None).run()
+    return run_dir
+
+
 @pytest.mark.slow
-def test_reference_models_on_ray_equal_local_workers(ray_cluster, tmp_path, one_thread):
+def test_reference_models_on_ray_equal_local_workers(ray_cluster, tiny_active_run, tmp_path, one_thread, capsys):
     """compare's reference models as Ray tasks: the same logits (hence the same LiRA / RMIA
-    figures) as the local engine's 2 worker processes and as training in this process."""
-    base = TrainConfig(dataset="digits", arch="small_cnn", mint=True, members=200, external=500, validation=100,
-                       calibration=300, eval_nonmembers=200, epochs=1, lr=1e-3, seed=0)
-    rng = np.random.default_rng(0)
-    perm = rng.permutation(1437)
-    splits = Splits(np.sort(perm[:200]), np.sort(perm[200:700]), np.sort(perm[700:800]), np.sort(perm[800:1100]),
-                    np.sort(rng.permutation(360)[:200]))
-    data = {"train": load_dataset("digits", "train"), "test": load_dataset("digits", "test")}
+    figures) as the local engine's 2 worker processes and as training in this process; and
+    model k alone (a SLURM array task) is the same model k."""
+    from activemint.runs import load_run
+
+    run = load_run(tiny_active_run)
+    base, splits, data = run.config, run.data.splits, {"train": run.data.train, "test": run.data.test}
     cfg = ReferenceConfig(n_models=4, epochs=1, population=100)
     runs = {}
     for name, kw in {"inline": {}, "local": {"workers": 2, "cpus_per_task": 1},
@@ -162,6 +171,18 @@ def test_reference_models_on_ray_equal_local_workers(ray_cluster, tmp_path, one_
     # The cache: a second Ray call trains nothing and starts no task.
     again = reference_logits(base, splits, cfg, tmp_path / "ray", **data, engine="ray", cpus_per_task=1)
     assert again.trained == [] and again.ran == []
+    # One SLURM array task: model 2 alone, from the command line, is model 2 of the full set.
+    argv = ["compare", "--active-run", str(tiny_active_run), "--reference-models", "4", "--reference-epochs", "1",
+            "--population", "100", "--only-reference-model", "2", "--cache-dir", str(tmp_path / "array")]
+    assert main(argv) == 0
+    assert "reference model 2 of 4: trained" in capsys.readouterr().out
+    rest = reference_logits(base, splits, cfg, tmp_path / "array", **data)
+    assert rest.key == runs["inline"].key and rest.trained == [0, 1, 3]
+    for role, x in runs["inline"].logits.items():
+        assert np.array_equal(rest.logits[role], x), role
+    assert main(argv) == 0 and "2 of 4: reused" in capsys.readouterr().out
+    assert main([*argv[:-3], "7", *argv[-2:]]) == 2
+    assert "reference model 7 does not exist: the models are 0..3" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -274,6 +274,69 @@ def _reference_job(job: dict[str, Any], datasets: tuple[ArrayDataset, ArrayDatas
             "test_accuracy": metrics.get("test_accuracy"), "logits": {r: saved[r] for r in SCORED_ROLES}}
 
 
+def reference_jobs(base: TrainConfig, splits: Splits, config: ReferenceConfig,
+                   cache_root: str | Path) -> tuple[ReferencePlan, TrainConfig, str, Path, list[dict[str, Any]]]:
+    """The plan, the shared training config, the cache key and folder, and one job per model.
+
+    Job ``k`` (model ``k``: its IN set ``plan.keep[k]`` and its seed ``1 + k + 1000 * seed``)
+    follows from ``k``, the run's splits and ``config`` alone: any engine, or a SLURM array
+    task running :func:`train_reference_model` for ``k``, trains the same model.  Writes the
+    cache folder's ``config.json`` and ``plan.npz``.
+    """
+    plan = make_plan(splits, config)
+    rcfg = reference_train_config(base, config)
+    key_obj = {"format": FORMAT, "train_config": config_key_dict(rcfg),
+               "reference": {"n_models": config.n_models, "seed": config.seed},  # epochs: in train_config
+               "pool": plan.fingerprint()}
+    key = sha256_json(key_obj)
+    root = Path(cache_root) / "reference-models" / key
+    root.mkdir(parents=True, exist_ok=True)
+    # Written whole, then renamed: SLURM array tasks write these same bytes side by side.
+    tmp = root / f".config.{os.getpid()}.json"
+    tmp.write_text(json.dumps(key_obj, indent=2, sort_keys=True))
+    os.replace(tmp, root / "config.json")
+    with open(root / f".plan.{os.getpid()}.npz", "wb") as f:
+        np.savez(f, keep=plan.keep, validation=plan.validation, **{f"{r}_index": plan.samples[r][1] for r in plan.samples})
+    os.replace(f.name, root / "plan.npz")
+    sizes = plan.training_sizes()
+    jobs = []
+    for i in range(config.n_models):
+        d = rcfg.to_dict()
+        d.update(seed=1 + i + 1000 * config.seed, members=sizes[i], validation=len(plan.validation),
+                 extra={"reference_model": i, "n_reference_models": config.n_models, "reference_key": key})
+        jobs.append({"config": d, "run_dir": str(root / f"model-{i:02d}"), "plan": plan, "model": i})
+    return plan, rcfg, key, root, jobs
+
+
+def train_reference_model(
+    base: TrainConfig,
+    splits: Splits,
+    config: ReferenceConfig,
+    cache_root: str | Path,
+    model: int,
+    *,
+    train: ArrayDataset | None = None,
+    test: ArrayDataset | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or reuse) reference model ``model`` alone, in this process, into the cache that
+    :func:`reference_logits` reads: one task of a SLURM array (``compare --only-reference-model``).
+
+    Returns the job's result (``trained``, ``seconds``, ``test_accuracy``, ``logits``).
+    """
+    from activemint.errors import UserError
+
+    if not 0 <= model < config.n_models:
+        raise UserError(f"reference model {model} does not exist: the models are 0..{config.n_models - 1}")
+    log = log or (lambda m: None)
+    _, _, _, _, jobs = reference_jobs(base, splits, config, cache_root)
+    if train is None or test is None:
+        train = load_dataset(base.dataset, "train", root=base.data_root, download=base.download)
+        test = load_dataset(base.dataset, "test", root=base.data_root, download=base.download)
+    tag = f"reference model {model + 1}/{config.n_models}: "
+    return _reference_job({**jobs[model], "log": lambda m: log(tag + m)}, (train, test))
+
+
 def reference_logits(
     base: TrainConfig,
     splits: Splits,
@@ -306,28 +369,12 @@ def reference_logits(
     """
     log = log or (lambda m: None)
     t0 = time.time()
-    plan = make_plan(splits, config)
-    rcfg = reference_train_config(base, config)
-    key_obj = {"format": FORMAT, "train_config": config_key_dict(rcfg),
-               "reference": {"n_models": config.n_models, "seed": config.seed},  # epochs: in train_config
-               "pool": plan.fingerprint()}
-    key = sha256_json(key_obj)
-    root = Path(cache_root) / "reference-models" / key
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps(key_obj, indent=2, sort_keys=True))
-    np.savez(root / "plan.npz", keep=plan.keep, validation=plan.validation,
-             **{f"{r}_index": plan.samples[r][1] for r in plan.samples})
+    plan, rcfg, key, root, jobs = reference_jobs(base, splits, config, cache_root)
     if train is None or test is None:
         train = load_dataset(base.dataset, "train", root=base.data_root, download=base.download)
         test = load_dataset(base.dataset, "test", root=base.data_root, download=base.download)
 
     sizes = plan.training_sizes()
-    jobs = []
-    for i in range(config.n_models):
-        d = rcfg.to_dict()
-        d.update(seed=1 + i + 1000 * config.seed, members=sizes[i], validation=len(plan.validation),
-                 extra={"reference_model": i, "n_reference_models": config.n_models, "reference_key": key})
-        jobs.append({"config": d, "run_dir": str(root / f"model-{i:02d}"), "plan": plan, "model": i})
     todo = [j for j in jobs if not RunDir(j["run_dir"]).is_complete()]
     if todo:
         log(f"reference models: training {len(todo)} of {config.n_models} into {root} "
