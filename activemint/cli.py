@@ -209,14 +209,14 @@ def _add_engine_args(g) -> None:
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict:
-    """The engine options of ``args``, checked; Ray is imported now so a missing Ray fails before any training."""
+    """The engine options of ``args``, checked (a missing Ray fails now, before any training)."""
     from activemint import engine
 
     kw = {"engine": args.engine, "ray_address": args.ray_address, "cpus_per_task": args.cpus_per_task,
           "gpus_per_task": args.gpus_per_task}
     engine.check_options(workers=getattr(args, "workers", None), **kw)
     if args.engine == "ray":
-        engine.import_ray()
+        engine.require_ray()
     return kw
 
 

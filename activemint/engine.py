@@ -175,6 +175,14 @@ def _run_local(fn, items: Sequence[Any], *, workers, cpus_per_task, on_result, l
 
 
 # --------------------------------------------------------------------------- ray
+def require_ray() -> None:
+    """Raise the one-line :class:`UserError` unless Ray is installed (without importing it: seconds)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise UserError(RAY_MISSING)
+
+
 def import_ray():
     """``ray``, or a one-line :class:`UserError` saying how to install it."""
     try:
@@ -280,4 +288,4 @@ def engine_summary(engine: str, workers: int | None, cpus_per_task: int | None, 
 
 
 __all__ = ["ENGINES", "RAY_MISSING", "TaskFailed", "check_options", "engine_summary", "gpu_count", "import_ray",
-           "local_plan", "ray_runtime_env", "run_tasks", "start_ray"]
+           "local_plan", "ray_runtime_env", "require_ray", "run_tasks", "start_ray"]

@@ -85,16 +85,15 @@ def main() -> int:
     init_s, shutdown_s = (float(x) for x in res.stdout.split()[-2:])
     total_startup = time.time() - t
     same = weights(out / "local") == weights(out / "ray") and len(weights(out / "local")) == 4
-    cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
                 .splitlines() if ln.startswith("Model name")), platform.processor())
     local_s = rows[0][1]
     lines = [
         f"# Engines: local processes vs Ray tasks ({cpu}, {os.cpu_count()} vCPUs, shared with other jobs)",
         "",
-        "Command: `PYTHONPATH=. OMP_WAIT_POLICY=PASSIVE python benchmarks/engines.py --out runs/engines "
-        "--md benchmarks/results/engines-cpu.md`.  4 cells (digits, small_cnn, 2 epochs, 200 members; "
-        "entry, middle, output + plain), each command a fresh process into a fresh folder; one run, "
-        "wall times as ratios to the local engine.",
+        (f"Command: `PYTHONPATH=. OMP_WAIT_POLICY=PASSIVE python benchmarks/engines.py {' '.join(sys.argv[1:])}`.  "
+         "4 cells (digits, small_cnn, 2 epochs, 200 members; entry, middle, output + plain), each command a fresh "
+         "process into a fresh folder; one run, wall times as ratios to the local engine."),
         "",
         "| what | wall s | / local |",
         "|---|---:|---:|",

@@ -46,3 +46,15 @@ def test_missing_ray_is_one_clear_line_with_exit_2(tiny, tmp_path, monkeypatch, 
     assert not out.exists() and not (tmp_path / "cache").exists()  # failed before anything ran
     # The default engine never needs Ray.
     assert engine.run_tasks(abs, [-1], workers=1) == [1]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ray-address", "auto"], "--ray-address and --gpus-per-task need --engine ray (the local engine gives each worker one GPU)"),
+    (["--engine", "ray", "--cpus-per-task", "0"], "--cpus-per-task must be >= 1, got 0"),
+    (["--only-index", "1", "--table-only"], "--only-index runs one cell; write the table afterwards with --table-only alone"),
+])
+def test_engine_options_that_cannot_work_are_one_line_errors(tiny, tmp_path, capsys, extra, message):
+    out = tmp_path / "runs"
+    assert main(["grid", "--matrix", str(tiny.path), "--profile", "tiny", "--out", str(out), *extra]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"activemint grid: error: {message}"]
+    assert not out.exists()
