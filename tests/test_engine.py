@@ -150,24 +150,22 @@ def tiny_active_run(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_reference_models_on_ray_equal_local_workers(ray_cluster, tiny_active_run, tmp_path, one_thread, capsys):
     """compare's reference models as Ray tasks: the same logits (hence the same LiRA / RMIA
-    figures) as the local engine's 2 worker processes and as training in this process; and
-    model k alone (a SLURM array task) is the same model k."""
+    figures) as the local engine's 2 worker processes (training in this process is compared
+    with Ray in the CLI test below); and model k alone (a SLURM array task) is the same model k."""
     from activemint.runs import load_run
 
     run = load_run(tiny_active_run)
     base, splits, data = run.config, run.data.splits, {"train": run.data.train, "test": run.data.test}
     cfg = ReferenceConfig(n_models=4, epochs=1, population=100)
     runs = {}
-    for name, kw in {"inline": {}, "local": {"workers": 2, "cpus_per_task": 1},
-                     "ray": {"engine": "ray", "cpus_per_task": 1}}.items():
+    for name, kw in {"local": {"workers": 2, "cpus_per_task": 1}, "ray": {"engine": "ray", "cpus_per_task": 1}}.items():
         runs[name] = reference_logits(base, splits, cfg, tmp_path / name, **data, **kw)
         assert runs[name].trained == [0, 1, 2, 3], name
-    for name in ("local", "ray"):
-        assert runs[name].key == runs["inline"].key
-        assert runs[name].test_accuracy == runs["inline"].test_accuracy
-        for role, x in runs["inline"].logits.items():
-            assert np.array_equal(runs[name].logits[role], x), (name, role)
-            assert np.array_equal(runs[name].keep[role], runs["inline"].keep[role])
+    assert runs["ray"].key == runs["local"].key
+    assert runs["ray"].test_accuracy == runs["local"].test_accuracy
+    for role, x in runs["local"].logits.items():
+        assert np.array_equal(runs["ray"].logits[role], x), role
+        assert np.array_equal(runs["ray"].keep[role], runs["local"].keep[role])
     # The cache: a second Ray call trains nothing and starts no task.
     again = reference_logits(base, splits, cfg, tmp_path / "ray", **data, engine="ray", cpus_per_task=1)
     assert again.trained == [] and again.ran == []
@@ -177,12 +175,33 @@ def test_reference_models_on_ray_equal_local_workers(ray_cluster, tiny_active_ru
     assert main(argv) == 0
     assert "reference model 2 of 4: trained" in capsys.readouterr().out
     rest = reference_logits(base, splits, cfg, tmp_path / "array", **data)
-    assert rest.key == runs["inline"].key and rest.trained == [0, 1, 3]
-    for role, x in runs["inline"].logits.items():
+    assert rest.key == runs["local"].key and rest.trained == [0, 1, 3]
+    for role, x in runs["local"].logits.items():
         assert np.array_equal(rest.logits[role], x), role
     assert main(argv) == 0 and "2 of 4: reused" in capsys.readouterr().out
     assert main([*argv[:-3], "7", *argv[-2:]]) == 2
     assert "reference model 7 does not exist: the models are 0..3" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_compare_on_ray_gives_the_local_figures(ray_cluster, tiny_active_run, tmp_path, one_thread, capsys):
+    """`compare --engine ray --reference-models 4`: the reference models train as Ray tasks and
+    every row of compare.csv (LiRA and RMIA included) equals the local engine's."""
+    cache = tmp_path / "cache"
+    argv = ["compare", "--active-run", str(tiny_active_run), "--reference-models", "4", "--reference-epochs", "1",
+            "--population", "100", "--passive-epochs", "1", "--gmint-epochs", "3", "--gmint-external", "300",
+            "--cache-dir", str(cache), "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "local")]) == 0
+    capsys.readouterr()
+    # Only the reference models are trained again (everything else is reused from the cache).
+    (cache / "reference-models").rename(tmp_path / "reference-models-local")
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--engine", "ray", "--cpus-per-task", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "reference models: training 4 of 4" in err and "Ray tasks" in err
+    local = (tmp_path / "local" / "compare.csv").read_text().splitlines()
+    on_ray = (tmp_path / "ray" / "compare.csv").read_text().splitlines()
+    assert any(line.startswith("LiRA") or ",LiRA" in line for line in on_ray) and len(on_ray) > 20
+    assert on_ray == local
 
 
 @pytest.mark.slow
