@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 
 from activemint import engine, grid
-from activemint.attacks import ReferenceConfig
-from activemint.attacks.reference import reference_logits
 from activemint.cli import main
 from activemint.training import TrainConfig
 
@@ -148,60 +146,52 @@ def tiny_active_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_reference_models_on_ray_equal_local_workers(ray_cluster, tiny_active_run, tmp_path, one_thread, capsys):
-    """compare's reference models as Ray tasks: the same logits (hence the same LiRA / RMIA
-    figures) as the local engine's 2 worker processes (training in this process is compared
-    with Ray in the CLI test below); and model k alone (a SLURM array task) is the same model k."""
-    from activemint.runs import load_run
-
-    run = load_run(tiny_active_run)
-    base, splits, data = run.config, run.data.splits, {"train": run.data.train, "test": run.data.test}
-    cfg = ReferenceConfig(n_models=4, epochs=1, population=100)
-    runs = {}
-    for name, kw in {"local": {"workers": 2, "cpus_per_task": 1}, "ray": {"engine": "ray", "cpus_per_task": 1}}.items():
-        runs[name] = reference_logits(base, splits, cfg, tmp_path / name, **data, **kw)
-        assert runs[name].trained == [0, 1, 2, 3], name
-    assert runs["ray"].key == runs["local"].key
-    assert runs["ray"].test_accuracy == runs["local"].test_accuracy
-    for role, x in runs["local"].logits.items():
-        assert np.array_equal(runs["ray"].logits[role], x), role
-        assert np.array_equal(runs["ray"].keep[role], runs["local"].keep[role])
-    # The cache: a second Ray call trains nothing and starts no task.
-    again = reference_logits(base, splits, cfg, tmp_path / "ray", **data, engine="ray", cpus_per_task=1)
-    assert again.trained == [] and again.ran == []
-    # One SLURM array task: model 2 alone, from the command line, is model 2 of the full set.
-    argv = ["compare", "--active-run", str(tiny_active_run), "--reference-models", "4", "--reference-epochs", "1",
-            "--population", "100", "--only-reference-model", "2", "--cache-dir", str(tmp_path / "array")]
-    assert main(argv) == 0
-    assert "reference model 2 of 4: trained" in capsys.readouterr().out
-    rest = reference_logits(base, splits, cfg, tmp_path / "array", **data)
-    assert rest.key == runs["local"].key and rest.trained == [0, 1, 3]
-    for role, x in runs["local"].logits.items():
-        assert np.array_equal(rest.logits[role], x), role
-    assert main(argv) == 0 and "2 of 4: reused" in capsys.readouterr().out
-    assert main([*argv[:-3], "7", *argv[-2:]]) == 2
-    assert "reference model 7 does not exist: the models are 0..3" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_cli_compare_on_ray_gives_the_local_figures(ray_cluster, tiny_active_run, tmp_path, one_thread, capsys):
+def test_cli_compare_on_ray_gives_the_local_figures(ray_cluster, tiny_active_run, tmp_path, capsys):
     """`compare --engine ray --reference-models 4`: the reference models train as Ray tasks and
-    every row of compare.csv (LiRA and RMIA included) equals the local engine's."""
+    every row of compare.csv (LiRA and RMIA included) equals the local engine's (2 worker
+    processes: its `--workers > 1` path); a second call trains nothing and starts no Ray; and
+    model k alone (a SLURM array task) is the same model k."""
     cache = tmp_path / "cache"
     argv = ["compare", "--active-run", str(tiny_active_run), "--reference-models", "4", "--reference-epochs", "1",
             "--population", "100", "--passive-epochs", "1", "--gmint-epochs", "3", "--gmint-external", "300",
-            "--cache-dir", str(cache), "--no-progress"]
-    assert main([*argv, "--out", str(tmp_path / "local")]) == 0
-    capsys.readouterr()
+            "--cache-dir", str(cache), "--no-progress", "--cpus-per-task", "1"]
+    assert main([*argv, "--out", str(tmp_path / "local"), "--workers", "2"]) == 0
+    assert "reference models: training 4 of 4" in capsys.readouterr().err
     # Only the reference models are trained again (everything else is reused from the cache).
     (cache / "reference-models").rename(tmp_path / "reference-models-local")
-    assert main([*argv, "--out", str(tmp_path / "ray"), "--engine", "ray", "--cpus-per-task", "1"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--engine", "ray"]) == 0
     err = capsys.readouterr().err
     assert "reference models: training 4 of 4" in err and "Ray tasks" in err
     local = (tmp_path / "local" / "compare.csv").read_text().splitlines()
     on_ray = (tmp_path / "ray" / "compare.csv").read_text().splitlines()
-    assert any(line.startswith("LiRA") or ",LiRA" in line for line in on_ray) and len(on_ray) > 20
+    assert sum("LiRA" in line for line in on_ray) == 8 and sum("RMIA" in line for line in on_ray) == 4
     assert on_ray == local
+    # The cache: a second call trains nothing, so Ray is not even started.
+    assert main([*argv, "--out", str(tmp_path / "ray2"), "--engine", "ray"]) == 0
+    err = capsys.readouterr().err
+    assert "trained nothing" in err and "ray: started" not in err
+    assert (tmp_path / "ray2" / "compare.csv").read_text().splitlines() == local
+    # One SLURM array task: model 2 alone, in this process (one thread, as the tasks had).
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        slurm = [*argv, "--only-reference-model", "2", "--cache-dir", str(tmp_path / "array")]
+        assert main(slurm) == 0
+        assert "reference model 2 of 4: trained" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(before)
+    (key,) = [p.name for p in (cache / "reference-models").iterdir()]
+    mine = np.load(tmp_path / "array" / "reference-models" / key / "model-02" / "logits.npz")
+    theirs = np.load(cache / "reference-models" / key / "model-02" / "logits.npz")
+    assert sorted(mine.files) == sorted(theirs.files) and len(mine.files) == 12
+    for name in mine.files:
+        assert np.array_equal(mine[name], theirs[name]), name
+    assert not (tmp_path / "array" / "reference-models" / key / "model-01").exists()
+    assert main(slurm) == 0 and "2 of 4: reused" in capsys.readouterr().out
+    assert main([*argv, "--only-reference-model", "7"]) == 2
+    assert "reference model 7 does not exist: the models are 0..3" in capsys.readouterr().err
 
 
 @pytest.mark.slow
