@@ -196,6 +196,30 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_engine_args(g) -> None:
+    """--engine, --ray-address, --cpus-per-task, --gpus-per-task (activemint.engine)."""
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where independent runs train: local worker processes (default) or Ray tasks "
+                        "(pip install activemint[ray]); results are the same for the same seeds and threads per task")
+    g.add_argument("--ray-address", help="with --engine ray: join this Ray cluster (e.g. auto, or HOST:6379 of `ray start "
+                                         "--head`) instead of starting a local Ray instance")
+    g.add_argument("--cpus-per-task", type=int, help="CPUs (torch threads) per task (ray default 1; local default "
+                                                     "cores // workers)")
+    g.add_argument("--gpus-per-task", type=float, default=0, help="with --engine ray: GPUs each task reserves (default 0)")
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict:
+    """The engine options of ``args``, checked (a missing Ray fails now, before any training)."""
+    from activemint import engine
+
+    kw = {"engine": args.engine, "ray_address": args.ray_address, "cpus_per_task": args.cpus_per_task,
+          "gpus_per_task": args.gpus_per_task}
+    engine.check_options(workers=getattr(args, "workers", None), **kw)
+    if args.engine == "ray":
+        engine.require_ray()
+    return kw
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     from activemint import grid
     from activemint.rundir import GRID_FILES
@@ -210,13 +234,23 @@ def cmd_grid(args: argparse.Namespace) -> int:
     cells = grid.expand(matrix, args.profile, datasets=split(args.datasets), archs=split(args.archs),
                         setups=split(args.setups), baselines=not args.no_baselines)
     out = Path(args.out or f"runs/grid-{args.profile}")
+    if args.only_index is not None:  # one cell, in this process: a SLURM array task (docs/scaling.md)
+        if not 0 <= args.only_index < len(cells):
+            raise grid.GridError(f"--only-index {args.only_index} is outside the selection's {len(cells)} cells (0..{len(cells) - 1})")
+        if args.table_only:
+            raise grid.GridError("--only-index runs one cell; write the table afterwards with --table-only alone")
+        cells = [cells[args.only_index]]
+        if not args.dry_run:
+            outcome = grid.run_cell(cells[0], out, log=lambda m: print(m, flush=True))
+            print(f"{outcome.cell}: {outcome.status} ({outcome.run_dir})")
+            return 1 if outcome.status == "failed" else 0
     if args.dry_run:
         for c in cells:
             print(f"{grid.cell_status(c, out):8s} {c.name:45s} {c.key}  epochs {c.config.epochs}")
         return 0
     failed = []
     if not args.table_only:
-        outcomes = grid.run_grid(cells, out, workers=args.workers)
+        outcomes = grid.run_grid(cells, out, workers=args.workers, **_engine_kwargs(args))
         failed = [o for o in outcomes if o.status == "failed"]
         for o in failed:
             print(f"FAILED {o.cell}: {o.error}", file=sys.stderr)
@@ -258,14 +292,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = None if args.active_run else config_from_args(args)
     if cfg is not None and not cfg.mint:
         raise ValueError("the active run must have mint on")
+    engine_kw = _engine_kwargs(args) if args.reference_models else {}
     reference = None if args.reference_models == 0 else ReferenceConfig(
         n_models=args.reference_models, epochs=args.reference_epochs, population=args.population, seed=args.reference_seed)
+    if args.only_reference_model is not None:  # one reference model, in this process: a SLURM array task
+        return _one_reference_model(args, reference)
     out = Path(args.out) if args.out else Path("runs") / (f"compare-{cfg.dataset}-{cfg.arch}-{cfg.setup}-s{cfg.seed}" if cfg else "compare")
     result = run_compare(
         cfg, out, active_run=args.active_run, plain_run=args.plain_run, reference=reference,
         passive=PassiveMintConfig(epochs=args.passive_epochs),
         gradient=GradientMintConfig(epochs=args.gmint_epochs, external_limit=args.gmint_external),
-        rmia_a=args.rmia_a, cache_dir=args.cache_dir, workers=args.workers, progress=not args.no_progress,
+        rmia_a=args.rmia_a, cache_dir=args.cache_dir, workers=args.workers, progress=not args.no_progress, **engine_kw,
         command="activemint " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None,
         log=lambda m: print(m, file=sys.stderr, flush=True),
     )
@@ -278,6 +315,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
           file=sys.stderr)
     return 0
 
+
+def _one_reference_model(args: argparse.Namespace, reference) -> int:
+    """``compare --active-run RUN --only-reference-model K``: train reference model K alone."""
+    from activemint.attacks.reference import train_reference_model
+    from activemint.runs import load_run
+
+    if reference is None or not args.active_run:
+        raise UserError("--only-reference-model needs --active-run RUN_DIR (train it first) and --reference-models N > 0")
+    run = load_run(args.active_run)
+    res = train_reference_model(run.config, run.data.splits, reference, args.cache_dir, args.only_reference_model,
+                                train=run.data.train, test=run.data.test,
+                                log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"reference model {res['model']} of {reference.n_models}: {'trained' if res['trained'] else 'reused'}, "
+          f"test accuracy {res['test_accuracy']:.4f}")
+    return 0
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from activemint.robustness import run_robustness
@@ -359,7 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--archs", help="comma-separated architectures (default: all six)")
     g.add_argument("--setups", help="comma-separated setups among entry,middle,output,plain (default: all)")
     g.add_argument("--no-baselines", action="store_true", help="skip the plain (mint off) baseline cells")
-    g.add_argument("--workers", type=int, help="parallel worker processes (default: one per GPU, 1 on CPU)")
+    g.add_argument("--workers", type=int, help="parallel worker processes of the local engine (default: one per GPU, 1 on CPU); "
+                                               "with --engine ray and no --ray-address, the CPUs of the local Ray instance (default: all)")
+    _add_engine_args(g)
+    g.add_argument("--only-index", type=int, metavar="I",
+                   help="run only cell I (0-based, in --dry-run's order) of the selection, in this process, and write "
+                        "no table: one task of a SLURM array (sbatch --array=0-N-1; then --table-only)")
     g.add_argument("--out", help="folder of the cells' run directories (default runs/grid-<profile>)")
     g.add_argument("--dry-run", action="store_true", help="list the selected cells and their status; train nothing")
     g.add_argument("--table-only", action="store_true", help="only (re)write the results table from finished cells")
@@ -409,7 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--passive-epochs", type=int, help="epochs of the passive MINT head (default: the audited run's)")
     g.add_argument("--gmint-epochs", type=int, default=40, help="epochs of the gMINT classifier (default 40)")
     g.add_argument("--gmint-external", type=int, help="train gMINT on at most this many external samples (default: all of E)")
-    g.add_argument("--workers", type=int, default=1, help="parallel processes training reference models (default 1)")
+    g.add_argument("--workers", type=int, default=1, help="parallel processes training reference models with the local engine (default 1)")
+    _add_engine_args(g)
+    g.add_argument("--only-reference-model", type=int, metavar="K",
+                   help="with --active-run: train (or reuse) reference model K (0-based) alone, in this process, into "
+                        "the cache, and stop: one task of a SLURM array (sbatch --array=0-N-1); a later compare reuses it")
     g.add_argument("--cache-dir", default=".cache", help="cache of runs, reference models and trained scorers (default .cache)")
     g.add_argument("--active-run", help="use this finished aMINT run directory instead of training one")
     g.add_argument("--plain-run", help="use this finished plain run directory (same splits) instead of training one")

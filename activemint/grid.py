@@ -13,8 +13,9 @@ paper sizes, the architectures, the setups, the shared optimisation settings, an
 * :func:`run_grid` trains a selection of cells, each into ``OUT/<cell name>-<config hash>``:
   a cell whose directory holds ``metrics.json`` is done and skipped; one with a checkpoint is
   resumed (``Trainer.run(resume=True)``); one that died before its first checkpoint is
-  restarted.  Cells run in worker processes (one per GPU when there are GPUs, else
-  ``workers``, default 1) and a lock per cell keeps two grids from training the same cell;
+  restarted.  Cells run as tasks of an engine (:mod:`activemint.engine`: local worker
+  processes, one per GPU when there are GPUs, else ``workers``, default 1; or Ray tasks on
+  a local instance or a cluster) and a lock per cell keeps two grids from training the same cell;
 * :func:`results_table` / :func:`write_table` put the paper's figures (Table 1) beside ours.
 
 Modules: :mod:`activemint.grid_matrix` (matrix, cells, configs), this one (the runner) and
@@ -27,10 +28,8 @@ Modules: :mod:`activemint.grid_matrix` (matrix, cells, configs), this one (the r
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,39 +125,10 @@ def _try_lock(f) -> bool:
         return False
 
 
-def _worker_init(device_queue, threads: int | None) -> None:
-    """Runs in each worker process: pin it to one GPU, or share the CPU cores."""
-    _die_with_parent()
-    if device_queue is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(device_queue.get())
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _die_with_parent() -> None:
-    """Linux: a worker gets SIGTERM when the grid process dies, so no orphan keeps training."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _worker_run(cell: Cell, out_dir: str) -> CellOutcome:
+def _cell_task(task: tuple[Cell, str]) -> CellOutcome:
+    """One grid cell as an engine task (runs in a worker process or a Ray task)."""
+    cell, out_dir = task
     return run_cell(cell, out_dir, log=lambda m: print(m, flush=True))
-
-
-def gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # noqa: BLE001  (a broken CUDA install must not stop a CPU grid)
-        return 0
 
 
 def run_grid(
@@ -166,16 +136,24 @@ def run_grid(
     out_dir: str | Path,
     *,
     workers: int | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    cpus_per_task: int | None = None,
+    gpus_per_task: float = 0,
     log: Callable[[str], None] = print,
 ) -> list[CellOutcome]:
-    """Run ``cells`` into ``out_dir`` in worker processes; returns one outcome per cell.
+    """Run ``cells`` into ``out_dir`` as tasks of an engine; returns one outcome per cell.
 
-    ``workers``: parallel processes; default one per visible GPU, or 1 without GPUs.  With
-    GPUs each worker sees one GPU (``CUDA_VISIBLE_DEVICES``); on CPU the cores are shared
-    equally between the workers.  Cells already done are skipped without starting a worker.
+    ``engine`` (:mod:`activemint.engine`): ``local`` runs worker processes on this machine
+    (``workers``, default one per visible GPU, or 1 without GPUs; with GPUs each worker sees
+    one GPU, on CPU the cores are shared equally between the workers); ``ray`` runs one Ray
+    task per cell on a local Ray instance or the cluster at ``ray_address``, each with
+    ``cpus_per_task`` CPUs and ``gpus_per_task`` GPUs.  Cells already done are skipped
+    without starting a task; the cache and lock rules of :func:`run_cell` hold on both.
     """
-    import multiprocessing as mp
+    from activemint.engine import TaskFailed, check_options, engine_summary, run_tasks
 
+    check_options(engine, workers, cpus_per_task, gpus_per_task, ray_address)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = list(cells)
@@ -186,38 +164,23 @@ def run_grid(
             outcomes[cell.dirname] = CellOutcome(cell.name, str(out_dir / cell.dirname), "done")
         else:
             todo.append(cell)
-    n_gpu = gpu_count()
-    workers = workers or max(1, n_gpu)
-    if n_gpu:
-        workers = min(workers, n_gpu)
     log(f"grid: {len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run "
-        f"({sum(cell_status(c, out_dir) == 'partial' for c in todo)} to resume) with {workers} worker(s)"
-        + (f" on {n_gpu} GPU(s)" if n_gpu else " on CPU"))
-    if todo:
-        # The workers' OpenMP wait policy comes from activemint.threads: they inherit this
-        # process's environment and import activemint before torch.
-        ctx = mp.get_context("spawn")
-        queue = None
-        if n_gpu:
-            queue = ctx.Queue()
-            for i in range(n_gpu):
-                queue.put(i)
-        threads = None if n_gpu else max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(queue, threads)) as pool:
-            futures: dict[Future, Cell] = {pool.submit(_worker_run, c, str(out_dir)): c for c in todo}
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    cell = futures[fut]
-                    try:
-                        outcomes[cell.dirname] = fut.result()
-                    except Exception as e:  # noqa: BLE001  (a dead worker: report, go on)
-                        outcomes[cell.dirname] = CellOutcome(cell.name, str(out_dir / cell.dirname), "failed",
-                                                             error=f"{type(e).__name__}: {e}")
-                        log(f"[{cell.name}] worker failed: {e}")
+        f"({sum(cell_status(c, out_dir) == 'partial' for c in todo)} to resume) "
+        + engine_summary(engine, workers, cpus_per_task, gpus_per_task, ray_address))
+
+    def finished(i: int, res: CellOutcome | TaskFailed) -> None:
+        cell = todo[i]
+        if isinstance(res, TaskFailed):  # a dead worker or task: report, go on
+            res = CellOutcome(cell.name, str(out_dir / cell.dirname), "failed", error=res.error)
+            log(f"[{cell.name}] worker failed: {res.error}")
+        outcomes[cell.dirname] = res
+        n = sum(c.dirname in outcomes for c in todo)
+        log(f"grid: {n}/{len(todo)} finished ({cell.name}: {res.status})")
+
+    run_tasks(_cell_task, [(c, str(out_dir)) for c in todo], engine=engine, workers=workers, ray_address=ray_address,
+              cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, on_result=finished, log=log)
     return [outcomes[c.dirname] for c in cells]
+
 
 __all__ = [
     "DEFAULT_MATRIX",

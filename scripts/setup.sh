@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up activemint on a fresh machine: the Debian packages dataset-fashion-mnist and chromium
-# (where apt exists and we may use it) and a virtual environment .venv with the package and its test extras.
+# (where apt exists and we may use it) and a virtual environment .venv with the package and its test and ray
+# extras (the CI tests the Ray engine on a local Ray instance; the default path never needs Ray).
 # Idempotent: a second run only checks that everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,10 +35,10 @@ fi
 STAMP=.venv/.activemint-pyproject.sha256
 WANT=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] \
-   || ! .venv/bin/python -c "import activemint, torch, torchvision, timm, pytest, hypothesis" >/dev/null 2>&1; then
+   || ! .venv/bin/python -c "import activemint, torch, torchvision, timm, pytest, hypothesis, ray" >/dev/null 2>&1; then
     echo "installing activemint and its dependencies into .venv (torch==2.14.1, torchvision==0.29.1, ...) ..."
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -e '.[test,ray]'
     echo "$WANT" > "$STAMP"
 fi
 echo "setup done: .venv/bin/activemint is ready"

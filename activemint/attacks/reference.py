@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -261,6 +259,66 @@ def _reference_job(job: dict[str, Any], datasets: tuple[ArrayDataset, ArrayDatas
             "test_accuracy": metrics.get("test_accuracy"), "logits": {r: saved[r] for r in SCORED_ROLES}}
 
 
+def reference_jobs(base: TrainConfig, splits: Splits, config: ReferenceConfig,
+                   cache_root: str | Path) -> tuple[ReferencePlan, TrainConfig, str, Path, list[dict[str, Any]]]:
+    """The plan, the shared training config, the cache key and folder, and one job per model.
+
+    Job ``k`` (model ``k``: its IN set ``plan.keep[k]`` and its seed ``1 + k + 1000 * seed``)
+    follows from ``k``, the run's splits and ``config`` alone: any engine, or a SLURM array
+    task running :func:`train_reference_model` for ``k``, trains the same model.  Writes the
+    cache folder's ``config.json`` and ``plan.npz``.
+    """
+    plan = make_plan(splits, config)
+    rcfg = reference_train_config(base, config)
+    key_obj = {"format": FORMAT, "train_config": rcfg.fingerprint(),
+               "reference": {"n_models": config.n_models, "seed": config.seed},  # epochs: in train_config
+               "pool": plan.fingerprint()}
+    key = sha256_json(key_obj)
+    root = Path(cache_root) / CACHE_REFERENCE / key
+    root.mkdir(parents=True, exist_ok=True)
+    # Written whole, then renamed (atomic_write): SLURM array tasks write these same bytes side by side.
+    atomic_json(root / CACHE_KEY, key_obj)
+    plan_arrays = {"keep": plan.keep, "validation": plan.validation, **{f"{r}_index": plan.samples[r][1] for r in plan.samples}}
+    atomic_write(root / PLAN, lambda f: np.savez(f, **plan_arrays))
+    sizes = plan.training_sizes()
+    jobs = []
+    for i in range(config.n_models):
+        d = rcfg.to_dict()
+        d.update(seed=1 + i + 1000 * config.seed, members=sizes[i], validation=len(plan.validation),
+                 extra={"reference_model": i, "n_reference_models": config.n_models, "reference_key": key})
+        jobs.append({"config": d, "run_dir": str(root / f"model-{i:02d}"), "plan": plan, "model": i})
+    return plan, rcfg, key, root, jobs
+
+
+def train_reference_model(
+    base: TrainConfig,
+    splits: Splits,
+    config: ReferenceConfig,
+    cache_root: str | Path,
+    model: int,
+    *,
+    train: ArrayDataset | None = None,
+    test: ArrayDataset | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or reuse) reference model ``model`` alone, in this process, into the cache that
+    :func:`reference_logits` reads: one task of a SLURM array (``compare --only-reference-model``).
+
+    Returns the job's result (``trained``, ``seconds``, ``test_accuracy``, ``logits``).
+    """
+    from activemint.errors import UserError
+
+    if not 0 <= model < config.n_models:
+        raise UserError(f"reference model {model} does not exist: the models are 0..{config.n_models - 1}")
+    log = log or (lambda m: None)
+    _, _, _, _, jobs = reference_jobs(base, splits, config, cache_root)
+    if train is None or test is None:
+        train = load_dataset(base.dataset, "train", root=base.data_root, download=base.download)
+        test = load_dataset(base.dataset, "test", root=base.data_root, download=base.download)
+    tag = f"reference model {model + 1}/{config.n_models}: "
+    return _reference_job({**jobs[model], "log": lambda m: log(tag + m)}, (train, test))
+
+
 def reference_logits(
     base: TrainConfig,
     splits: Splits,
@@ -270,6 +328,10 @@ def reference_logits(
     train: ArrayDataset | None = None,
     test: ArrayDataset | None = None,
     workers: int = 1,
+    engine: str = "local",
+    ray_address: str | None = None,
+    cpus_per_task: int | None = None,
+    gpus_per_task: float = 0,
     log: Callable[[str], None] | None = None,
 ) -> ReferenceLogits:
     """Train or reuse the reference models of ``base``'s architecture and recipe; return their logits.
@@ -279,53 +341,52 @@ def reference_logits(
         splits: the audited run's splits (from its manifest).
         cache_root: cache folder; models live in ``<cache_root>/reference-models/<key>/``.
         train, test: the loaded data set splits (loaded here when not given).
-        workers: parallel training processes (each gets ``cores // workers`` threads, and
-            GPUs round-robin when there are several).
+        workers: parallel training processes of the local engine (each gets
+            ``cores // workers`` threads, or one GPU each when there are GPUs); 1 trains
+            in this process.
+        engine, ray_address, cpus_per_task, gpus_per_task: where the models train
+            (:func:`activemint.engine.run_tasks`); ``ray`` runs one Ray task per model.
+            Which samples model ``k`` trains on, and its seed, follow from ``k`` and
+            ``config.seed`` alone, whatever the engine.
     """
     log = log or (lambda m: None)
     t0 = time.time()
-    plan = make_plan(splits, config)
-    rcfg = reference_train_config(base, config)
-    key_obj = {"format": FORMAT, "train_config": rcfg.fingerprint(),
-               "reference": {"n_models": config.n_models, "seed": config.seed},  # epochs: in train_config
-               "pool": plan.fingerprint()}
-    key = sha256_json(key_obj)
-    root = Path(cache_root) / CACHE_REFERENCE / key
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_json(root / CACHE_KEY, key_obj)
-    plan_arrays = {"keep": plan.keep, "validation": plan.validation, **{f"{r}_index": plan.samples[r][1] for r in plan.samples}}
-    atomic_write(root / PLAN, lambda f: np.savez(f, **plan_arrays))
+    plan, rcfg, key, root, jobs = reference_jobs(base, splits, config, cache_root)
     if train is None or test is None:
         train = load_dataset(base.dataset, "train", root=base.data_root, download=base.download)
         test = load_dataset(base.dataset, "test", root=base.data_root, download=base.download)
 
     sizes = plan.training_sizes()
-    jobs = []
-    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    for i in range(config.n_models):
-        d = rcfg.to_dict()
-        d.update(seed=1 + i + 1000 * config.seed, members=sizes[i], validation=len(plan.validation),
-                 extra={"reference_model": i, "n_reference_models": config.n_models, "reference_key": key})
-        jobs.append({"config": d, "run_dir": str(root / f"model-{i:02d}"), "plan": plan, "model": i})
     todo = [j for j in jobs if not RunDir(j["run_dir"]).is_complete()]
     if todo:
         log(f"reference models: training {len(todo)} of {config.n_models} into {root} "
-            f"({sizes[0]} samples each, {rcfg.epochs} epochs{f', {workers} workers' if workers > 1 else ''})")
+            f"({sizes[0]} samples each, {rcfg.epochs} epochs"
+            f"{', Ray tasks' if engine == 'ray' else f', {workers} workers' if workers > 1 else ''})")
     else:
         log(f"reference models: reusing all {config.n_models} from {root}")
 
     results: dict[int, dict] = {}
-    if workers > 1 and len(todo) > 1:
-        cores = os.cpu_count() or 1
-        for j, job in enumerate(todo):
-            job["threads"] = max(1, cores // workers)
-            if n_gpu > 1 and rcfg.device in ("auto", "cuda"):
-                job["config"] = {**job["config"], "device": f"cuda:{j % n_gpu}"}
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for res in pool.map(_reference_job, todo):
-                results[res["model"]] = res
-                log(f"reference model {res['model'] + 1}/{config.n_models}: trained in {res['seconds']:.0f} s, "
-                    f"test accuracy {res['test_accuracy']:.4f}")
+    if engine != "local" or (workers > 1 and len(todo) > 1):
+        from activemint.engine import TaskFailed, run_tasks
+
+        failed: list[str] = []
+
+        def finished(j: int, res: dict | TaskFailed) -> None:
+            if isinstance(res, TaskFailed):
+                failed.append(f"reference model {todo[j]['model'] + 1}/{config.n_models} failed: {res.error}")
+                log(failed[-1])
+                return
+            results[res["model"]] = res
+            log(f"reference model {res['model'] + 1}/{config.n_models}: trained in {res['seconds']:.0f} s, "
+                f"test accuracy {res['test_accuracy']:.4f}")
+
+        # Each task loads the data set itself; the engine pins GPUs (local: one per worker) and
+        # sets the torch threads per task, so the jobs carry no device or thread count.
+        run_tasks(_reference_job, todo, engine=engine, workers=workers if engine == "local" else None,
+                  ray_address=ray_address, cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
+                  on_result=finished, log=log)
+        if failed:
+            raise RuntimeError("; ".join(failed))
     for job in jobs:
         if job["model"] in results:
             continue

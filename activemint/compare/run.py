@@ -113,6 +113,10 @@ def run_compare(
     lira_min_std: float = 1e-3,
     cache_dir: str | Path = ".cache",
     workers: int = 1,
+    engine: str = "local",
+    ray_address: str | None = None,
+    cpus_per_task: int | None = None,
+    gpus_per_task: float = 0,
     bootstrap: int = 200,
     progress: bool = True,
     command: str | None = None,
@@ -128,7 +132,9 @@ def run_compare(
             under ``cache_dir/runs/<config fingerprint>``.
         reference: the reference models of LiRA / RMIA; ``None`` skips both.
         rmia_a: RMIA's offline ``a``.
-        workers: parallel processes for the reference models.
+        workers: parallel processes for the reference models (local engine).
+        engine, ray_address, cpus_per_task, gpus_per_task: where the reference models train
+            (:func:`activemint.engine.run_tasks`; ``ray``: one Ray task per model).
         command: the command line, recorded in the Markdown report.
         scorers: keys of the scorers to run (default: every one registered for ``compare``).
     """
@@ -141,7 +147,9 @@ def run_compare(
     for r in reused:
         log(f"reusing {r}")
     options = {"reference": reference, "passive": passive, "gradient": gradient, "rmia_a": rmia_a,
-               "lira_min_std": lira_min_std, "workers": workers}
+               "lira_min_std": lira_min_std, "workers": workers,
+               "engine": {"engine": engine, "ray_address": ray_address, "cpus_per_task": cpus_per_task,
+                          "gpus_per_task": gpus_per_task}}
     ctx = compare_context(active, plain, cache_root, options, log)
     ctx.trained, ctx.reused = trained, reused
     chosen = [COMPARE_SCORERS[k] for k in (scorers if scorers is not None else list(COMPARE_SCORERS))]

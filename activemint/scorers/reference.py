@@ -31,7 +31,7 @@ def _load_reference(ctx: Context) -> ReferenceLogits:
     acfg, data = ctx.run.config, ctx.run.data
     s = data.splits
     refs = reference_logits(acfg, s, reference, ctx.cache_dir, train=data.train, test=data.test,
-                            workers=ctx.options.get("workers", 1), log=ctx.log)
+                            workers=ctx.options.get("workers", 1), **ctx.options.get("engine", {}), log=ctx.log)
     for r in EVAL_ROLES:
         if not np.array_equal(refs.indices[r][1], getattr(s, r)):
             raise RuntimeError(f"reference logits of {r} do not belong to the run's {r} split")
