@@ -29,8 +29,9 @@ from __future__ import annotations
 import atexit
 import os
 import warnings
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
