@@ -68,6 +68,10 @@ def world() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def backend() -> str | None:
+    return str(dist.get_backend()) if is_distributed() else None
+
+
 def is_main() -> bool:
     """Rank 0 (or a single process): the one process that writes the run directory."""
     return rank() == 0

@@ -279,6 +279,7 @@ def provenance() -> dict[str, Any]:
         "activemint": activemint.__version__, "git_commit": commit, "torch": str(torch.__version__),
         "python": platform.python_version(), "machine": platform.platform(), "processor": platform.machine(),
         "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        **({"torchrun": {"world_size": distributed.world(), "backend": distributed.backend()}} if distributed.is_distributed() else {}),
     }
 
 
@@ -299,7 +300,12 @@ class NothingToResumeError(RunError, FileNotFoundError):
 
 
 class Trainer:
-    """Trains one run into ``run_dir``; ``resume=True`` continues from its last checkpoint."""
+    """Trains one run into ``run_dir``; ``resume=True`` continues from its last checkpoint.
+
+    Under torchrun every rank runs :meth:`run` and trains its shard of each global batch
+    (:mod:`activemint.training.distributed`); rank 0 alone writes the run directory and gets
+    the metrics, the other ranks' :class:`RunResult` has empty ``metrics``.
+    """
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None,
                  data: RunData | None = None) -> None:
@@ -440,7 +446,7 @@ class Trainer:
                 xv = None  # robust aMINT, views for the MINT loss only: transformed members
                 if policy is not None:  # robust aMINT: transformed views of members and externals
                     if cfg.audit_views == "mint":
-                        xv = to_input(policy(xm, view_rng))[ms]
+                        xv = to_input(policy(xm, view_rng)[ms])
                     else:
                         xm = policy(xm, view_rng)
                     xe = policy(xe, view_rng)[es] if xe is not None else None
