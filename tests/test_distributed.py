@@ -228,3 +228,49 @@ def test_torchrun_matches_one_process_with_the_same_global_batch(configs):
     fa, fb = figures(a), figures(b)
     assert abs(fa["test_accuracy"] - fb["test_accuracy"]) <= 0.02, (fa["test_accuracy"], fb["test_accuracy"])
     assert abs(fa["membership"]["auc"] - fb["membership"]["auc"]) <= 0.02, (fa["membership"], fb["membership"])
+
+
+# ------------------------------------------------------------------ fast checks of the pieces
+def _as_rank(monkeypatch, r: int, w: int) -> None:
+    from activemint.training import distributed
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: w > 1)
+    monkeypatch.setattr(distributed, "rank", lambda: r)
+    monkeypatch.setattr(distributed, "world", lambda: w)
+
+
+@pytest.mark.parametrize("w", [1, 2, 3, 4])
+def test_shards_cover_the_global_batch_and_shares_give_its_mean(monkeypatch, w):
+    import numpy as np
+
+    from activemint.training import distributed
+
+    rng = np.random.default_rng(w)
+    for n in (w, w + 1, 37, 64, 129):
+        losses = rng.random(n)
+        parts, weighted = [], 0.0
+        for r in range(w):
+            _as_rank(monkeypatch, r, w)
+            s = distributed.shard(n)
+            assert s.stop - s.start in (n // w, -(-n // w))  # sizes differ by at most one
+            parts.extend(range(n)[s])
+            weighted += distributed.share(s.stop - s.start, n) * losses[s].mean()
+        assert parts == list(range(n))  # contiguous, in rank order, each sample once
+        # DDP averages over ranks: the mean of the weighted shard means is the global mean.
+        assert abs(weighted / w - losses.mean()) < 1e-12
+
+
+def test_augmentation_of_the_shards_is_the_augmentation_of_the_global_batch(monkeypatch):
+    import torch
+
+    from activemint.training import distributed
+    from activemint.training.batches import random_shift_flip
+
+    x = torch.randn(37, 1, 8, 8)
+    whole = random_shift_flip(x, flip=True, generator=torch.Generator().manual_seed(5))
+    pieces = []
+    for r in range(3):
+        _as_rank(monkeypatch, r, 3)
+        s = distributed.shard(len(x))
+        pieces.append(random_shift_flip(x[s], flip=True, generator=torch.Generator().manual_seed(5), part=(s, len(x))))
+    assert torch.equal(torch.cat(pieces), whole)
