@@ -110,11 +110,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from activemint.report import run_summary
     from activemint.training import Trainer
+    from activemint.training.distributed import is_main
 
     cfg = config_from_args(args)
     out = Path(args.out) if args.out else _default_out(cfg)
     result = Trainer(cfg, out, progress=not args.no_progress).run(resume=args.resume)
-    baseline = None
+    baseline = None  # under torchrun every rank trains; rank 0 alone writes and reports
     if args.baseline and cfg.mint:
         bcfg = cfg.without_mint()
         from activemint.rundir import RunDir
@@ -123,11 +124,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume = args.resume and RunDir(bdir).config.exists()
         print(f"\ntraining the same model without aMINT (utility baseline) into {bdir}", file=sys.stderr)
         baseline = Trainer(bcfg, bdir, progress=not args.no_progress).run(resume=resume).metrics
+        if not is_main():
+            return 0
         result.metrics["baseline_test_accuracy"] = baseline["test_accuracy"]
         result.metrics["baseline_train_seconds"] = baseline.get("train_seconds")
         with RunDir(out).lock("train --baseline"):
             result.metrics = RunDir(out).write_metrics(result.metrics)  # still written last, still binding the files
-    print(run_summary(result.metrics, baseline))
+    if is_main():
+        print(run_summary(result.metrics, baseline))
     return 0
 
 

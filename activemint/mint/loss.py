@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,11 @@ class MultitaskLoss(nn.Module):
         self.lambda_task, self.lambda_mint, self.normalize = lambda_task, lambda_mint, normalize
         self.register_buffer("task0", torch.tensor(float("nan")))
         self.register_buffer("mint0", torch.tensor(float("nan")))
+        # torchrun runs (activemint.training.distributed): this process's weight of each term,
+        # so that the mean over processes is the global batch's mean, and how the first-batch
+        # normalisers are averaged over processes.  One process: (1, 1) and None.
+        self.shares: tuple[float, float] = (1.0, 1.0)
+        self.reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def forward(
         self,
@@ -40,16 +47,23 @@ class MultitaskLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Returns the total loss and the raw (unnormalised) terms for logging."""
         task = F.cross_entropy(class_logits, labels)
+        if self.shares[0] != 1.0:
+            task = task * self.shares[0]
         parts = {"task_loss": float(task.detach())}
         if mint_members is None:
             return task, parts
         mint_logits = mint_members if mint_external is None else torch.cat([mint_members, mint_external])
         mint = membership_bce(mint_logits, len(mint_members))
+        if self.shares[1] != 1.0:
+            mint = mint * self.shares[1]
         parts["mint_loss"] = float(mint.detach())
         if not self.normalize:
             return self.lambda_task * task + self.lambda_mint * mint, parts
         if torch.isnan(self.task0):
-            self.task0.fill_(max(float(task.detach()), 1e-8))
-            self.mint0.fill_(max(float(mint.detach()), 1e-8))
+            task0, mint0 = task.detach(), mint.detach()
+            if self.reduce is not None:  # every process: the global first batch's values
+                task0, mint0 = self.reduce(task0), self.reduce(mint0)
+            self.task0.fill_(max(float(task0), 1e-8))
+            self.mint0.fill_(max(float(mint0), 1e-8))
         total = self.lambda_task * task / self.task0 + self.lambda_mint * mint / self.mint0
         return total, parts

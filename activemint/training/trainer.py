@@ -51,6 +51,7 @@ from activemint.mint.loss import membership_bce
 from activemint.models import create_model, tap_points
 from activemint.rundir import RunDir, RunError, RunExistsError, kill_point
 from activemint.scores import Scores
+from activemint.training import distributed
 from activemint.training.batches import cycled_permutation, random_shift_flip, to_input
 from activemint.training.checkpoint import (
     Checkpoint,
@@ -279,6 +280,7 @@ def provenance() -> dict[str, Any]:
         "activemint": activemint.__version__, "git_commit": commit, "torch": str(torch.__version__),
         "python": platform.python_version(), "machine": platform.platform(), "processor": platform.machine(),
         "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        **({"torchrun": {"world_size": distributed.world(), "backend": distributed.backend()}} if distributed.is_distributed() else {}),
     }
 
 
@@ -299,7 +301,12 @@ class NothingToResumeError(RunError, FileNotFoundError):
 
 
 class Trainer:
-    """Trains one run into ``run_dir``; ``resume=True`` continues from its last checkpoint."""
+    """Trains one run into ``run_dir``; ``resume=True`` continues from its last checkpoint.
+
+    Under torchrun every rank runs :meth:`run` and trains its shard of each global batch
+    (:mod:`activemint.training.distributed`); rank 0 alone writes the run directory and gets
+    the metrics, the other ranks' :class:`RunResult` has empty ``metrics``.
+    """
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None,
                  data: RunData | None = None) -> None:
@@ -330,38 +337,49 @@ class Trainer:
         rd = RunDir(self.run_dir)
         if self.data is None:
             self.data = load_run_data(self.cfg)  # a missing data set or bad root fails before the lock creates the folder
+        self.device = distributed.setup(self.device)  # under torchrun: join the process group (else a no-op)
+        if not distributed.is_main():  # rank 0 alone writes the run directory and holds its lock
+            self.progress, self.log = False, lambda msg: None
+            return self._run(rd, resume)
         with rd.lock("train --resume" if resume else "train"):
             return self._run(rd, resume)
 
     def _run(self, rd: RunDir, resume: bool) -> RunResult:
         cfg, t0 = self.cfg, time.time()
-        if resume:
+        main = distributed.is_main()  # torchrun: rank 0 checks and writes; one process: always
+        distributed.check_batches({"batch_size": cfg.batch_size, "last batch of an epoch": len(self.data.splits.members) % cfg.batch_size,
+                                   "external_batch_size": cfg.external_batch_size if cfg.mint else 0})
+        if resume and main:
             if not rd.config.is_file():
                 raise NothingToResumeError(f"--resume: {self.run_dir} has no {rundir.CONFIG}; nothing to resume")
             self._check_resume(rd)
-        elif rd.config.exists():
+        elif main and rd.config.exists():
             raise RunExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
         data = self.data
         model = build_model(cfg, data.train.input_shape, data.train.num_classes).to(self.device)  # so do bad archs / taps
         ckpt_root = rd.checkpoints
-        rundir.make_dir(ckpt_root)
-        rd.clean_partials()
-        if not resume:
-            rd.write_text(rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        else:
-            rd.discard_evaluation()  # the run reads as incomplete until the final save is done again
-            clean_leftovers(ckpt_root)
-        if not resume or not rd.provenance.is_file():
-            rd.write_text(rundir.PROVENANCE, yaml.safe_dump(provenance(), sort_keys=False))
-        if resume and rd.manifest.is_file():
-            if read_manifest(rd.manifest) != data.splits:
-                raise RunError(f"--resume: {rd.manifest} does not list the splits this config draws; refusing to mix them")
-        else:
-            rundir.atomic_write_via(rd.manifest, lambda p: write_manifest(p, data.splits, data.train, data.test))
+        if main:
+            rundir.make_dir(ckpt_root)
+            rd.clean_partials()
+            if not resume:
+                rd.write_text(rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            else:
+                rd.discard_evaluation()  # the run reads as incomplete until the final save is done again
+                clean_leftovers(ckpt_root)
+            if not resume or not rd.provenance.is_file():
+                rd.write_text(rundir.PROVENANCE, yaml.safe_dump(provenance(), sort_keys=False))
+            if resume and rd.manifest.is_file():
+                if read_manifest(rd.manifest) != data.splits:
+                    raise RunError(f"--resume: {rd.manifest} does not list the splits this config draws; refusing to mix them")
+            else:
+                rundir.atomic_write_via(rd.manifest, lambda p: write_manifest(p, data.splits, data.train, data.test))
+        distributed.barrier()  # the other ranks read the run directory once rank 0 has checked and prepared it
         if cfg.channels_last and self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         loss_fn = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint,
                                 normalize=cfg.loss_norm == "first").to(self.device)
+        if distributed.is_distributed():  # first-batch normalisers: the global first batch's, on every rank
+            loss_fn.reduce = distributed.reduce_mean_tensor
         opt = _optimizer(cfg, _param_groups(cfg, model))
         steps_per_epoch = math.ceil(len(data.splits.members) / cfg.batch_size)
         sched = None
@@ -387,10 +405,11 @@ class Trainer:
             start_epoch, best, best_epoch = ckpt.epoch, float(state["best"]), int(state["best_epoch"])
             records = list(doc["log"])
             self.log(f"resuming {self.run_dir} after epoch {start_epoch}")
-        if resume or rd.log.exists():
+        if main and (resume or rd.log.exists()):
             rd.write_log(records)  # exactly one line per checkpointed epoch; later ones are redone
 
         step_fn = self._step
+        model = distributed.wrap(model, self.device)  # DDP under torchrun (see activemint.training.distributed)
         if cfg.compile:
             model = torch.compile(model)  # type: ignore[assignment]
 
@@ -398,7 +417,8 @@ class Trainer:
         members = data.train.images[torch.as_tensor(data.splits.members)].to(dev)
         member_labels = data.train.labels[torch.as_tensor(data.splits.members)].to(dev)
         external = data.train.images[torch.as_tensor(data.splits.external)].to(dev) if cfg.mint else None
-        seen = torch.as_tensor(mint_seen_mask(cfg, len(members))).to(dev)
+        seen_host = mint_seen_mask(cfg, len(members))
+        seen = torch.as_tensor(seen_host).to(dev)
         policy = get_policy(cfg.audit_policy) if cfg.audit_policy and cfg.mint else None
 
         for epoch in range(start_epoch, cfg.epochs):
@@ -413,25 +433,34 @@ class Trainer:
             view_rng = np.random.default_rng([cfg.seed, 9, epoch])  # per epoch: resume-safe
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False, unit="step")
             for step in bar:
-                idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].to(dev)
-                xm = members[idx]
-                xe = None
+                bidx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                idx = bidx.to(dev)
+                eidx = None
                 if ext_order is not None:
                     eidx = ext_order[step * cfg.external_batch_size : (step + 1) * cfg.external_batch_size].to(dev)
-                    xe = external[eidx]
+                # torchrun: this rank's part of the global batch (one process: all of it).  A robust-aMINT
+                # policy draws per sample from one stream, so it transforms the global batch, then cut.
+                ms, es = distributed.shard(len(idx)), distributed.shard(0 if eidx is None else len(eidx))
+                cut = policy is None
+                xm = members[idx[ms] if cut else idx]
+                xe = None if eidx is None else external[eidx[es] if cut else eidx]
                 xv = None  # robust aMINT, views for the MINT loss only: transformed members
                 if policy is not None:  # robust aMINT: transformed views of members and externals
                     if cfg.audit_views == "mint":
-                        xv = to_input(policy(xm, view_rng))
+                        xv = to_input(policy(xm, view_rng)[ms])
                     else:
                         xm = policy(xm, view_rng)
-                    xe = policy(xe, view_rng) if xe is not None else None
+                    xe = policy(xe, view_rng)[es] if xe is not None else None
+                    xm = xm[ms]
                 xm = to_input(xm)
                 xe = to_input(xe) if xe is not None else None
                 if cfg.resolved("augment"):
-                    xm = random_shift_flip(xm, flip=cfg.augment_flip, generator=gen)
+                    xm = random_shift_flip(xm, flip=cfg.augment_flip, generator=gen, part=(ms, len(idx)))
                     if xe is not None:
-                        xe = random_shift_flip(xe, flip=cfg.augment_flip, generator=gen)
+                        xe = random_shift_flip(xe, flip=cfg.augment_flip, generator=gen, part=(es, len(eidx)))
+                if distributed.is_distributed():
+                    loss_fn.shares = loss_shares(seen_host[bidx.numpy()], ms, 0 if eidx is None else len(eidx), es)
+                idx = idx[ms]
                 parts = step_fn(model, loss_fn, opt, xm, member_labels[idx], xe, seen[idx], xv)
                 if sched is not None:
                     sched.step()
@@ -441,6 +470,11 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
                 kill_point("step")
             bar.close()
+            sums = distributed.all_reduce_mean(sums)  # the global batches' losses (one process: as they are)
+            if not main:  # rank 0 validates, logs and checkpoints; the others wait for it
+                distributed.barrier()
+                kill_point("epoch")
+                continue
             record = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
             record.update(self._validate(model, data))
             record["epoch_seconds"] = round(time.time() - t_epoch, 2)
@@ -458,8 +492,12 @@ class Trainer:
             }
             save_checkpoint(ckpt_root, epoch + 1, self._unwrap(model), self._metadata(data, epoch + 1), state, records,
                             keep={best_epoch} if cfg.select != "last" and best_epoch else ())
+            distributed.barrier()
             kill_point("epoch")
 
+        if not main:  # wait for rank 0's final selection, evaluation and writes
+            distributed.barrier()
+            return RunResult(self.run_dir, cfg, {}, time.time() - t0)
         last = latest_checkpoint(ckpt_root)
         if last is None or last.epoch != cfg.epochs:
             raise RunError(f"{ckpt_root} holds no checkpoint of the last epoch ({cfg.epochs}); resume the run")
@@ -478,20 +516,19 @@ class Trainer:
                         "train_seconds": round(time.time() - t0, 1), "mint": cfg.mint, "arch": cfg.arch,
                         "setup": cfg.setup if cfg.mint else None, "dataset": cfg.dataset})
         metrics = write_evaluation(self.run_dir, metrics, scores)
+        distributed.barrier()
         return RunResult(self.run_dir, cfg, metrics, time.time() - t0)
 
     # ---------------------------------------------------------------- helpers
     def _step(self, model, loss_fn, opt, xm, ym, xe, seen=None, xv=None) -> dict[str, float]:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            if isinstance(self._unwrap(model), EnhancedAuditedModel):
-                logits, mint_m, mint_e = self._unwrap(model).forward_train(xm, xe)
-                if xv is not None:  # the MINT loss reads the transformed member views instead
-                    mint_m = self._unwrap(model).membership_logit(xv)
+            logits, mint_m, mint_e = distributed.call(model, train_forward, xm, xe, xv)  # through DDP when wrapped
+            if mint_m is not None:
                 if seen is not None and not bool(seen.all()):
                     mint_m = mint_m[seen]  # held-out members: task loss only
                 loss, parts = loss_fn(logits.float(), ym, mint_m.float(), None if mint_e is None else mint_e.float())
             else:
-                loss, parts = loss_fn(model(xm).float(), ym)
+                loss, parts = loss_fn(logits.float(), ym)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -507,7 +544,7 @@ class Trainer:
 
     @staticmethod
     def _unwrap(model: nn.Module) -> nn.Module:
-        return getattr(model, "_orig_mod", model)
+        return distributed.unwrap(model)  # inside torch.compile / DDP
 
     def _validate(self, model: nn.Module, data: RunData) -> dict[str, float]:
         m = self._unwrap(model)
@@ -521,6 +558,33 @@ class Trainer:
 
     def _metadata(self, data: RunData, epoch: int) -> dict[str, Any]:
         return checkpoint_metadata(self.cfg, data.train.input_shape, data.train.num_classes, epoch)
+
+
+def train_forward(model: nn.Module, xm: torch.Tensor, xe: torch.Tensor | None, xv: torch.Tensor | None = None):
+    """One training forward: (class logits, members' membership logits, externals' membership logits).
+
+    The membership logits are None for a plain model.  Externals stop at the last tap; with
+    robust views ``xv`` the members' membership logits are those of the views.  Under torchrun
+    this whole function is DDP's forward (:func:`activemint.training.distributed.call`).
+    """
+    m = getattr(model, "_orig_mod", model)
+    if isinstance(m, EnhancedAuditedModel):
+        logits, mint_m, mint_e = m.forward_train(xm, xe)
+        if xv is not None:  # the MINT loss reads the transformed member views instead
+            mint_m = m.membership_logit(xv)
+        return logits, mint_m, mint_e
+    return model(xm), None, None
+
+
+def loss_shares(seen: np.ndarray, ms: slice, n_ext: int, es: slice) -> tuple[float, float]:
+    """This rank's weights of the task and MINT loss terms (:func:`activemint.training.distributed.share`).
+
+    ``seen``: which members of the global batch the MINT loss sees; ``ms`` / ``es``: this rank's
+    slices of the global member / external batch (``n_ext`` externals).
+    """
+    task = distributed.share(ms.stop - ms.start, len(seen))
+    mint = distributed.share(int(seen[ms].sum()) + (es.stop - es.start), int(seen.sum()) + n_ext)
+    return task, mint
 
 
 def _seconds(x: float) -> str:
