@@ -128,7 +128,7 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
 #: field does not orphan finished cells; any other value changes the hash.
 HASH_NEUTRAL: dict[str, Any] = {"test_samples": None, "head_stride": 1, "head_lr_scale": 1.0, "head_norm": "none",
                                 "loss_norm": "first", "mint_members": 1.0, "audit_policy": None, "audit_views": "all",
-                                "head_epochs": 0}
+                                "head_epochs": 0, "max_memory": None}
 
 
 def config_hash(cfg: TrainConfig) -> str:

@@ -122,6 +122,9 @@ class TrainConfig:
     dataset: str = "fashion-mnist"
     data_root: str | None = None
     download: bool = False
+    # Memory budget of the decoded images ("2GB", "auto" = None = half the available memory,
+    # "off"): a folder-based data set above it is streamed from disk (same samples and figures).
+    max_memory: str | None = None
     arch: str = "small_cnn"
     setup: str = "entry"
     taps: list[str] | None = None
@@ -207,6 +210,12 @@ class TrainConfig:
         if self.taps is not None and (not self.taps or any(not t.strip() for t in self.taps)):
             raise ConfigError(f"taps must be a non-empty list of dotted module names, got {self.taps!r}")
         parse_device(self.device)
+        try:
+            from activemint.data.streaming import parse_memory
+
+            parse_memory(self.max_memory)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay is not None and self.weight_decay < 0:
