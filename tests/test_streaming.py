@@ -113,9 +113,17 @@ def test_same_batches_for_the_same_seed(folder):
             assert m_lazy._expected and np.array_equal(m_lazy._expected[0], members[idx.numpy()])  # served from the plan
             assert torch.equal(m_lazy[idx], m_mem[perm_a[step * 32 : (step + 1) * 32]])
         assert not m_lazy._expected  # every planned batch was consumed in order
+    # a part of each planned batch (a rank's shard of a global batch) is served from the plan too
+    perm = torch.randperm(len(members), generator=torch.Generator().manual_seed(9))
+    plan_batches(m_lazy, perm, 32)
+    for step in range(-(-len(members) // 32)):
+        shard = perm[step * 32 : (step + 1) * 32][1::2]
+        assert m_lazy._expected
+        assert torch.equal(m_lazy[shard], m_mem[shard])
+    assert not m_lazy._expected
     # a request outside the plan is decoded on the spot, with the same bytes
     plan_batches(m_lazy, torch.arange(len(members)), 32)
-    assert torch.equal(m_lazy[torch.tensor([7, 3])], m_mem[torch.tensor([7, 3])])
+    assert torch.equal(m_lazy[torch.tensor([100, 3])], m_mem[torch.tensor([100, 3])])  # not within batch 0..31
     assert not m_lazy._expected
 
 

@@ -257,8 +257,9 @@ class StreamedRows:
 
     ``view[key]`` (an int, a slice, an index tensor / array, a boolean mask; positions within
     the view) returns a uint8 tensor on the view's device.  After :meth:`plan` (the coming
-    batches, in order), matching requests are served from a ``DataLoader`` whose workers
-    decode ahead; any other request is decoded on the spot (same bytes, just not prefetched).
+    batches, in order), a request for the next planned batch, or for part of it (a rank's
+    shard of a global batch), is served from a ``DataLoader`` whose workers decode ahead; any
+    other request is decoded on the spot (same bytes, just not prefetched).
     Reading the view front to back in equal slices (``view[0:b]``, ``view[b:2b]``, ...; the
     evaluation's pattern) plans itself.
     """
@@ -304,12 +305,16 @@ class StreamedRows:
         self._it = self.ds.iter_batches(rows) if rows else None
 
     def _planned(self, rows: np.ndarray) -> torch.Tensor | None:
-        if self._expected and np.array_equal(self._expected[0], rows):
-            self._expected.popleft()
+        if self._expected and (np.array_equal(self._expected[0], rows) or np.isin(rows, self._expected[0]).all()):
+            planned = self._expected.popleft()
             assert self._it is not None
             out = next(self._it)
             if not self._expected:
                 self._it = None  # lets the DataLoader's workers exit
+            if len(rows) != len(planned) or not np.array_equal(planned, rows):
+                # a part of the planned batch (e.g. this rank's shard of a global batch)
+                order = np.argsort(planned, kind="stable")
+                out = out[torch.from_numpy(order[np.searchsorted(planned, rows, sorter=order)])]
             return out
         if self._expected:  # the reader left the plan: stop prefetching, decode on the spot
             self._expected.clear()
