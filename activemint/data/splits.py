@@ -306,12 +306,15 @@ def verify_manifest(path: str | os.PathLike, train: ArrayDataset, test: ArrayDat
     if roles is not None:
         rows = [r for r in rows if r[0] in roles]
     data = {"train": train, "test": test}
-    arrays: dict[int, np.ndarray] = {}
     labels = {"train": train.labels.tolist(), "test": test.labels.tolist()}
-    digests: dict[str, dict[int, str]] = {}
-    for src in ("train", "test"):  # each split's digests at once (a streamed split reads each file once)
-        wanted = np.unique(np.asarray([i for r, i, *_ in rows if _source(r) == src and i < len(data[src])], dtype=np.int64))
-        digests[src] = dict(zip(wanted.tolist(), _sample_digests(data[src], arrays, wanted)))
+    arrays: dict[str, np.ndarray] = {}
+    digests: dict[str, dict[int, str]] = {}  # a streamed split: its digests at once (each file read once)
+    for src, ds in data.items():
+        if getattr(ds, "streamed", False):
+            wanted = np.unique(np.asarray([i for r, i, *_ in rows if _source(r) == src and i < len(ds)], dtype=np.int64))
+            digests[src] = dict(zip(wanted.tolist(), ds.sha256(wanted)))  # type: ignore[attr-defined]
+        else:
+            arrays[src] = _pixel_array(ds.images)
     problems: list[str] = []
     for role, i, label, sha, sid in rows:
         src = _source(role)
@@ -323,7 +326,7 @@ def verify_manifest(path: str | os.PathLike, train: ArrayDataset, test: ArrayDat
         found = []
         if labels[src][i] != label:
             found.append(f"label {labels[src][i]} != manifest {label}")
-        digest = digests[src][i]
+        digest = digests[src][i] if src in digests else hashlib.sha256(arrays[src][i]).hexdigest()
         if digest != sha:
             found.append(f"pixel sha256 {digest[:12]}... != manifest {sha[:12]}...")
         if has_id and sid and ds.ids is not None and ds.ids[i] != sid:
