@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import platform
 import resource
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
              f"beyond 70,000, tinted with a seeded random colour); read as `imagefolder` at 32 px: {n_train} train + "
              f"{n_test} test images = {_mb(decoded)} decoded. Medians of {a.rounds} fresh-process runs per mode, alternating."), "",
             "| | memory | streamed | streamed / memory |", "|---|---:|---:|---:|",
-            *[f"| {k} | {v1} | {v2} | {r:.2f} |" for k, v1, v2, r in rows], "",
+            *[f"| {k} | {v1} | {v2} | {'-' if math.isnan(r) else f'{r:.2f}'} |" for k, v1, v2, r in rows], "",
             (f"Read pass: {a.batches} random batches of {a.batch}; training pass: {a.train_batches} steps of small_cnn "
              "(forward, cross-entropy, backward, Adam), both fed as the trainer does (`ds.rows`, `plan_batches`, `rows[idx]`)."),
             "", ("Bound (streamed, main process): RSS after import + file list and labels "
