@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             "", ("Bound (streamed, main process): RSS after import + file list and labels "
                  f"+ (workers x prefetch + 2) x batch x image bytes = ({st['workers']} x {st['prefetch']} + 2) x {a.batch} x 3072 B "
                  f"= {_mb(inflight)} of decoded batches in flight + the model and optimiser; independent of the number of images "
-                 "except for the file list (~100-200 B a file).  Measured growth of anonymous memory over the import baseline: "
+                 "except for the file list (~200 B a file held, plus allocator slack from the folder scan).  Measured growth of anonymous memory over the import baseline: "
                  f"{_mb(med(s, 'rss_anon_peak') - med(s, 'rss_anon_base'))} streamed vs "
                  f"{_mb(med(m, 'rss_anon_peak') - med(m, 'rss_anon_base'))} in memory.  VmHWM also counts file-backed pages "
                  "(libtorch code faulted in by the first call of each kernel), hence its large common offset."),
