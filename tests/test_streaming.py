@@ -232,3 +232,23 @@ def test_tiny_training_run_streamed_matches_in_memory(folder, tmp_path):
         manifest = (tmp_path / budget / "manifest.csv").read_bytes()
         figures[budget] += (manifest,)
     assert figures["off"] == figures["0"]
+
+
+@pytest.mark.parametrize("name", ["gtsrb", "tiny-imagenet", "casia-webface"])
+def test_other_folder_readers_stream_the_same_samples(name, folder, tmp_path):
+    """GTSRB (CSV labels, .ppm), Tiny ImageNet (wnids, val annotations) and CASIA-WebFace stream byte-identically."""
+    from test_data_readers import write_gtsrb, write_tiny_imagenet
+
+    root = folder
+    if name == "gtsrb":
+        write_gtsrb(tmp_path, size=40)
+        root = tmp_path
+    elif name == "tiny-imagenet":
+        write_tiny_imagenet(tmp_path)
+        root = tmp_path
+    for split in ("train", "test"):
+        mem = load_dataset(name, split, root=root, image_size=24, max_memory="off")
+        lazy = load_dataset(name, split, root=root, image_size=24, max_memory=0)
+        assert lazy.streamed and not mem.streamed
+        assert lazy.ids == mem.ids and torch.equal(lazy.labels, mem.labels) and lazy.classes == mem.classes
+        assert torch.equal(lazy.batch(np.arange(len(lazy))), mem.images)
