@@ -219,7 +219,7 @@ def test_tiny_training_run_streamed_matches_in_memory(folder, tmp_path):
         clear_dataset_cache()
         cfg = TrainConfig(dataset="imagefolder", data_root=str(folder), arch="small_cnn", members=80, external=80,
                           validation=30, calibration=30, eval_nonmembers=25, epochs=2, batch_size=16,
-                          external_batch_size=16, device="cpu", seed=4, max_memory=budget)
+                          external_batch_size=16, device="cpu", seed=4, head_epochs=1, max_memory=budget)
         trainer = Trainer(cfg, tmp_path / budget, progress=False, log=lambda m: None)
         result = trainer.run()
         assert trainer.data.train.streamed == (budget == "0")

@@ -619,6 +619,8 @@ def train_head(model: EnhancedAuditedModel, members: torch.Tensor, external: tor
         rng = np.random.default_rng([seed, 10, epoch])
         perm = torch.randperm(len(members), generator=gen)
         eorder = cycled_permutation(len(external), len(perm), gen)
+        plan_batches(members, perm, batch_size)  # streamed views: workers decode these batches ahead
+        plan_batches(external, eorder, batch_size)
         total = 0.0
         for i in range(0, len(perm), batch_size):
             xm, xe = members[perm[i:i + batch_size]], external[eorder[i:i + batch_size]]
