@@ -21,6 +21,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", help="data set name (default fashion-mnist); see `activemint datasets`")
     g.add_argument("--data-root", help="folder holding the data set in its standard on-disk layout")
     g.add_argument("--download", action="store_true", default=None, help="allow downloading the data set (off by default: nothing is ever fetched otherwise)")
+    g.add_argument("--max-memory", help="memory budget of the decoded images, e.g. 2GB (default auto: half the available memory; off: no limit); image folders above it are streamed from disk")
     g.add_argument("--members", type=int, help="number of members D (training set); default: the paper's size")
     g.add_argument("--external", type=int, help="number of external non-members E that train the MINT head")
     g.add_argument("--validation", type=int, help="held-out training-split samples for model selection")
@@ -67,7 +68,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 _FIELDS = {
-    "dataset": "dataset", "data_root": "data_root", "download": "download", "members": "members",
+    "dataset": "dataset", "data_root": "data_root", "download": "download", "max_memory": "max_memory", "members": "members",
     "external": "external", "validation": "validation", "calibration": "calibration",
     "eval_nonmembers": "eval_nonmembers", "arch": "arch", "setup": "setup", "head_width": "head_width",
     "head_hidden": "head_hidden", "head_stride": "head_stride", "head_lr_scale": "head_lr_scale",

@@ -115,7 +115,7 @@ def resolve_input_groups(run, inputs: list[str], *, resize: bool = False, conver
             ds = load_dataset(parts[1], parts[2], root=run.config.data_root if parts[1] == run.config.dataset else None)
             if tuple(ds.images.shape[1:]) != shape:
                 raise InputError(f"{item} holds images of shape {tuple(ds.images.shape[1:])}; the model takes {shape}")
-            chunks.append(ds.images)
+            chunks.append(ds.images[:])  # a streamed set (FileDataset) decodes here
             ids.extend(f"{parts[1]}:{parts[2]}:{i}" for i in range(len(ds)))
         else:
             files.append(item)

@@ -1,7 +1,9 @@
 """Data sets for aMINT: readers for the on-disk formats, a registry, and the paper's splits.
 
 Every reader returns an :class:`ArrayDataset` holding a whole split in memory
-(images uint8 ``(N, C, H, W)``, labels int64 ``(N,)``); every failure is one
+(images uint8 ``(N, C, H, W)``, labels int64 ``(N,)``), or, for a folder-based set whose
+decoded images exceed ``max_memory``, a :class:`FileDataset` that lists the files and decodes
+them on demand (:mod:`activemint.data.streaming`); every failure is one
 :class:`DatasetError` saying where we looked and what we expected.
 """
 from .base import ArrayDataset, DatasetError
@@ -27,12 +29,14 @@ from .splits import (
     verify_manifest,
     write_manifest,
 )
+from .streaming import FileDataset
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
     "ArrayDataset",
     "DatasetError",
     "DatasetInfo",
+    "FileDataset",
     "ImageInputError",
     "ROLES",
     "SplitSizes",

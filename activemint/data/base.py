@@ -48,8 +48,19 @@ class ArrayDataset:
         if self.ids is not None and len(self.ids) != len(self.images):
             raise ValueError("ids must have one entry per image")
 
+    #: False: every sample is in memory (see :class:`activemint.data.streaming.FileDataset`).
+    streamed = False
+
     def __len__(self) -> int:
         return len(self.images)
+
+    def batch(self, indices) -> torch.Tensor:
+        """Samples ``indices`` as a uint8 ``(B, C, H, W)`` tensor (what a streamed set decodes on demand)."""
+        return self.images[torch.as_tensor(indices)]
+
+    def rows(self, index=None) -> torch.Tensor:
+        """Samples ``index`` (None: all) as the tensor the trainer indexes; a streamed set gives a lazy view."""
+        return self.images if index is None else self.images[torch.as_tensor(index)]
 
     @property
     def num_classes(self) -> int:

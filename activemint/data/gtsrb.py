@@ -14,11 +14,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .base import ArrayDataset, DatasetError
-from .images import ImageSize, load_image_files
+from .images import ImageSize
+from .streaming import FileDataset, dataset_from_files
 
 GTSRB_CLASSES = [
     "Speed limit (20km/h)", "Speed limit (30km/h)", "Speed limit (50km/h)", "Speed limit (60km/h)",
@@ -82,7 +80,8 @@ def read_gt_csv(path: Path, name: str) -> list[tuple[str, int]]:
     return rows
 
 
-def read_gtsrb(root: Path, split: str, image_size: ImageSize | None = 64, channels: int = 3, name: str = "gtsrb") -> ArrayDataset:
+def read_gtsrb(root: Path, split: str, image_size: ImageSize | None = 64, channels: int = 3, name: str = "gtsrb",
+               max_memory: int | None = None) -> ArrayDataset | FileDataset:
     """Read one GTSRB split -> images ``(N, channels, H, W)`` uint8, labels ``(N,)`` in 0..42."""
     base = _find_base(root, name)
     files: list[Path] = []
@@ -122,13 +121,7 @@ def read_gtsrb(root: Path, split: str, image_size: ImageSize | None = 64, channe
             labels.append(label)
     if not files:
         raise DatasetError(f"dataset '{name}': the ground-truth CSVs under {base} list no images")
-    images = load_image_files(files, image_size, channels, dataset=name, desc=f"{name} {split}")
-    return ArrayDataset(
-        images=images,
-        labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
-        classes=list(GTSRB_CLASSES),
-        name=name,
-        split=split,
-        source=str(base),
-        ids=[p.relative_to(base).as_posix() for p in files],
+    return dataset_from_files(
+        files, labels, list(GTSRB_CLASSES), name=name, split=split, source=str(base),
+        ids=[p.relative_to(base).as_posix() for p in files], image_size=image_size, channels=channels, max_memory=max_memory,
     )

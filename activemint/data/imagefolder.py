@@ -16,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .base import ArrayDataset, DatasetError
-from .images import ImageSize, is_image_file, load_image_files
+from .images import ImageSize, is_image_file
+from .streaming import FileDataset, dataset_from_files
 
 _EXPECTED = "train/<class>/*.png|jpg and test/<class>/ (or val/), or one folder per class"
 
@@ -76,8 +76,13 @@ def read_imagefolder(
     name: str = "imagefolder",
     test_fraction: float = 0.1,
     seed: int = 0,
-) -> ArrayDataset:
-    """Read one split of an image folder -> images ``(N, channels, H, W)`` uint8, labels ``(N,)``."""
+    max_memory: int | None = None,
+) -> ArrayDataset | FileDataset:
+    """Read one split of an image folder -> images ``(N, channels, H, W)`` uint8, labels ``(N,)``.
+
+    ``max_memory``: a split whose decoded images exceed this many bytes is streamed
+    (:class:`~activemint.data.streaming.FileDataset`); None = always in memory.
+    """
     if not root.is_dir():
         raise DatasetError(f"dataset '{name}': data root {root} does not exist; expected {_EXPECTED}; pass --data-root")
     train_dir = root / "train"
@@ -96,13 +101,7 @@ def read_imagefolder(
         labels = [lab for lab, k in zip(labels, keep) if k]
         if not files:
             raise DatasetError(f"dataset '{name}': the {split} part of {root} is empty (too few images per class for a {test_fraction:.0%} hold-out)")
-    images = load_image_files(files, image_size, channels, dataset=name, desc=f"{name} {split}")
-    return ArrayDataset(
-        images=images,
-        labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
-        classes=classes,
-        name=name,
-        split=split,
-        source=str(root),
-        ids=[p.relative_to(root).as_posix() for p in files],
+    return dataset_from_files(
+        files, labels, classes, name=name, split=split, source=str(root),
+        ids=[p.relative_to(root).as_posix() for p in files], image_size=image_size, channels=channels, max_memory=max_memory,
     )

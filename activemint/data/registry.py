@@ -26,6 +26,7 @@ from .gtsrb import read_gtsrb
 from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, read_idx_dataset
 from .imagefolder import read_imagefolder
 from .images import ImageSize, convert_channels, resize_images
+from .streaming import FileDataset, resolve_budget
 from .tiny_imagenet import read_tiny_imagenet
 
 SPLITS = ("train", "test")
@@ -91,8 +92,12 @@ def _idx_loader(name: str, classes: list[str], folder: str, image_shape: tuple[i
 
 
 def _file_loader(read: Callable[..., ArrayDataset], name: str, default_size: int) -> Loader:
-    def load(root: Path, split: str, image_size: ImageSize | None, channels: int | None) -> ArrayDataset:
-        return read(root, split, image_size=image_size or default_size, channels=channels or 3, name=name)
+    def load(root: Path, split: str, image_size: ImageSize | None, channels: int | None,
+             max_memory: int | None = None) -> ArrayDataset:
+        return read(root, split, image_size=image_size or default_size, channels=channels or 3, name=name,
+                    max_memory=max_memory)
+
+    load.streamable = True  # type: ignore[attr-defined]  # takes max_memory: may return a FileDataset
 
     return load
 
@@ -212,7 +217,7 @@ def dataset_info(name: str) -> DatasetInfo:
 
 # --------------------------------------------------------------------------- loading
 
-_CACHE: OrderedDict[tuple, ArrayDataset] = OrderedDict()
+_CACHE: OrderedDict[tuple, ArrayDataset | FileDataset] = OrderedDict()
 CACHE_SIZE = 6
 
 
@@ -238,9 +243,17 @@ def _resolve_root(info: DatasetInfo, root: str | os.PathLike | None, download: b
     )
 
 
-def _copy(ds: ArrayDataset) -> ArrayDataset:
+def _copy(ds: ArrayDataset | FileDataset) -> ArrayDataset | FileDataset:
     """A new ArrayDataset sharing the tensors (so reassigning attributes leaves the cache alone)."""
+    if isinstance(ds, FileDataset):
+        return ds  # holds file names only; its digest cache is meant to be shared
     return dataclasses.replace(ds, classes=list(ds.classes), ids=None if ds.ids is None else list(ds.ids))
+
+
+def _fits_choice(ds: ArrayDataset | FileDataset, budget: int | None) -> bool:
+    """True when ``budget`` would make the same in-memory / streamed choice as the cached ``ds``."""
+    nbytes = ds.nbytes if isinstance(ds, FileDataset) else ds.images.numel()
+    return ds.streamed == (budget is not None and nbytes > budget)
 
 
 def load_dataset(
@@ -250,8 +263,9 @@ def load_dataset(
     download: bool = False,
     image_size: ImageSize | None = None,
     channels: int | None = None,
-) -> ArrayDataset:
-    """Load a whole split of a registered data set into memory.
+    max_memory: str | int | None = "auto",
+) -> ArrayDataset | FileDataset:
+    """Load a whole split of a registered data set into memory, or stream it when it is too large.
 
     Args:
         name: a name from :func:`list_datasets` (or an alias such as ``fmnist``).
@@ -263,14 +277,20 @@ def load_dataset(
         image_size: output ``H = W`` (int) or ``(H, W)``; default: the data set's own
             (``dataset_info(name).input_shape``).
         channels: 1 or 3 to convert; default: the data set's own.
+        max_memory: byte budget of the decoded split (``"2GB"``, an int, ``"auto"`` = half the
+            available memory, ``"off"`` = no limit; see :func:`~activemint.data.streaming.parse_memory`).
+            A folder-based set (imagefolder, casia-webface, gtsrb, tiny-imagenet) above it is
+            returned as a :class:`~activemint.data.streaming.FileDataset` that decodes on demand;
+            the array formats (idx, CIFAR, digits) are always in memory.
 
     Returns:
-        :class:`ArrayDataset` with images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64.
+        :class:`ArrayDataset` with images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64, or a
+        :class:`~activemint.data.streaming.FileDataset` (same labels, ids and pixels, read lazily).
 
     Raises:
         DatasetError: unknown name, or data missing / malformed (the message says where we
             looked and what we expected).
-        ValueError: bad ``split``, ``image_size`` or ``channels``.
+        ValueError: bad ``split``, ``image_size``, ``channels`` or ``max_memory``.
     """
     info = dataset_info(name)
     if split not in SPLITS:
@@ -285,12 +305,15 @@ def load_dataset(
             f"dataset '{info.name}': {not_a_directory(path, 'data root')}; expected {info.layout} there; "
             "pass --data-root or --download"
         )
+    streamable = getattr(info.loader, "streamable", False)
+    budget = resolve_budget(max_memory) if streamable else None
     key = (info.name, split, str(path), bool(download), image_size, channels)
-    if key in _CACHE:
+    if key in _CACHE and _fits_choice(_CACHE[key], budget):
         _CACHE.move_to_end(key)
         return _copy(_CACHE[key])
+    extra = {"max_memory": budget} if streamable else {}
     try:
-        ds = info.loader(path, split, image_size, channels)
+        ds = info.loader(path, split, image_size, channels, **extra)
     except DatasetError as first:
         if not (download and info.downloader):
             raise
@@ -301,7 +324,7 @@ def load_dataset(
                 f"dataset '{info.name}': download into {path} failed ({type(e).__name__}: {e}); "
                 f"reading it first said: {first}. Download it by hand and pass --data-root"
             ) from e
-        ds = info.loader(path, split, image_size, channels)
+        ds = info.loader(path, split, image_size, channels, **extra)
     _CACHE[key] = ds
     while len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)

@@ -179,6 +179,15 @@ def _hashes(arr: np.ndarray, indices: np.ndarray) -> list[str]:
     return [hashlib.sha256(arr[i]).hexdigest() for i in indices]
 
 
+def _sample_digests(ds: ArrayDataset, arrays: dict[int, np.ndarray], indices: np.ndarray) -> list[str]:
+    """SHA-256 of samples ``indices`` of ``ds``: from its pixel array, or streamed once for a FileDataset."""
+    if getattr(ds, "streamed", False):
+        return ds.sha256(indices)  # type: ignore[attr-defined]
+    if id(ds) not in arrays:
+        arrays[id(ds)] = _pixel_array(ds.images)
+    return _hashes(arrays[id(ds)], indices)
+
+
 def pixel_sha256(images: torch.Tensor) -> list[str]:
     """SHA-256 hex digest of each sample's uint8 CHW pixel bytes.
 
@@ -208,7 +217,7 @@ def write_manifest(path: str | os.PathLike, splits: Splits, train: ArrayDataset,
     if path.is_dir():
         path = path / MANIFEST_NAME
     with_ids = train.ids is not None or test.ids is not None
-    arrays = {"train": _pixel_array(train.images), "test": _pixel_array(test.images)}
+    arrays: dict[int, np.ndarray] = {}
     data = {"train": train, "test": test}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -221,7 +230,7 @@ def write_manifest(path: str | os.PathLike, splits: Splits, train: ArrayDataset,
             if len(idx) and (idx.min() < 0 or idx.max() >= len(ds)):
                 raise ValueError(f"{role} indices span {idx.min()}..{idx.max()} but the {src} split has {len(ds)} samples")
             labels = ds.labels[torch.from_numpy(idx)].tolist()
-            for i, label, h in zip(idx.tolist(), labels, _hashes(arrays[src], idx)):
+            for i, label, h in zip(idx.tolist(), labels, _sample_digests(ds, arrays, idx)):
                 row = [role, src, i, label, h]
                 if with_ids:
                     row.append(ds.ids[i] if ds.ids is not None else "")
@@ -299,8 +308,15 @@ def verify_manifest(path: str | os.PathLike, train: ArrayDataset, test: ArrayDat
     if roles is not None:
         rows = [r for r in rows if r[0] in roles]
     data = {"train": train, "test": test}
-    arrays = {"train": _pixel_array(train.images), "test": _pixel_array(test.images)}
     labels = {"train": train.labels.tolist(), "test": test.labels.tolist()}
+    arrays: dict[str, np.ndarray] = {}
+    digests: dict[str, dict[int, str]] = {}  # a streamed split: its digests at once (each file read once)
+    for src, ds in data.items():
+        if getattr(ds, "streamed", False):
+            wanted = np.unique(np.asarray([i for r, i, *_ in rows if _source(r) == src and i < len(ds)], dtype=np.int64))
+            digests[src] = dict(zip(wanted.tolist(), ds.sha256(wanted)))  # type: ignore[attr-defined]
+        else:
+            arrays[src] = _pixel_array(ds.images)
     problems: list[str] = []
     for role, i, label, sha, sid in rows:
         src = _source(role)
@@ -312,7 +328,7 @@ def verify_manifest(path: str | os.PathLike, train: ArrayDataset, test: ArrayDat
         found = []
         if labels[src][i] != label:
             found.append(f"label {labels[src][i]} != manifest {label}")
-        digest = hashlib.sha256(arrays[src][i]).hexdigest()
+        digest = digests[src][i] if src in digests else hashlib.sha256(arrays[src][i]).hexdigest()
         if digest != sha:
             found.append(f"pixel sha256 {digest[:12]}... != manifest {sha[:12]}...")
         if has_id and sid and ds.ids is not None and ds.ids[i] != sid:

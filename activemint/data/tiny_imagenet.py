@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .base import ArrayDataset, DatasetError
-from .images import ImageSize, is_image_file, load_image_files
+from .images import ImageSize, is_image_file
+from .streaming import FileDataset, dataset_from_files
 
 _EXPECTED = "tiny-imagenet-200/ with wnids.txt, train/<wnid>/images/*.JPEG, val/images/ and val/val_annotations.txt"
 
@@ -48,7 +46,8 @@ def _class_names(base: Path, wnids: list[str], name: str) -> list[str]:
     return [words.get(w) or w for w in wnids]
 
 
-def read_tiny_imagenet(root: Path, split: str, image_size: ImageSize | None = 64, channels: int = 3, name: str = "tiny-imagenet") -> ArrayDataset:
+def read_tiny_imagenet(root: Path, split: str, image_size: ImageSize | None = 64, channels: int = 3, name: str = "tiny-imagenet",
+                       max_memory: int | None = None) -> ArrayDataset | FileDataset:
     """Read one Tiny ImageNet split -> images ``(N, channels, H, W)`` uint8, labels ``(N,)`` in 0..199."""
     base = _find_base(root, name)
     wnids = sorted({w.strip() for w in _read_lines(base / "wnids.txt", name)})
@@ -80,13 +79,7 @@ def read_tiny_imagenet(root: Path, split: str, image_size: ImageSize | None = 64
             labels.append(index[parts[1].strip()])
     if not files:
         raise DatasetError(f"dataset '{name}': no {split} images found under {base} ({_EXPECTED})")
-    images = load_image_files(files, image_size, channels, dataset=name, desc=f"{name} {split}")
-    return ArrayDataset(
-        images=images,
-        labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
-        classes=_class_names(base, wnids, name),
-        name=name,
-        split=split,
-        source=str(base),
-        ids=[p.relative_to(base).as_posix() for p in files],
+    return dataset_from_files(
+        files, labels, _class_names(base, wnids, name), name=name, split=split, source=str(base),
+        ids=[p.relative_to(base).as_posix() for p in files], image_size=image_size, channels=channels, max_memory=max_memory,
     )

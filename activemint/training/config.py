@@ -38,6 +38,7 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "test_samples": None, "head_stride": 1, "head_lr_scale": 1.0, "head_norm": "none", "loss_norm": "first",
     "mint_members": 1.0, "audit_policy": None, "audit_views": "all", "head_epochs": 0,
+    "max_memory": None,
 }
 
 
@@ -130,6 +131,9 @@ class TrainConfig:
     dataset: str = "fashion-mnist"
     data_root: str | None = None
     download: bool = False
+    # Memory budget of the decoded images ("2GB", "auto" = None = half the available memory,
+    # "off"): a folder-based data set above it is streamed from disk (same samples and figures).
+    max_memory: str | None = None
     arch: str = "small_cnn"
     setup: str = "entry"
     taps: list[str] | None = None
@@ -215,6 +219,12 @@ class TrainConfig:
         if self.taps is not None and (not self.taps or any(not t.strip() for t in self.taps)):
             raise ConfigError(f"taps must be a non-empty list of dotted module names, got {self.taps!r}")
         parse_device(self.device)
+        try:
+            from activemint.data.streaming import parse_memory
+
+            parse_memory(self.max_memory)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay is not None and self.weight_decay < 0:

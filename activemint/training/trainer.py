@@ -45,6 +45,7 @@ from activemint.data import (
     read_manifest,
     write_manifest,
 )
+from activemint.data.streaming import FileDataset, plan_batches, resolve_budget
 from activemint.metrics import membership_metrics
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss
 from activemint.mint.loss import membership_bce
@@ -85,22 +86,35 @@ def mint_seen_mask(cfg: TrainConfig, n_members: int) -> np.ndarray:
 class RunData:
     """The two source splits of a data set and the run's carve-up of them."""
 
-    train: ArrayDataset
-    test: ArrayDataset
+    train: ArrayDataset | FileDataset
+    test: ArrayDataset | FileDataset
     splits: Splits
 
 
-def split_sizes(cfg: TrainConfig) -> SplitSizes:
-    sizes = SplitSizes.paper(cfg.dataset)
+def split_sizes(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None) -> SplitSizes:
+    """The paper's sizes overridden by the config's; a set without paper sizes (imagefolder) uses all data."""
+    from activemint.data import dataset_info
+
+    if not dataset_info(cfg.dataset).paper_sizes and n_train is not None and n_test is not None:
+        sizes = SplitSizes.for_counts(n_train, n_test)
+    else:
+        sizes = SplitSizes.paper(cfg.dataset)
     overrides = {k: getattr(cfg, k) for k in ("members", "external", "validation", "calibration", "eval_nonmembers")}
     return replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def load_run_data(cfg: TrainConfig) -> RunData:
-    """Load both splits of ``cfg.dataset`` and carve the run's splits with ``cfg.seed``."""
-    train = load_dataset(cfg.dataset, "train", root=cfg.data_root, download=cfg.download)
-    test = load_dataset(cfg.dataset, "test", root=cfg.data_root, download=cfg.download)
-    sizes = split_sizes(cfg)
+    """Load both splits of ``cfg.dataset`` and carve the run's splits with ``cfg.seed``.
+
+    ``cfg.max_memory`` bounds both splits' decoded images together: a folder-based split
+    that does not fit what is left of it is streamed (:mod:`activemint.data.streaming`).
+    """
+    budget = resolve_budget(cfg.max_memory)
+    train = load_dataset(cfg.dataset, "train", root=cfg.data_root, download=cfg.download, max_memory=budget)
+    if budget is not None and not train.streamed:
+        budget = max(0, budget - train.images.numel())
+    test = load_dataset(cfg.dataset, "test", root=cfg.data_root, download=cfg.download, max_memory=budget)
+    sizes = split_sizes(cfg, len(train), len(test))
     splits = make_splits(len(train), len(test), sizes, cfg.seed)
     return RunData(train, test, splits)
 
@@ -223,7 +237,7 @@ def membership_scores(model: EnhancedAuditedModel, images: torch.Tensor, device:
 
 
 def accuracy(model: nn.Module, data: ArrayDataset, index: np.ndarray | None, device: torch.device) -> float:
-    images = data.images if index is None else data.images[torch.as_tensor(index)]
+    images = data.rows(index)
     labels = data.labels if index is None else data.labels[torch.as_tensor(index)]
     pred = predict_classes(model, images, device).argmax(1)
     return float((pred == labels).float().mean())
@@ -248,7 +262,7 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.de
             ("eval_nonmembers", data.test, s.eval_nonmembers),
             ("calibration", data.train, s.calibration),
         ):
-            scores.scores[role] = membership_scores(model, src.images[torch.as_tensor(idx)], device)
+            scores.scores[role] = membership_scores(model, src.rows(idx), device)
             scores.indices[role] = np.asarray(idx)
         m = membership_metrics(
             scores["members"], scores["eval_nonmembers"], calibration_scores=scores["calibration"],
@@ -414,9 +428,9 @@ class Trainer:
             model = torch.compile(model)  # type: ignore[assignment]
 
         dev = self.device
-        members = data.train.images[torch.as_tensor(data.splits.members)].to(dev)
+        members = data.train.rows(data.splits.members).to(dev)  # a tensor, or a streamed view (same indexing)
         member_labels = data.train.labels[torch.as_tensor(data.splits.members)].to(dev)
-        external = data.train.images[torch.as_tensor(data.splits.external)].to(dev) if cfg.mint else None
+        external = data.train.rows(data.splits.external).to(dev) if cfg.mint else None
         seen_host = mint_seen_mask(cfg, len(members))
         seen = torch.as_tensor(seen_host).to(dev)
         policy = get_policy(cfg.audit_policy) if cfg.audit_policy and cfg.mint else None
@@ -429,6 +443,8 @@ class Trainer:
                 cycled_permutation(len(external), steps_per_epoch * cfg.external_batch_size, gen)
                 if external is not None else None
             )
+            plan_batches(members, perm, cfg.batch_size)  # streamed: workers decode this epoch's batches ahead
+            plan_batches(external, ext_order, cfg.external_batch_size)
             sums: dict[str, float] = {}
             view_rng = np.random.default_rng([cfg.seed, 9, epoch])  # per epoch: resume-safe
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False, unit="step")
@@ -537,8 +553,8 @@ class Trainer:
     def _train_head(self, model: EnhancedAuditedModel, data: RunData, seen: torch.Tensor, policy) -> None:
         """``cfg.head_epochs`` more epochs of the MINT loss alone, backbone frozen (eval mode)."""
         cfg = self.cfg
-        members = data.train.images[torch.as_tensor(data.splits.members)][seen.cpu()]
-        external = data.train.images[torch.as_tensor(data.splits.external)]
+        members = data.train.rows(data.splits.members[seen.cpu().numpy()])
+        external = data.train.rows(data.splits.external)
         train_head(model, members, external, epochs=cfg.head_epochs, lr=1e-3, batch_size=cfg.batch_size,
                    policy=policy, seed=cfg.seed + 10, device=self.device, log=self.log)
 
@@ -551,8 +567,8 @@ class Trainer:
         out = {"val_accuracy": accuracy(m, data.train, data.splits.validation, self.device)}
         if isinstance(m, EnhancedAuditedModel):
             k = min(len(data.splits.members), len(data.splits.validation))
-            mem = membership_scores(m, data.train.images[torch.as_tensor(data.splits.members[:k])], self.device)
-            val = membership_scores(m, data.train.images[torch.as_tensor(data.splits.validation)], self.device)
+            mem = membership_scores(m, data.train.rows(data.splits.members[:k]), self.device)
+            val = membership_scores(m, data.train.rows(data.splits.validation), self.device)
             out["val_membership_auc"] = membership_metrics(mem, val, bootstrap=0).auc
         return out
 
@@ -668,6 +684,8 @@ def train_head(model: EnhancedAuditedModel, members: torch.Tensor, external: tor
         rng = np.random.default_rng([seed, 10, epoch])
         perm = torch.randperm(len(members), generator=gen)
         eorder = cycled_permutation(len(external), len(perm), gen)
+        plan_batches(members, perm, batch_size)  # streamed views: workers decode these batches ahead
+        plan_batches(external, eorder, batch_size)
         total = 0.0
         for i in range(0, len(perm), batch_size):
             xm, xe = members[perm[i:i + batch_size]], external[eorder[i:i + batch_size]]
