@@ -21,7 +21,6 @@ from torch import nn
 
 from activemint.data import read_manifest
 from activemint.errors import not_a_directory
-from activemint.mint import EnhancedAuditedModel
 from activemint.rundir import MODEL, RunDir, RunError
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
 from activemint.training.config import TrainConfig
@@ -48,7 +47,7 @@ class Run:
 
     @property
     def is_audited(self) -> bool:
-        return isinstance(self.model, EnhancedAuditedModel)
+        return bool(getattr(self.model, "audited", False))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

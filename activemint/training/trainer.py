@@ -46,7 +46,7 @@ from activemint.data import (
     write_manifest,
 )
 from activemint.metrics import membership_metrics
-from activemint.mint import EnhancedAuditedModel, MultitaskLoss
+from activemint.mint import EnhancedAuditedModel, MultitaskLoss, PlainModel
 from activemint.mint.loss import membership_bce
 from activemint.models import create_model, tap_points
 from activemint.rundir import RunDir, RunError, RunExistsError, kill_point
@@ -170,25 +170,11 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes
     )
 
 
-class PlainModel(nn.Module):
-    """The backbone alone, under the same ``backbone.`` key prefix as an audited model."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-
 def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
     """The backbone at ``lr``; an audited model's MINT head at ``lr * head_lr_scale``."""
-    if not isinstance(model, EnhancedAuditedModel) or cfg.head_lr_scale == 1.0:
+    head = model.head_parameters()
+    if not head or cfg.head_lr_scale == 1.0:
         return [{"params": list(model.parameters())}]
-    head = list(model.head.parameters())
     ids = {id(p) for p in head}
     rest = [p for p in model.parameters() if id(p) not in ids]
     return [{"params": rest}, {"params": head, "lr": cfg.resolved("lr") * cfg.head_lr_scale}]
@@ -240,7 +226,7 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.de
     n_test = len(data.test) if test_index is None else len(test_index)
     result: dict[str, Any] = {"test_accuracy": accuracy(model, data.test, test_index, device), "n_test": n_test}
     scores: dict[str, np.ndarray] = {}
-    if isinstance(model, EnhancedAuditedModel):
+    if model.audited:
         for role, src, idx in (
             ("members", data.train, s.members),
             ("eval_nonmembers", data.test, s.eval_nonmembers),
@@ -482,15 +468,14 @@ class Trainer:
     # ---------------------------------------------------------------- helpers
     def _step(self, model, loss_fn, opt, xm, ym, xe, seen=None, xv=None) -> dict[str, float]:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            if isinstance(self._unwrap(model), EnhancedAuditedModel):
-                logits, mint_m, mint_e = self._unwrap(model).forward_train(xm, xe)
-                if xv is not None:  # the MINT loss reads the transformed member views instead
-                    mint_m = self._unwrap(model).membership_logit(xv)
-                if seen is not None and not bool(seen.all()):
-                    mint_m = mint_m[seen]  # held-out members: task loss only
-                loss, parts = loss_fn(logits.float(), ym, mint_m.float(), None if mint_e is None else mint_e.float())
-            else:
-                loss, parts = loss_fn(model(xm).float(), ym)
+            m = self._unwrap(model)
+            logits, mint_m, mint_e = m.forward_train(xm, xe)  # plain models: no membership outputs
+            if xv is not None:  # the MINT loss reads the transformed member views instead
+                mint_m = m.membership_logit(xv)
+            if mint_m is not None and seen is not None and not bool(seen.all()):
+                mint_m = mint_m[seen]  # held-out members: task loss only
+            loss, parts = loss_fn(logits.float(), ym, None if mint_m is None else mint_m.float(),
+                                  None if mint_e is None else mint_e.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -511,7 +496,7 @@ class Trainer:
     def _validate(self, model: nn.Module, data: RunData) -> dict[str, float]:
         m = self._unwrap(model)
         out = {"val_accuracy": accuracy(m, data.train, data.splits.validation, self.device)}
-        if isinstance(m, EnhancedAuditedModel):
+        if m.audited:
             k = min(len(data.splits.members), len(data.splits.validation))
             mem = membership_scores(m, data.train.images[torch.as_tensor(data.splits.members[:k])], self.device)
             val = membership_scores(m, data.train.images[torch.as_tensor(data.splits.validation)], self.device)
