@@ -31,6 +31,8 @@ from typing import Callable, Mapping, Sequence
 
 from torch import nn
 
+from activemint.setups import SETUPS
+
 from .taps import disable_inplace, probe_taps, resolve_taps
 
 __all__ = [
@@ -46,8 +48,6 @@ __all__ = [
     "probe_taps",
 ]
 
-#: The tap-point setups of aMINT, from the input side to the output side of the network.
-SETUPS: tuple[str, ...] = ("entry", "middle", "output")
 
 Builder = Callable[[int, int, int], nn.Module]
 
