@@ -21,9 +21,10 @@ import dataclasses
 import difflib
 import math
 import numbers
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 import yaml
 
@@ -51,9 +52,7 @@ class Range:
     def __contains__(self, v: float) -> bool:
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
             return False
-        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
-            return False
-        return True
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
 
     def describe(self) -> str:
         """``>= 1``, ``> 0``, ``in (0, 1]`` ..."""

@@ -4,4 +4,4 @@ from activemint.mint.loss import MultitaskLoss, membership_bce
 from activemint.mint.model import EnhancedAuditedModel, PlainModel
 from activemint.models.taps import disable_inplace
 
-__all__ = ["MintHead", "MultitaskLoss", "membership_bce", "EnhancedAuditedModel", "PlainModel", "disable_inplace"]
+__all__ = ["EnhancedAuditedModel", "MintHead", "MultitaskLoss", "PlainModel", "disable_inplace", "membership_bce"]

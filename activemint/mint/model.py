@@ -25,7 +25,7 @@ whether ``membership_logit`` exists.
 from __future__ import annotations
 
 import copy as _copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

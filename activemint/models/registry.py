@@ -25,9 +25,9 @@ read them (which would also break autograd through the MINT head).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, Mapping, Sequence
 
 from torch import nn
 
@@ -38,14 +38,14 @@ from .taps import disable_inplace, probe_taps, resolve_taps
 __all__ = [
     "SETUPS",
     "ArchSpec",
-    "register_arch",
-    "list_archs",
     "arch_spec",
     "create_model",
-    "tap_points",
-    "resolve_taps",
     "disable_inplace",
+    "list_archs",
     "probe_taps",
+    "register_arch",
+    "resolve_taps",
+    "tap_points",
 ]
 
 

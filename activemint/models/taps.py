@@ -15,8 +15,8 @@ The Enhanced Audited Model (:mod:`activemint.mint.model`) is built on these thre
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -146,7 +146,7 @@ class TapRecorder:
         self._handles = []
 
     @contextmanager
-    def recording(self, mode: str = "full", keep: int = 0) -> Iterator["TapRecorder"]:
+    def recording(self, mode: str = "full", keep: int = 0) -> Iterator[TapRecorder]:
         """Record during the block (see the class doc for ``mode``); a truncated pass's StopForward is swallowed."""
         if not self._handles:
             raise RuntimeError("the hooks of this EnhancedAuditedModel were removed")

@@ -158,3 +158,8 @@ def audit_html(result) -> str:
                  "(same source distribution, same preprocessing).</li></ul>")
     parts.append(f"<footer>activemint audit, {esc(result.created)}</footer>")
     return page("activemint audit", "\n".join(parts))
+
+
+def write_audit(result, out_dir, *, force: bool = False):
+    """Write an audit's folder: samples.csv, audit.json, summary.md and report.html (see ``AuditResult.write``)."""
+    return result.write(out_dir, force=force, documents={"summary.md": audit_markdown, "report.html": audit_html})

@@ -1,0 +1,6 @@
+"""``python -m activemint``: the command line."""
+import sys
+
+from activemint.cli import main
+
+sys.exit(main())
