@@ -1,7 +1,9 @@
 """Shared fixtures: real Fashion-MNIST runs trained once per test session.
 
-Training runs are cached under ``<repo>/.cache/test-runs/<config hash>`` so that repeated
-local test sessions reuse them; CI starts from a clean clone and trains them once.
+Training runs are cached under ``<repo>/.cache/test-runs/<key>`` so that repeated local test
+sessions reuse them; CI starts from a clean clone and trains them once.  The key hashes the
+run's settings and the package's source (every ``activemint/**/*.py``), so a run trained by
+older code is never reused: change the code and the fixtures train again.
 """
 from __future__ import annotations
 
@@ -27,6 +29,18 @@ AUDITED_RUN = dict(
 )
 
 
+def _source_hash() -> str:
+    """SHA-256 of the package source: every .py file under activemint/, by relative path and bytes."""
+    root = Path(activemint.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+SOURCE_HASH = _source_hash()
+
+
 def require_fashion_mnist() -> None:
     if not FASHION_ROOT.is_dir():
         pytest.skip(f"Fashion-MNIST not installed at {FASHION_ROOT} (apt-get install dataset-fashion-mnist)")
@@ -38,7 +52,7 @@ def trained_run(**overrides) -> Path:
 
     require_fashion_mnist()
     params = {**AUDITED_RUN, **overrides}
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps({"params": params, "source": SOURCE_HASH}, sort_keys=True).encode()).hexdigest()[:16]
     run_dir = CACHE / key
     if not (run_dir / "metrics.json").is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
