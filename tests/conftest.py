@@ -70,3 +70,18 @@ def audited_run_dir() -> Path:
 def plain_run_dir() -> Path:
     """The same architecture and splits trained without aMINT."""
     return trained_run(mint=False)
+
+
+#: Fixtures that train (or reuse) a real run: every test that needs one is ``slow``.
+TRAINING_FIXTURES = {"audited_run_dir", "plain_run_dir", "small_runs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that needs a trained run (directly or through another fixture).
+
+    ``pytest -m "not slow"`` is then the fast subset: no test in it trains more than a few
+    seconds, and it never waits for a session run to be trained.
+    """
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
