@@ -470,7 +470,8 @@ class Trainer:
     def _step(self, model, loss_fn, opt, xm, ym, xe, seen=None, xv=None) -> dict[str, float]:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             m = self._unwrap(model)
-            logits, mint_m, mint_e = m.forward_train(xm, xe)  # plain models: no membership outputs
+            # A plain model's training forward is its forward: called through the wrapper (torch.compile ...).
+            logits, mint_m, mint_e = m.forward_train(xm, xe) if m.audited else (model(xm), None, None)
             if xv is not None:  # the MINT loss reads the transformed member views instead
                 mint_m = m.membership_logit(xv)
             if mint_m is not None and seen is not None and not bool(seen.all()):
