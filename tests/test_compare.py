@@ -97,9 +97,17 @@ def test_compare_rows_files_and_headline(first, small_runs):
     assert sum("reference model" in t for t in res.trained) == 4
 
 
+#: What training or scoring writes: a second compare must not write any of them again.
+TRAINED = (".safetensors", "logits.npz", "scores.npz")
+
+
 def _files(root) -> dict:
-    """Every file under ``root`` with its size and modification time (ns)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file under ``root``: its SHA-256, and for trained artifacts also its modification time (ns)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                       p.stat().st_mtime_ns if p.name.endswith(TRAINED) else None)
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_second_compare_trains_nothing_and_gives_identical_numbers(first, small_runs):
@@ -108,8 +116,8 @@ def test_second_compare_trains_nothing_and_gives_identical_numbers(first, small_
     cache_before = _files(tmp / "cache")
     runs_before = _files(audited_run_dir), _files(plain_run_dir)
     res2 = run_compare(None, tmp / "out2", active_run=audited_run_dir, plain_run=plain_run_dir, cache_dir=tmp / "cache", **TINY)
-    # What a user sees: the cache and the runs are read, not written (nothing trained or re-run,
-    # the reference models' logits come from their files).
+    # What a user sees: the cache and the runs hold the same bytes, and no model, logits or
+    # scores file was written again (nothing trained or re-run: reference logits come from files).
     assert _files(tmp / "cache") == cache_before
     assert (_files(audited_run_dir), _files(plain_run_dir)) == runs_before
     assert res2.trained == []
