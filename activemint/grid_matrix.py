@@ -11,9 +11,11 @@ from typing import Any
 
 import yaml
 
+from activemint.config import check_keys, read_yaml_mapping
 from activemint.errors import UserError
 from activemint.rundir import RunDir
-from activemint.training.config import SETUPS, TrainConfig
+from activemint.setups import SETUPS
+from activemint.training.config import TrainConfig
 
 #: The matrix shipped with the repository.
 DEFAULT_MATRIX = Path(__file__).resolve().parent.parent / "configs" / "grid.yaml"
@@ -49,12 +51,7 @@ class Matrix:
 
 
 def _check_keys(where: str, d: Any, allowed: set[str]) -> dict:
-    if not isinstance(d, dict):
-        raise GridError(f"{where} must be a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise GridError(f"{where}: unknown keys {unknown}; allowed: {sorted(allowed)}")
-    return d
+    return check_keys(d, sorted(allowed), where, error=GridError)
 
 
 def load_matrix(path: str | Path | None = None) -> Matrix:
@@ -62,8 +59,7 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
     path = Path(path) if path is not None else DEFAULT_MATRIX
     if not path.is_file():
         raise GridError(f"no grid matrix at {path}; pass --matrix")
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+    raw = read_yaml_mapping(path, "grid matrix")
     _check_keys(str(path), raw, _MATRIX_KEYS)
     for key in ("archs", "setups", "datasets", "profiles"):
         if not raw.get(key):

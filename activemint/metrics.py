@@ -37,6 +37,11 @@ def as_scores(x, name: str, error: type[Exception] = ValueError) -> np.ndarray:
     return a
 
 
+def sigmoid(logits) -> np.ndarray:
+    """P(member) from membership logits: ``1 / (1 + exp(-logit))``."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits)))
+
+
 def roc(member_scores, nonmember_scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve: (fpr, tpr, thresholds), member = positive class."""
     m = as_scores(member_scores, "member_scores")

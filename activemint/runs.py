@@ -23,7 +23,7 @@ from torch import nn
 
 from activemint.data import read_manifest
 from activemint.errors import not_a_directory
-from activemint.mint import EnhancedAuditedModel
+from activemint.metrics import sigmoid
 from activemint.rundir import MODEL, RunDir, RunError
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
 from activemint.training.config import TrainConfig
@@ -51,7 +51,7 @@ class Run:
 
     @property
     def is_audited(self) -> bool:
-        return isinstance(self.model, EnhancedAuditedModel)
+        return bool(getattr(self.model, "audited", False))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -73,7 +73,7 @@ class Run:
 
     def membership_probability(self, images: torch.Tensor) -> np.ndarray:
         """(N,) P(member) = sigmoid(logit)."""
-        return 1.0 / (1.0 + np.exp(-self.membership_logits(images)))
+        return sigmoid(self.membership_logits(images))
 
     def class_logits(self, images: torch.Tensor) -> torch.Tensor:
         self._check_shape(images)
@@ -169,3 +169,45 @@ def ensure_run(
     log(f"{'resuming' if resume else 'training'} the {'aMINT' if cfg.mint else 'plain'} run in {run_dir}")
     result = Trainer(cfg, run_dir, progress=progress, log=log, data=data() if callable(data) else data).run(resume=resume)
     return Ensured(run_dir, True, resume, result.metrics)
+
+
+@dataclass
+class Verification:
+    """A run's figures recomputed from its saved model and manifest, beside the saved ones.
+
+    ``metrics``: the recomputed figures, completed by the saved metrics.json's other keys;
+    ``baseline``: the utility baseline's figures saved with the run (``train --baseline``);
+    ``matches``: whether accuracy and every membership figure equal the saved ones
+    (within ``tol``); None when the run has no saved metrics.
+    """
+
+    metrics: dict[str, Any]
+    saved: dict[str, Any]
+    baseline: dict[str, Any] | None
+    matches: bool | None
+
+
+def same_figures(a: dict, b: dict, tol: float = 1e-6) -> bool:
+    """Whether test accuracy and each numeric membership figure of ``a`` equal ``b``'s within ``tol``."""
+    keys = ["test_accuracy"]
+    ok = all(abs(a[k] - b[k]) <= tol for k in keys if k in a)
+    if "membership" in a:
+        for k, v in a["membership"].items():
+            w = b["membership"].get(k)
+            if isinstance(v, (int, float)) and isinstance(w, (int, float)):
+                ok &= abs(v - w) <= tol
+    return ok
+
+
+def verify_run(run_dir: str | Path, *, device: str = "auto") -> Verification:
+    """Recompute a run's final figures and compare them with its metrics.json."""
+    run = load_run(run_dir, device=device)
+    metrics, _ = run.evaluate()
+    saved = RunDir(run_dir).read_metrics() or {}
+    for k, v in saved.items():
+        metrics.setdefault(k, v)
+    metrics["run_dir"] = str(run_dir)  # the directory evaluated here, not the one stored at training time
+    base = None
+    if "baseline_test_accuracy" in saved:
+        base = {"test_accuracy": saved["baseline_test_accuracy"], "train_seconds": saved.get("baseline_train_seconds")}
+    return Verification(metrics, saved, base, same_figures(saved, metrics) if saved else None)

@@ -7,16 +7,16 @@ run's manifest (every sample's pixel SHA-256 and label) and refused when the dat
 """
 from __future__ import annotations
 
+import csv
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+import numpy as np
 import torch
 
-from activemint.data import (
-    DatasetError,
-    load_dataset,
-    load_image_checked,
-    verify_manifest,
-)
+from activemint.data import DatasetError, load_dataset, load_image_checked, verify_manifest
+from activemint.metrics import sigmoid
 from activemint.rundir import RunDir
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
@@ -135,3 +135,37 @@ def resolve_input_groups(run, inputs: list[str], *, resize: bool = False, conver
         raise InputError("no inputs given")
     images = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
     return ids, images, [(inputs[pos], spans[pos]) for pos in sorted(spans)]
+
+
+@dataclass
+class InputScores:
+    """Membership scores of user inputs: one row per sample, grouped by the input that gave it."""
+
+    ids: list[str]
+    logits: np.ndarray
+    probabilities: np.ndarray
+    groups: list[tuple[str, slice]]
+
+    def write_csv(self, out: IO[str]) -> None:
+        """``id,membership_probability,membership_logit`` rows (6 decimals)."""
+        w = csv.writer(out)
+        w.writerow(["id", "membership_probability", "membership_logit"])
+        for i, p, l in zip(self.ids, self.probabilities, self.logits):
+            w.writerow([i, f"{p:.6f}", f"{l:.6f}"])
+
+    def group_lines(self) -> list[str]:
+        """One line per input: its sample count and mean P(member) (members and non-members are never pooled)."""
+        width = max(len(spec) for spec, _ in self.groups)
+        lines = []
+        for spec, rows in self.groups:
+            n = rows.stop - rows.start
+            mean = f"{self.probabilities[rows].mean():.4f}" if n else "-"
+            lines.append(f"  {spec:<{width}}  {n:>6} samples  mean P(member) {mean}")
+        return lines
+
+
+def score_inputs(run, inputs: list[str], *, resize: bool = False, convert_channels: bool = False) -> InputScores:
+    """Score files, folders, ``split:ROLE`` and ``dataset:NAME:SPLIT`` inputs with a run's MINT head."""
+    ids, images, groups = resolve_input_groups(run, inputs, resize=resize, convert_channels=convert_channels)
+    logits = run.membership_logits(images)
+    return InputScores(ids, logits, sigmoid(logits), groups)

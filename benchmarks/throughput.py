@@ -45,7 +45,6 @@ import torch  # noqa: E402
 
 from activemint.data import load_dataset  # noqa: E402
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss  # noqa: E402
-from activemint.mint.model import _StopForward  # noqa: E402
 from activemint.training import Trainer, TrainConfig, build_model  # noqa: E402
 from activemint.training.batches import to_input  # noqa: E402
 from activemint.training.trainer import _optimizer, _param_groups  # noqa: E402
@@ -139,12 +138,8 @@ def make_bench(arch: str, setup: str | None, images: torch.Tensor, labels: torch
         # The tapped activations of one training batch (members + externals), detached, so
         # that timing covers the head's forward + backward alone (as in the training step,
         # where gradients also flow back into the tapped maps).
-        with torch.no_grad(), model._run("truncate"):
-            try:
-                model.backbone(to_input(torch.cat([members, external])))
-            except _StopForward:
-                pass
-            feats = [f.detach().float() for f in model._features()]
+        with torch.no_grad():
+            feats = [f.detach().float() for f in model.tap_features(to_input(torch.cat([members, external])))]
 
         def head_step():
             fs = [f.clone().requires_grad_(True) for f in feats]

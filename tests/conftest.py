@@ -1,7 +1,9 @@
 """Shared fixtures: real Fashion-MNIST runs trained once per test session.
 
-Training runs are cached under ``<repo>/.cache/test-runs/<config hash>`` so that repeated
-local test sessions reuse them; CI starts from a clean clone and trains them once.
+Training runs are cached under ``<repo>/.cache/test-runs/<key>`` so that repeated local test
+sessions reuse them; CI starts from a clean clone and trains them once.  The key hashes the
+run's settings and the package's source (every ``activemint/**/*.py``), so a run trained by
+older code is never reused: change the code and the fixtures train again.
 """
 from __future__ import annotations
 
@@ -27,6 +29,18 @@ AUDITED_RUN = dict(
 )
 
 
+def _source_hash() -> str:
+    """SHA-256 of the package source: every .py file under activemint/, by relative path and bytes."""
+    root = Path(activemint.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+SOURCE_HASH = _source_hash()
+
+
 def require_fashion_mnist() -> None:
     if not FASHION_ROOT.is_dir():
         pytest.skip(f"Fashion-MNIST not installed at {FASHION_ROOT} (apt-get install dataset-fashion-mnist)")
@@ -38,7 +52,7 @@ def trained_run(**overrides) -> Path:
 
     require_fashion_mnist()
     params = {**AUDITED_RUN, **overrides}
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps({"params": params, "source": SOURCE_HASH}, sort_keys=True).encode()).hexdigest()[:16]
     run_dir = CACHE / key
     if not (run_dir / "metrics.json").is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -56,3 +70,40 @@ def audited_run_dir() -> Path:
 def plain_run_dir() -> Path:
     """The same architecture and splits trained without aMINT."""
     return trained_run(mint=False)
+
+
+#: Fixtures that train (or reuse) a real run: every test that needs one is ``slow``.
+TRAINING_FIXTURES = {"audited_run_dir", "plain_run_dir", "small_runs"}
+
+#: Tests that train (or resume, or re-run the CLI on) their own runs for more than a few
+#: seconds of CPU (``pytest --durations``): also ``slow``.  A name here that its file no
+#: longer has is an error, so the list cannot silently rot.
+SLOW_TESTS = {
+    "test_training.py": ("test_resume_continues_to_identical_result", "test_same_seed_same_numbers_and_manifest",
+                         "test_default_selection_keeps_the_best_validation_epoch_and_says_so",
+                         "test_run_saved_before_head_norm_still_loads", "test_select_last_and_val_task_on_a_plain_run"),
+    "test_grid.py": ("test_grid_cli_runs_skips_done_cells_and_writes_the_table", "test_interrupted_cell_resumes_to_the_same_result",
+                     "test_cell_killed_before_its_first_checkpoint_restarts_and_locked_cells_are_skipped"),
+    "test_rundir.py": ("test_audit_force_replaces_only_a_previous_audit", "test_interrupted_final_save_reads_as_incomplete",
+                       "test_disk_full_gives_one_line_and_no_temporary_file", "test_read_only_output_folders",
+                       "test_every_written_file_has_ordinary_permissions", "test_resume_of_a_complete_run_reproduces_it"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that needs a trained run (directly or through another fixture)
+    and every test in :data:`SLOW_TESTS`.
+
+    ``pytest -m "not slow"`` is then the fast subset: no test in it trains more than a few
+    seconds, and it never waits for a session run to be trained.
+    """
+    modules = {}
+    for item in items:
+        file, name = item.path.name, getattr(item, "originalname", item.name)
+        modules.setdefault(file, getattr(item, "module", None))
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())) or name in SLOW_TESTS.get(file, ()):
+            item.add_marker(pytest.mark.slow)
+    for file, names in SLOW_TESTS.items():
+        missing = [n for n in names if modules.get(file) is not None and not hasattr(modules[file], n)]
+        if missing:
+            raise pytest.UsageError(f"tests/conftest.py SLOW_TESTS names tests that {file} does not have: {missing}")

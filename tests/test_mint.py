@@ -76,6 +76,45 @@ def test_bad_taps_and_hook_removal():
     assert eam.backbone(torch.randn(2, 1, 16, 16)).shape == (2, 10)
 
 
+def _hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_to_standard_module_is_the_users_model_without_hooks():
+    user = Net()
+    n_user_hooks = _hook_count(user)
+    torch.manual_seed(0)
+    eam = EnhancedAuditedModel(user, ["stem", "body"], input_shape=(1, 16, 16)).eval()
+    x = torch.randn(3, 1, 16, 16)
+    logits, _ = eam(x)
+    # copy=True: a hook-free copy with the same outputs; the audited model still scores
+    clean = eam.to_standard_module(copy=True)
+    assert clean is not user and _hook_count(clean) == n_user_hooks
+    torch.testing.assert_close(clean(x), logits)
+    assert eam.membership_logit(x).shape == (3,)
+    # copy=False: the user's very module, its hooks removed (Opacus' to_standard_module)
+    same = eam.to_standard_module()
+    assert same is user and _hook_count(user) == n_user_hooks
+    torch.testing.assert_close(user(x), logits)
+
+
+def test_plain_and_audited_models_answer_the_same_calls():
+    from activemint.mint import PlainModel
+
+    torch.manual_seed(0)
+    plain = PlainModel(Net()).eval()
+    eam = make().eval()
+    xm, xe = torch.randn(3, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    for model in (plain, eam):
+        logits, mint_m, mint_e = model.forward_train(xm, xe)
+        assert logits.shape == (3, 10)
+        torch.testing.assert_close(model.classify(xm), logits)
+        assert (mint_m is None) == (not model.audited) == (mint_e is None)
+        assert model.to_standard_module(copy=True)(xm).shape == (3, 10)
+    assert plain.head_parameters() == [] and len(eam.head_parameters()) == len(list(eam.head.parameters()))
+    assert eam.membership_logit(xe).shape == (2,) and not hasattr(plain, "membership_logit")
+
+
 def test_head_token_branch_and_validation():
     head = MintHead([(4, 8, 8), (5, 16)])
     out = head([torch.randn(3, 4, 8, 8), torch.randn(3, 5, 16)])
@@ -98,38 +137,64 @@ def test_multitask_loss_normalises_by_first_batch():
         MultitaskLoss(lambda_task=0, lambda_mint=0)
 
 
-def test_head_stride_subsamples_large_maps_only():
-    """head_stride=2: the first conv of a branch strides on maps of >= 8 px; small maps keep
-    stride 1 and the pool only runs where there is room. Parameter shapes do not change."""
+def _head_flops(head: MintHead, feats) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        head(feats)
+    return counter.get_total_flops()
+
+
+def test_head_stride_makes_the_head_cheaper_on_large_maps_only():
+    """head_stride=2 is a lighter head with the same weights: same parameter shapes (a
+    checkpoint of one loads into the other), fewer FLOPs where maps are large, and the very
+    same output where every tapped map is small."""
     shapes = [(8, 14, 14), (16, 4, 4), (32, 2, 2)]
-    plain, strided = MintHead(shapes, width=8, stride=1), MintHead(shapes, width=8, stride=2)
-    assert [b.conv1.stride for b in strided.branches] == [(2, 2), (1, 1), (1, 1)]
-    assert [b.conv1.stride for b in plain.branches] == [(1, 1)] * 3
-    assert [type(b.pool).__name__ for b in strided.branches] == ["MaxPool2d", "MaxPool2d", "Identity"]
-    assert [p.shape for p in plain.parameters()] == [p.shape for p in strided.parameters()]
+    torch.manual_seed(0)
+    plain = MintHead(shapes, width=8, stride=1).eval()
+    strided = MintHead(shapes, width=8, stride=2).eval()
+    strided.load_state_dict(plain.state_dict())  # same shapes: loads without error
     feats = [torch.randn(3, *s) for s in shapes]
     assert strided(feats).shape == (3,)
-    # Through the Enhanced Audited Model: the stride reaches the head.
+    assert _head_flops(strided, feats) < _head_flops(plain, feats)
+    small = [(16, 4, 4), (32, 2, 2)]
     torch.manual_seed(0)
-    eam = EnhancedAuditedModel(Net(), ["stem", "body"], input_shape=(1, 16, 16), head_stride=2)
-    assert [b.conv1.stride for b in eam.head.branches] == [(2, 2), (2, 2)]  # 16 px and 8 px maps
-    assert eam.membership_logit(torch.randn(2, 1, 16, 16)).shape == (2,)
+    plain_s = MintHead(small, width=8, stride=1).eval()
+    strided_s = MintHead(small, width=8, stride=2).eval()
+    strided_s.load_state_dict(plain_s.state_dict())
+    feats_s = [torch.randn(3, *s) for s in small]
+    torch.testing.assert_close(strided_s(feats_s), plain_s(feats_s))
+    # Through the Enhanced Audited Model (16 px and 8 px maps): cheaper, same outputs shape.
+    torch.manual_seed(0)
+    eam1 = EnhancedAuditedModel(Net(), ["stem", "body"], input_shape=(1, 16, 16), head_stride=1).eval()
+    torch.manual_seed(0)
+    eam2 = EnhancedAuditedModel(Net(), ["stem", "body"], input_shape=(1, 16, 16), head_stride=2).eval()
+    x = torch.randn(2, 1, 16, 16)
+    assert eam2.membership_logit(x).shape == (2,)
+    f1 = eam1.tap_features(x)
+    assert _head_flops(eam2.head, f1) < _head_flops(eam1.head, f1)
+
+
+def _batch_dependent(head: MintHead, feats) -> bool:
+    """Whether the first sample's output changes with the batch it is scored in."""
+    return not torch.allclose(head(feats)[:2], head([f[:2] for f in feats]), atol=1e-6)
 
 
 def test_head_norm_and_unnormalised_loss():
+    """head_norm: BatchNorm makes training outputs depend on the batch (none does not); in
+    eval mode every head scores a sample the same whatever its batch (running statistics)."""
     shapes = [(8, 14, 14), (16, 4, 4)]
     torch.manual_seed(0)
-    head = MintHead(shapes, width=8, norm="mlp")
-    assert isinstance(head.mlp[0], nn.BatchNorm1d) and head.mlp[0].num_features == 16
-    feats = [torch.randn(4, *s) for s in shapes]
-    head.train()
-    assert head(feats).shape == (4,)
-    head.eval()
-    assert head([f[:1] for f in feats]).shape == (1,)  # scoring one sample uses running stats
-    assert not isinstance(MintHead(shapes, width=8).mlp[0], nn.BatchNorm1d)
-    both = MintHead(shapes, width=8, norm="branch")
-    assert [type(b.norm).__name__ for b in both.branches] == ["BatchNorm2d", "BatchNorm2d"]
-    assert isinstance(both.mlp[0], nn.BatchNorm1d) and both(feats).shape == (4,)
+    feats = [torch.randn(6, *s) * 3 + 1 for s in shapes]
+    for norm, in_training in (("none", False), ("mlp", True), ("branch", True)):
+        torch.manual_seed(0)
+        head = MintHead(shapes, width=8, norm=norm)
+        head.train()
+        assert head(feats).shape == (6,)
+        assert _batch_dependent(head, feats) == in_training, norm
+        head.eval()
+        assert not _batch_dependent(head, feats), norm
+        assert head([f[:1] for f in feats]).shape == (1,)  # scoring one sample uses running stats
     with pytest.raises(ValueError, match="norm"):
         MintHead(shapes, norm="layer")
     # normalize=False: the raw weighted sum of the two terms.

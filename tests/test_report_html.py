@@ -66,7 +66,9 @@ def mixed_audit(run_copy):
     for i in rng.choice(s.eval_nonmembers, 80, replace=False):
         Image.fromarray(data.test.images[i, 0].numpy()).save(folder / f"b_{i}.png")
     result = audit(run_copy, [str(folder)], device="cpu")
-    out = result.write(run_copy.parent / "audit-out")
+    from activemint.report.audit import write_audit
+
+    out = write_audit(result, run_copy.parent / "audit-out")
     return result, out
 
 

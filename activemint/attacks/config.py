@@ -10,48 +10,24 @@ Every scorer in :mod:`activemint.attacks` has a config dataclass derived from
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from activemint.config import ConfigBase
 
 
 @dataclass
-class ScorerConfig:
+class ScorerConfig(ConfigBase):
+    """Bounds, choices, unknown keys and YAML from :class:`activemint.config.ConfigBase`."""
+
     name: ClassVar[str] = "scorer"
     description: ClassVar[str] = ""
     needs: ClassVar[tuple[str, ...]] = ()
     bounds: ClassVar[dict[str, tuple[float, float]]] = {}
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the field, its value and its allowed range."""
-        for key, (lo, hi) in self.bounds.items():
-            v = getattr(self, key)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-                raise ValueError(f"{type(self).__name__}.{key} must be a number in [{lo}, {hi}], got {v!r}")
-        for key, allowed in self.choices.items():
-            v = getattr(self, key)
-            vals = v if isinstance(v, (list, tuple)) else (v,)
-            bad = [x for x in vals if x not in allowed]
-            if bad or (isinstance(v, (list, tuple)) and not v):
-                raise ValueError(f"{type(self).__name__}.{key} must be {'a non-empty subset' if isinstance(v, (list, tuple)) else 'one'} of {allowed}, got {v!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ScorerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown keys {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+    check_types: ClassVar[bool] = False  # bounds and choices say what each field holds
+    qualify: ClassVar[bool] = True
+    number_word: ClassVar[bool] = True
 
     def describe(self) -> dict[str, Any]:
         """Name, description, requirements and parameters, for tables and JSON."""

@@ -5,7 +5,7 @@ From Python::
     from activemint.audit import audit
     result = audit("runs/fmnist", ["photos/"], alpha=0.01, target_fpr=0.01)
     print(result.verdict, result.tests.p_value, result.tests.fraction)
-    result.write("audit-out")          # samples.csv, audit.json, report.html, summary.md
+    write_audit(result, "audit-out")   # activemint.report.audit: samples.csv, audit.json, report.html, summary.md
 
 The CLI's ``activemint audit RUN_DIR SUSPECT`` does both steps.  Nothing is written to the
 output folder unless every step succeeded: files are written into a temporary folder next
@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -139,16 +139,18 @@ class AuditResult:
                 first.setdefault(h, i)
                 w.writerow([sid, h, f"{s:.6f}", f"{pr:.6f}", f"{pv:.6g}", int(fl), dup])
 
-    def write(self, out_dir: str | os.PathLike, *, force: bool = False) -> Path:
-        """Write samples.csv, audit.json, report.html and summary.md into ``out_dir``, atomically.
+    def write(self, out_dir: str | os.PathLike, *, force: bool = False,
+              documents: Mapping[str, Callable[[AuditResult], str]] | None = None) -> Path:
+        """Write samples.csv, audit.json and ``documents`` into ``out_dir``, atomically.
+
+        ``documents``: file name -> renderer of this result (the report layer's
+        :func:`activemint.report.audit.write_audit` passes summary.md and report.html).
 
         ``out_dir`` must not exist or be empty.  ``force`` replaces it only when it holds a
         previous audit's own files (its ``.activemint-audit`` marker lists them): never the run
         directory, a folder holding it, or a folder with any other file.  The folder is built
         complete beside ``out_dir`` and renamed into place, under a lock beside it.
         """
-        from activemint.report.audit import audit_html, audit_markdown
-
         out = Path(out_dir)
         rundir.make_dir(out.parent)
         with rundir.hold_lock(out.parent / f".{out.name}.lock", f"audit into {out}", target=out):
@@ -170,8 +172,8 @@ class AuditResult:
                 names = rundir.AUDIT_FILES
                 rundir.atomic_write_via(tmp / names["samples"], self.write_csv)
                 rundir.atomic_write(tmp / names["json"], json.dumps(self.to_dict(), indent=2))
-                rundir.atomic_write(tmp / names["markdown"], audit_markdown(self))
-                rundir.atomic_write(tmp / names["html"], audit_html(self))
+                for name, render in (documents or {}).items():
+                    rundir.atomic_write(tmp / name, render(self))
                 files = sorted(p.name for p in tmp.iterdir())
                 rundir.atomic_json(tmp / rundir.AUDIT_MARKER, {"format": AUDIT_DIR_FORMAT, "files": files})
                 if out.exists():

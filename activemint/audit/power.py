@@ -6,15 +6,12 @@ members from D.  The calibration set stays fixed, as in a real audit.  For each 
 fraction the study reports, per test, the share of draws with p < alpha, and for the
 mixture model the coverage of the member fraction's interval.
 
-Run it on a run directory::
+Run it on a run directory (the command line is :mod:`activemint.cli.power`)::
 
-    python -m activemint.audit.power RUN_DIR [--size 100] [--draws 1000] [--alpha 0.01]
+    activemint power RUN_DIR [--size 100] [--draws 1000] [--alpha 0.01]
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from typing import Any
 
 import numpy as np
@@ -113,33 +110,3 @@ def format_study(study: dict[str, Any]) -> str:
         lines.append("")
         lines.append("under H0 (no members): share of p < 0.05: " + ", ".join(f"{t} {null[0][f'p_lt_0_05_{t}']:.3f}" for t in TESTS))
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from activemint.audit.calibration import calibrate_run
-    from activemint.runs import load_run
-
-    p = argparse.ArgumentParser(prog="python -m activemint.audit.power", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir")
-    p.add_argument("--size", type=int, default=100)
-    p.add_argument("--draws", type=int, default=1000)
-    p.add_argument("--alpha", type=float, default=0.01)
-    p.add_argument("--target-fpr", type=float, default=0.01)
-    p.add_argument("--fractions", default="0,0.05,0.1,0.2,1")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resample-calibration", action="store_true", help="re-split calibration / fresh non-members every draw")
-    p.add_argument("--json", help="also write the study as JSON here")
-    args = p.parse_args(argv)
-    cal = calibrate_run(load_run(args.run_dir, device="cpu"), args.target_fpr, save=False)
-    study = power_study(cal, size=args.size, draws=args.draws, alpha=args.alpha, seed=args.seed,
-                        fractions=tuple(float(f) for f in args.fractions.split(",")),
-                        resample_calibration=args.resample_calibration)
-    print(format_study(study))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(study, f, indent=2)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

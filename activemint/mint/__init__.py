@@ -1,6 +1,7 @@
-"""The method itself: MINT head, Enhanced Audited Model, multitask loss."""
+"""The method itself: MINT head, Enhanced Audited Model (and the plain model with the same calls), multitask loss."""
 from activemint.mint.head import MintHead
 from activemint.mint.loss import MultitaskLoss, membership_bce
-from activemint.mint.model import EnhancedAuditedModel, disable_inplace, validate_taps
+from activemint.mint.model import EnhancedAuditedModel, PlainModel
+from activemint.models.taps import disable_inplace
 
-__all__ = ["MintHead", "MultitaskLoss", "membership_bce", "EnhancedAuditedModel", "disable_inplace", "validate_taps"]
+__all__ = ["EnhancedAuditedModel", "MintHead", "MultitaskLoss", "PlainModel", "disable_inplace", "membership_bce"]

@@ -16,38 +16,51 @@ and both are used by the trainer and the scorers:
   need the rest of the network.  BatchNorm layers before the last tap therefore normalise
   over members + externals (both are samples of the same training distribution), layers
   after it over members only, exactly as in plain training.
+
+:class:`PlainModel` (a classifier without a head) answers the same calls, so the trainer and
+the scorers never ask which kind they hold: ``classify``, ``forward_train`` (its membership
+outputs are ``None``), ``head_parameters`` (none), ``to_standard_module``; ``audited`` says
+whether ``membership_logit`` exists.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+import copy as _copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from activemint.mint.head import MintHead
-from activemint.models.registry import disable_inplace
+from activemint.models.taps import TapRecorder, disable_inplace, probe_taps
 
 
-class _StopForward(Exception):
-    """Raised by the last tap's hook to end a truncated forward pass."""
+class PlainModel(nn.Module):
+    """The backbone alone, under the same ``backbone.`` key prefix as an audited model."""
 
+    audited = False
 
-def validate_taps(model: nn.Module, taps: Sequence[str]) -> list[nn.Module]:
-    """Resolve dotted tap names to modules, with an error that lists valid names."""
-    if not taps:
-        raise ValueError("at least one tap point is needed")
-    names = dict(model.named_modules())
-    modules = []
-    for tap in taps:
-        if tap not in names or tap == "":
-            close = [n for n in names if n and (n.startswith(tap.split(".")[0]) or tap in n)][:8]
-            hint = ", ".join(close) if close else ", ".join([n for n in names if n and "." not in n][:12])
-            raise ValueError(f"tap point {tap!r} is not a submodule of {type(model).__name__}; candidates: {hint}")
-        modules.append(names[tap])
-    if len(set(taps)) != len(taps):
-        raise ValueError(f"tap points must be distinct, got {list(taps)}")
-    return modules
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, K)."""
+        return self.backbone(x)
+
+    def forward_train(self, members: torch.Tensor, external: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, None, None]:
+        """Class logits of the members; no membership outputs (externals are not used)."""
+        return self(members), None, None
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def to_standard_module(self, *, copy: bool = False) -> nn.Module:
+        """The user's classifier (a deep copy with ``copy=True``)."""
+        return _copy.deepcopy(self.backbone) if copy else self.backbone
 
 
 class EnhancedAuditedModel(nn.Module):
@@ -63,6 +76,8 @@ class EnhancedAuditedModel(nn.Module):
 
     Outputs: ``forward(x)`` -> ``(class_logits (B, K), membership_logits (B,))``.
     """
+
+    audited = True
 
     def __init__(
         self,
@@ -80,108 +95,79 @@ class EnhancedAuditedModel(nn.Module):
         self.taps = list(taps)
         self.input_shape = tuple(int(s) for s in input_shape)
         disable_inplace(backbone)
-        self._tap_modules = validate_taps(backbone, self.taps)
-        self._captured: list[torch.Tensor | None] = [None] * len(self.taps)
-        self._mode = "full"
-        self._keep = 0
-        self._handles = [m.register_forward_hook(self._make_hook(i)) for i, m in enumerate(self._tap_modules)]
         shapes, self.split_forward_ok = self._probe()
+        self._recorder = TapRecorder(backbone, self.taps)
         self.head = MintHead(shapes, width=head_width, hidden=head_hidden, stride=head_stride, norm=head_norm)
-
-    # ------------------------------------------------------------------ hooks
-    def _make_hook(self, i: int):
-        last = i == len(self.taps) - 1
-
-        def hook(module: nn.Module, inputs, output):
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(
-                    f"tap {self.taps[i]!r} returns {type(output).__name__}; a tap must output one tensor"
-                )
-            self._captured[i] = output
-            if last and self._mode == "truncate":
-                raise _StopForward
-            if last and self._mode == "split":
-                return output[: self._keep]
-            return None
-
-        return hook
-
-    def remove_hooks(self) -> None:
-        """Detach the hooks; the backbone is then exactly the user's model again."""
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-    @contextmanager
-    def _run(self, mode: str, keep: int = 0) -> Iterator[None]:
-        if not self._handles:
-            raise RuntimeError("the hooks of this EnhancedAuditedModel were removed")
-        self._mode, self._keep = mode, keep
-        self._captured = [None] * len(self.taps)
-        try:
-            yield
-        finally:
-            self._mode, self._keep = "full", 0
-
-    def _features(self) -> list[torch.Tensor]:
-        missing = [t for t, f in zip(self.taps, self._captured) if f is None]
-        if missing:
-            raise RuntimeError(f"tap points {missing} were not reached by the forward pass")
-        out = list(self._captured)  # type: ignore[arg-type]
-        self._captured = [None] * len(self.taps)
-        return out
 
     @torch.no_grad()
     def _probe(self) -> tuple[list[tuple[int, ...]], bool]:
+        """The tapped shapes (checked by :func:`probe_taps`) and whether a split forward works."""
+        x = torch.zeros(2, *self.input_shape)
+        shapes = probe_taps(self.backbone, self.taps, x)
         was_training = self.backbone.training
         self.backbone.eval()
-        x = torch.zeros(2, *self.input_shape)
+        recorder = TapRecorder(self.backbone, self.taps)
         try:
-            with self._run("truncate"):
-                try:
-                    self.backbone(x)
-                except _StopForward:
-                    pass
-                feats = self._features()
-            try:
-                with self._run("split", keep=1):
-                    logits = self.backbone(x)
-                    self._features()
-                split_ok = logits.shape[0] == 1
-            except (RuntimeError, ValueError, IndexError):
-                split_ok = False
+            with recorder.recording("split", keep=1):
+                logits = self.backbone(x)
+                recorder.take()
+            split_ok = logits.shape[0] == 1
+        except (RuntimeError, ValueError, IndexError):
+            split_ok = False
         finally:
+            recorder.remove()
             self.backbone.train(was_training)
-        shapes = []
-        for tap, f in zip(self.taps, feats):
-            if f.shape[0] != 2:
-                raise ValueError(f"tap {tap!r} output has batch size {f.shape[0]}, expected 2: tap a module whose output is batch-first")
-            shapes.append(tuple(f.shape[1:]))
-        return shapes, split_ok
+        return [s[1:] for s in shapes.values()], split_ok
+
+    # ------------------------------------------------------------------ hooks
+    def remove_hooks(self) -> None:
+        """Detach the hooks; the backbone is then exactly the user's model again."""
+        self._recorder.remove()
+
+    def to_standard_module(self, *, copy: bool = False) -> nn.Module:
+        """The user's model without hooks (the pattern of Opacus' ``GradSampleModule``).
+
+        ``copy=False``: this model's hooks are removed and its backbone returned (this model
+        then no longer runs).  ``copy=True``: a hook-free deep copy (same weights, buffers and
+        device); this model is left as it was.
+        """
+        if not copy:
+            self.remove_hooks()
+            return self.backbone
+        attached = self._recorder.attached
+        self._recorder.remove()
+        try:
+            return _copy.deepcopy(self.backbone)
+        finally:
+            if attached:
+                self._recorder = TapRecorder(self.backbone, self.taps)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
 
     # --------------------------------------------------------------- forwards
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits (B, K) and membership logits (B,) from one full pass."""
-        with self._run("full"):
+        with self._recorder.recording("full") as rec:
             logits = self.backbone(x)
-            feats = self._features()
+            feats = rec.take()
         return logits, self.head(feats)
+
+    def tap_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The tapped activations (in the order of ``taps``) from a pass that stops after the last tap."""
+        with self._recorder.recording("truncate") as rec:
+            self.backbone(x)
+        return rec.take()
 
     def membership_logit(self, x: torch.Tensor) -> torch.Tensor:
         """Membership logits (B,) from a pass that stops after the last tap."""
-        with self._run("truncate"):
-            try:
-                self.backbone(x)
-            except _StopForward:
-                pass
-            feats = self._features()
-        return self.head(feats)
+        return self.head(self.tap_features(x))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (B, K) only (the taps are recorded and dropped)."""
-        with self._run("full"):
+        with self._recorder.recording("full") as rec:
             logits = self.backbone(x)
-            self._captured = [None] * len(self.taps)
+            rec.clear()
         return logits
 
     def forward_train(
@@ -197,9 +183,9 @@ class EnhancedAuditedModel(nn.Module):
             return logits, mint, None
         n = len(members)
         if self.split_forward_ok:
-            with self._run("split", keep=n):
+            with self._recorder.recording("split", keep=n) as rec:
                 logits = self.backbone(torch.cat([members, external]))
-                feats = self._features()
+                feats = rec.take()
             mint = self.head(feats)
             return logits, mint[:n], mint[n:]
         logits, mint_m = self.forward(members)

@@ -25,28 +25,29 @@ read them (which would also break autograd through the MINT head).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping, Sequence
 
-import torch
 from torch import nn
+
+from activemint.setups import SETUPS
+
+from .taps import disable_inplace, probe_taps, resolve_taps
 
 __all__ = [
     "SETUPS",
     "ArchSpec",
-    "register_arch",
-    "list_archs",
     "arch_spec",
     "create_model",
-    "tap_points",
-    "resolve_taps",
     "disable_inplace",
+    "list_archs",
     "probe_taps",
+    "register_arch",
+    "resolve_taps",
+    "tap_points",
 ]
 
-#: The tap-point setups of aMINT, from the input side to the output side of the network.
-SETUPS: tuple[str, ...] = ("entry", "middle", "output")
 
 Builder = Callable[[int, int, int], nn.Module]
 
@@ -73,16 +74,9 @@ class ArchSpec:
         return list(self.taps[setup])
 
 
+#: name -> spec.  The built-in architectures register themselves when :mod:`activemint.models`
+#: imports :mod:`.zoo` (this module never imports the files that register into it).
 _REGISTRY: dict[str, ArchSpec] = {}
-_BUILTINS_LOADED = False
-
-
-def _ensure_builtins() -> None:
-    """Import the built-in architectures (registration happens at import of :mod:`.zoo`)."""
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        from . import zoo  # noqa: F401  (registers the built-in architectures)
 
 
 def _check_setup(setup: str) -> None:
@@ -132,13 +126,11 @@ def register_arch(
 
 def list_archs() -> list[str]:
     """Names of all registered architectures, sorted."""
-    _ensure_builtins()
     return sorted(_REGISTRY)
 
 
 def arch_spec(name: str) -> ArchSpec:
     """The :class:`ArchSpec` of ``name``; ``ValueError`` listing the known names if unknown."""
-    _ensure_builtins()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -171,118 +163,3 @@ def create_model(name: str, *, in_chans: int, num_classes: int, img_size: int) -
     for setup in SETUPS:
         resolve_taps(model, list(spec.taps[setup]))
     return model
-
-
-def disable_inplace(model: nn.Module) -> nn.Module:
-    """Set ``inplace = False`` on every submodule having a boolean ``inplace`` attribute.
-
-    In-place activations (``nn.ReLU(inplace=True)`` ...) overwrite the output of the preceding
-    module, which may be a tapped activation the MINT head reads (and backpropagates through).
-    Returns ``model`` (modified in place).  Functional in-place ops inside ``forward`` methods
-    (``F.relu(x, inplace=True)``, ``x += y``) cannot be fixed this way: avoid tapping their inputs.
-    """
-    for module in model.modules():
-        if isinstance(getattr(module, "inplace", None), bool):
-            module.inplace = False
-    return model
-
-
-def _suggest(model: nn.Module, bad: str, valid: list[str], k: int = 8) -> str:
-    """A short hint naming valid modules near ``bad``."""
-    parts = bad.split(".")
-    prefix = ""
-    for i in range(len(parts) - 1, 0, -1):  # deepest existing parent of the bad name
-        cand = ".".join(parts[:i])
-        if cand in valid:
-            prefix = cand
-            break
-    hints: list[str] = []
-    if prefix:
-        children = [f"{prefix}.{c}" for c, _ in model.get_submodule(prefix).named_children()]
-        if children:
-            hints.append(f"children of {prefix!r}: {children[:k]}" + (" ..." if len(children) > k else ""))
-    close = difflib.get_close_matches(bad, valid, n=5, cutoff=0.5)
-    if close:
-        hints.append(f"closest names: {close}")
-    top = [n for n, _ in model.named_children()]
-    hints.append(f"top-level modules: {top[:k]}" + (" ..." if len(top) > k else ""))
-    return "; ".join(hints)
-
-
-def resolve_taps(model: nn.Module, taps: Iterable[str]) -> dict[str, nn.Module]:
-    """Check that each dotted name in ``taps`` is a submodule of ``model``.
-
-    Returns ``{name: module}`` in the order given.  Raises ``ValueError`` for an empty list, a
-    duplicate, the empty name (the model itself) or an unknown name (the message lists valid names
-    near the bad one); ``TypeError`` for a non-string name.
-    """
-    if isinstance(taps, str):
-        taps = [taps]
-    taps = list(taps)
-    if not taps:
-        raise ValueError("no tap points given")
-    valid: list[str] | None = None
-    out: dict[str, nn.Module] = {}
-    for name in taps:
-        if not isinstance(name, str):
-            raise TypeError(f"tap point names must be strings, got {type(name).__name__}: {name!r}")
-        if not name:
-            raise ValueError("tap point '' is the whole model; name a submodule instead")
-        if name in out:
-            raise ValueError(f"tap point {name!r} is listed twice in {taps}")
-        try:
-            out[name] = model.get_submodule(name)
-        except AttributeError:
-            if valid is None:
-                valid = [n for n, _ in model.named_modules() if n]
-            raise ValueError(
-                f"{type(model).__name__} has no submodule {name!r} (tap points are dotted names "
-                f"from model.named_modules()); {_suggest(model, name, valid)}"
-            ) from None
-    return out
-
-
-@torch.no_grad()
-def probe_taps(model: nn.Module, taps: Sequence[str], example: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    """Run ``model(example)`` once with hooks on ``taps`` and return ``{tap: output shape}``.
-
-    Checks what a MINT head needs: each tap fires exactly once, its output is a single tensor whose
-    first dimension is the batch, and the taps fire in the order listed (so a truncated forward can
-    stop at the last one).  Raises ``ValueError`` otherwise.  Useful to validate taps on a user's
-    own model; the model is put back in its previous train/eval mode.
-    """
-    modules = resolve_taps(model, taps)
-    fired: list[str] = []
-    shapes: dict[str, tuple[int, ...]] = {}
-    problems: list[str] = []
-
-    def make_hook(tap: str):
-        def hook(_mod, _inp, out):
-            fired.append(tap)
-            if not isinstance(out, torch.Tensor):
-                problems.append(f"{tap!r} outputs {type(out).__name__}, not a tensor")
-            elif out.dim() < 2 or out.shape[0] != example.shape[0]:
-                problems.append(f"{tap!r} output shape {tuple(out.shape)} has no batch dimension")
-            else:
-                shapes[tap] = tuple(out.shape)
-
-        return hook
-
-    handles = [m.register_forward_hook(make_hook(t)) for t, m in modules.items()]
-    was_training = model.training
-    try:
-        model.eval()
-        model(example)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    for tap in modules:
-        n = fired.count(tap)
-        if n != 1:
-            problems.append(f"{tap!r} ran {n} times in one forward (must be exactly once)")
-    if not problems and fired != list(modules):
-        problems.append(f"taps fired in the order {fired}, not the order listed {list(modules)}")
-    if problems:
-        raise ValueError("bad tap points: " + "; ".join(problems))
-    return shapes

@@ -9,6 +9,7 @@ import numpy as np
 from activemint.audit.pipeline import fmt_p
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
+from activemint.rundir import AUDIT_FILES
 
 TEST_TITLES = {
     "exceedance": "Exceedance test: suspect samples above the calibrated threshold vs a beta-binomial null (exact)",
@@ -158,3 +159,8 @@ def audit_html(result) -> str:
                  "(same source distribution, same preprocessing).</li></ul>")
     parts.append(f"<footer>activemint audit, {esc(result.created)}</footer>")
     return page("activemint audit", "\n".join(parts))
+
+
+def write_audit(result, out_dir, *, force: bool = False):
+    """Write an audit's folder: samples.csv, audit.json, summary.md and report.html (see ``AuditResult.write``)."""
+    return result.write(out_dir, force=force, documents={AUDIT_FILES["markdown"]: audit_markdown, AUDIT_FILES["html"]: audit_html})

@@ -47,8 +47,7 @@ from activemint.data import (
 )
 from activemint.data.streaming import FileDataset, plan_batches, resolve_budget
 from activemint.metrics import membership_metrics
-from activemint.mint import EnhancedAuditedModel, MultitaskLoss
-from activemint.mint.loss import membership_bce
+from activemint.mint import EnhancedAuditedModel, MultitaskLoss, PlainModel
 from activemint.models import create_model, tap_points
 from activemint.rundir import RunDir, RunError, RunExistsError, kill_point
 from activemint.scores import Scores
@@ -65,6 +64,8 @@ from activemint.training.checkpoint import (
     save_weights,
 )
 from activemint.training.config import ConfigError, TrainConfig, parse_device
+from activemint.training.head import train_head
+from activemint.training.selection import epoch_line, selection_info, selection_value
 from activemint.transforms import get_policy
 
 
@@ -186,25 +187,11 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes
     )
 
 
-class PlainModel(nn.Module):
-    """The backbone alone, under the same ``backbone.`` key prefix as an audited model."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-
 def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
     """The backbone at ``lr``; an audited model's MINT head at ``lr * head_lr_scale``."""
-    if not isinstance(model, EnhancedAuditedModel) or cfg.head_lr_scale == 1.0:
+    head = model.head_parameters()
+    if not head or cfg.head_lr_scale == 1.0:
         return [{"params": list(model.parameters())}]
-    head = list(model.head.parameters())
     ids = {id(p) for p in head}
     rest = [p for p in model.parameters() if id(p) not in ids]
     return [{"params": rest}, {"params": head, "lr": cfg.resolved("lr") * cfg.head_lr_scale}]
@@ -256,7 +243,7 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.de
     n_test = len(data.test) if test_index is None else len(test_index)
     result: dict[str, Any] = {"test_accuracy": accuracy(model, data.test, test_index, device), "n_test": n_test}
     scores = Scores()
-    if isinstance(model, EnhancedAuditedModel):
+    if model.audited:
         for role, src, idx in (
             ("members", data.train, s.members),
             ("eval_nonmembers", data.test, s.eval_nonmembers),
@@ -565,7 +552,7 @@ class Trainer:
     def _validate(self, model: nn.Module, data: RunData) -> dict[str, float]:
         m = self._unwrap(model)
         out = {"val_accuracy": accuracy(m, data.train, data.splits.validation, self.device)}
-        if isinstance(m, EnhancedAuditedModel):
+        if m.audited:
             k = min(len(data.splits.members), len(data.splits.validation))
             mem = membership_scores(m, data.train.rows(data.splits.members[:k]), self.device)
             val = membership_scores(m, data.train.rows(data.splits.validation), self.device)
@@ -584,11 +571,12 @@ def train_forward(model: nn.Module, xm: torch.Tensor, xe: torch.Tensor | None, x
     this whole function is DDP's forward (:func:`activemint.training.distributed.call`).
     """
     m = getattr(model, "_orig_mod", model)
-    if isinstance(m, EnhancedAuditedModel):
+    if m.audited:
         logits, mint_m, mint_e = m.forward_train(xm, xe)
         if xv is not None:  # the MINT loss reads the transformed member views instead
             mint_m = m.membership_logit(xv)
         return logits, mint_m, mint_e
+    # A plain model's training forward is its forward: called through the wrapper (torch.compile ...).
     return model(xm), None, None
 
 
@@ -601,111 +589,6 @@ def loss_shares(seen: np.ndarray, ms: slice, n_ext: int, es: slice) -> tuple[flo
     task = distributed.share(ms.stop - ms.start, len(seen))
     mint = distributed.share(int(seen[ms].sum()) + (es.stop - es.start), int(seen.sum()) + n_ext)
     return task, mint
-
-
-def _seconds(x: float) -> str:
-    """Seconds with sensible precision: 0.43 s, 4.8 s, 57 s."""
-    return f"{x:.2f} s" if x < 1 else f"{x:.1f} s" if x < 10 else f"{x:.0f} s"
-
-
-def epoch_line(record: dict[str, Any], epochs: int) -> str:
-    """One epoch's log line: ``epoch 12/30  task_loss 0.2767 ... val_accuracy 0.8175  4.8 s (total 57 s)``."""
-    parts = [f"epoch {record['epoch']}/{epochs}"]
-    for k, v in record.items():
-        if k in ("epoch", "seconds", "epoch_seconds"):
-            continue
-        parts.append(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}")
-    if "epoch_seconds" in record:
-        parts.append(f"{_seconds(record['epoch_seconds'])} (total {_seconds(record['seconds'])})")
-    return "  ".join(parts)
-
-
-def selection_value(rule: str, record: dict[str, Any]) -> float | None:
-    """What ``--select rule`` maximises over epochs, from one metrics.jsonl record (None: "last").
-
-    ``val_task_mint`` (the default) adds validation accuracy and validation membership AUC:
-    both outputs of an audited model count, so a late dip in accuracy is skipped without
-    going back to an early epoch whose MINT head has not learned yet (with the Output setup,
-    validation accuracy can peak while the membership AUC is still far below its final
-    value).  On a plain model (no AUC) it is validation accuracy alone.
-
-    The validation membership AUC scores members of D (there are no other members) against
-    validation non-members; the final evaluation scores the same members against test-split
-    non-members, so selecting on it (``val_task_mint``, ``val_mint``) can make the reported
-    membership figures slightly optimistic (of the order of the AUC's sampling error).
-    """
-    if rule == "val_task":
-        return record["val_accuracy"]
-    if rule == "val_mint":
-        return record.get("val_membership_auc", -1.0)
-    if rule == "val_task_mint":
-        return record["val_accuracy"] + record.get("val_membership_auc", 0.0)
-    return None
-
-
-def selection_info(rule: str, epoch: int, epochs: int, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which epoch a run kept and why: rule, epoch, criterion, its value and the validation figures.
-
-    ``records`` are the run's per-epoch metrics.jsonl records.
-    """
-    info: dict[str, Any] = {"rule": rule, "epoch": int(epoch), "epochs": int(epochs)}
-    rec: dict[str, Any] = next((r for r in records if r.get("epoch") == epoch), {})
-    if rule == "last":
-        info["criterion"] = "the last epoch"
-    elif rule == "val_task_mint" and "val_membership_auc" not in rec:
-        info["criterion"] = "best validation accuracy"
-    else:
-        info["criterion"] = {"val_task": "best validation accuracy", "val_mint": "best validation membership AUC",
-                             "val_task_mint": "best validation accuracy + membership AUC"}[rule]
-    if rule != "last" and rec:
-        info["value"] = selection_value(rule, rec)
-    for key in ("val_accuracy", "val_membership_auc"):
-        if key in rec:
-            info[key] = rec[key]
-    return info
-
-
-def train_head(model: EnhancedAuditedModel, members: torch.Tensor, external: torch.Tensor, *, epochs: int, lr: float,
-               batch_size: int, policy=None, seed: int = 0, device: torch.device | str = "cpu",
-               log: Callable[[str], None] | None = None) -> EnhancedAuditedModel:
-    """Train only ``model.head`` (backbone frozen, eval mode) on uint8 members (1) / externals (0).
-
-    ``policy`` (an :class:`activemint.transforms.AuditPolicy`): transformed views of both, drawn
-    per epoch from ``seed``.  Used for ``TrainConfig.head_epochs`` and the robust post-hoc head.
-    """
-    device = torch.device(device)
-    model.to(device).eval()
-    opt = torch.optim.Adam(model.head.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    frozen = [(p, p.requires_grad) for p in model.backbone.parameters()]
-    for p, _ in frozen:
-        p.requires_grad_(False)
-    for epoch in range(epochs):
-        rng = np.random.default_rng([seed, 10, epoch])
-        perm = torch.randperm(len(members), generator=gen)
-        eorder = cycled_permutation(len(external), len(perm), gen)
-        plan_batches(members, perm, batch_size)  # streamed views: workers decode these batches ahead
-        plan_batches(external, eorder, batch_size)
-        total = 0.0
-        for i in range(0, len(perm), batch_size):
-            xm, xe = members[perm[i:i + batch_size]], external[eorder[i:i + batch_size]]
-            if policy is not None:
-                xm, xe = policy(xm, rng), policy(xe, rng)
-            with torch.no_grad():
-                x = to_input(torch.cat([xm, xe]), device)
-            model.head.train()
-            logits = model.membership_logit(x)
-            loss = membership_bce(logits, len(xm))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(xm)
-        if log is not None:
-            log(f"head epoch {epoch + 1}/{epochs}  mint_loss {total / len(perm):.4f}")
-    for p, flag in frozen:
-        p.requires_grad_(flag)
-    model.eval()
-    return model
 
 
 def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: int) -> dict[str, Any]:

@@ -1,0 +1,6 @@
+"""``python -m activemint.cli``."""
+import sys
+
+from activemint.cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+"""``activemint audit``: test whether a set of images was used to train a run's model."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub) -> None:
+    a = sub.add_parser("audit", help="test whether a set of images was used to train a run's model (p-value, report)",
+                       description="Audit a suspect set against an aMINT run: per-sample decisions at a threshold calibrated "
+                                   "on held-out non-members, a set-level test of H0 'none of these were members' with a "
+                                   "p-value, the estimated fraction of members with a 95%% CI, and an HTML + Markdown report. "
+                                   "SUSPECT: a folder of images, image files, a .txt file list (one path per line, relative "
+                                   "to the list's folder) or split:ROLE of the run. Images must have the model's input size "
+                                   "and channels unless --resize / --convert-channels. Exit code 2 on bad input, with "
+                                   "nothing written.")
+    a.add_argument("run_dir")
+    a.add_argument("suspect", nargs="+")
+    a.add_argument("--alpha", type=float, default=0.01, help="significance level of the set-level test (default 0.01)")
+    a.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate of the per-sample decisions (default 0.01)")
+    a.add_argument("--test", choices=["mixture", "exceedance", "mann_whitney"], default="mixture",
+                   help="the set-level test that decides (default mixture; all three are reported)")
+    a.add_argument("--out", help="output folder (default RUN_DIR/audits/<time>-<data hash>); must not exist or be empty")
+    a.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    a.add_argument("--resize", action="store_true", help="resize images of another size to the model's input (bilinear)")
+    a.add_argument("--convert-channels", action="store_true", help="convert greyscale/colour images to the model's channels")
+    a.add_argument("--device", default="auto")
+    a.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from activemint.audit import audit, default_out_dir
+    from activemint.report.audit import audit_markdown, write_audit
+
+    result = audit(args.run_dir, args.suspect, alpha=args.alpha, target_fpr=args.target_fpr, test=args.test,
+                   resize=args.resize, convert_channels=args.convert_channels, device=args.device)
+    out = write_audit(result, args.out or default_out_dir(result), force=args.force)
+    print(audit_markdown(result))
+    print(f"written to {out}: report.html, summary.md, samples.csv, audit.json", file=sys.stderr)
+    return 0

@@ -1,0 +1,28 @@
+"""``activemint evaluate``: recompute a saved run's figures and check them against metrics.json."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> None:
+    e = sub.add_parser("evaluate", help="recompute the metrics of a saved run from its checkpoint and manifest")
+    e.add_argument("run_dir")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="also print all figures as JSON")
+    e.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from activemint.report import run_summary
+    from activemint.runs import verify_run
+
+    v = verify_run(args.run_dir, device=args.device)
+    print(run_summary(v.metrics, v.baseline))
+    if v.matches is not None:
+        print(f"\nmatches the saved metrics.json: {'yes' if v.matches else 'NO'}")
+        if not v.matches:
+            return 1
+    if args.json:
+        print(json.dumps(v.metrics, indent=2))
+    return 0

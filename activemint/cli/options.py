@@ -1,0 +1,146 @@
+"""The options of ``train`` and ``compare``, derived from :class:`activemint.training.TrainConfig`.
+
+Each TrainConfig field listed in :data:`TRAIN_OPTIONS` becomes ``--field-name``: its type
+(int, float, string, flag) and its choices come from the config class, only its help text
+is written here.  A few options are not fields: ``--config`` (a YAML file of fields),
+``--threads`` (the process's torch threads) and the on/off spellings of boolean fields.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+#: (argument group, [(field or option name, help)]) in the order ``--help`` lists them.
+TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
+    ('data', [
+        ('config', 'YAML file with TrainConfig keys; command-line options override it'),
+        ('dataset', 'data set name (default fashion-mnist); see `activemint datasets`'),
+        ('data_root', 'folder holding the data set in its standard on-disk layout'),
+        ('download', 'allow downloading the data set (off by default: nothing is ever fetched otherwise)'),
+        ('max_memory', 'memory budget of the decoded images, e.g. 2GB (default auto: half the available memory; off: no limit); image folders above it are streamed from disk'),
+        ('members', "number of members D (training set); default: the paper's size"),
+        ('external', 'number of external non-members E that train the MINT head'),
+        ('validation', 'held-out training-split samples for model selection'),
+        ('calibration', 'held-out non-members that fix calibrated thresholds'),
+        ('eval_nonmembers', 'evaluation non-members drawn from the test split'),
+    ]),
+    ('model', [
+        ('arch', 'architecture (default small_cnn); see `activemint archs`'),
+        ('setup', 'where the MINT head taps the model'),
+        ('taps', 'comma-separated dotted module names to tap instead of a setup'),
+        ('mint', 'on: train with aMINT (default); off: plain training on D alone'),
+        ('head_width', 'channels of each MINT head branch (default 64)'),
+        ('head_hidden', "hidden units of the MINT head's MLP (default 128)"),
+        ('head_stride', "stride of the MINT head's first convs on maps >= 8 px (default 1; 2 = a lighter head)"),
+    ]),
+    ('optimisation', [
+        ('epochs', 'passes over the members (default 10)'),
+        ('batch_size', 'member batch size (default 64)'),
+        ('external_batch_size', 'external batch size per step (default 64)'),
+        ('recipe', 'paper: Adam lr 1e-4, no augmentation; improved: AdamW 1e-3, cosine, shifts'),
+        ('optimizer', "override the recipe's optimiser"),
+        ('lr', "override the recipe's learning rate"),
+        ('weight_decay', "override the recipe's weight decay"),
+        ('schedule', "override the recipe's learning-rate schedule"),
+        ('augment', "override the recipe's augmentation (random 2-px shifts)"),
+        ('lambda_task', 'λ1, weight of the normalised task loss (default 1)'),
+        ('lambda_mint', 'λ2, weight of the normalised MINT loss (default 1)'),
+        ('head_norm', 'BatchNorm in the MINT head: none, before its MLP (mlp, default: the head learns from the first epochs), also in its conv branches (branch)'),
+        ('head_lr_scale', "the MINT head's learning rate as a multiple of --lr"),
+        ('loss_norm', 'first: each loss term divided by its first-batch value (paper); none: raw sum'),
+        ('mint_members', 'fraction of D whose membership the MINT loss sees (default 1; the task loss always sees all of D)'),
+        ('audit_policy', 'robust aMINT: train the MINT head on transformed views (robust, geometric); default: exact images'),
+        ('audit_views', 'with --audit-policy: transform the inputs of both losses (all, default) or of the MINT loss only (mint)'),
+        ('head_epochs', 'extra epochs training only the MINT head, backbone frozen (default 0)'),
+        ('select', 'which epoch to keep, judged on the validation split: best accuracy + membership AUC (default), best accuracy, best membership AUC, or the last epoch'),
+        ('target_fpr', 'FPR of the calibrated threshold (default 0.01)'),
+        ('seed', 'seed of splits, initialisation and batch order (default 0)'),
+    ]),
+    ('hardware', [
+        ('device', 'auto (default), cpu, cuda, cuda:1 ...'),
+        ('precision', 'auto: bf16 autocast on GPU, fp32 on CPU'),
+        ('channels_last', 'channels-last memory format (GPU)'),
+        ('compile', 'torch.compile the model'),
+        ('threads', 'CPU threads for torch (default: one per core; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless your environment sets it, see activemint.threads)'),
+    ]),
+]
+
+#: Boolean fields spelled ``--field on|off`` (the others are ``--field`` flags).
+ON_OFF = ("mint", "augment")
+#: Fields whose allowed values come from a registry filled at import time: the config checks them.
+NO_CHOICES = ("audit_policy",)
+#: Options that are not TrainConfig fields.
+NOT_FIELDS = ("config", "threads")
+
+
+def _field_kinds() -> dict[str, str]:
+    from activemint.config import _type_spec
+    from activemint.training.config import TrainConfig
+
+    return {f.name: _type_spec(str(f.type))[0] for f in fields(TrainConfig)}
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Add the TrainConfig options (and ``--config``, ``--threads``) to ``p``, in groups."""
+    from activemint.training.config import TrainConfig
+
+    kinds = _field_kinds()
+    for group, options in TRAIN_OPTIONS:
+        g = p.add_argument_group(group)
+        for name, help_ in options:
+            flag = "--" + name.replace("_", "-")
+            if name == "config":
+                g.add_argument(flag, help=help_)
+            elif name == "threads":
+                g.add_argument(flag, type=int, help=help_)
+            elif name in ON_OFF:
+                g.add_argument(flag, choices=["on", "off"], help=help_)
+            elif kinds[name] == "bool":
+                g.add_argument(flag, action="store_true", default=None, help=help_)
+            else:
+                kw: dict = {"type": {"int": int, "float": float}[kinds[name]]} if kinds[name] in ("int", "float") else {}
+                if name in TrainConfig.choices and name not in NO_CHOICES:
+                    kw["choices"] = list(TrainConfig.choices_of(name))
+                g.add_argument(flag, help=help_, **kw)
+
+
+def config_from_args(args: argparse.Namespace):
+    """A TrainConfig from ``--config`` (if any) overridden by explicit options."""
+    from activemint.training import TrainConfig
+
+    base = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
+    for _, options in TRAIN_OPTIONS:
+        for name, _ in options:
+            v = getattr(args, name, None)
+            if name in NOT_FIELDS or v is None:
+                continue
+            if name == "taps":
+                v = [t.strip() for t in v.split(",") if t.strip()]
+            elif name in ON_OFF:
+                v = v == "on"
+            base[name] = v
+    return TrainConfig.from_dict(base)
+
+
+def add_engine_args(g) -> None:
+    """--engine, --ray-address, --cpus-per-task, --gpus-per-task (:mod:`activemint.engine`)."""
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where independent runs train: local worker processes (default) or Ray tasks "
+                        "(pip install activemint[ray]); results are the same for the same seeds and threads per task")
+    g.add_argument("--ray-address", help="with --engine ray: join this Ray cluster (e.g. auto, or HOST:6379 of `ray start "
+                                         "--head`) instead of starting a local Ray instance")
+    g.add_argument("--cpus-per-task", type=int, help="CPUs (torch threads) per task (ray default 1; local default "
+                                                     "cores // workers)")
+    g.add_argument("--gpus-per-task", type=float, default=0, help="with --engine ray: GPUs each task reserves (default 0)")
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    """The engine options of ``args``, checked (a missing Ray fails now, before any training)."""
+    from activemint import engine
+
+    kw = {"engine": args.engine, "ray_address": args.ray_address, "cpus_per_task": args.cpus_per_task,
+          "gpus_per_task": args.gpus_per_task}
+    engine.check_options(workers=getattr(args, "workers", None), **kw)
+    if args.engine == "ray":
+        engine.require_ray()
+    return kw
