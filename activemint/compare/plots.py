@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from activemint.metrics import roc
 
-if TYPE_CHECKING:
-    from activemint.compare.results import MethodResult
 
-
-def plot_rocs(rows: list[MethodResult], linear: Path, loglog: Path) -> None:
+def plot_rocs(rows: list, linear: Path, loglog: Path) -> None:
+    """``rows``: :class:`activemint.compare.results.MethodResult` s (method, model, scores per role)."""
     import matplotlib
 
     matplotlib.use("Agg")
