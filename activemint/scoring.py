@@ -150,8 +150,8 @@ class InputScores:
         """``id,membership_probability,membership_logit`` rows (6 decimals)."""
         w = csv.writer(out)
         w.writerow(["id", "membership_probability", "membership_logit"])
-        for i, p, l in zip(self.ids, self.probabilities, self.logits):
-            w.writerow([i, f"{p:.6f}", f"{l:.6f}"])
+        for i, p, z in zip(self.ids, self.probabilities, self.logits):
+            w.writerow([i, f"{p:.6f}", f"{z:.6f}"])
 
     def group_lines(self) -> list[str]:
         """One line per input: its sample count and mean P(member) (members and non-members are never pooled)."""

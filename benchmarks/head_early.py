@@ -51,7 +51,7 @@ def run_variant(name, overrides, base, runs, threads):
     else:
         res = Trainer(cfg, run_dir, progress=False, log=lambda m: None).run(resume=(run_dir / "config.yaml").exists()).metrics
     secs = time.time() - t0
-    recs = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     last = res
     # Last epoch too, when the run selected another one.
     if res.get("selected_epoch") != cfg.epochs:

@@ -23,8 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from activemint.training import Trainer, TrainConfig  # noqa: E402
 from activemint.rundir import RunDir  # noqa: E402
+from activemint.training import TrainConfig, Trainer  # noqa: E402
 
 REFERENCE = dict(
     dataset="fashion-mnist", arch="small_cnn", setup="entry", mint=True, members=1000, external=4000,

@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from main_job import HOGS, cpu_model
+from main_job import HOGS, cpu_model  # noqa: E402  (benchmarks/ is not a package)
 
 WORKER = r'''
 import sys, time

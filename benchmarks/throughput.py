@@ -36,8 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -45,7 +45,7 @@ import torch  # noqa: E402
 
 from activemint.data import load_dataset  # noqa: E402
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss  # noqa: E402
-from activemint.training import Trainer, TrainConfig, build_model  # noqa: E402
+from activemint.training import TrainConfig, Trainer, build_model  # noqa: E402
 from activemint.training.batches import to_input  # noqa: E402
 from activemint.training.trainer import _optimizer, _param_groups  # noqa: E402
 

@@ -100,7 +100,7 @@ def main() -> int:
                    "test_accuracy": m["test_accuracy"], "auc": m["membership"]["auc"]}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    lines = [f"# One run: 1 process vs 2 torchrun processes (CPU, gloo)\n",
+    lines = ["# One run: 1 process vs 2 torchrun processes (CPU, gloo)\n",
              f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs (shared with other work: compare within this table only).  "
              f"torch {__import__('torch').__version__}.\n",
              f"Config: small_cnn, Entry taps, fashion-mnist, {args.members} members, {args.external} externals, "

@@ -48,7 +48,7 @@ def require_fashion_mnist() -> None:
 
 def trained_run(**overrides) -> Path:
     """Train (or reuse) a run with AUDITED_RUN's settings updated by ``overrides``."""
-    from activemint.training import Trainer, TrainConfig
+    from activemint.training import TrainConfig, Trainer
 
     require_fashion_mnist()
     params = {**AUDITED_RUN, **overrides}

@@ -9,13 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import require_fashion_mnist
 
 from activemint.data import load_dataset
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss
 from activemint.models import create_model, list_archs, tap_points
 from activemint.training.batches import to_input
-
-from conftest import require_fashion_mnist
 
 
 @pytest.fixture(scope="module")

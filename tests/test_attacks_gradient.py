@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from activemint.attacks import per_sample_gradients, reduce_per_filter, tapped_parameter_names, wrap_frozen
 from activemint.attacks.passive import train_passive_head
-from activemint.scorers import clean_backbone
 from activemint.models import tap_points
 from activemint.runs import load_run
+from activemint.scorers import clean_backbone
 from activemint.training.batches import to_input
 
 

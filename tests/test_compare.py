@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import trained_run
 
 from activemint.attacks import GradientMintConfig, PassiveMintConfig, ReferenceConfig
 from activemint.cli import main
@@ -22,8 +23,6 @@ from activemint.metrics import membership_metrics
 from activemint.runs import ensure_run, load_run
 from activemint.scorers import Scorer, cross_fit_folds, cross_fit_scores, register, unregister
 from activemint.training import TrainConfig
-
-from conftest import trained_run
 
 #: Small splits keep every per-sample method cheap (gMINT, reference logits, heads).
 # calibration >= 299: the one calibration rule's minimum for a 1% FPR threshold at 95% confidence

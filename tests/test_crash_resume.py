@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FASHION_ROOT, require_fashion_mnist
 
 from activemint.rundir import RunDir
 from activemint.training.checkpoint import list_checkpoints
-
-from conftest import FASHION_ROOT, require_fashion_mnist
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 3

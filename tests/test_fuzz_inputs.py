@@ -24,7 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from activemint.data import ArrayDataset, DatasetError, ImageInputError, load_image_checked  # noqa: E402
 from activemint.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx  # noqa: E402
-from activemint.data.splits import ROLES, make_splits, read_manifest, SplitSizes, write_manifest  # noqa: E402
+from activemint.data.splits import ROLES, SplitSizes, make_splits, read_manifest, write_manifest  # noqa: E402
 from activemint.errors import UserError  # noqa: E402
 from activemint.training.config import ConfigError, TrainConfig  # noqa: E402
 

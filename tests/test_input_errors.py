@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FASHION_ROOT, require_fashion_mnist
 from PIL import Image
 
 from activemint.cli import main
@@ -25,8 +26,6 @@ from activemint.data import images as images_mod
 from activemint.data.idx import IMAGES_MAGIC, LABELS_MAGIC, MAX_IDX_BYTES, read_idx
 from activemint.errors import UserError
 from activemint.training.config import ConfigError, TrainConfig
-
-from conftest import FASHION_ROOT, require_fashion_mnist
 
 TINY = ["--members", "64", "--external", "64", "--validation", "32", "--calibration", "100",
         "--eval-nonmembers", "64", "--epochs", "1", "--no-progress"]

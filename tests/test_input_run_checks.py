@@ -14,15 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FASHION_ROOT
 from PIL import Image
+from test_input_errors import one_line_error
 
 from activemint.cli import main
 from activemint.data import clear_dataset_cache
 from activemint.data import registry as registry_mod
 from activemint.training.checkpoint import CheckpointError, load_train_state
-
-from conftest import FASHION_ROOT
-from test_input_errors import one_line_error
 
 RUN_FILES = ("config.yaml", "manifest.csv", "model.safetensors", "model.json", "scores.npz", "metrics.json", "metrics.jsonl")
 

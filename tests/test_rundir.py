@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FASHION_ROOT, require_fashion_mnist
 
 from activemint import rundir
 from activemint.cli import main
 from activemint.rundir import RunDir, RunError
-from activemint.training import Trainer, TrainConfig
+from activemint.training import TrainConfig, Trainer
 from activemint.training.checkpoint import CheckpointError, list_checkpoints
-
-from conftest import FASHION_ROOT, require_fashion_mnist
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(dataset="fashion-mnist", data_root=str(FASHION_ROOT), arch="small_cnn", setup="entry", members=200,

@@ -8,15 +8,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import require_fashion_mnist
 
 from activemint.cli import main
 from activemint.data import read_manifest, verify_manifest
 from activemint.rundir import RunDir
 from activemint.runs import RunError, load_run
-from activemint.training import Trainer, TrainConfig
+from activemint.training import TrainConfig, Trainer
 from activemint.training.checkpoint import CheckpointError, load_train_state, load_weights
-
-from conftest import require_fashion_mnist
 
 TINY = dict(dataset="fashion-mnist", arch="small_cnn", setup="entry", members=300, external=300,
             validation=200, calibration=200, eval_nonmembers=300, epochs=2, lr=1e-3, seed=3)

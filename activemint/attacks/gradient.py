@@ -15,9 +15,10 @@ trained model, plain or active.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch

@@ -140,7 +140,7 @@ class Calibration:
             return None
         return float(self.decide(self.member_scores).mean())
 
-    def with_target(self, target_fpr: float) -> "Calibration":
+    def with_target(self, target_fpr: float) -> Calibration:
         """The same calibration scores, re-thresholded for another target FPR."""
         return make_calibration(
             self.scores, target_fpr, model_sha256=self.model_sha256, source=self.source, index=self.index,

@@ -19,9 +19,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -237,7 +238,7 @@ def audit(
     scores = run.membership_logits(sus.images)
     unique = sus.unique_mask()
     tests = set_tests(scores[unique], cal, alpha=alpha, default_test=test)
-    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     return AuditResult(
         run_dir=Path(run_dir).resolve(), suspect=sus, scores=scores, pvalues=cal.pvalues(scores), flagged=cal.decide(scores),
         unique=unique, calibration=cal, tests=tests, model=model_identity(run), created=created,

@@ -175,7 +175,7 @@ class MixtureModel:
     d: np.ndarray
 
     @classmethod
-    def fit(cls, calibration_scores, member_scores, min_count: int = MIN_BIN_COUNT) -> "MixtureModel":
+    def fit(cls, calibration_scores, member_scores, min_count: int = MIN_BIN_COUNT) -> MixtureModel:
         cal = np.asarray(calibration_scores, dtype=np.float64)
         mem = np.asarray(member_scores, dtype=np.float64)
         edges = mixture_bins(cal, min_count)

@@ -20,6 +20,7 @@ import torch
 from activemint.data import DatasetError, ImageInputError, load_image_checked, pixel_sha256
 from activemint.scoring import IMAGE_SUFFIXES, image_paths, resolve_inputs
 
+
 class AuditInputError(DatasetError):
     """A suspect input is missing, unreadable, or does not fit the model."""
 

@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     from activemint.rundir import GRID_FILES
 
     matrix = grid.load_matrix(args.matrix)
-    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None
+
+    def split(v: str | None) -> list[str] | None:
+        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+
     if args.generate:
         for profile in split(args.generate) if args.generate != "all" else sorted(matrix.profiles):
             paths = grid.generate_configs(matrix, profile)

@@ -20,8 +20,8 @@ from .images import (
 from .registry import DatasetInfo, clear_dataset_cache, dataset_info, list_datasets, load_dataset
 from .splits import (
     ROLES,
-    SplitSizes,
     Splits,
+    SplitSizes,
     make_splits,
     manifest_fingerprint,
     pixel_sha256,

@@ -78,7 +78,7 @@ class SplitSizes:
             raise ValueError("split sizes do not fit the data: " + "; ".join(problems))
 
     @classmethod
-    def paper(cls, name: str, validation: int | None = None, calibration: int | None = None) -> "SplitSizes":
+    def paper(cls, name: str, validation: int | None = None, calibration: int | None = None) -> SplitSizes:
         """The paper's sizes for data set ``name``.
 
         ``external`` is the paper's external size minus ``validation + calibration`` (each
@@ -95,7 +95,7 @@ class SplitSizes:
         return cls(ps["members"], ps["external"] - val - cal, val, cal, ps["eval_nonmembers"])
 
     @classmethod
-    def for_counts(cls, n_train: int, n_test: int, validation: int | None = None, calibration: int | None = None) -> "SplitSizes":
+    def for_counts(cls, n_train: int, n_test: int, validation: int | None = None, calibration: int | None = None) -> SplitSizes:
         """Sizes for a data set without paper sizes: use all data.
 
         validation = calibration = ``min(2000, n_train // 20)`` by default (at least 1); the rest
@@ -294,7 +294,7 @@ def read_manifest(path: str | os.PathLike) -> Splits:
 
 
 def verify_manifest(path: str | os.PathLike, train: ArrayDataset, test: ArrayDataset,
-                    roles: "list[str] | tuple[str, ...] | None" = None) -> list[str]:
+                    roles: list[str] | tuple[str, ...] | None = None) -> list[str]:
     """Check the data against a manifest: index in range, label, pixel SHA-256 and id.
 
     Args:

@@ -27,11 +27,10 @@ end).  The class :class:`MintHead` and :class:`~activemint.mint.EnhancedAuditedM
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
-
 
 HEAD_NORMS = ("none", "mlp", "branch")
 

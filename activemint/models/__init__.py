@@ -6,6 +6,7 @@
 ['block3', 'block4']
 """
 
+from . import zoo  # noqa: F401,E402  (registers the built-in architectures)
 from .registry import (
     SETUPS,
     ArchSpec,
@@ -19,7 +20,6 @@ from .registry import (
     tap_points,
 )
 from .small_cnn import SmallCNN
-from . import zoo  # noqa: F401,E402  (registers the built-in architectures)
 
 __all__ = [
     "SETUPS",

@@ -202,7 +202,7 @@ class TrainConfig(ConfigBase):
 
         return sha256_json(self.fingerprint_fields())
 
-    def without_mint(self) -> "TrainConfig":
+    def without_mint(self) -> TrainConfig:
         """The same run without aMINT (``--mint off``): selection by validation accuracy unless ``last``."""
         return dataclasses.replace(self, mint=False, select="last" if self.select == "last" else "val_task")
 

@@ -24,9 +24,10 @@ import math
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,7 +144,7 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def preflight(cfg: TrainConfig, data: "RunData | None" = None) -> torch.device:
+def preflight(cfg: TrainConfig, data: RunData | None = None) -> torch.device:
     """Check what only a build can tell, before a run writes anything; returns the device.
 
     The data set must be registered, the device must exist here, and the architecture with

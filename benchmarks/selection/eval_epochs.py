@@ -1,18 +1,21 @@
 """Evaluate every kept epoch of a run (checkpoints/epoch-NNN.safetensors) with the current code's
 evaluate(): test accuracy and membership figures (current calibration rule). Writes epochs.json."""
-import json, sys
+import json
+import sys
 from pathlib import Path
+
 import torch
+
 from activemint.training import TrainConfig
-from activemint.training.trainer import build_model, evaluate, load_run_data
 from activemint.training.checkpoint import load_weights
+from activemint.training.selection import selection_value
+from activemint.training.trainer import build_model, evaluate, load_run_data
 
 torch.set_num_threads(1)
 run = Path(sys.argv[1])
 cfg = TrainConfig.from_yaml(run / "config.yaml")
 data = load_run_data(cfg)
 log = {r["epoch"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
-from activemint.training.trainer import selection_value
 rules = {}
 for rule in ("val_task", "val_mint", "val_task_mint"):
     best, be = -1e9, None

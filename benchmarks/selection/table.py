@@ -1,4 +1,7 @@
-import json, sys
+import json
+import sys
+
+
 def rows(run):
     d = json.load(open(f"runs/sel/{run}/epochs.json"))
     return d["rules"], {r["epoch"]: r for r in d["rows"]}
@@ -8,7 +11,8 @@ print("|---|---|---|---|---|---|---|---|---|---|")
 for run in sys.argv[1:]:
     rules, by = rows(run)
     for rule in ("last", "val_task", "val_mint", "val_task_mint"):
-        if run == "plain" and rule == "val_mint": continue
+        if run == "plain" and rule == "val_mint":
+            continue
         r = by[rules[rule]]
         print(f"| {run} | {rule} | {r['epoch']} | {f(r['val_accuracy'])} | {f(r.get('val_membership_auc'))} | {f(r['test_accuracy'], 4)} | "
               f"{f(r.get('auc'))} | {f(r.get('tpr_at_1pct_fpr'))} | {f(r.get('accuracy_at_0_5'))} | "

@@ -1,7 +1,9 @@
 """Train via the CLI, additionally keeping every epoch's weights (checkpoints/epoch-NNN.safetensors),
 so every selection rule (last / val_task / val_mint / ...) can be evaluated after one training run."""
-import shutil, sys
+import shutil
+import sys
 from pathlib import Path
+
 import activemint.training.trainer as tr
 from activemint.cli import main
 
