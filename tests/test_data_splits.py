@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 import numpy as np
 import pytest
@@ -208,14 +207,13 @@ def test_missing_manifest(tmp_path):
     assert "nope.csv" in str(e.value)
 
 
-def test_manifest_fast_for_70000(tmp_path):
+def test_manifest_round_trip_for_70000(tmp_path):
+    """A paper-sized manifest (70,000 rows) reads back as the splits and verifies clean (its speed: benchmarks, not tests)."""
     g = torch.Generator().manual_seed(0)
     tr = ArrayDataset(torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (60000,), generator=g), list("0123456789"), "x", "train")
     te = ArrayDataset(torch.randint(0, 256, (10000, 1, 28, 28), dtype=torch.uint8, generator=g), torch.randint(0, 10, (10000,), generator=g), list("0123456789"), "x", "test")
     splits = make_splits(60000, 10000, SplitSizes.paper("fashion-mnist"), seed=0)
-    t0 = time.process_time()  # CPU seconds: the bound holds on a shared machine too
     path = write_manifest(tmp_path / "manifest.csv", splits, tr, te)
     assert read_manifest(path) == splits
     assert verify_manifest(path, tr, te) == []
-    assert time.process_time() - t0 < 10
     assert len(path.read_text().splitlines()) == 70001
