@@ -10,7 +10,7 @@ The processes are started the way a user starts them, with the venv's torchrun
 (``python -m torch.distributed.run --standalone``, a free rendezvous port), one torch thread
 each.  The comparison with one process uses ``tests/ddp_entry.py`` (the same command line
 plus ``tiny_nobn``, a CNN without BatchNorm): BatchNorm is the one intended difference of a
-torchrun run (batch statistics per rank, see docs/_scaling_torchrun.md), so without it the
+torchrun run (batch statistics per rank, see docs/scaling.md, torchrun section), so without it the
 two-process run computes the single-process run's steps up to floating-point order.
 """
 from __future__ import annotations
