@@ -24,7 +24,7 @@ from torch import nn
 from activemint.data import read_manifest
 from activemint.errors import not_a_directory
 from activemint.metrics import sigmoid
-from activemint.rundir import MODEL, RunDir, RunError
+from activemint.rundir import CONFIG, META_SUFFIX, MODEL, RunDir, RunError
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
 from activemint.training.config import TrainConfig
 from activemint.training.trainer import (
@@ -113,9 +113,9 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL)
         raise RunError(str(e)) from e
     for key in ("input_shape", "num_classes", "arch"):
         if key not in meta:
-            raise RunError(f"{wpath.with_suffix('.json')} lacks {key!r}")
+            raise RunError(f"{wpath.with_suffix(META_SUFFIX)} lacks {key!r}")
     if meta["arch"] != cfg.arch or bool(meta.get("mint")) != cfg.mint:
-        raise RunError(f"{wpath} metadata ({meta['arch']}, mint={meta.get('mint')}) does not match config.yaml")
+        raise RunError(f"{wpath} metadata ({meta['arch']}, mint={meta.get('mint')}) does not match {CONFIG}")
     if cfg.mint and "head_norm" not in meta:
         # Saved before the head_norm option (whose default is now "mlp"): the head had none.
         cfg = dataclasses.replace(cfg, head_norm="none")

@@ -17,7 +17,7 @@ import torch
 
 from activemint.data import DatasetError, load_dataset, load_image_checked, verify_manifest
 from activemint.metrics import sigmoid
-from activemint.rundir import RunDir
+from activemint.rundir import CONFIG, RunDir
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
 ROLES = ("members", "external", "validation", "calibration", "eval_nonmembers")
@@ -69,7 +69,7 @@ def verify_split(run, role: str) -> None:
         raise ManifestMismatchError(
             f"split:{role}: {len(problems)} of {total} samples differ from {manifest} "
             f"(data read from {src.source or run.config.data_root or run.config.dataset}); first: {problems[0]}. "
-            "The data set changed since the run was trained: pass the original data (data_root in config.yaml)"
+            f"The data set changed since the run was trained: pass the original data (data_root in {CONFIG})"
         )
 
 

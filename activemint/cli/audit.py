@@ -36,5 +36,7 @@ def run(args: argparse.Namespace) -> int:
                    resize=args.resize, convert_channels=args.convert_channels, device=args.device)
     out = write_audit(result, args.out or default_out_dir(result), force=args.force)
     print(audit_markdown(result))
-    print(f"written to {out}: report.html, summary.md, samples.csv, audit.json", file=sys.stderr)
+    from activemint.rundir import AUDIT_FILES
+
+    print(f"written to {out}: {', '.join(AUDIT_FILES[k] for k in ('html', 'markdown', 'samples', 'json'))}", file=sys.stderr)
     return 0

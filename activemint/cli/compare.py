@@ -71,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
     print(result.headline)
     print(("trained: " + "; ".join(result.trained)) if result.trained else "trained nothing: every run, reference model and "
           "scorer was reused from the cache", file=sys.stderr)
-    print(f"written to {out}/ (compare.md, compare.csv, compare.json, roc_linear.png, roc_loglog.png) in {result.seconds:.0f} s",
+    from activemint.rundir import COMPARE_FILES
+
+    written = ", ".join(v for k, v in COMPARE_FILES.items() if k != "scores")
+    print(f"written to {out}/ ({written}) in {result.seconds:.0f} s",
           file=sys.stderr)
     return 0
 

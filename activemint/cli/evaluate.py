@@ -20,7 +20,9 @@ def run(args: argparse.Namespace) -> int:
     v = verify_run(args.run_dir, device=args.device)
     print(run_summary(v.metrics, v.baseline))
     if v.matches is not None:
-        print(f"\nmatches the saved metrics.json: {'yes' if v.matches else 'NO'}")
+        from activemint.rundir import METRICS
+
+        print(f"\nmatches the saved {METRICS}: {'yes' if v.matches else 'NO'}")
         if not v.matches:
             return 1
     if args.json:

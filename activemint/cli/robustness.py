@@ -35,5 +35,7 @@ def run(args: argparse.Namespace) -> int:
     rows = run_robustness(args.run_dir, out, transforms=args.transforms, scorers=scorers, plain_run=args.plain_run,
                           members=args.members, seed=args.seed, max_samples=args.max_samples, bootstrap=args.bootstrap,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(f"{len(rows)} rows written to {out}/robustness.md (.csv, .json, .png, .html)")
+    from activemint.rundir import ROBUSTNESS_FILES
+
+    print(f"{len(rows)} rows written to {out}/ ({', '.join(ROBUSTNESS_FILES.values())})")
     return 0
