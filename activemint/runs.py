@@ -25,18 +25,12 @@ from activemint.data import read_manifest
 from activemint.errors import not_a_directory
 from activemint.metrics import sigmoid
 from activemint.rundir import CONFIG, META_SUFFIX, MODEL, RunDir, RunError
+from activemint.training.build import build_model, resolve_device
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
 from activemint.training.config import TrainConfig
-from activemint.training.trainer import (
-    RunData,
-    Trainer,
-    build_model,
-    evaluate,
-    load_run_data,
-    membership_scores,
-    predict_classes,
-    resolve_device,
-)
+from activemint.training.data import RunData, load_run_data
+from activemint.training.evaluation import evaluate, membership_scores, predict_classes
+from activemint.training.trainer import Trainer
 
 
 @dataclass

@@ -40,7 +40,9 @@ def run_variant(name, overrides, base, runs, threads):
 
     from activemint.training import TrainConfig, Trainer
     from activemint.training.checkpoint import load_weights
-    from activemint.training.trainer import build_model, evaluate, load_run_data
+    from activemint.training.data import load_run_data
+    from activemint.training.evaluation import evaluate
+    from activemint.training.trainer import build_model
 
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict({**base, **overrides})
@@ -80,7 +82,9 @@ def evaluate_checkpoint(run_dir: str, checkpoint: str, threads: int) -> dict:
 
     from activemint.training import TrainConfig
     from activemint.training.checkpoint import load_weights
-    from activemint.training.trainer import build_model, evaluate, load_run_data
+    from activemint.training.data import load_run_data
+    from activemint.training.evaluation import evaluate
+    from activemint.training.trainer import build_model
 
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")

@@ -38,7 +38,7 @@ from activemint.attacks.lira import lira_scores
 from activemint.data import read_manifest
 from activemint.metrics import membership_metrics
 from activemint.runs import load_run
-from activemint.training.trainer import predict_classes
+from activemint.training.evaluation import predict_classes
 
 ROLES = ("members", "eval_nonmembers", "calibration")
 

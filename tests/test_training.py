@@ -176,7 +176,7 @@ def test_select_last_and_val_task_on_a_plain_run(tmp_path):
 
 def test_epoch_line_and_summary_times():
     from activemint.report.summary import train_time
-    from activemint.training.trainer import epoch_line
+    from activemint.training.selection import epoch_line
 
     rec = {"epoch": 12, "task_loss": 0.30123, "val_accuracy": 0.861, "epoch_seconds": 4.83, "seconds": 57.2}
     assert epoch_line(rec, 30) == "epoch 12/30  task_loss 0.3012  val_accuracy 0.8610  4.8 s (total 57 s)"

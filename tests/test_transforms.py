@@ -94,7 +94,7 @@ def test_audit_policy_is_seeded_and_validated(images):
 
 
 def test_held_out_member_mask():
-    from activemint.training.trainer import mint_seen_mask
+    from activemint.training.data import mint_seen_mask
 
     cfg = TrainConfig(mint_members=0.5, seed=4)
     m = mint_seen_mask(cfg, 1001)

@@ -22,7 +22,7 @@ from torch import nn
 from activemint.attacks.config import ScorerConfig
 from activemint.mint import EnhancedAuditedModel, membership_bce
 from activemint.training.batches import cycled_permutation, to_input
-from activemint.training.trainer import membership_scores
+from activemint.training.evaluation import membership_scores
 
 
 @dataclass

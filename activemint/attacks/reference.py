@@ -159,7 +159,7 @@ def _images(role_split: str, idx: np.ndarray, train: ArrayDataset, test: ArrayDa
 
 def pool_run_data(plan: ReferencePlan, model: int, train: ArrayDataset, test: ArrayDataset):
     """A RunData whose ``train`` is the pool + validation samples and whose members are model ``model``'s IN set."""
-    from activemint.training.trainer import RunData
+    from activemint.training.data import RunData
 
     imgs, labels = [], []
     for role in POOL_ROLES:
@@ -220,8 +220,8 @@ def _reference_job(job: dict[str, Any], datasets: tuple[ArrayDataset, ArrayDatas
     Runs in a worker process (then it loads the data set itself) or in-process.
     """
     from activemint.runs import ensure_run
-    from activemint.training import build_model, predict_classes
-    from activemint.training.trainer import resolve_device
+    from activemint.training.build import build_model, resolve_device
+    from activemint.training.evaluation import predict_classes
 
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))

@@ -78,7 +78,7 @@ def _member_selection(run: Run, which: str) -> np.ndarray:
         raise RobustnessError(f"--members must be all, seen or unseen, got {which!r}")
     if run.config.mint_members >= 1.0:
         raise RobustnessError(f"--members {which}: {run.run_dir} was trained with the MINT loss on all members (mint_members 1)")
-    from activemint.training.trainer import mint_seen_mask
+    from activemint.training.data import mint_seen_mask
 
     seen = mint_seen_mask(run.config, n)
     return seen if which == "seen" else ~seen

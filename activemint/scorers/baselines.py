@@ -182,7 +182,7 @@ class PostHocHeadScorer(Scorer):
                                lr=acfg.resolved("lr"), batch_size=acfg.batch_size,
                                external_batch_size=acfg.external_batch_size, seed=0, device=plain.device)
         else:
-            from activemint.training.trainer import train_head
+            from activemint.training.head import train_head
 
             epochs = acfg.epochs + acfg.head_epochs
             ctx.log(f"training the robust post-hoc head ({acfg.audit_policy} views, {epochs} epochs) -> {path}")
@@ -194,7 +194,7 @@ class PostHocHeadScorer(Scorer):
         self.model, self.device = model.to(plain.device).eval(), plain.device
 
     def score_images(self, images: torch.Tensor) -> np.ndarray:
-        from activemint.training.trainer import membership_scores
+        from activemint.training.evaluation import membership_scores
 
         return membership_scores(self.model, images, self.device)
 

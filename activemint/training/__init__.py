@@ -5,8 +5,11 @@ read :class:`TrainConfig`'s fields and choices to build its options without impo
 """
 from activemint.training.config import RECIPES, TrainConfig
 
-_TRAINER = ("PlainModel", "RunData", "RunResult", "Trainer", "build_model", "evaluate", "load_run_data",
-            "membership_scores", "predict_classes")
+#: Lazily imported names and their modules.
+_LAZY = {"PlainModel": "activemint.mint", "RunData": "activemint.training.data", "load_run_data": "activemint.training.data",
+         "evaluate": "activemint.training.evaluation", "membership_scores": "activemint.training.evaluation",
+         "predict_classes": "activemint.training.evaluation", "RunResult": "activemint.training.trainer",
+         "Trainer": "activemint.training.trainer", "build_model": "activemint.training.build"}
 
 __all__ = [
     "RECIPES",
@@ -24,8 +27,8 @@ __all__ = [
 
 
 def __getattr__(name):  # lazy: torch is imported with the trainer, not with the config
-    if name in _TRAINER:
-        from activemint.training import trainer
+    if name in _LAZY:
+        import importlib
 
-        return getattr(trainer, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -43,7 +43,7 @@ def parse_device(name: object) -> str:
     """Check the syntax of a device name (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``).
 
     Returns the name; raises :class:`ConfigError` naming the accepted forms.  Whether the
-    device exists on this machine is checked by :func:`activemint.training.trainer.resolve_device`.
+    device exists on this machine is checked by :func:`activemint.training.build.resolve_device`.
     """
     import torch
 
@@ -140,7 +140,7 @@ class TrainConfig(ConfigBase):
     # Which epoch a run keeps, judged on the validation split (train-split samples outside D
     # and E; never test data): val_task_mint = best validation accuracy + validation
     # membership AUC (plain runs: accuracy alone), val_task = accuracy, val_mint = AUC,
-    # last = the last epoch.  See activemint.training.trainer.selection_value.
+    # last = the last epoch.  See activemint.training.selection.selection_value.
     select: str = "val_task_mint"
     target_fpr: float = 0.01
     seed: int = 0

@@ -21,11 +21,9 @@ The run directory is locked while it is written: a second ``train`` into it stop
 from __future__ import annotations
 
 import math
-import platform
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +33,18 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-import activemint
 from activemint import rundir
 from activemint.data import (
-    ArrayDataset,
-    Splits,
-    SplitSizes,
-    load_dataset,
-    make_splits,
     read_manifest,
     write_manifest,
 )
-from activemint.data.streaming import FileDataset, plan_batches, resolve_budget
+from activemint.data.streaming import plan_batches
 from activemint.metrics import membership_metrics
-from activemint.mint import EnhancedAuditedModel, MultitaskLoss, PlainModel
-from activemint.models import create_model, tap_points
+from activemint.mint import EnhancedAuditedModel, MultitaskLoss
 from activemint.rundir import RunDir, RunError, RunExistsError, kill_point
-from activemint.scores import Scores
 from activemint.training import distributed
 from activemint.training.batches import cycled_permutation, random_shift_flip, to_input
+from activemint.training.build import build_model, checkpoint_metadata, preflight, provenance
 from activemint.training.checkpoint import (
     Checkpoint,
     checkpoint_dirname,
@@ -64,130 +55,15 @@ from activemint.training.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from activemint.training.config import ConfigError, TrainConfig, parse_device
+from activemint.training.config import TrainConfig
+from activemint.training.data import RunData, load_run_data, mint_seen_mask
+from activemint.training.evaluation import accuracy, evaluate, membership_scores, write_evaluation
 from activemint.training.head import train_head
 from activemint.training.selection import epoch_line, selection_info, selection_value
 from activemint.transforms import get_policy
 
 
-def mint_seen_mask(cfg: TrainConfig, n_members: int) -> np.ndarray:
-    """(n_members,) bool: the members whose membership the MINT loss sees (``cfg.mint_members``).
-
-    A seeded draw from ``cfg.seed`` alone, so evaluation re-derives it from the config.
-    """
-    mask = np.ones(n_members, dtype=bool)
-    if cfg.mint_members < 1.0:
-        k = int(round(cfg.mint_members * n_members))
-        mask[:] = False
-        mask[np.random.default_rng([cfg.seed, 8]).permutation(n_members)[:k]] = True
-    return mask
-
-
-# --------------------------------------------------------------------------- data
-@dataclass
-class RunData:
-    """The two source splits of a data set and the run's carve-up of them."""
-
-    train: ArrayDataset | FileDataset
-    test: ArrayDataset | FileDataset
-    splits: Splits
-
-
-def split_sizes(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None) -> SplitSizes:
-    """The paper's sizes overridden by the config's; a set without paper sizes (imagefolder) uses all data."""
-    from activemint.data import dataset_info
-
-    if not dataset_info(cfg.dataset).paper_sizes and n_train is not None and n_test is not None:
-        sizes = SplitSizes.for_counts(n_train, n_test)
-    else:
-        sizes = SplitSizes.paper(cfg.dataset)
-    overrides = {k: getattr(cfg, k) for k in ("members", "external", "validation", "calibration", "eval_nonmembers")}
-    return replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def load_run_data(cfg: TrainConfig) -> RunData:
-    """Load both splits of ``cfg.dataset`` and carve the run's splits with ``cfg.seed``.
-
-    ``cfg.max_memory`` bounds both splits' decoded images together: a folder-based split
-    that does not fit what is left of it is streamed (:mod:`activemint.data.streaming`).
-    """
-    budget = resolve_budget(cfg.max_memory)
-    train = load_dataset(cfg.dataset, "train", root=cfg.data_root, download=cfg.download, max_memory=budget)
-    if budget is not None and not train.streamed:
-        budget = max(0, budget - train.images.numel())
-    test = load_dataset(cfg.dataset, "test", root=cfg.data_root, download=cfg.download, max_memory=budget)
-    sizes = split_sizes(cfg, len(train), len(test))
-    splits = make_splits(len(train), len(test), sizes, cfg.seed)
-    return RunData(train, test, splits)
-
-
 # -------------------------------------------------------------------------- model
-def resolve_device(name: str) -> torch.device:
-    """The torch device for ``name`` (``auto`` = the first GPU if any, else CPU).
-
-    Raises:
-        ConfigError: a malformed name, or a device this machine does not have (``cuda``
-            without a GPU, ``cuda:3`` on a one-GPU machine, ``mps`` off Apple silicon).
-    """
-    parse_device(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise ConfigError(f"device {name!r}: no CUDA GPU is available on this machine; use --device cpu or auto")
-        if dev.index is not None and dev.index >= n:
-            raise ConfigError(f"device {name!r}: this machine has {n} CUDA GPU{'s' if n != 1 else ''} (cuda:0..cuda:{n - 1})")
-    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(f"device {name!r}: MPS is not available on this machine; use --device cpu or auto")
-    return dev
-
-
-def preflight(cfg: TrainConfig, data: RunData | None = None) -> torch.device:
-    """Check what only a build can tell, before a run writes anything; returns the device.
-
-    The data set must be registered, the device must exist here, and the architecture with
-    its taps must build for the data set's registered input shape (built on the ``meta``
-    device: no memory, no weights, about a second for the largest models; the global RNG
-    is left as it was).  Raises :class:`ConfigError` or :class:`DatasetError`.
-    """
-    from activemint.data import dataset_info
-
-    device = resolve_device(cfg.device)
-    if data is not None:
-        shape, n_classes = data.train.input_shape, data.train.num_classes
-    else:
-        info = dataset_info(cfg.dataset)
-        shape, n_classes = info.input_shape, info.num_classes or 2
-    try:
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            build_model(cfg, tuple(shape), n_classes)
-    except (ValueError, TypeError, KeyError, RuntimeError, OverflowError, AssertionError) as e:
-        what = f"taps {cfg.taps}" if cfg.taps else f"setup {cfg.setup!r}"
-        msg = " ".join(str(e).split("Exception raised from")[0].split())  # no C++ stack from torch
-        msg = msg if len(msg) <= 300 else msg[:297] + "..."
-        raise ConfigError(f"arch {cfg.arch!r} with {what} does not build for {cfg.dataset} inputs {tuple(shape)}: {msg}") from e
-    return device
-
-
-def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """The audited architecture; wrapped as an Enhanced Audited Model when ``cfg.mint``.
-
-    A plain model is wrapped too when asked for by passive methods; here ``mint=False``
-    gives the bare backbone so a plain run costs exactly plain training.
-    """
-    torch.manual_seed(cfg.seed)
-    backbone = create_model(cfg.arch, in_chans=input_shape[0], num_classes=num_classes, img_size=input_shape[1])
-    if not cfg.mint:
-        return PlainModel(backbone)
-    taps = cfg.taps or tap_points(cfg.arch, cfg.setup)
-    return EnhancedAuditedModel(
-        backbone, taps, input_shape=input_shape, head_width=cfg.head_width, head_hidden=cfg.head_hidden,
-        head_stride=cfg.head_stride, head_norm=cfg.head_norm,
-    )
-
-
 def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
     """The backbone at ``lr``; an audited model's MINT head at ``lr * head_lr_scale``."""
     head = model.head_parameters()
@@ -207,85 +83,7 @@ def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9, nesterov=True)
 
 
-# ------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def predict_classes(model: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 512) -> torch.Tensor:
-    """Class logits (N, K) for uint8 images (N, C, H, W)."""
-    model.eval()
-    out = [model.classify(to_input(images[i : i + batch], device)).float().cpu() for i in range(0, len(images), batch)]
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def membership_scores(model: EnhancedAuditedModel, images: torch.Tensor, device: torch.device, batch: int = 512) -> np.ndarray:
-    """Membership logits (N,) for uint8 images, from truncated forward passes."""
-    model.eval()
-    out = [model.membership_logit(to_input(images[i : i + batch], device)).float().cpu() for i in range(0, len(images), batch)]
-    return torch.cat(out).numpy().astype(np.float64)
-
-
-def accuracy(model: nn.Module, data: ArrayDataset, index: np.ndarray | None, device: torch.device) -> float:
-    images = data.rows(index)
-    labels = data.labels if index is None else data.labels[torch.as_tensor(index)]
-    pred = predict_classes(model, images, device).argmax(1)
-    return float((pred == labels).float().mean())
-
-
-def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.device) -> tuple[dict[str, Any], Scores]:
-    """Final figures of a run: test accuracy and, for audited models, membership metrics.
-
-    Members are D; non-members are the evaluation non-members (test split) that neither
-    the model nor the head saw; the calibrated threshold comes from the calibration split.
-    """
-    s = data.splits
-    test_index = None  # cfg.test_samples: a seeded random subset of the test split
-    if cfg.test_samples is not None and cfg.test_samples < len(data.test):
-        test_index = np.sort(np.random.default_rng(cfg.seed).permutation(len(data.test))[: cfg.test_samples])
-    n_test = len(data.test) if test_index is None else len(test_index)
-    result: dict[str, Any] = {"test_accuracy": accuracy(model, data.test, test_index, device), "n_test": n_test}
-    scores = Scores()
-    if model.audited:
-        for role, src, idx in (
-            ("members", data.train, s.members),
-            ("eval_nonmembers", data.test, s.eval_nonmembers),
-            ("calibration", data.train, s.calibration),
-        ):
-            scores.scores[role] = membership_scores(model, src.rows(idx), device)
-            scores.indices[role] = np.asarray(idx)
-        m = membership_metrics(
-            scores["members"], scores["eval_nonmembers"], calibration_scores=scores["calibration"],
-            target_fpr=cfg.target_fpr, half_threshold=0.0, seed=cfg.seed,
-        )
-        result["membership"] = m.to_dict()
-        if cfg.mint_members < 1.0:  # held-out members: seen and unseen by the MINT loss, apart
-            seen = mint_seen_mask(cfg, len(s.members))
-            scores.extra["members_mint_seen"] = seen
-            for key, sel in (("membership_seen", seen), ("membership_unseen", ~seen)):
-                if sel.any():
-                    result[key] = membership_metrics(
-                        scores["members"][sel], scores["eval_nonmembers"], calibration_scores=scores["calibration"],
-                        target_fpr=cfg.target_fpr, half_threshold=0.0, seed=cfg.seed,
-                    ).to_dict()
-    return result, scores
-
-
 # ----------------------------------------------------------------------- trainer
-def provenance() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(activemint.__file__).parent,
-        ).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {
-        "activemint": activemint.__version__, "git_commit": commit, "torch": str(torch.__version__),
-        "python": platform.python_version(), "machine": platform.platform(), "processor": platform.machine(),
-        "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        **({"torchrun": {"world_size": distributed.world(), "backend": distributed.backend()}} if distributed.is_distributed() else {}),
-    }
-
-
 @dataclass
 class RunResult:
     run_dir: Path
@@ -590,27 +388,3 @@ def loss_shares(seen: np.ndarray, ms: slice, n_ext: int, es: slice) -> tuple[flo
     task = distributed.share(ms.stop - ms.start, len(seen))
     mint = distributed.share(int(seen[ms].sum()) + (es.stop - es.start), int(seen.sum()) + n_ext)
     return task, mint
-
-
-def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: int) -> dict[str, Any]:
-    """What a checkpoint's JSON says about the model it holds."""
-    return {
-        "format": "activemint-checkpoint/1", "arch": cfg.arch, "mint": cfg.mint,
-        "setup": cfg.setup if cfg.mint else None,
-        "taps": (cfg.taps or tap_points(cfg.arch, cfg.setup)) if cfg.mint else None,
-        "dataset": cfg.dataset, "input_shape": list(input_shape), "num_classes": num_classes,
-        "head_width": cfg.head_width, "head_hidden": cfg.head_hidden, "head_stride": cfg.head_stride,
-        "head_norm": cfg.head_norm, "activemint": activemint.__version__,
-        "epoch": epoch,
-    }
-
-
-def write_evaluation(run_dir: Path, metrics: dict[str, Any], scores: Scores) -> dict[str, Any]:
-    """scores.npz (bound to model.safetensors), then metrics.json LAST (binding both by SHA-256).
-
-    Returns the metrics as written (with ``run_format`` and the ``files`` digests).
-    """
-    rd = RunDir(run_dir)
-    if scores:
-        rd.write_scores(scores, rundir.file_sha256(rd.model))
-    return rd.write_metrics(metrics)

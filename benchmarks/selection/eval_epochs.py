@@ -8,8 +8,10 @@ import torch
 
 from activemint.training import TrainConfig
 from activemint.training.checkpoint import load_weights
+from activemint.training.data import load_run_data
+from activemint.training.evaluation import evaluate
 from activemint.training.selection import selection_value
-from activemint.training.trainer import build_model, evaluate, load_run_data
+from activemint.training.trainer import build_model
 
 torch.set_num_threads(1)
 run = Path(sys.argv[1])
