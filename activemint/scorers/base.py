@@ -266,9 +266,4 @@ class ScorerCache:
 
 def clean_backbone(run: Run) -> torch.nn.Module:
     """A hook-free copy of a run's classifier (the same weights), on the run's device, eval mode."""
-    from activemint.models import create_model
-
-    shape = tuple(run.metadata["input_shape"])
-    model = create_model(run.config.arch, in_chans=shape[0], num_classes=int(run.metadata["num_classes"]), img_size=shape[1])
-    model.load_state_dict(run.model.backbone.state_dict())
-    return model.to(run.device).eval()
+    return run.model.to_standard_module(copy=True).to(run.device).eval()
