@@ -16,12 +16,12 @@ They score bare images (``score_images``), so they also score transformed copies
 from __future__ import annotations
 
 import csv
-import hashlib
 
 import numpy as np
 import torch
 from torch import nn
 
+from activemint.data import pixel_sha256
 from activemint.rundir import (
     FEATURES,
     POSTHOC_HEADS,
@@ -32,12 +32,6 @@ from activemint.rundir import (
 )
 from activemint.runs import Run
 from activemint.scorers.base import Context, Scorer, ScorerError, register
-
-
-def pixel_digests(images: torch.Tensor) -> list[str]:
-    """SHA-256 of each image's uint8 pixel bytes (the manifest's ``sha256`` column)."""
-    arr = images.cpu().contiguous().numpy()
-    return [hashlib.sha256(arr[i].tobytes()).hexdigest() for i in range(len(arr))]
 
 
 # ------------------------------------------------------------------- scorers
@@ -58,7 +52,7 @@ class ExactHashScorer(Scorer):
             raise ScorerError(f"{path} lists no members")
 
     def score_images(self, images: torch.Tensor) -> np.ndarray:
-        return np.array([1.0 if d in self.members else 0.0 for d in pixel_digests(images)])
+        return np.array([1.0 if d in self.members else 0.0 for d in pixel_sha256(images)])
 
 
 def phash_bits(images: torch.Tensor) -> np.ndarray:
