@@ -275,10 +275,13 @@ def reference_jobs(base: TrainConfig, splits: Splits, config: ReferenceConfig,
     key = sha256_json(key_obj)
     root = Path(cache_root) / CACHE_REFERENCE / key
     root.mkdir(parents=True, exist_ok=True)
-    # Written whole, then renamed (atomic_write): SLURM array tasks write these same bytes side by side.
-    atomic_json(root / CACHE_KEY, key_obj)
-    plan_arrays = {"keep": plan.keep, "validation": plan.validation, **{f"{r}_index": plan.samples[r][1] for r in plan.samples}}
-    atomic_write(root / PLAN, lambda f: np.savez(f, **plan_arrays))
+    # The folder is named by the key, so files already there hold these same bytes: written once,
+    # whole, then renamed (atomic_write), so SLURM array tasks may write them side by side.
+    if not (root / CACHE_KEY).is_file():
+        atomic_json(root / CACHE_KEY, key_obj)
+    if not (root / PLAN).is_file():
+        plan_arrays = {"keep": plan.keep, "validation": plan.validation, **{f"{r}_index": plan.samples[r][1] for r in plan.samples}}
+        atomic_write(root / PLAN, lambda f: np.savez(f, **plan_arrays))
     sizes = plan.training_sizes()
     jobs = []
     for i in range(config.n_models):
