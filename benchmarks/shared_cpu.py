@@ -17,7 +17,11 @@ Configurations:
 * ``active``: ``OMP_WAIT_POLICY=ACTIVE`` in the environment (spinning threads);
 * ``torch-first``: ``import torch`` before activemint with no OMP_* variables (the caveat
   documented in ``activemint.threads``: the runtime's default policy);
-* ``default-1t``: the default with 1 thread.
+* ``default-1t``: the default with 1 thread;
+* ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once);
+* ``spinN``: no wait policy, ``GOMP_SPINCOUNT=N`` (threads spin N rounds, ~N/100 µs, then sleep).
+
+``--plain`` times plain training steps (64 members, no MINT head) instead.
 
     python benchmarks/shared_cpu.py --out benchmarks/results/shared-cpu.md
 """
@@ -57,8 +61,11 @@ xm = to_input(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generato
 xe = to_input(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g))
 y = torch.randint(0, 10, (64,), generator=g)
 def step():
-    logits, mm, me = model.forward_train(xm, xe)
-    loss, _ = loss_fn(logits, y, mm, me)
+    if {plain}:
+        loss = torch.nn.functional.cross_entropy(model.classify(xm), y)
+    else:
+        logits, mm, me = model.forward_train(xm, xe)
+        loss, _ = loss_fn(logits, y, mm, me)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -75,15 +82,23 @@ CONFIGS = {
     "active": {"env": {"OMP_WAIT_POLICY": "ACTIVE"}, "torch_first": False, "threads": 0},
     "torch-first": {"env": {}, "torch_first": True, "threads": 0},
     "default-1t": {"env": {}, "torch_first": False, "threads": 1},
+    "passive": {"env": {"OMP_WAIT_POLICY": "PASSIVE"}, "torch_first": False, "threads": 0},
 }
 
 
-def run_once(name: str, arch: str, setup: str, steps: int, hog: list[str] | None) -> tuple[float, int]:
-    c = CONFIGS[name]
+def config(name: str) -> dict:
+    """A named configuration, or ``spinN``: no wait policy, ``GOMP_SPINCOUNT=N`` (spin N rounds, then sleep)."""
+    if name.startswith("spin") and name[4:].isdigit():
+        return {"env": {"GOMP_SPINCOUNT": name[4:]}, "torch_first": False, "threads": 0}
+    return CONFIGS[name]
+
+
+def run_once(name: str, arch: str, setup: str, steps: int, hog: list[str] | None, plain: bool = False) -> tuple[float, int]:
+    c = config(name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "KMP_", "MKL_NUM"))}
     env.update(c["env"])
     env["PYTHONPATH"] = str(ROOT)
-    code = WORKER.format(torch_first=c["torch_first"], threads=c["threads"], arch=arch, setup=setup, steps=steps)
+    code = WORKER.format(torch_first=c["torch_first"], threads=c["threads"], arch=arch, setup=setup, steps=steps, plain=plain)
     p_hog = subprocess.Popen(hog, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if hog else None
     try:
         out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False)
@@ -105,6 +120,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--hog", choices=sorted(HOGS), default="python")
+    ap.add_argument("--plain", action="store_true", help="time plain training steps (64 members) instead of aMINT steps")
     ap.add_argument("--out")
     a = ap.parse_args()
     names = a.configs.split(",")
@@ -114,7 +130,7 @@ def main() -> int:
     for r in range(a.repeats):
         for scenario in ("idle", "shared"):
             for name in names:
-                sec, nt = run_once(name, a.arch, a.setup, a.steps, HOGS[a.hog] if scenario == "shared" else None)
+                sec, nt = run_once(name, a.arch, a.setup, a.steps, HOGS[a.hog] if scenario == "shared" else None, a.plain)
                 times.setdefault((name, scenario), []).append(sec)
                 nthreads[name] = nt
                 print(f"round {r + 1} {scenario} {name}: {sec * 1000:.1f} ms/step ({nt} threads)", flush=True)
@@ -125,7 +141,7 @@ def main() -> int:
         "",
         f"Command: `python benchmarks/shared_cpu.py {' '.join(sys.argv[1:])}`",
         "",
-        f"{a.arch} {a.setup}: wall time of one aMINT step (64 members + 64 externals), median of {a.repeats} "
+        f"{a.arch} {a.setup}: wall time of one {'plain training step (64 members)' if a.plain else 'aMINT step (64 members + 64 externals)'}, median of {a.repeats} "
         f"rounds x {a.steps} steps, each configuration in a fresh process; `shared` = while one {a.hog} "
         f"busy loop runs. CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, torch threads by default "
         f"{nthreads.get('default', '?')}. Load average before {load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f}, after "

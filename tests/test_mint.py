@@ -202,3 +202,26 @@ def test_head_norm_and_unnormalised_loss():
     logits, y, mm, me = torch.randn(8, 10), torch.randint(0, 10, (8,)), torch.randn(8), torch.randn(8)
     total, parts = loss(logits, y, mm, me)
     assert total.item() == pytest.approx(2.0 * parts["task_loss"] + 3.0 * parts["mint_loss"], rel=1e-5)
+
+
+def test_external_grad_off_keeps_the_externals_out_of_the_backbone_gradient():
+    """external_grad=False: the externals' membership logits train the head but send nothing
+    into the backbone; the members' logits, the class logits and the head's view of both are
+    those of the paper's forward (eval mode: batch statistics do not differ)."""
+    torch.manual_seed(0)
+    eam = EnhancedAuditedModel(Net(), ["stem", "body"], input_shape=(1, 16, 16)).eval()
+    xm, xe = torch.randn(4, 1, 16, 16), torch.randn(3, 1, 16, 16)
+    ref = eam.forward_train(xm, xe)
+    eam.external_grad = False
+    out = eam.forward_train(xm, xe)
+    for a, b in zip(ref, out):
+        torch.testing.assert_close(a, b)
+    backbone = [p for p in eam.backbone.parameters()]
+    for grad_flag, expect_backbone in ((True, True), (False, False)):
+        eam.external_grad = grad_flag
+        eam.zero_grad(set_to_none=True)
+        _, _, mint_e = eam.forward_train(xm, xe)
+        mint_e.sum().backward()
+        got = any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone)
+        assert got is expect_backbone
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in eam.head.parameters() if p.dim() > 1)

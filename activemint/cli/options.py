@@ -37,6 +37,7 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('epochs', 'passes over the members (default 10)'),
         ('batch_size', 'member batch size (default 64)'),
         ('external_batch_size', 'external batch size per step (default 64)'),
+        ('external_grad', "on: the MINT loss on externals also trains the backbone (the paper, default); off: externals' forward without a graph (cheaper steps)"),
         ('recipe', 'paper: Adam lr 1e-4, no augmentation; improved: AdamW 1e-3, cosine, shifts'),
         ('optimizer', "override the recipe's optimiser"),
         ('lr', "override the recipe's learning rate"),
@@ -66,7 +67,7 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
 ]
 
 #: Boolean fields spelled ``--field on|off`` (the others are ``--field`` flags).
-ON_OFF = ("mint", "augment")
+ON_OFF = ("mint", "augment", "external_grad")
 #: Fields whose allowed values come from a registry filled at import time: the config checks them.
 NO_CHOICES = ("audit_policy",)
 #: Options that are not TrainConfig fields.

@@ -78,6 +78,9 @@ class EnhancedAuditedModel(nn.Module):
     """
 
     audited = True
+    #: Training only: whether the MINT loss on external samples back-propagates into the
+    #: backbone (the paper: yes).  False runs the externals' truncated forward without a graph.
+    external_grad = True
 
     def __init__(
         self,
@@ -182,6 +185,17 @@ class EnhancedAuditedModel(nn.Module):
             logits, mint = self.forward(members)
             return logits, mint, None
         n = len(members)
+        if not self.external_grad:
+            # Externals stop at the last tap without a graph: the backbone learns from the
+            # members' membership logits only, and the externals' prefix costs one forward.
+            with self._recorder.recording("full") as rec:
+                logits = self.backbone(members)
+                feats_m = rec.take()
+            with torch.no_grad():
+                feats_e = self.tap_features(external)
+            # One head call over both: its BatchNorm normalises members and externals together.
+            mint = self.head([torch.cat([a, b]) for a, b in zip(feats_m, feats_e)])
+            return logits, mint[:n], mint[n:]
         if self.split_forward_ok:
             with self._recorder.recording("split", keep=n) as rec:
                 logits = self.backbone(torch.cat([members, external]))

@@ -77,10 +77,12 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes
     if not cfg.mint:
         return PlainModel(backbone)
     taps = cfg.taps or tap_points(cfg.arch, cfg.setup)
-    return EnhancedAuditedModel(
+    model = EnhancedAuditedModel(
         backbone, taps, input_shape=input_shape, head_width=cfg.head_width, head_hidden=cfg.head_hidden,
         head_stride=cfg.head_stride, head_norm=cfg.head_norm,
     )
+    model.external_grad = cfg.external_grad
+    return model
 
 
 def provenance() -> dict[str, Any]:

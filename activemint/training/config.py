@@ -35,7 +35,7 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "test_samples": None, "head_stride": 1, "head_lr_scale": 1.0, "head_norm": "none", "loss_norm": "first",
     "mint_members": 1.0, "audit_policy": None, "audit_views": "all", "head_epochs": 0,
-    "max_memory": None,
+    "max_memory": None, "external_grad": True,
 }
 
 
@@ -124,6 +124,11 @@ class TrainConfig(ConfigBase):
     audit_views: str = "all"
     # Extra epochs that train only the MINT head (backbone frozen) after the last epoch.
     head_epochs: int = 0
+    # Whether the MINT loss on the externals back-propagates into the backbone (the paper's
+    # joint training: True).  False: the externals' truncated forward runs without a graph
+    # (the backbone learns from the members' membership logits; the head from both), which
+    # removes the externals' backward from every step.
+    external_grad: bool = True
     head_width: int = 64
     head_hidden: int = 128
     head_stride: int = 1
