@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # README's main job (minus `bash scripts/setup.sh &&` and with `python -m activemint.cli`
 # for `.venv/bin/activemint`); keep in step with README.md.
 MAIN_JOB = ("train --dataset fashion-mnist --arch small_cnn --setup entry --members 2000 --external 8000 "
-            "--validation 2000 --calibration 2000 --eval-nonmembers 2000 --epochs {epochs} --lr 1e-3 --baseline")
-DEFAULT_EPOCHS = 25
+            "--validation 2000 --calibration 2000 --eval-nonmembers 2000 --epochs {epochs} --lr 1e-3 --schedule cosine --baseline")
+DEFAULT_EPOCHS = 17
 
 HOGS = {
     "python": [sys.executable, "-c", "while True: pass"],

@@ -93,7 +93,7 @@ def make_bench(arch: str, setup: str | None, images: torch.Tensor, labels: torch
     cfg = TrainConfig(
         dataset=args.dataset, arch=arch, setup=setup or "entry", mint=setup is not None, epochs=1,
         lr=1e-4, head_width=args.head_width, head_hidden=args.head_hidden, head_stride=args.head_stride,
-        head_norm=args.head_norm, device=str(device),
+        head_norm=args.head_norm, head_conv=args.head_conv, external_grad=args.external_grad == "on", device=str(device),
         precision=args.precision, channels_last=args.channels_last,
     )
     shape = tuple(images.shape[1:])
@@ -272,6 +272,8 @@ def main(argv=None) -> int:
     p.add_argument("--head-hidden", type=int, default=TrainConfig.head_hidden)
     p.add_argument("--head-stride", type=int, default=TrainConfig.head_stride)
     p.add_argument("--head-norm", default=TrainConfig.head_norm, choices=["none", "mlp", "branch"])
+    p.add_argument("--head-conv", default=TrainConfig.head_conv, choices=["full", "separable"])
+    p.add_argument("--external-grad", default="on", choices=["on", "off"], help="off: the externals' forward without a graph")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--channels-last", action="store_true")
@@ -288,7 +290,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"machine: {machine()}")
-    print(f"batch {args.batch} members + {args.external_batch} externals, head width {args.head_width} hidden {args.head_hidden} stride {args.head_stride} norm {args.head_norm}, "
+    print(f"batch {args.batch} members + {args.external_batch} externals, head width {args.head_width} hidden {args.head_hidden} stride {args.head_stride} norm {args.head_norm} conv {args.head_conv}, external grad {args.external_grad}, "
           f"median of {args.repeats} x {args.steps} single steps, clock {args.clock}, {torch.get_num_threads()} thread(s)\n")
     print(HEADER)
     print(SEP)
@@ -302,7 +304,7 @@ def main(argv=None) -> int:
             f.write(f"Command: `{' '.join([os.path.basename(sys.executable), *sys.argv])}`\n\n")
             f.write(f"Machine: {machine()}\n\n")
             f.write(f"Batch {args.batch} members + {args.external_batch} externals per step; scoring batch {args.score_batch}; "
-                    f"MINT head width {args.head_width}, hidden {args.head_hidden}, first-conv stride {args.head_stride}, norm {args.head_norm}; precision {args.precision}; "
+                    f"MINT head width {args.head_width}, hidden {args.head_hidden}, first-conv stride {args.head_stride}, norm {args.head_norm}, convs {args.head_conv}, externals' backbone gradient {args.external_grad}; precision {args.precision}; "
                     f"median of {args.repeats} x {args.steps} single steps, variants interleaved step by step; clock: {args.clock} "
                     f"({'CPU seconds of this process' if args.clock == 'cpu' else 'elapsed'}); {torch.get_num_threads()} thread(s); run took {wall:.0f} s; "
                     f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.\n\n")

@@ -183,6 +183,8 @@ def test_epoch_line_and_summary_times():
     assert epoch_line({**rec, "epoch_seconds": 0.432, "seconds": 3.1}, 30).endswith("0.43 s (total 3.1 s)")
     assert train_time({"train_seconds": 1350.4}) == "train time 1350 s"
     assert train_time({"train_seconds": 1350.4}, {"train_seconds": 2125.0}) == "train time 3475 s: aMINT run 1350 s + baseline 2125 s"
+    assert (train_time({"train_seconds": 1350.4, "baseline_beside": True}, {"train_seconds": 525.0})
+            == "train time 1350 s: aMINT run 1350 s and baseline 525 s side by side")
 
 
 def test_score_prints_one_line_per_input(audited_run_dir, tmp_path, capsys):

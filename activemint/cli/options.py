@@ -32,6 +32,7 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('head_width', 'channels of each MINT head branch (default 64)'),
         ('head_hidden', "hidden units of the MINT head's MLP (default 128)"),
         ('head_stride', "stride of the MINT head's first convs on maps >= 8 px (default 1; 2 = a lighter head)"),
+        ('head_conv', "the MINT head's 3x3 convs: full (default, the paper's) or separable (depthwise + pointwise, lighter)"),
     ]),
     ('optimisation', [
         ('epochs', 'passes over the members (default 10)'),

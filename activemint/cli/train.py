@@ -18,7 +18,9 @@ def add_parser(sub) -> None:
     add_train_args(t)
     t.add_argument("--out", help="run directory (default runs/<dataset>-<arch>-<setup>-s<seed>)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last checkpoint")
-    t.add_argument("--baseline", action="store_true", help="also train the same architecture without aMINT (into OUT/baseline) and compare accuracy")
+    t.add_argument("--baseline", action="store_true", help="also train the same architecture without aMINT (into OUT/baseline) and compare "
+                   "accuracy; on a CPU with >= 2 threads it trains beside the aMINT run, in a second process (its log: OUT/baseline/train.log)")
+    t.add_argument("--baseline-after", action="store_true", help="with --baseline: train the baseline after the aMINT run, in this process")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=run)
 
@@ -31,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = Path(args.out) if args.out else default_out(cfg)
     result, baseline = train_with_baseline(cfg, out, resume=args.resume, baseline=args.baseline,
-                                           progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+                                           progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
+                                           parallel=not args.baseline_after)
     if is_main():  # under torchrun every rank trains; rank 0 alone reports
         print(run_summary(result.metrics, baseline))
     return 0

@@ -35,19 +35,33 @@ from torch import nn
 HEAD_NORMS = ("none", "mlp", "branch")
 
 
+HEAD_CONVS = ("full", "separable")
+
+
+def _conv3x3(cin: int, cout: int, stride: int, kind: str) -> nn.Module:
+    """A 3x3 conv: ``full``, or ``separable`` (depthwise 3x3 then pointwise 1x1: the same
+    receptive field and resolution for about 1/8 of the multiply-adds at 32-64 channels)."""
+    if kind == "full":
+        return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+    if kind == "separable":
+        return nn.Sequential(nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin), nn.Conv2d(cin, cout, 1))
+    raise ValueError(f"head conv must be one of {HEAD_CONVS}, got {kind!r}")
+
+
 class ConvBranch(nn.Module):
     """Conv branch for a (B, C, H, W) map -> (B, width) vector."""
 
-    def __init__(self, in_channels: int, spatial: int, width: int, stride: int = 1, norm: bool = False) -> None:
+    def __init__(self, in_channels: int, spatial: int, width: int, stride: int = 1, norm: bool = False,
+                 conv: str = "full") -> None:
         super().__init__()
         # ``stride`` > 1: the first conv subsamples maps of at least 8 px (a lighter head: the
         # first conv at full resolution is most of the head's cost on early taps).
         stride = stride if spatial >= 8 else 1
-        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1)
+        self.conv1 = _conv3x3(in_channels, width, stride, conv)
         # Pool only where there is room for it: late stages of small inputs are 1x1 or 2x2.
         self.pool = nn.MaxPool2d(2) if -(-spatial // stride) >= 4 else nn.Identity()
         self.norm = nn.BatchNorm2d(width) if norm else nn.Identity()
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = _conv3x3(width, width, 1, conv)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,20 +94,21 @@ class MintHead(nn.Module):
             paper's design.
         norm: "none"; "mlp": batch-normalise the concatenated branch vectors before the MLP;
             "branch": that, and a BatchNorm after each conv branch's first pool.
+        conv: the branches' 3x3 convs: "full" (the paper's) or "separable" (depthwise + pointwise).
 
     ``forward(features)`` takes the list of tapped tensors (same order as ``shapes``) and
     returns membership logits of shape (B,).  ``sigmoid(logit)`` is P(member).
     """
 
     def __init__(self, shapes: Sequence[Sequence[int]], *, width: int = 64, hidden: int = 128, stride: int = 1,
-                 norm: str = "none") -> None:
+                 norm: str = "none", conv: str = "full") -> None:
         super().__init__()
         if not shapes:
             raise ValueError("MintHead needs at least one tapped activation")
         branches = []
         for shape in shapes:
             if len(shape) == 3:
-                branches.append(ConvBranch(shape[0], min(shape[1], shape[2]), width, stride, norm == "branch"))
+                branches.append(ConvBranch(shape[0], min(shape[1], shape[2]), width, stride, norm == "branch", conv))
             elif len(shape) == 2:
                 branches.append(TokenBranch(shape[1], width))
             else:
@@ -101,7 +116,7 @@ class MintHead(nn.Module):
                     f"a tapped activation must be (C, H, W) or (N, D) per sample, got {tuple(shape)}"
                 )
         self.shapes = [tuple(int(s) for s in shape) for shape in shapes]
-        self.width, self.hidden, self.stride, self.norm = width, hidden, stride, norm
+        self.width, self.hidden, self.stride, self.norm, self.conv = width, hidden, stride, norm, conv
         self.branches = nn.ModuleList(branches)
         n = width * len(branches)
         if norm not in HEAD_NORMS:

@@ -92,6 +92,7 @@ class EnhancedAuditedModel(nn.Module):
         head_hidden: int = 128,
         head_stride: int = 1,
         head_norm: str = "none",
+        head_conv: str = "full",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -100,7 +101,7 @@ class EnhancedAuditedModel(nn.Module):
         disable_inplace(backbone)
         shapes, self.split_forward_ok = self._probe()
         self._recorder = TapRecorder(backbone, self.taps)
-        self.head = MintHead(shapes, width=head_width, hidden=head_hidden, stride=head_stride, norm=head_norm)
+        self.head = MintHead(shapes, width=head_width, hidden=head_hidden, stride=head_stride, norm=head_norm, conv=head_conv)
 
     @torch.no_grad()
     def _probe(self) -> tuple[list[tuple[int, ...]], bool]:

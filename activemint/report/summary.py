@@ -28,6 +28,8 @@ def train_time(metrics: dict[str, Any], baseline: dict[str, Any] | None = None) 
     b = None if baseline is None else baseline.get("train_seconds")
     if b is None:
         return f"train time {_s(t)}"
+    if metrics.get("baseline_beside"):
+        return f"train time {_s(max(t, b))}: aMINT run {_s(t)} and baseline {_s(b)} side by side"
     return f"train time {_s(t + b)}: aMINT run {_s(t)} + baseline {_s(b)}"
 
 

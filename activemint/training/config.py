@@ -14,6 +14,7 @@ SCHEDULES = ("constant", "cosine")
 SELECTIONS = ("val_task_mint", "val_task", "val_mint", "last")
 LOSS_NORMS = ("first", "none")
 HEAD_NORMS = ("none", "mlp", "branch")
+HEAD_CONVS = ("full", "separable")
 PRECISIONS = ("auto", "fp32", "bf16")
 AUDIT_VIEWS = ("all", "mint")
 
@@ -35,7 +36,7 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "test_samples": None, "head_stride": 1, "head_lr_scale": 1.0, "head_norm": "none", "loss_norm": "first",
     "mint_members": 1.0, "audit_policy": None, "audit_views": "all", "head_epochs": 0,
-    "max_memory": None, "external_grad": True,
+    "max_memory": None, "external_grad": True, "head_conv": "full",
 }
 
 
@@ -78,7 +79,7 @@ class TrainConfig(ConfigBase):
     }
     choices: ClassVar[dict[str, Any]] = {
         "setup": SETUPS, "recipe": lambda: tuple(RECIPES), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-        "select": SELECTIONS, "precision": PRECISIONS, "head_norm": HEAD_NORMS, "loss_norm": LOSS_NORMS,
+        "select": SELECTIONS, "precision": PRECISIONS, "head_norm": HEAD_NORMS, "head_conv": HEAD_CONVS, "loss_norm": LOSS_NORMS,
         "audit_views": AUDIT_VIEWS, "audit_policy": lambda: tuple(_policies()),
     }
     unknown_what: ClassVar[str] = "config keys"
@@ -132,6 +133,8 @@ class TrainConfig(ConfigBase):
     head_width: int = 64
     head_hidden: int = 128
     head_stride: int = 1
+    # The head branches' 3x3 convs: "full" (the paper's) or "separable" (depthwise + pointwise).
+    head_conv: str = "full"
     # The MINT head's learning rate as a multiple of ``lr`` (its own optimiser parameter
     # group); the backbone keeps ``lr``.
     head_lr_scale: float = 1.0
@@ -218,5 +221,5 @@ def _policies():
     return POLICIES
 
 
-__all__ = ["AUDIT_VIEWS", "HEAD_NORMS", "LOSS_NORMS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECTIONS",
+__all__ = ["AUDIT_VIEWS", "HEAD_CONVS", "HEAD_NORMS", "LOSS_NORMS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECTIONS",
            "SETUPS", "ConfigError", "TrainConfig", "parse_device", "read_yaml_mapping"]

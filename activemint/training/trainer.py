@@ -100,6 +100,10 @@ class NothingToResumeError(RunError, FileNotFoundError):
     """``--resume`` of a folder that holds no run."""
 
 
+#: Most members (and validation samples) whose membership scores make an epoch's validation AUC.
+VAL_MEMBERSHIP = 1000
+
+
 class Trainer:
     """Trains one run into ``run_dir``; ``resume=True`` continues from its last checkpoint.
 
@@ -352,9 +356,12 @@ class Trainer:
         m = self._unwrap(model)
         out = {"val_accuracy": accuracy(m, data.train, data.splits.validation, self.device)}
         if m.audited:
-            k = min(len(data.splits.members), len(data.splits.validation))
+            # Up to VAL_MEMBERSHIP members and as many validation samples (both splits are in
+            # random order): enough to rank epochs (AUC standard error <= 0.013 at 1000 + 1000),
+            # and the head's inference is most of an epoch's validation cost.
+            k = min(len(data.splits.members), len(data.splits.validation), VAL_MEMBERSHIP)
             mem = membership_scores(m, data.train.rows(data.splits.members[:k]), self.device)
-            val = membership_scores(m, data.train.rows(data.splits.validation), self.device)
+            val = membership_scores(m, data.train.rows(data.splits.validation[:k]), self.device)
             out["val_membership_auc"] = membership_metrics(mem, val, bootstrap=0).auc
         return out
 
