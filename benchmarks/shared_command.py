@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -75,7 +76,7 @@ def main() -> int:
     lines = [
         f"# {name}: idle vs. one other CPU-bound process",
         "",
-        f"Command: `python benchmarks/shared_command.py {' '.join(sys.argv[1:])}`",
+        f"Command: `python benchmarks/shared_command.py {shlex.join(sys.argv[1:])}`",
         "",
         f"Timed: `{a.command}` in `{a.cwd}` (environment without OMP_WAIT_POLICY / GOMP_SPINCOUNT: the library's "
         f"own thread policy). Other process (`shared`): {a.hog} busy loop. CPU: {cpu_model()}, {os.cpu_count()} "
