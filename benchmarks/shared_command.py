@@ -15,7 +15,10 @@ Examples (the fast test subset; ``.ci/run`` on a fresh clone, set-up included)::
     python benchmarks/shared_command.py --name "fast subset" \\
         --command '.venv/bin/python -m pytest -q -m "not slow" -p no:cacheprovider' --out benchmarks/results/shared-fast-subset.md
     git clone -q . /tmp/ci-clone && python benchmarks/shared_command.py --name ".ci/run" --cwd /tmp/ci-clone \\
-        --command 'rm -rf .venv && bash .ci/run' --out benchmarks/results/shared-ci.md
+        --command 'git clean -xdfq && bash .ci/run' --out benchmarks/results/shared-ci.md
+
+``git clean -xdfq`` matters for the test suite: its trained fixtures are cached under
+``.cache/test-runs`` in the clone, so without it the second scenario reuses the first's.
 """
 from __future__ import annotations
 
