@@ -1,6 +1,7 @@
 """Member-set size sweep: does joint training (Active MINT) beat the post-hoc head as |D| grows?
 
-For each |D| (default 1k, 4k, 16k, 40k) on Fashion-MNIST (small_cnn, Entry taps, same epochs):
+For each |D| (default 1k, 4k, 16k, 40k) on Fashion-MNIST (small_cnn, Entry taps, same epochs;
+by default the main job's recipe: 17 epochs, Adam lr 1e-3, cosine schedule):
 train the aMINT run and the same splits without aMINT (resumable: finished runs are reused),
 then ``activemint robustness --plain-run`` on exact copies and a few near-copies, and collect
 Active MINT's and the post-hoc head's AUC / TPR@1%FPR into one table.
@@ -18,6 +19,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from activemint.robustness import run_robustness
 from activemint.training import TrainConfig, Trainer
@@ -42,18 +45,22 @@ def ensure(cfg: TrainConfig, run_dir: Path) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000,4000,16000,40000")
-    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--epochs", type=int, default=17, help="epochs of both runs (README's main job: 17)")
+    ap.add_argument("--schedule", default="cosine", choices=["constant", "cosine"])
+    ap.add_argument("--threads", type=int, help="torch threads (default: the library's choice)")
     ap.add_argument("--arch", default="small_cnn")
     ap.add_argument("--transforms", default=TRANSFORMS)
     ap.add_argument("--max-samples", type=int, default=2000, help="evaluated samples per role")
     ap.add_argument("--out", default="runs/dsweep")
     a = ap.parse_args(argv)
     out = Path(a.out)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     table = []
     for n in (int(s) for s in a.sizes.split(",")):
         val, cal, ev = 500, 1000, 2000
         base = {"dataset": "fashion-mnist", "arch": a.arch, "setup": "entry", "members": n, "external": sizes_for(n, val, cal),
-                    "validation": val, "calibration": cal, "eval_nonmembers": ev, "epochs": a.epochs, "lr": 1e-3, "seed": 0}
+                    "validation": val, "calibration": cal, "eval_nonmembers": ev, "epochs": a.epochs, "lr": 1e-3, "schedule": a.schedule, "seed": 0}
         t0 = time.time()
         active = ensure(TrainConfig(**base, mint=True), out / f"d{n}-amint")
         plain = ensure(TrainConfig(**base, mint=False), out / f"d{n}-plain")

@@ -60,26 +60,31 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def timed_subprocess(cmd: list[str], cwd: Path, env: dict[str, str], hog: list[str] | None) -> tuple[float, float, int, str]:
+    """Run ``cmd`` (with ``hog``, another CPU-bound process, running from 1 s before until it
+    ends): (wall seconds, CPU seconds of ``cmd`` and its children, exit status, its output)."""
+    p_hog = subprocess.Popen(hog, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if hog else None
+    try:
+        if p_hog:
+            time.sleep(1.0)  # the hog is running before the command starts
+        before, t0 = os.times(), time.perf_counter()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        wall, after = time.perf_counter() - t0, os.times()
+    finally:
+        if p_hog:
+            p_hog.kill()
+            p_hog.wait()
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:])
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return wall, cpu, proc.returncode, proc.stdout
+
+
 def run_job(argv: list[str], env: dict[str, str], hog: list[str] | None) -> tuple[float, float, int, dict]:
     """(wall seconds, CPU seconds of the job, exit status, the run's figures) of one main job."""
     with tempfile.TemporaryDirectory(prefix="main-job-") as tmp:
         cmd = [sys.executable, "-m", "activemint.cli", *argv, "--no-progress", "--out", str(Path(tmp) / "run")]
-        p_hog = subprocess.Popen(hog, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if hog else None
-        try:
-            if p_hog:
-                time.sleep(1.0)  # the hog is running before the job starts
-            t0 = time.perf_counter()
-            before = os.times()
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-            after = os.times()
-            wall = time.perf_counter() - t0
-        finally:
-            if p_hog:
-                p_hog.kill()
-                p_hog.wait()
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stdout[-4000:])
-        cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+        wall, cpu, rc, _ = timed_subprocess(cmd, ROOT, env, hog)
         figures = {}
         mpath = Path(tmp) / "run" / "metrics.json"
         if mpath.is_file():
@@ -88,7 +93,7 @@ def run_job(argv: list[str], env: dict[str, str], hog: list[str] | None) -> tupl
             figures = {"auc": mem.get("auc"), "tpr1": mem.get("tpr_at_1pct_fpr"), "tpr01": mem.get("tpr_at_0_1pct_fpr"),
                        "acc": m.get("test_accuracy"), "baseline_acc": m.get("baseline_test_accuracy"),
                        "epoch": m.get("selected_epoch")}
-        return wall, cpu, proc.returncode, figures
+        return wall, cpu, rc, figures
 
 
 def _fmt(v) -> str:

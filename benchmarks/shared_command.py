@@ -25,35 +25,19 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from main_job import HOGS, cpu_model  # noqa: E402  (benchmarks/ is not a package)
+from main_job import HOGS, cpu_model, timed_subprocess  # noqa: E402  (benchmarks/ is not a package)
 
 
 def run(command: str, cwd: Path, env: dict[str, str], hog: list[str] | None) -> tuple[float, float, int, str]:
     """(wall seconds, CPU seconds of the command and its children, exit status, last output line)."""
-    p_hog = subprocess.Popen(hog, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if hog else None
-    try:
-        if p_hog:
-            time.sleep(1.0)  # the hog is running before the command starts
-        before, t0 = os.times(), time.perf_counter()
-        proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, check=False)
-        wall, after = time.perf_counter() - t0, os.times()
-    finally:
-        if p_hog:
-            p_hog.kill()
-            p_hog.wait()
-    if proc.returncode:
-        sys.stderr.write(proc.stdout[-4000:])
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    lines = [x for x in proc.stdout.splitlines() if x.strip()]
-    return wall, cpu, proc.returncode, lines[-1] if lines else ""
+    wall, cpu, rc, out = timed_subprocess(["bash", "-c", command], cwd, env, hog)
+    lines = [x for x in out.splitlines() if x.strip()]
+    return wall, cpu, rc, lines[-1] if lines else ""
 
 
 def main() -> int:

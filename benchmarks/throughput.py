@@ -25,6 +25,15 @@ Usage::
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/throughput.py --archs small_cnn,mobilenet_v2,resnet50 \\
         --threads 1 --clock cpu --repeats 4 --out benchmarks/results/throughput-cpu.md
+
+``--flops`` times nothing: it counts the floating-point operations of the same steps with
+``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products, forward and
+backward; elementwise ops, pooling and normalisation are not counted), and from them the
+floor of ``aMINT / plain`` that no head can go below: the step with a free head (members'
+task forward + backward, externals' forward + backward up to the last tap) over the plain
+step, and the head budget that a ratio target leaves::
+
+    python benchmarks/throughput.py --flops --archs small_cnn,mobilenet_v2,resnet50 --out benchmarks/results/step-floor-flops.md
 """
 from __future__ import annotations
 
@@ -213,14 +222,73 @@ HEADER = (
 SEP = "|" + "---|" * 13
 
 
+def target_ratio(setup: str) -> float:
+    """Issue 12's bound on aMINT / plain step time: 1.3 in Entry, 2.0 elsewhere."""
+    return 1.3 if setup == "entry" else 2.0
+
+
 def _row_md(r: dict) -> str:
-    target = 1.3 if r["setup"] == "entry" else 2.0
+    target = target_ratio(r["setup"])
     ok = "ok" if r["train_ratio"] <= target else "MISS"
     sok = "ok" if r["score_ratio"] >= 1.0 else "MISS"
     return (
         f"| {r['arch']} | {r['setup']} | {r['plain_train_ips']:.0f} | {r['amint_train_ips']:.0f} | {r['train_ratio']:.2f}x "
         f"| <= {target} {ok} | {100 * r['head_share']:.0f}% | {100 * r['extern_share']:.0f}% | {r['plain_infer_ips']:.0f} | {r['member_score_ips']:.0f} "
         f"| {r['full_score_ips']:.0f} | {r['score_ratio']:.2f}x | >= 1 {sok} |"
+    )
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one call of ``fn`` (convs and matmuls, forward + backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def flop_rows(args) -> list[dict]:
+    """Per architecture and setup: FLOPs of the plain and aMINT steps, the head's share, the
+    floor of aMINT / plain with a free head, and the head budget of issue 12's targets."""
+    device = torch.device("cpu")
+    ds = load_dataset(args.dataset, "train")
+    n = max(args.batch + args.external_batch, args.score_batch)
+    images, labels = ds.images[:n], ds.labels[:n]
+    rows = []
+    for arch in args.archs:
+        plain = make_bench(arch, None, images, labels, args, device)
+        p_train, p_infer = count_flops(plain.train_step), count_flops(plain.score)
+        for s in args.setups:
+            bench = make_bench(arch, s, images, labels, args, device)
+            train, head, score = count_flops(bench.train_step), count_flops(bench.head_step), count_flops(bench.score)
+            target = target_ratio(s)
+            rows.append({
+                "arch": arch, "setup": s, "plain": p_train, "amint": train, "head": head,
+                "ratio": train / p_train, "floor": (train - head) / p_train, "target": target,
+                # head FLOPs that the target leaves once the free-head step is paid
+                "budget": target * p_train - (train - head),
+                "score_ratio": p_infer / score,
+            })
+            print(_flop_row_md(rows[-1]), flush=True)
+    return rows
+
+
+FLOP_HEADER = (
+    "| arch | setup | plain step GFLOP | aMINT step GFLOP | head GFLOP (fwd + bwd, members + externals) | aMINT / plain | "
+    "floor: free head / plain | target | head budget GFLOP | head must shrink | plain infer / membership score |"
+)
+FLOP_SEP = "|" + "---|" * 11
+
+
+def _flop_row_md(r: dict) -> str:
+    g = 1e9
+    if r["budget"] <= 0.01 * r["head"]:  # the free-head step already uses the target up
+        shrink = "impossible (floor = target)" if r["budget"] > 0 else "impossible (floor > target)"
+    else:
+        shrink = f"{r['head'] / r['budget']:.1f}x" if r["head"] > r["budget"] else "no"
+    return (
+        f"| {r['arch']} | {r['setup']} | {r['plain'] / g:.2f} | {r['amint'] / g:.2f} | {r['head'] / g:.2f} | {r['ratio']:.2f}x "
+        f"| {r['floor']:.2f}x | <= {r['target']} | {r['budget'] / g:.2f} | {shrink} | {r['score_ratio']:.2f}x |"
     )
 
 
@@ -280,6 +348,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int)
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: elapsed time; cpu: CPU time of this process (robust when other jobs share the CPU)")
+    p.add_argument("--flops", action="store_true",
+                   help="count FLOPs (convs + matmuls) instead of timing: the floor of aMINT / plain and the head budget")
     p.add_argument("--out", help="also write the table (Markdown) to this file")
     p.add_argument("--torch-profile", action="append", default=[], metavar="ARCH:SETUP",
                    help="also profile aMINT and plain steps of ARCH:SETUP with torch.profiler (top operators)")
@@ -289,6 +359,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.flops:
+        return flops_main(args)
     print(f"machine: {machine()}")
     print(f"batch {args.batch} members + {args.external_batch} externals, head width {args.head_width} hidden {args.head_hidden} stride {args.head_stride} norm {args.head_norm} conv {args.head_conv}, external grad {args.external_grad}, "
           f"median of {args.repeats} x {args.steps} single steps, clock {args.clock}, {torch.get_num_threads()} thread(s)\n")
@@ -317,6 +389,25 @@ def main(argv=None) -> int:
         if args.out:
             with open(args.out, "a") as f:
                 f.write("\n## torch.profiler: " + spec + "\n\n" + text)
+    return 0
+
+
+def flops_main(args) -> int:
+    settings = (f"batch {args.batch} members + {args.external_batch} externals, scoring batch {args.score_batch}; head width {args.head_width}, "
+                f"hidden {args.head_hidden}, stride {args.head_stride}, convs {args.head_conv}; external grad {args.external_grad}")
+    print(settings + "\n")
+    print(FLOP_HEADER)
+    print(FLOP_SEP)
+    rows = flop_rows(args)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("# aMINT step cost in FLOPs: the floor no head can beat\n\n")
+            f.write(f"Command: `{' '.join(['python', 'benchmarks/throughput.py', *sys.argv[1:]])}`\n\n")
+            f.write(f"Counted with `torch.utils.flop_counter.FlopCounterMode` (torch {torch.__version__}): convolutions and "
+                    f"matrix products, forward and backward; {settings}.\n\n")
+            f.write(FLOP_HEADER + "\n" + FLOP_SEP + "\n")
+            for r in rows:
+                f.write(_flop_row_md(r) + "\n")
     return 0
 
 
