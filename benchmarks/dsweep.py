@@ -56,8 +56,14 @@ def main(argv=None) -> int:
     out = Path(a.out)
     if a.threads:
         torch.set_num_threads(a.threads)
-    table = []
+    # Resumable: sizes whose rows are already in dsweep.json (an earlier invocation with the same
+    # --out) are not evaluated again; a new --out starts afresh.
+    table_path = out / "dsweep.json"
+    table = json.loads(table_path.read_text()) if table_path.is_file() else []
     for n in (int(s) for s in a.sizes.split(",")):
+        if any(t["members"] == n for t in table):
+            print(f"|D|={n}: reusing its rows in {table_path}", flush=True)
+            continue
         val, cal, ev = 500, 1000, 2000
         base = {"dataset": "fashion-mnist", "arch": a.arch, "setup": "entry", "members": n, "external": sizes_for(n, val, cal),
                     "validation": val, "calibration": cal, "eval_nonmembers": ev, "epochs": a.epochs, "lr": 1e-3, "schedule": a.schedule, "seed": 0}
@@ -72,7 +78,8 @@ def main(argv=None) -> int:
             table.append({"members": n, "external": base["external"], "scorer": r.scorer, "transform": f"{r.transform}:{r.level}",
                           "auc": r.auc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr, "test_accuracy_amint": accs["amint"],
                           "test_accuracy_plain": accs["plain"], "seconds": round(time.time() - t0)})
-        (out / "dsweep.json").write_text(json.dumps(table, indent=2))
+        table.sort(key=lambda t: t["members"])
+        table_path.write_text(json.dumps(table, indent=2))
         print(f"{time.strftime('%H:%M:%S')} |D|={n} done", flush=True)
     lines = ["| |D| | transformation | Active MINT AUC / TPR@1% | post-hoc head AUC / TPR@1% | test acc aMINT / plain |",
              "|---|---|---|---|---|"]
