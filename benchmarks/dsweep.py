@@ -74,6 +74,9 @@ def main(argv=None) -> int:
                               scorers=["active_mint", "posthoc_head", "exact_sha256", "phash", "feature_nn"],
                               max_samples=a.max_samples, bootstrap=0, log=lambda m: print(m, flush=True))
         accs = {k: json.loads((d / "metrics.json").read_text())["test_accuracy"] for k, d in (("amint", active), ("plain", plain))}
+        # Re-read before adding this size's rows: another invocation on other sizes may have
+        # written its rows meanwhile (two sizes can run at once, one per core).
+        table = [t for t in (json.loads(table_path.read_text()) if table_path.is_file() else []) if t["members"] != n]
         for r in rows:
             table.append({"members": n, "external": base["external"], "scorer": r.scorer, "transform": f"{r.transform}:{r.level}",
                           "auc": r.auc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr, "test_accuracy_amint": accs["amint"],
