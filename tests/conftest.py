@@ -87,6 +87,7 @@ SLOW_TESTS = {
     "test_rundir.py": ("test_audit_force_replaces_only_a_previous_audit", "test_interrupted_final_save_reads_as_incomplete",
                        "test_disk_full_gives_one_line_and_no_temporary_file", "test_read_only_output_folders",
                        "test_every_written_file_has_ordinary_permissions", "test_resume_of_a_complete_run_reproduces_it"),
+    "test_transforms.py": ("test_plain_twin_of_a_robust_run_trains_on_the_same_views",),
 }
 
 

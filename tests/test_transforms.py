@@ -100,3 +100,29 @@ def test_held_out_member_mask():
     m = mint_seen_mask(cfg, 1001)
     assert m.sum() == 500 and np.array_equal(m, mint_seen_mask(cfg, 1001))
     assert mint_seen_mask(TrainConfig(), 10).all()
+
+
+def test_plain_twin_of_a_robust_run_trains_on_the_same_views(tmp_path):
+    """``--mint off`` keeps an ``--audit-views all`` policy as the classifier's augmentation
+    (the plain twin of a robust run sees the images its audited model saw); ``--audit-views
+    mint`` views only ever fed the MINT loss, so without aMINT they change nothing."""
+    from conftest import FASHION_ROOT, require_fashion_mnist
+    from safetensors.torch import load_file
+
+    from activemint.training import Trainer
+
+    require_fashion_mnist()
+    tiny = dict(dataset="fashion-mnist", data_root=str(FASHION_ROOT), arch="small_cnn", members=128, external=64,
+                validation=64, calibration=300, eval_nonmembers=64, test_samples=64, epochs=1, lr=1e-3, seed=3,
+                mint=False)
+
+    def weights(name: str, **kw) -> dict[str, torch.Tensor]:
+        Trainer(TrainConfig(**tiny, **kw), tmp_path / name, progress=False, log=lambda m: None).run()
+        return load_file(str(tmp_path / name / "model.safetensors"))
+
+    exact = weights("exact")
+    all_views = weights("all", audit_policy="robust", audit_views="all")
+    mint_views = weights("mint", audit_policy="robust", audit_views="mint")
+    assert exact.keys() == all_views.keys() == mint_views.keys()
+    assert all(torch.equal(exact[k], mint_views[k]) for k in exact)
+    assert not all(torch.equal(exact[k], all_views[k]) for k in exact)

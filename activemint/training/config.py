@@ -122,6 +122,8 @@ class TrainConfig(ConfigBase):
     audit_policy: str | None = None
     # Which inputs go through audit_policy: "all" (task and MINT loss see the same transformed
     # members) or "mint" (the task loss sees the exact members; the MINT loss transformed views).
+    # With mint off, "all" keeps the views as the classifier's augmentation: the plain twin of a
+    # robust run (``--baseline``) trains on the same images.
     audit_views: str = "all"
     # Extra epochs that train only the MINT head (backbone frozen) after the last epoch.
     head_epochs: int = 0

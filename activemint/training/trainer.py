@@ -223,7 +223,10 @@ class Trainer:
         external = data.train.rows(data.splits.external).to(dev) if cfg.mint else None
         seen_host = mint_seen_mask(cfg, len(members))
         seen = torch.as_tensor(seen_host).to(dev)
-        policy = get_policy(cfg.audit_policy) if cfg.audit_policy and cfg.mint else None
+        # The audit policy's views: for the MINT loss (and, with audit_views "all", the task loss
+        # too).  Without aMINT they remain a data augmentation when they fed the task loss, so
+        # that a robust run's plain twin (``--mint off``, ``--baseline``) sees the same images.
+        policy = get_policy(cfg.audit_policy) if cfg.audit_policy and (cfg.mint or cfg.audit_views == "all") else None
 
         for epoch in range(start_epoch, cfg.epochs):
             t_epoch = time.time()
