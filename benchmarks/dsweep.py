@@ -24,6 +24,7 @@ import torch
 
 from activemint.robustness import run_robustness
 from activemint.training import TrainConfig, Trainer
+from activemint.training.checkpoint import latest_checkpoint
 
 TRANSFORMS = "translate:2px,crop:0.9,resize:0.75,jpeg:q50,noise:8/255"
 N_TRAIN = 60_000
@@ -36,7 +37,7 @@ def sizes_for(members: int, validation: int, calibration: int) -> int:
 def ensure(cfg: TrainConfig, run_dir: Path) -> Path:
     if (run_dir / "metrics.json").is_file():
         return run_dir
-    resume = (run_dir / "checkpoints" / "train_state.pt").is_file()
+    resume = latest_checkpoint(run_dir / "checkpoints") is not None  # killed: go on from its last epoch
     print(f"{time.strftime('%H:%M:%S')} training {run_dir}" + (" (resume)" if resume else ""), flush=True)
     Trainer(cfg, run_dir, progress=False, log=lambda m: print(m, flush=True)).run(resume=resume)
     return run_dir
