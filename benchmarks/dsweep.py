@@ -34,6 +34,11 @@ def sizes_for(members: int, validation: int, calibration: int) -> int:
     return max(1000, min(2 * members, N_TRAIN - members - validation - calibration))
 
 
+def read_table(path: Path) -> list[dict]:
+    """The rows of an earlier invocation's dsweep.json (none if there is none yet)."""
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def ensure(cfg: TrainConfig, run_dir: Path) -> Path:
     if (run_dir / "metrics.json").is_file():
         return run_dir
@@ -60,7 +65,7 @@ def main(argv=None) -> int:
     # Resumable: sizes whose rows are already in dsweep.json (an earlier invocation with the same
     # --out) are not evaluated again; a new --out starts afresh.
     table_path = out / "dsweep.json"
-    table = json.loads(table_path.read_text()) if table_path.is_file() else []
+    table = read_table(table_path)
     for n in (int(s) for s in a.sizes.split(",")):
         if any(t["members"] == n for t in table):
             print(f"|D|={n}: reusing its rows in {table_path}", flush=True)
@@ -77,7 +82,7 @@ def main(argv=None) -> int:
         accs = {k: json.loads((d / "metrics.json").read_text())["test_accuracy"] for k, d in (("amint", active), ("plain", plain))}
         # Re-read before adding this size's rows: another invocation on other sizes may have
         # written its rows meanwhile (two sizes can run at once, one per core).
-        table = [t for t in (json.loads(table_path.read_text()) if table_path.is_file() else []) if t["members"] != n]
+        table = [t for t in read_table(table_path) if t["members"] != n]
         for r in rows:
             table.append({"members": n, "external": base["external"], "scorer": r.scorer, "transform": f"{r.transform}:{r.level}",
                           "auc": r.auc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr, "test_accuracy_amint": accs["amint"],
