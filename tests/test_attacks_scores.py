@@ -220,3 +220,17 @@ def test_configs_have_bounds_descriptions_and_reject_unknown_keys():
     assert "white-box" in GradientMintConfig.description and "labels" in GradientMintConfig.description
     assert OutputAttackConfig(signal="confidence").describe()["needs"] == ["black-box outputs"]
     assert "labels" in OutputAttackConfig(signal="modified_entropy").describe()["needs"]
+
+
+def test_reference_models_train_where_they_are_scored_not_where_the_run_was_trained():
+    """A run trained on a GPU (``device: cuda`` in its config) is often attacked on a CPU:
+    its reference models take the scoring machine's device, and share the cache of the same
+    recipe trained anywhere."""
+    from activemint.attacks.reference import reference_train_config
+    from activemint.training import TrainConfig
+
+    rc = ReferenceConfig(n_models=4, epochs=3)
+    on_gpu = reference_train_config(TrainConfig(device="cuda", epochs=30), rc)
+    here = reference_train_config(TrainConfig(epochs=30), rc)
+    assert on_gpu.device == "auto" and on_gpu.epochs == 3 and not on_gpu.mint
+    assert on_gpu.fingerprint() == here.fingerprint()

@@ -187,9 +187,13 @@ def reference_test_indices(plan: ReferencePlan, n_test: int, limit: int = REFERE
 
 
 def reference_train_config(base: TrainConfig, config: ReferenceConfig) -> TrainConfig:
-    """The training config shared by all reference models (seed and size set per model)."""
+    """The training config shared by all reference models (seed and size set per model).
+
+    They train on the device of the machine that scores (``auto``), not on the one that trained
+    the audited run: a run trained on a GPU is often attacked on a CPU.
+    """
     return dataclasses.replace(base.without_mint(), taps=None, epochs=config.epochs or base.epochs, external=None,
-                               calibration=None, eval_nonmembers=None, members=None, validation=None)
+                               calibration=None, eval_nonmembers=None, members=None, validation=None, device="auto")
 
 
 @dataclass
