@@ -255,6 +255,10 @@ POLICIES: dict[str, AuditPolicy] = {
     "robust": AuditPolicy({
         "translate": (1, 2), "crop": (0.85, 1.0), "resize": (0.65, 1.0), "jpeg": (40, 95), "noise": (0.0, 10 / 255),
     }, p=0.5),
+    # The same ranges, a transformed view 80% of the time.
+    "robust-strong": AuditPolicy({
+        "translate": (1, 2), "crop": (0.85, 1.0), "resize": (0.65, 1.0), "jpeg": (40, 95), "noise": (0.0, 10 / 255),
+    }, p=0.8),
     # Geometry only (shift, crop, resize).
     "geometric": AuditPolicy({"translate": (1, 2), "crop": (0.85, 1.0), "resize": (0.65, 1.0)}, p=0.5),
 }

@@ -80,8 +80,10 @@ def test_bad_arguments_raise_one_user_error(call):
     assert isinstance(e.value, UserError) and "\n" not in str(e.value)
 
 
-def test_audit_policy_is_seeded_and_validated(images):
-    pol = POLICIES["robust"]
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_audit_policy_is_seeded_and_validated(images, name):
+    pol = POLICIES[name]
+    assert TrainConfig(audit_policy=name).audit_policy == name
     a = pol(images, np.random.default_rng(5))
     b = pol(images, np.random.default_rng(5))
     assert torch.equal(a, b) and not torch.equal(a, images)
