@@ -57,6 +57,11 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default="small_cnn")
     ap.add_argument("--transforms", default=TRANSFORMS)
     ap.add_argument("--max-samples", type=int, default=2000, help="evaluated samples per role")
+    ap.add_argument("--scorers", default="active_mint,posthoc_head,exact_sha256,phash,feature_nn",
+                    help="robustness scorers (phash needs the imagehash package)")
+    ap.add_argument("--device", default="auto", help="training device (auto, cpu, cuda)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="auto: fp32 on a CPU, bf16 autocast on a GPU; fp32: the CPU's arithmetic on a GPU too")
     ap.add_argument("--out", default="runs/dsweep")
     a = ap.parse_args(argv)
     out = Path(a.out)
@@ -66,18 +71,20 @@ def main(argv=None) -> int:
     # --out) are not evaluated again; a new --out starts afresh.
     table_path = out / "dsweep.json"
     table = read_table(table_path)
+    where = torch.cuda.get_device_name() if a.device != "cpu" and torch.cuda.is_available() else "cpu"
     for n in (int(s) for s in a.sizes.split(",")):
         if any(t["members"] == n for t in table):
             print(f"|D|={n}: reusing its rows in {table_path}", flush=True)
             continue
         val, cal, ev = 500, 1000, 2000
         base = {"dataset": "fashion-mnist", "arch": a.arch, "setup": "entry", "members": n, "external": sizes_for(n, val, cal),
-                    "validation": val, "calibration": cal, "eval_nonmembers": ev, "epochs": a.epochs, "lr": 1e-3, "schedule": a.schedule, "seed": 0}
+                    "validation": val, "calibration": cal, "eval_nonmembers": ev, "epochs": a.epochs, "lr": 1e-3, "schedule": a.schedule, "seed": 0,
+                "device": a.device, "precision": a.precision}
         t0 = time.time()
         active = ensure(TrainConfig(**base, mint=True), out / f"d{n}-amint")
         plain = ensure(TrainConfig(**base, mint=False), out / f"d{n}-plain")
         rows = run_robustness(active, out / f"d{n}-robustness", transforms=a.transforms, plain_run=plain,
-                              scorers=["active_mint", "posthoc_head", "exact_sha256", "phash", "feature_nn"],
+                              scorers=a.scorers.split(","),
                               max_samples=a.max_samples, bootstrap=0, log=lambda m: print(m, flush=True))
         accs = {k: json.loads((d / "metrics.json").read_text())["test_accuracy"] for k, d in (("amint", active), ("plain", plain))}
         # Re-read before adding this size's rows: another invocation on other sizes may have
@@ -86,7 +93,8 @@ def main(argv=None) -> int:
         for r in rows:
             table.append({"members": n, "external": base["external"], "scorer": r.scorer, "transform": f"{r.transform}:{r.level}",
                           "auc": r.auc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr, "test_accuracy_amint": accs["amint"],
-                          "test_accuracy_plain": accs["plain"], "seconds": round(time.time() - t0)})
+                          "test_accuracy_plain": accs["plain"], "seconds": round(time.time() - t0),
+                          "device": where})
         table.sort(key=lambda t: t["members"])
         table_path.write_text(json.dumps(table, indent=2))
         print(f"{time.strftime('%H:%M:%S')} |D|={n} done", flush=True)
