@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 COPIES = {"none:exact": "exact", "translate:2px": "shift 2 px", "crop:0.9": "crop 90%", "resize:0.75": "resize 0.75",
           "jpeg:q50": "JPEG 50", "noise:8/255": "noise 8/255"}
@@ -34,7 +35,13 @@ def main(argv=None) -> int:
         label, sep, path = spec.partition("=")
         if not sep:
             ap.error(f"expected LABEL=FILE, got {spec!r}")
-        rows = {f"{r['transform']}:{r['level']}": r for r in json.load(open(path))["rows"] if r["scorer"] == a.scorer}
+        try:
+            table = json.loads(Path(path).read_text())["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"{path}: not a robustness.json ({type(e).__name__}: {e})")
+        rows = {f"{r['transform']}:{r['level']}": r for r in table if r["scorer"] == a.scorer}
+        if not rows:
+            ap.error(f"{path}: no rows of scorer {a.scorer!r}")
         series.append((label, rows))
     x = np.arange(len(COPIES))
     width = 0.8 / len(series)
