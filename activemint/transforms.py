@@ -249,18 +249,19 @@ class AuditPolicy:
         return out.to(device)
 
 
+# Everything an auditor is likely to meet on a near-copy, at up to the measured severities.
+_NEAR_COPY_RANGES: dict[str, tuple[float, float]] = {
+    "translate": (1, 2), "crop": (0.85, 1.0), "resize": (0.65, 1.0), "jpeg": (40, 95), "noise": (0.0, 10 / 255),
+}
+_GEOMETRIC = ("translate", "crop", "resize")
+
 # Named policies; ``TrainConfig.audit_policy`` picks one.
 POLICIES: dict[str, AuditPolicy] = {
-    # Everything an auditor is likely to meet on a near-copy, at up to the measured severities.
-    "robust": AuditPolicy({
-        "translate": (1, 2), "crop": (0.85, 1.0), "resize": (0.65, 1.0), "jpeg": (40, 95), "noise": (0.0, 10 / 255),
-    }, p=0.5),
+    "robust": AuditPolicy(_NEAR_COPY_RANGES, p=0.5),
     # The same ranges, a transformed view 80% of the time.
-    "robust-strong": AuditPolicy({
-        "translate": (1, 2), "crop": (0.85, 1.0), "resize": (0.65, 1.0), "jpeg": (40, 95), "noise": (0.0, 10 / 255),
-    }, p=0.8),
+    "robust-strong": AuditPolicy(_NEAR_COPY_RANGES, p=0.8),
     # Geometry only (shift, crop, resize).
-    "geometric": AuditPolicy({"translate": (1, 2), "crop": (0.85, 1.0), "resize": (0.65, 1.0)}, p=0.5),
+    "geometric": AuditPolicy({k: _NEAR_COPY_RANGES[k] for k in _GEOMETRIC}, p=0.5),
 }
 
 
