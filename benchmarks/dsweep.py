@@ -24,6 +24,7 @@ import torch
 
 from activemint.robustness import run_robustness
 from activemint.training import TrainConfig, Trainer
+from activemint.training.build import resolve_device
 from activemint.training.checkpoint import latest_checkpoint
 
 TRANSFORMS = "translate:2px,crop:0.9,resize:0.75,jpeg:q50,noise:8/255"
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
     # --out) are not evaluated again; a new --out starts afresh.
     table_path = out / "dsweep.json"
     table = read_table(table_path)
-    where = torch.cuda.get_device_name() if a.device != "cpu" and torch.cuda.is_available() else "cpu"
+    dev = resolve_device(a.device)  # the trainer's own resolution of --device
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
     for n in (int(s) for s in a.sizes.split(",")):
         if any(t["members"] == n for t in table):
             print(f"|D|={n}: reusing its rows in {table_path}", flush=True)
