@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from activemint.cli.checks import PROBABILITY
+
 
 def add_parser(sub) -> None:
     a = sub.add_parser("audit", help="test whether a set of images was used to train a run's model (p-value, report)",
@@ -16,8 +18,8 @@ def add_parser(sub) -> None:
                                    "nothing written.")
     a.add_argument("run_dir")
     a.add_argument("suspect", nargs="+")
-    a.add_argument("--alpha", type=float, default=0.01, help="significance level of the set-level test (default 0.01)")
-    a.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate of the per-sample decisions (default 0.01)")
+    a.add_argument("--alpha", type=PROBABILITY, default=0.01, help="significance level of the set-level test (default 0.01)")
+    a.add_argument("--target-fpr", type=PROBABILITY, default=0.01, help="false-positive rate of the per-sample decisions (default 0.01)")
     a.add_argument("--test", choices=["mixture", "exceedance", "mann_whitney"], default="mixture",
                    help="the set-level test that decides (default mixture; all three are reported)")
     a.add_argument("--out", help="output folder (default RUN_DIR/audits/<time>-<data hash>); must not exist or be empty")

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from activemint.cli.checks import NON_NEGATIVE, POSITIVE, SEED, real
 from activemint.cli.options import add_engine_args, add_train_args, config_from_args, engine_kwargs
 from activemint.errors import UserError
 
@@ -17,17 +18,17 @@ def add_parser(sub) -> None:
     add_train_args(c)
     g = c.add_argument_group("compare")
     g.add_argument("--out", help="output folder (default runs/compare-<dataset>-<arch>-<setup>-s<seed>)")
-    g.add_argument("--reference-models", type=int, default=4, help="reference models for LiRA / RMIA (default 4; 0 skips both)")
-    g.add_argument("--reference-epochs", type=int, help="epochs of each reference model (default: the audited run's)")
-    g.add_argument("--reference-seed", type=int, default=0, help="seed of the reference pool split and models (default 0)")
-    g.add_argument("--population", type=int, help="RMIA population size z from the external set (default: all not in the pool)")
-    g.add_argument("--rmia-a", type=float, default=0.3, help="RMIA offline parameter a in [0, 1] (default 0.3)")
-    g.add_argument("--passive-epochs", type=int, help="epochs of the passive MINT head (default: the audited run's)")
-    g.add_argument("--gmint-epochs", type=int, default=40, help="epochs of the gMINT classifier (default 40)")
-    g.add_argument("--gmint-external", type=int, help="train gMINT on at most this many external samples (default: all of E)")
-    g.add_argument("--workers", type=int, default=1, help="parallel processes training reference models with the local engine (default 1)")
+    g.add_argument("--reference-models", type=NON_NEGATIVE, default=4, help="reference models for LiRA / RMIA (default 4; 0 skips both)")
+    g.add_argument("--reference-epochs", type=POSITIVE, help="epochs of each reference model (default: the audited run's)")
+    g.add_argument("--reference-seed", type=SEED, default=0, help="seed of the reference pool split and models (default 0)")
+    g.add_argument("--population", type=POSITIVE, help="RMIA population size z from the external set (default: all not in the pool)")
+    g.add_argument("--rmia-a", type=real(0, 1), default=0.3, help="RMIA offline parameter a in [0, 1] (default 0.3)")
+    g.add_argument("--passive-epochs", type=POSITIVE, help="epochs of the passive MINT head (default: the audited run's)")
+    g.add_argument("--gmint-epochs", type=POSITIVE, default=40, help="epochs of the gMINT classifier (default 40)")
+    g.add_argument("--gmint-external", type=POSITIVE, help="train gMINT on at most this many external samples (default: all of E)")
+    g.add_argument("--workers", type=POSITIVE, default=1, help="parallel processes training reference models with the local engine (default 1)")
     add_engine_args(g)
-    g.add_argument("--only-reference-model", type=int, metavar="K",
+    g.add_argument("--only-reference-model", type=NON_NEGATIVE, metavar="K",
                    help="with --active-run: train (or reuse) reference model K (0-based) alone, in this process, into "
                         "the cache, and stop: one task of a SLURM array (sbatch --array=0-N-1); a later compare reuses it")
     g.add_argument("--cache-dir", default=".cache", help="cache of runs, reference models and trained scorers (default .cache)")

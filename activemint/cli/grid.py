@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from activemint.cli.checks import NON_NEGATIVE, POSITIVE
 from activemint.cli.options import add_engine_args, engine_kwargs
 
 
@@ -19,10 +20,10 @@ def add_parser(sub) -> None:
     g.add_argument("--archs", help="comma-separated architectures (default: all six)")
     g.add_argument("--setups", help="comma-separated setups among entry,middle,output,plain (default: all)")
     g.add_argument("--no-baselines", action="store_true", help="skip the plain (mint off) baseline cells")
-    g.add_argument("--workers", type=int, help="parallel worker processes of the local engine (default: one per GPU, 1 on CPU); "
+    g.add_argument("--workers", type=POSITIVE, help="parallel worker processes of the local engine (default: one per GPU, 1 on CPU); "
                                                "with --engine ray and no --ray-address, the CPUs of the local Ray instance (default: all)")
     add_engine_args(g)
-    g.add_argument("--only-index", type=int, metavar="I",
+    g.add_argument("--only-index", type=NON_NEGATIVE, metavar="I",
                    help="run only cell I (0-based, in --dry-run's order) of the selection, in this process, and write "
                         "no table: one task of a SLURM array (sbatch --array=0-N-1; then --table-only)")
     g.add_argument("--out", help="folder of the cells' run directories (default runs/grid-<profile>)")

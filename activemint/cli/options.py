@@ -8,7 +8,10 @@ is written here.  A few options are not fields: ``--config`` (a YAML file of fie
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import fields
+
+from activemint.cli.checks import POSITIVE, real
 
 #: (argument group, [(field or option name, help)]) in the order ``--help`` lists them.
 TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
@@ -131,9 +134,9 @@ def add_engine_args(g) -> None:
                         "(pip install activemint[ray]); results are the same for the same seeds and threads per task")
     g.add_argument("--ray-address", help="with --engine ray: join this Ray cluster (e.g. auto, or HOST:6379 of `ray start "
                                          "--head`) instead of starting a local Ray instance")
-    g.add_argument("--cpus-per-task", type=int, help="CPUs (torch threads) per task (ray default 1; local default "
+    g.add_argument("--cpus-per-task", type=POSITIVE, help="CPUs (torch threads) per task (ray default 1; local default "
                                                      "cores // workers)")
-    g.add_argument("--gpus-per-task", type=float, default=0, help="with --engine ray: GPUs each task reserves (default 0)")
+    g.add_argument("--gpus-per-task", type=real(0, math.inf), default=0, help="with --engine ray: GPUs each task reserves (default 0)")
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from activemint.cli.checks import NON_NEGATIVE, POSITIVE, SEED
+
 
 def add_parser(sub) -> None:
     rb = sub.add_parser("robustness", help="membership figures of aMINT and the baselines on transformed copies (JPEG, shifts, crops ...)",
@@ -21,9 +23,9 @@ def add_parser(sub) -> None:
     rb.add_argument("--plain-run", help="the same splits trained without aMINT (enables the post-hoc head row)")
     rb.add_argument("--members", default="all", choices=["all", "seen", "unseen"],
                     help="which members to evaluate on a run trained with --mint-members < 1 (default all)")
-    rb.add_argument("--seed", type=int, default=0, help="seed of the transformations' random choices (default 0)")
-    rb.add_argument("--max-samples", type=int, help="evaluate at most this many samples per role (a seeded subset; calibration keeps at least what its threshold needs)")
-    rb.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for the AUC interval (default 100)")
+    rb.add_argument("--seed", type=SEED, default=0, help="seed of the transformations' random choices (default 0)")
+    rb.add_argument("--max-samples", type=POSITIVE, help="evaluate at most this many samples per role (a seeded subset; calibration keeps at least what its threshold needs)")
+    rb.add_argument("--bootstrap", type=NON_NEGATIVE, default=100, help="bootstrap resamples for the AUC interval (default 100)")
     rb.set_defaults(func=run)
 
 
