@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from activemint.grid_matrix import PLAIN, Cell, Matrix, cell_config, cell_status
-from activemint.rundir import RunDir, RunError
+from activemint.rundir import RunDir, RunError, csv_cell, make_dir, write_output
 
 
 # ------------------------------------------------------------------------- table
@@ -113,11 +114,12 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 def write_table(rows: Sequence[dict[str, Any]], md_path: str | Path, csv_path: str | Path | None = None) -> None:
     """Write the table as Markdown (and CSV: one column per :data:`TABLE_COLUMNS`)."""
-    Path(md_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(md_path).write_text(table_markdown(rows))
+    make_dir(Path(md_path).parent)
+    write_output(md_path, table_markdown(rows))  # each file atomic: a kill leaves the old table or the new one
     if csv_path is not None:
-        with open(csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: ("" if r.get(k) is None else r[k]) for k in TABLE_COLUMNS})
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: csv_cell("" if r.get(k) is None else r[k]) for k in TABLE_COLUMNS})
+        write_output(csv_path, buf.getvalue())

@@ -44,12 +44,13 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -97,7 +98,8 @@ AUDIT_FILES = {"json": "audit.json", "samples": "samples.csv", "markdown": "summ
 CALIBRATION_JSON, CALIBRATION_NPZ = "calibration.json", "calibration.npz"  # an audit's calibration cache
 META_SUFFIX = ".json"  # save_weights writes a weights file's metadata beside it with this suffix
 
-RUN_FORMAT = "activemint-run/2"
+RUN_FORMAT = "activemint-run/3"  # 3: metrics.json binds its own figures (FIGURES_KEY)
+FIGURES_KEY = "figures_sha256"  # metrics.json entry: SHA-256 of its other entries (all but "files" and itself)
 SCORES_MODEL_KEY = "model_sha256"  # scores.npz entry naming the SHA-256 of the model that made it
 #: files that metrics.json binds by SHA-256
 BOUND_FILES = (MODEL, MODEL_META, SCORES)
@@ -261,6 +263,152 @@ def commit_dir(staging: Path, final: Path) -> None:
     except OSError as e:
         raise _write_error(final, e) from e
     kill_point("write", final.name)
+
+
+# ------------------------------------------------------------------------ CSV cells
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet will not run as a formula: text starting with ``= + - @``,
+    tab or CR gets a leading ``'`` (numbers, including ``-1.5``, are left alone).  Every CSV
+    the project writes passes its cells through here (:func:`csv_row`)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
+
+
+def csv_row(row: Iterable[Any]) -> list[Any]:
+    """:func:`csv_cell` of every cell of ``row``."""
+    return [csv_cell(v) for v in row]
+
+
+# -------------------------------------------------------------- outputs of commands
+# A command's output (a file, or a folder of files) is built beside its final path and renamed
+# into place: ``.NAME.PID-HEX.part`` (a file, see :func:`atomic_write`) or ``.NAME.tmp-PID-HEX``
+# (a folder); the folder it replaces is first renamed to ``.NAME.old-PID-HEX``.  Whatever a killed
+# writer leaves behind carries those names, so it is never confused with a result, and the next
+# writer of NAME removes it (:func:`clean_stale`), putting a replaced folder back if the new one
+# never arrived.
+_STALE = re.compile(r"(?:(tmp|old)-)?(\d+)-[0-9a-f]+(\.part)?")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but is not ours
+    return True
+
+
+def clean_stale(final: str | os.PathLike, *, locked: bool = False) -> None:
+    """Remove the temporary files and folders a killed writer of ``final`` left beside it.
+
+    ``locked``: the caller holds ``final``'s writer lock, so every leftover is stale; otherwise
+    only those of processes that no longer exist are.  A replaced folder (``.NAME.old-*``) is
+    put back when ``final`` is missing (the writer died between the two renames).
+    """
+    import shutil
+
+    final = Path(final)
+    prefix = f".{final.name}."
+    try:
+        entries = [p for p in final.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for p in sorted(entries):
+        m = _STALE.fullmatch(p.name[len(prefix):])
+        if m is None or (m.group(1) is None) != (m.group(3) is not None):
+            continue  # not ours: a file .NAME.PID-HEX.part or a folder .NAME.tmp-/old-PID-HEX
+        pid = int(m.group(2))
+        if not locked and (pid == os.getpid() or _alive(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if m.group(1) == "old" and not final.exists() and not final.is_symlink():
+                os.rename(p, final)
+            elif p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+
+def write_output(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], Any]) -> Path:
+    """A command's one-file output (``score -o``, ``power --json``, ``report``): :func:`atomic_write`
+    after removing what a killed earlier writer of it left (:func:`clean_stale`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise RunWriteError(f"cannot write {path}: it is a folder; give a file name")
+    make_dir(path.parent)
+    clean_stale(path)
+    return atomic_write(path, data)
+
+
+def check_output_dir(final: str | os.PathLike, names: Iterable[str], *, carry: Sequence[str] = ()) -> None:
+    """Refuse (one line) an output folder that :func:`output_dir` would not replace: a file, a
+    link, or a folder holding anything but ``names``, ``carry`` and a report.  Call it before the work."""
+    final, allowed = Path(final), set(names) | set(carry) | {REPORT}
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise RunWriteError(f"cannot write {final}: it exists and is not a folder")
+    if final.is_dir():
+        foreign = sorted(p.name for p in final.iterdir() if p.name not in allowed)
+        if foreign:
+            raise RunWriteError(f"will not replace {final}: it holds files this command did not write "
+                                f"({', '.join(foreign[:3])}); choose another output folder")
+
+
+@contextlib.contextmanager
+def output_dir(final: str | os.PathLike, names: Iterable[str], *, carry: Sequence[str] = (),
+               what: str = "output") -> Iterator[Path]:
+    """Build a command's folder of outputs: ``with output_dir(OUT, names) as tmp:`` write into ``tmp``.
+
+    When the block ends without error, ``tmp`` is renamed into place as ``OUT`` (the old ``OUT``,
+    if any, goes whole); a kill at any instant leaves ``OUT`` absent, as it was, or complete.
+    ``names``: the files the command writes (an existing ``OUT`` holding anything else is
+    refused, never deleted); ``carry``: entries of the old ``OUT`` moved into the new one (a
+    cache).  Runs under a lock beside ``OUT`` (``.NAME.lock``).  Write errors name ``OUT``.
+    """
+    import shutil
+
+    final = Path(final)
+    allowed = set(names) | set(carry) | {REPORT}
+    make_dir(final.parent)
+    with hold_lock(final.parent / f".{final.name}.lock", f"{what} into {final}", target=final):
+        clean_stale(final, locked=True)
+        check_output_dir(final, allowed)
+        tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+        tmp, trash = final.with_name(f".{final.name}.tmp-{tag}"), final.with_name(f".{final.name}.old-{tag}")
+        try:
+            tmp.mkdir()
+        except OSError as e:
+            raise _write_error(final, e) from e
+        try:
+            try:
+                yield tmp
+                for name in carry:
+                    if (final / name).exists() and not (tmp / name).exists():
+                        os.rename(final / name, tmp / name)
+                kill_point("partial", final.name)  # the new folder is complete, not yet in place
+                if final.exists():
+                    os.rename(final, trash)
+                    kill_point("write", f"{final.name}.old")  # the old folder set aside, the new one not yet in
+                commit_dir(tmp, final)
+            except RunWriteError as e:
+                raise RunWriteError(str(e).replace(str(tmp), str(final))) from e
+            except OSError as e:
+                name = Path(e.filename).name if isinstance(e.filename, str) and str(tmp) in e.filename else ""
+                raise _write_error(final / name if name else final, e) from e
+        except BaseException:
+            if trash.exists() and not final.exists():
+                with contextlib.suppress(OSError):
+                    os.rename(trash, final)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def make_dir(path: Path) -> None:
@@ -480,10 +628,13 @@ class RunDir:
         atomic_write(self.scores, lambda f: np.savez(f, **arrays))
 
     def write_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Write metrics.json LAST, binding the final files by SHA-256; returns what was written."""
+        """Write metrics.json LAST, binding the final files by SHA-256 and its own figures by
+        :func:`figures_digest`; returns what was written."""
         files = {name: file_sha256(self.path / name) for name in BOUND_FILES if (self.path / name).is_file()}
-        doc = {**{k: v for k, v in metrics.items() if k not in ("run_format", "files")}, "run_format": RUN_FORMAT,
-               "files": files}
+        doc = {**{k: v for k, v in metrics.items() if k not in ("run_format", "files", FIGURES_KEY)},
+               "run_format": RUN_FORMAT}
+        doc = json.loads(json.dumps(doc, default=str))  # the digest is of what a reader will load
+        doc.update({FIGURES_KEY: figures_digest(doc), "files": files})
         atomic_json(self.metrics, doc)
         return doc
 
@@ -514,17 +665,21 @@ class RunDir:
             return RunState("inconsistent", f"{self.metrics} is not a JSON object")
         if not self.model.is_file():
             return RunState("inconsistent", f"{p} has {METRICS} but no checkpoint {MODEL}")
-        files = doc.get("files")
-        if isinstance(files, dict):
-            for name, digest in files.items():
-                if name not in BOUND_FILES:
-                    continue
-                f = p / name
-                if not f.is_file():
-                    return RunState("inconsistent", f"{f} is missing although {METRICS} names it")
-                if file_sha256(f) != digest:
-                    return RunState("inconsistent", f"{f} does not match {METRICS} (SHA-256 differs): it was changed or "
-                                                    f"truncated after the run finished")
+        why = binding_problem(doc, self.metrics)
+        if why is not None:
+            return RunState("inconsistent", why)
+        files = doc["files"]
+        for name in BOUND_FILES:
+            f = p / name
+            if name not in files:
+                if f.is_file():
+                    return RunState("inconsistent", f"{METRICS} does not bind {f} (no SHA-256 of it in its 'files')")
+                continue
+            if not f.is_file():
+                return RunState("inconsistent", f"{f} is missing although {METRICS} names it")
+            if file_sha256(f) != files[name]:
+                return RunState("inconsistent", f"{f} does not match {METRICS} (SHA-256 differs): it was changed or "
+                                                f"truncated after the run finished")
         return RunState("complete", f"{p} is a finished run")
 
     def require(self, *ok: str) -> RunState:
@@ -546,6 +701,7 @@ class RunDir:
             raise RunError(f"{self.metrics} is not readable JSON ({e})") from e
         if not isinstance(doc, dict):
             raise RunError(f"{self.metrics} is not a JSON object")
+        check_metrics_fields(doc, self.metrics)
         return doc
 
     def read_scores(self, *, model_sha256: str | None = None) -> dict[str, Any] | None:
@@ -570,6 +726,15 @@ class RunDir:
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
             raise RunError(f"{self.scores} is not a readable .npz file ({type(e).__name__}: {e}); the run's final save "
                            f"may have been interrupted") from e
+        for k, v in out.items():  # a member that is not a .npy array comes back as raw bytes: refuse it
+            if k == SCORES_MODEL_KEY:
+                ok = isinstance(v, np.ndarray) and v.shape == () and v.dtype.kind == "U"
+            else:
+                ok = isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and (
+                    v.dtype.kind != "f" or bool(np.isfinite(v).all()))
+            if not ok:
+                what = type(v).__name__ if not isinstance(v, np.ndarray) else f"{v.dtype} array of shape {v.shape}"
+                raise RunError(f"{self.scores}: entry {str(k)[:60]!r} is not a finite numeric array ({what})")
         own = out.pop(SCORES_MODEL_KEY, None)
         if model_sha256 is None and self.model.is_file() and own is not None:
             model_sha256 = file_sha256(self.model)
@@ -577,6 +742,60 @@ class RunDir:
             raise RunError(f"{self.scores} was made by another model (SHA-256 {str(own)[:12]}...), not by {self.model} "
                            f"({model_sha256[:12]}...)")
         return out
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: metrics.json fields that are numbers (or null), at the top level and in "membership"
+METRICS_NUMBERS = ("test_accuracy", "n_test", "epochs_trained", "selected_epoch", "train_seconds",
+                   "baseline_test_accuracy", "baseline_train_seconds")
+METRICS_TEXT = ("calibration_note",)  # the one non-numeric field of "membership"
+
+
+def check_metrics_fields(doc: dict[str, Any], where: Path) -> None:
+    """A one-line :class:`RunError` naming ``where`` and the field when a figure is not a number."""
+    def number(v: Any) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    for k in METRICS_NUMBERS:
+        if not number(doc.get(k)):
+            raise RunError(f"{where}: field {k!r} is {str(doc[k])[:40]!r}, expected a number")
+    m = doc.get("membership")
+    if m is None:
+        return
+    if not isinstance(m, dict):
+        raise RunError(f"{where}: field 'membership' is not an object")
+    for k, v in m.items():
+        if k not in METRICS_TEXT and not number(v):
+            raise RunError(f"{where}: field 'membership.{str(k)[:40]}' is {str(v)[:40]!r}, expected a number")
+
+
+def figures_digest(doc: dict[str, Any]) -> str:
+    """SHA-256 of metrics.json's entries but ``files`` and :data:`FIGURES_KEY` (:func:`sha256_json`)."""
+    return sha256_json({k: v for k, v in doc.items() if k not in ("files", FIGURES_KEY)})
+
+
+def binding_problem(doc: dict[str, Any], where: Path) -> str | None:
+    """Why metrics.json ``doc`` (read from ``where``) does not bind the run: a missing or malformed
+    ``files`` entry, an unknown file name, a malformed SHA-256, or figures that do not match their
+    digest.  None when the bindings are well formed (the files' hashes are checked by the caller)."""
+    files = doc.get("files")
+    if not isinstance(files, dict):
+        return (f"{where} has no well-formed 'files' entry binding the run's files by SHA-256 "
+                f"({'missing' if files is None else type(files).__name__}); the run cannot be checked")
+    for name, digest in files.items():
+        if name not in BOUND_FILES:
+            return f"{where} 'files' names an unknown file {str(name)[:60]!r} (expected {', '.join(BOUND_FILES)})"
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            return f"{where} 'files' {name!r} is not a SHA-256 (64 hex digits)"
+    if MODEL not in files:
+        return f"{where} 'files' does not bind {MODEL}"
+    got = doc.get(FIGURES_KEY)
+    if got is None:
+        return (f"{where} has no {FIGURES_KEY!r} (written by an activemint older than run format {RUN_FORMAT}, or "
+                f"edited): its figures cannot be checked; retrain or re-evaluate the run")
+    if got != figures_digest(doc):
+        return f"{where}: its figures do not match their {FIGURES_KEY!r} (the file was edited or corrupted)"
+    return None
 
 
 # ----------------------------------------------------------------------- audit folders

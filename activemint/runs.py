@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from activemint.data import read_manifest
+from activemint.data import read_manifest, verify_manifest
 from activemint.errors import not_a_directory
 from activemint.metrics import sigmoid
 from activemint.rundir import CONFIG, META_SUFFIX, MODEL, RunDir, RunError
@@ -108,6 +108,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL)
     for key in ("input_shape", "num_classes", "arch"):
         if key not in meta:
             raise RunError(f"{wpath.with_suffix(META_SUFFIX)} lacks {key!r}")
+    _check_metadata(meta, wpath.with_suffix(META_SUFFIX))
     if meta["arch"] != cfg.arch or bool(meta.get("mint")) != cfg.mint:
         raise RunError(f"{wpath} metadata ({meta['arch']}, mint={meta.get('mint')}) does not match {CONFIG}")
     if cfg.mint and "head_norm" not in meta:
@@ -121,6 +122,20 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL)
         raise RunError(str(e)) from e
     model.to(dev).eval()
     return Run(run_dir, cfg, model, meta, dev)
+
+
+def _check_metadata(meta: dict[str, Any], where: Path) -> None:
+    """One line naming ``where`` and the field when model.json's fields have the wrong type or range."""
+    def is_int(v: Any, lo: int, hi: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    shape = meta["input_shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(is_int(v, 1, 1 << 16) for v in shape)):
+        raise RunError(f"{where}: field 'input_shape' is {str(shape)[:60]}, expected [channels, height, width] of positive integers")
+    if not is_int(meta["num_classes"], 2, 1 << 20):
+        raise RunError(f"{where}: field 'num_classes' is {str(meta['num_classes'])[:60]!r}, expected an integer >= 2")
+    if not isinstance(meta["arch"], str):
+        raise RunError(f"{where}: field 'arch' is {str(meta['arch'])[:60]!r}, expected an architecture name")
 
 
 @dataclass
@@ -193,9 +208,20 @@ def same_figures(a: dict, b: dict, tol: float = 1e-6) -> bool:
     return ok
 
 
+def _verify_data(run: Run, roles: tuple[str, ...]) -> None:
+    """Refuse figures computed on other images: the data must match the manifest's pixel SHA-256 (as ``split:ROLE``)."""
+    manifest = RunDir(run.run_dir).manifest
+    problems = verify_manifest(manifest, run.data.train, run.data.test, roles=list(roles))
+    if problems:
+        raise RunError(f"{len(problems)} samples of {', '.join(roles)} differ from {manifest} (data read from "
+                       f"{run.data.train.source or run.config.data_root or run.config.dataset}); first: {problems[0]}. "
+                       f"The data set changed since the run was trained: pass the original data (data_root in {CONFIG})")
+
+
 def verify_run(run_dir: str | Path, *, device: str = "auto") -> Verification:
     """Recompute a run's final figures and compare them with its metrics.json."""
     run = load_run(run_dir, device=device)
+    _verify_data(run, ("members", "eval_nonmembers", "calibration"))
     metrics, _ = run.evaluate()
     saved = RunDir(run_dir).read_metrics() or {}
     for k, v in saved.items():

@@ -17,7 +17,7 @@ import torch
 
 from activemint.data import DatasetError, load_dataset, load_image_checked, verify_manifest
 from activemint.metrics import sigmoid
-from activemint.rundir import CONFIG, RunDir
+from activemint.rundir import CONFIG, RunDir, csv_row
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
 ROLES = ("members", "external", "validation", "calibration", "eval_nonmembers")
@@ -151,7 +151,7 @@ class InputScores:
         w = csv.writer(out)
         w.writerow(["id", "membership_probability", "membership_logit"])
         for i, p, z in zip(self.ids, self.probabilities, self.logits):
-            w.writerow([i, f"{p:.6f}", f"{z:.6f}"])
+            w.writerow(csv_row([i, f"{p:.6f}", f"{z:.6f}"]))
 
     def group_lines(self) -> list[str]:
         """One line per input: its sample count and mean P(member) (members and non-members are never pooled)."""

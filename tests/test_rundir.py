@@ -180,15 +180,19 @@ def test_truncated_scores_give_one_line(run, capsys, command):
 
 
 def test_truncated_scores_of_an_older_run_give_one_line(run, capsys):
-    """metrics.json without file digests (written before run format 2): the npz reader itself refuses."""
+    """metrics.json without file digests (written before run format 2, or with them removed): the
+    run reads as inconsistent, never as complete without checks (issue 25, S2); the npz reader
+    itself still refuses the cut file."""
     m = json.loads((run / "metrics.json").read_text())
     del m["files"]
     (run / "metrics.json").write_text(json.dumps(m))
     s = run / "scores.npz"
     s.write_bytes(s.read_bytes()[:100])
-    one_line_error(capsys, main(["report", str(run)]), "scores.npz is not a readable .npz file")
+    one_line_error(capsys, main(["report", str(run)]), "run inconsistent", "'files'")
     one_line_error(capsys, main(["audit", str(run), "split:members", "--out", str(run.parent / "a"), "--device", "cpu"]),
-                   "scores.npz is not a readable .npz file")
+                   "run inconsistent", "'files'")
+    with pytest.raises(RunError, match="scores.npz is not a readable .npz file"):
+        RunDir(run).read_scores()
 
 
 def test_scores_of_another_model_are_refused(run, capsys):

@@ -17,8 +17,6 @@ import csv
 import datetime as _dt
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +136,7 @@ class AuditResult:
                                                               self.probabilities, self.pvalues, self.flagged)):
                 dup = "" if h not in first else self.suspect.ids[first[h]]
                 first.setdefault(h, i)
-                w.writerow([sid, h, f"{s:.6f}", f"{pr:.6f}", f"{pv:.6g}", int(fl), dup])
+                w.writerow(rundir.csv_row([sid, h, f"{s:.6f}", f"{pr:.6f}", f"{pv:.6g}", int(fl), dup]))
 
     def write(self, out_dir: str | os.PathLike, *, force: bool = False,
               documents: Mapping[str, Callable[[AuditResult], str]] | None = None) -> Path:
@@ -163,33 +161,14 @@ class AuditResult:
                 why = None if empty else rundir.audit_dir_replaceable(out, self.run_dir)
                 if why is not None:
                     raise AuditError(f"--force will not replace {out}: {why}")
-            try:
-                tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-                os.chmod(tmp, 0o777 & ~rundir._umask())  # mkdtemp makes it private; the result is an ordinary folder
-            except OSError as e:
-                raise rundir.RunWriteError(f"cannot write into {out.parent}: {e.strerror or e}") from e
-            trash = None
-            try:
-                names = rundir.AUDIT_FILES
-                rundir.atomic_write_via(tmp / names["samples"], self.write_csv)
-                rundir.atomic_write(tmp / names["json"], json.dumps(self.to_dict(), indent=2))
+            names = rundir.AUDIT_FILES
+            with rundir.output_dir(out, [*names.values(), *(documents or {}), rundir.AUDIT_MARKER], what="audit") as tmp:
+                self.write_csv(tmp / names["samples"])
+                (tmp / names["json"]).write_text(json.dumps(self.to_dict(), indent=2))
                 for name, render in (documents or {}).items():
-                    rundir.atomic_write(tmp / name, render(self))
+                    (tmp / name).write_text(render(self))
                 files = sorted(p.name for p in tmp.iterdir())
-                rundir.atomic_json(tmp / rundir.AUDIT_MARKER, {"format": AUDIT_DIR_FORMAT, "files": files})
-                if out.exists():
-                    trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-                    os.rename(out, trash)
-                rundir.commit_dir(tmp, out)
-            except BaseException:
-                if trash is not None and not out.exists():
-                    os.rename(trash, out)
-                    trash = None
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            finally:
-                if trash is not None:
-                    shutil.rmtree(trash, ignore_errors=True)
+                (tmp / rundir.AUDIT_MARKER).write_text(json.dumps({"format": AUDIT_DIR_FORMAT, "files": files}, indent=2))
         return out
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
+import io
 import sys
 
 
@@ -29,8 +29,14 @@ def run(args: argparse.Namespace) -> int:
     scores = score_inputs(load_run(args.run_dir, device=args.device), args.inputs, resize=args.resize,
                           convert_channels=args.convert_channels)
     to_file = args.output not in (None, "-")
-    with open(args.output, "w", newline="") if to_file else contextlib.nullcontext(sys.stdout) as out:
-        scores.write_csv(out)
+    if to_file:  # atomic: a kill or a full disk leaves the old file (or none), never a cut CSV
+        from activemint.rundir import write_output
+
+        buf = io.StringIO(newline="")
+        scores.write_csv(buf)
+        write_output(args.output, buf.getvalue())
+    else:
+        scores.write_csv(sys.stdout)
     print(f"scored {len(scores.ids)} samples" + (f"; written to {args.output}" if to_file else ""), file=sys.stderr)
     for line in scores.group_lines():  # one line per input: members and non-members are never pooled
         print(line, file=sys.stderr)

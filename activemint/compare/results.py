@@ -11,7 +11,7 @@ import numpy as np
 
 from activemint.compare.plots import plot_rocs
 from activemint.metrics import MembershipMetrics
-from activemint.rundir import COMPARE_FILES
+from activemint.rundir import COMPARE_FILES, csv_row, output_dir
 from activemint.scorers import EVAL_ROLES, Scores
 
 
@@ -115,14 +115,20 @@ def _descriptions(rows: list[MethodResult]) -> list[str]:
 
 def write_outputs(out_dir: Path, rows: list[MethodResult], headline: str, info: dict[str, Any], trained: list[str],
                   reused: list[str], seconds: float) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {k: out_dir / name for k, name in COMPARE_FILES.items()}
+    """Write the compare outputs into ``out_dir`` as one folder, built beside it and renamed into place."""
+    with output_dir(out_dir, COMPARE_FILES.values(), what="compare") as tmp:
+        _write_files({k: tmp / name for k, name in COMPARE_FILES.items()}, rows, headline, info, trained, seconds, reused)
+    return {k: out_dir / name for k, name in COMPARE_FILES.items()}
+
+
+def _write_files(files: dict[str, Path], rows: list[MethodResult], headline: str, info: dict[str, Any], trained: list[str],
+                 seconds: float, reused: list[str]) -> None:
     with open(files["csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(COLUMNS)
         for r in rows:
             d = r.metrics.to_dict()
-            w.writerow([r.method, r.model] + ["" if d.get(c) is None else d[c] for c in COLUMNS[2:-1]] + [r.test_accuracy])
+            w.writerow(csv_row([r.method, r.model] + ["" if d.get(c) is None else d[c] for c in COLUMNS[2:-1]] + [r.test_accuracy]))
     files["json"].write_text(json.dumps({
         "headline": headline, "rows": [r.to_dict() for r in rows], "info": info, "trained": trained, "reused": reused,
         "seconds": round(seconds, 1)}, indent=2, default=str))
@@ -157,6 +163,5 @@ def write_outputs(out_dir: Path, rows: list[MethodResult], headline: str, info: 
               f"{', '.join(t.rsplit(' ', 1)[0] for t in trained) if trained else 'nothing (all from cache)'}."), ""]
     files["markdown"].write_text("\n".join(lines))
     plot_rocs(rows, files["roc_linear"], files["roc_loglog"])
-    return files
 
 

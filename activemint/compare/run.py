@@ -20,7 +20,7 @@ from activemint.compare.results import (
 )
 from activemint.data import read_manifest
 from activemint.metrics import membership_metrics
-from activemint.rundir import CACHE_RUNS, RunDir
+from activemint.rundir import CACHE_RUNS, COMPARE_FILES, RunDir, check_output_dir
 from activemint.runs import Run, RunError, ensure_run, load_run
 from activemint.scorers import EVAL_ROLES, MODELS, Context, Scorer, ScorerCache, Suite
 from activemint.training import TrainConfig
@@ -141,6 +141,7 @@ def run_compare(
     t0 = time.time()
     log = log or (lambda m: print(m, flush=True))
     cache_root, out_dir = Path(cache_dir), Path(out_dir)
+    check_output_dir(out_dir, COMPARE_FILES.values())  # before any training
     trained: list[str] = []
     reused: list[str] = []
     active, plain = _runs(cfg, active_run, plain_run, cache_root, progress, log, trained, reused)

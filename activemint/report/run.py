@@ -31,9 +31,8 @@ from activemint.rundir import (
     REPORT,
     RunDir,
     RunError,
-    atomic_write,
     file_sha256,
-    make_dir,
+    write_output,
 )
 
 
@@ -265,6 +264,5 @@ def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None) 
     if out.is_dir():
         raise ReportError(f"--out {out} is a folder; give the HTML file to write (e.g. {out / REPORT})")
     html = render_report(path)
-    make_dir(out.parent)
-    atomic_write(out, html)
+    write_output(out, html)  # atomic; removes what a killed earlier writer of it left
     return out

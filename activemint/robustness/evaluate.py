@@ -34,7 +34,7 @@ from activemint.metrics import (
     membership_metrics,
     min_calibration_size,
 )
-from activemint.rundir import ROBUSTNESS_FILES, RunDir, RunError
+from activemint.rundir import ROBUSTNESS_FILES, RunDir, RunError, check_output_dir, csv_cell, output_dir
 from activemint.runs import Run, load_run
 from activemint.scorers import Context, ScorerError, get_scorers
 from activemint.transforms import apply_transform, parse_spec
@@ -135,6 +135,7 @@ def run_robustness(
     """Evaluate every applicable scorer on every transformed copy; write the outputs; return the rows."""
     t0 = time.time()
     out = Path(out_dir) if out_dir else Path(run_dir) / "robustness"
+    check_output_dir(out, ROBUSTNESS_FILES.values(), carry=("cache",))  # before any work
     ctx = load_context(run_dir, plain_run=plain_run, members=members, max_samples=max_samples,
                        cache_dir=out / "cache", log=log)
     channels = ctx.images["members"].shape[1]
@@ -204,12 +205,18 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def write_outputs(out: Path, rows: list[Row], info: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the tables, plot and page into ``out`` as one folder, built beside it and renamed into place
+    (its ``cache`` folder moves into the new one)."""
+    with output_dir(out, ROBUSTNESS_FILES.values(), carry=("cache",), what="robustness") as tmp:
+        _write_files(tmp, rows, info)
+
+
+def _write_files(out: Path, rows: list[Row], info: dict) -> None:
     with open(out / ROBUSTNESS_FILES["csv"], "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         for r in rows:
-            w.writerow(asdict(r))
+            w.writerow({k: csv_cell(v) for k, v in asdict(r).items()})
     (out / ROBUSTNESS_FILES["json"]).write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=2))
     scorers = {r.scorer: (r.method, r.needs) for r in rows}
     md = [f"# Robustness of membership detection: `{info['run_dir']}`", "",
@@ -256,5 +263,5 @@ def plot_robustness(rows: list[Row], path: Path) -> None:
     axes[1][0].set_ylabel("TPR @ 1% FPR")
     fig.legend(loc="lower center", ncol=min(len(scorers), 5), fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

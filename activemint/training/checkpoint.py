@@ -87,6 +87,12 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
             f"{path} does not fit this model: unexpected {unexpected[:5]}, missing {missing[:5]}, "
             f"wrong shape {wrong[:5]}"
         )
+    dtype = [f"{k} ({tensors[k].dtype}, expected {own[k].dtype})" for k in tensors if tensors[k].dtype != own[k].dtype]
+    if dtype:
+        raise CheckpointError(f"{path} holds tensors of the wrong dtype: {', '.join(dtype[:3])}")
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite values (NaN or inf) in {', '.join(bad[:3])}")
     model.load_state_dict(tensors, strict=False)
     return missing
 
@@ -200,6 +206,15 @@ class Checkpoint:
             raise CheckpointError(f"{self.manifest_path} is not valid JSON ({e}): the checkpoint is corrupt") from e
         if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT or not isinstance(doc.get("files"), dict):
             raise CheckpointError(f"{self.manifest_path} is not an activemint checkpoint manifest ({CHECKPOINT_FORMAT})")
+        parts = (rundir.CKPT_WEIGHTS, rundir.CKPT_META, rundir.CKPT_STATE)
+        unknown = [str(k)[:60] for k in doc if k not in ("format", "epoch", "files", "log")]
+        unknown += [str(n)[:60] for n in doc["files"] if n not in parts]  # e.g. ../../etc/passwd with a made-up hash
+        if unknown:
+            raise CheckpointError(f"{self.manifest_path} has unknown entries {unknown[:3]} (a checkpoint lists exactly "
+                                  f"{', '.join(parts)}): the checkpoint is corrupt or was edited")
+        bad = [n for n, h in doc["files"].items() if not isinstance(h, str) or len(h) != 64]
+        if bad:
+            raise CheckpointError(f"{self.manifest_path}: the SHA-256 of {bad[0]} is not 64 hex digits: the checkpoint is corrupt")
         return doc
 
     def verify(self, *, max_epoch: int) -> dict[str, Any]:

@@ -1,0 +1,468 @@
+"""Issue 25: every writer atomic, every stored figure checked, every option validated.
+
+Most tests here attack a tiny real run (Fashion-MNIST, small_cnn, 2 epochs, trained once for
+the module) the way a hostile user or a crash would, and check the outcome: the old output or
+a complete new one, never a cut file; a run whose bindings do not hold reads as
+"inconsistent"; a bad option or stored field gives one line naming it, before any work.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FASHION_ROOT, require_fashion_mnist
+from PIL import Image
+
+from activemint import rundir
+from activemint.cli import build_parser, main
+from activemint.rundir import RunDir
+from activemint.training import TrainConfig, Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = dict(dataset="fashion-mnist", data_root=str(FASHION_ROOT), arch="small_cnn", setup="entry", members=200,
+            external=200, validation=100, calibration=300, eval_nonmembers=100, test_samples=200, epochs=2, lr=1e-3,
+            seed=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    require_fashion_mnist()
+    out = tmp_path_factory.mktemp("reliability") / "run"
+    Trainer(TrainConfig(**TINY), out, progress=False, log=lambda m: None).run()
+    return out
+
+
+@pytest.fixture
+def run(tiny_run, tmp_path) -> Path:
+    d = tmp_path / "run"
+    shutil.copytree(tiny_run, d)
+    return d
+
+
+def one_line_error(capsys, rc: int, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def rebind(run: Path) -> None:
+    """Re-sign metrics.json's file digests after a file was changed (an attacker's or a bad copy's
+    'fix'): only the content checks can catch what was changed then."""
+    m = json.loads((run / "metrics.json").read_text())
+    m["files"] = {n: rundir.file_sha256(run / n) for n in m["files"]}
+    (run / "metrics.json").write_text(json.dumps(m))
+
+
+def redigest(run: Path, m: dict) -> None:
+    """Write metrics.json ``m`` with a matching figures digest."""
+    m[rundir.FIGURES_KEY] = rundir.figures_digest(m)
+    (run / "metrics.json").write_text(json.dumps(m))
+
+
+# ------------------------------------------------------------------ 3. option validation
+def _numeric_options():
+    """(command, option string, bad value) for every numeric option of every command (from the parsers)."""
+    from activemint.cli.checks import integer
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    out = []
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            if not action.option_strings or action.type is None or action.type is str:
+                continue
+            bad = getattr(action.type, "bad", None)
+            if bad is None:
+                # TrainConfig fields (int / float: checked by TrainConfig.validate by name) and --threads
+                assert action.type in (int, float), f"{name} {action.option_strings[-1]}: unchecked type {action.type}"
+                bad = "-1"
+            out.append((name, action.option_strings[-1], bad))
+    assert integer(1).bad == "0"
+    return out
+
+
+NUMERIC_OPTIONS = _numeric_options()
+POSITIONALS = {"evaluate": ["no-such-run"], "score": ["no-such-run", "x.png"], "audit": ["no-such-run", "x.png"],
+               "report": ["no-such-run"], "robustness": ["no-such-run"], "power": ["no-such-run"]}
+
+
+def test_every_command_with_numeric_options_is_covered():
+    commands = {c for c, _, _ in NUMERIC_OPTIONS}
+    assert {"train", "compare", "grid", "audit", "power", "robustness"} <= commands
+    assert len(NUMERIC_OPTIONS) >= 50  # every TrainConfig number twice (train, compare) and the commands' own
+
+
+@pytest.mark.parametrize("command,option,bad", NUMERIC_OPTIONS, ids=[f"{c} {o}" for c, o, _ in NUMERIC_OPTIONS])
+def test_every_numeric_option_is_checked_before_any_work(command, option, bad, tmp_path, monkeypatch, capsys):
+    """An out-of-range value: exit 2, one line naming the option, nothing trained or read."""
+    def no_work(*a, **k):
+        raise AssertionError(f"{command} {option} {bad}: work started before the option was checked")
+
+    monkeypatch.setattr(Trainer, "__init__", no_work)
+    monkeypatch.chdir(tmp_path)
+    argv = [command, *POSITIONALS.get(command, []), option, bad]
+    if command in ("train", "compare"):
+        argv += ["--out", str(tmp_path / "out")]
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse refused it
+        rc = e.code
+    field = option.lstrip("-").replace("-", "_")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert option in err or f"{field} " in err, err
+    assert "no-such-run" not in err, err  # refused for the option, before the run was looked at
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["robustness", "r", "--bootstrap", "-1"], "argument --bootstrap: must be an integer >= 0, got '-1'"),
+    (["robustness", "r", "--max-samples", "0"], "argument --max-samples: must be an integer >= 1, got '0'"),
+    (["power", "r", "--draws", "-3"], "argument --draws: must be an integer >= 1, got '-3'"),
+    (["power", "r", "--fractions", "0,2,x"], "argument --fractions: must be comma-separated numbers in [0, 1], got '2'"),
+    (["power", "r", "--fractions", "0,0.5,x"], "argument --fractions: must be comma-separated numbers in [0, 1], got 'x'"),
+    (["audit", "r", "s", "--alpha", "nan"], "argument --alpha: must be a number in (0, 1), got 'nan'"),
+])
+def test_the_reported_option_values_name_their_option(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    one_line_error(capsys, 2, needle)
+
+
+# ------------------------------------------------------------------------ 4. CSV cells
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised():
+    assert [rundir.csv_cell(v) for v in ["=1+2", "+A1", "-cmd", "@SUM(A1)", "\tx", "\rx", "ok", "-1.5", "+3", 7, None]] == \
+        ["'=1+2", "'+A1", "'-cmd", "'@SUM(A1)", "'\tx", "'\rx", "ok", "-1.5", "+3", 7, None]
+
+
+def test_formula_ids_are_neutralised_in_score_and_audit_csvs(run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    names = ["=HYPERLINK(1).png", "+1.png", "@x.png", "-x.png", "plain.png"]
+    rng = np.random.default_rng(0)
+    for n in names:
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(tmp_path / n)
+    assert main(["score", str(run), "-o", "s.csv", "--device", "cpu", "--", *names]) == 0, capsys.readouterr().err
+    assert main(["audit", str(run), "--out", "a", "--device", "cpu", "--", *names]) == 0, capsys.readouterr().err
+    import csv
+
+    for path in (tmp_path / "s.csv", tmp_path / "a" / "samples.csv"):
+        ids = [r[0] for r in csv.reader(path.open())][1:]
+        assert sorted(ids) == sorted(("'" + n if n[0] in "=+-@" else n) for n in names), path
+        logits = [float(r[-1 if path.name == "s.csv" else 2]) for r in csv.reader(path.open()) if r[0] != "id"]
+        assert all(np.isfinite(logits))  # negative numbers stay numbers
+
+
+# --------------------------------------------------------------------- 2. fail closed
+@pytest.mark.parametrize("mutation", ["removed", "renamed by one bit", "a list", "model unbound", "bad digest",
+                                      "unknown name"])
+def test_a_missing_or_malformed_binding_is_inconsistent_never_complete(run, capsys, mutation):
+    m = json.loads((run / "metrics.json").read_text())
+    if mutation == "removed":
+        del m["files"]
+    elif mutation == "renamed by one bit":
+        m["filer"] = m.pop("files")
+    elif mutation == "a list":
+        m["files"] = list(m["files"].values())
+    elif mutation == "model unbound":
+        del m["files"]["model.safetensors"]
+    elif mutation == "bad digest":
+        m["files"]["model.json"] = "0" * 63
+    else:
+        m["files"]["../../etc/passwd"] = "0" * 64
+    (run / "metrics.json").write_text(json.dumps(m))
+    assert RunDir(run).state().kind == "inconsistent"
+    one_line_error(capsys, main(["score", str(run), "split:members", "--device", "cpu"]), "run inconsistent")
+    one_line_error(capsys, main(["evaluate", str(run), "--device", "cpu"]), "run inconsistent")
+
+
+def test_weights_swapped_for_another_runs_with_the_binding_removed_are_refused(run, tmp_path, capsys):
+    """S2: another run's model (and its scores) in place, metrics.json's 'files' dropped."""
+    other = tmp_path / "other"
+    Trainer(TrainConfig(**{**TINY, "seed": 6, "epochs": 1}), other, progress=False, log=lambda m: None).run()
+    for n in ("model.safetensors", "model.json", "scores.npz"):
+        shutil.copy2(other / n, run / n)
+    m = json.loads((run / "metrics.json").read_text())
+    del m["files"]
+    (run / "metrics.json").write_text(json.dumps(m))
+    assert RunDir(run).state().kind == "inconsistent"
+    for argv in (["score", str(run), "split:members"], ["evaluate", str(run)], ["audit", str(run), "split:members"]):
+        one_line_error(capsys, main([*argv, "--device", "cpu"]), "run inconsistent", "'files'")
+
+
+def test_a_flipped_figure_in_metrics_json_is_refused(run, capsys):
+    """S1: AUC 0.5608 -> 0.9608 (one bit of one digit): report, evaluate, audit refuse; nothing written."""
+    text = (run / "metrics.json").read_text()
+    auc = json.loads(text)["membership"]["auc"]
+    s = json.dumps(auc)
+    flipped = s[:2] + str((int(s[2]) + 4) % 10) + s[3:]  # 0.5608 -> 0.9608
+    (run / "metrics.json").write_text(text.replace(f'"auc": {s}', f'"auc": {flipped}', 1))
+    assert json.loads((run / "metrics.json").read_text())["membership"]["auc"] != auc
+    assert RunDir(run).state().kind == "inconsistent"
+    one_line_error(capsys, main(["report", str(run)]), "figures do not match", "metrics.json")
+    one_line_error(capsys, main(["evaluate", str(run), "--device", "cpu"]), "figures do not match")
+    assert not (run / "report.html").exists()
+
+
+def test_a_non_numeric_field_names_file_and_field(run, capsys):
+    m = json.loads((run / "metrics.json").read_text())
+    m["membership"]["tpr_at_1pct_fpr"] = "high"
+    redigest(run, m)  # well signed: the field check itself must refuse it
+    one_line_error(capsys, main(["report", str(run)]), str(run / "metrics.json"), "membership.tpr_at_1pct_fpr")
+    m["test_accuracy"] = [1]
+    redigest(run, m)
+    one_line_error(capsys, main(["evaluate", str(run), "--device", "cpu"]), "metrics.json", "'test_accuracy'")
+
+
+def test_evaluate_checks_the_manifest_pixel_hashes(run, tmp_path, capsys):
+    """S3: the data root changed (7 member images altered): evaluate refuses instead of 'matches: yes'."""
+    from activemint.data import clear_dataset_cache, read_manifest
+
+    members = read_manifest(run / "manifest.csv").members
+    root = tmp_path / "fmnist"
+    root.mkdir()
+    for f in FASHION_ROOT.glob("*.gz"):
+        shutil.copy2(f, root / f.name)
+    name = "train-images-idx3-ubyte"
+    raw = bytearray(gzip.decompress((FASHION_ROOT / f"{name}.gz").read_bytes()))
+    (root / f"{name}.gz").unlink()
+    for i in members[:7]:
+        raw[16 + int(i) * 784 + 400] ^= 0xFF
+    (root / name).write_bytes(bytes(raw))
+    cfg = (run / "config.yaml").read_text()
+    assert str(FASHION_ROOT) in cfg
+    (run / "config.yaml").write_text(cfg.replace(str(FASHION_ROOT), str(root)))
+    clear_dataset_cache()
+    try:
+        one_line_error(capsys, main(["evaluate", str(run), "--device", "cpu"]), "7 samples of members",
+                       str(run / "manifest.csv"), str(root))
+    finally:
+        clear_dataset_cache()
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("num_classes", "ten", "field 'num_classes'"), ("num_classes", 1e30, "field 'num_classes'"),
+    ("input_shape", [1, 28], "field 'input_shape'"), ("arch", 3, "field 'arch'")])
+def test_model_json_fields_are_checked(run, capsys, field, value, needle):
+    meta = json.loads((run / "model.json").read_text())
+    meta[field] = value
+    (run / "model.json").write_text(json.dumps(meta))
+    rebind(run)
+    one_line_error(capsys, main(["score", str(run), "split:members", "--device", "cpu"]), str(run / "model.json"), needle)
+
+
+@pytest.mark.parametrize("kind", ["raw pickle", "object array", "text array", "inf"])
+def test_scores_npz_entries_must_be_finite_numeric_arrays(run, capsys, kind):
+    import pickle
+
+    with np.load(run / "scores.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    if kind == "raw pickle":  # a member named .npy that is no .npy: numpy hands back its bytes
+        buf = io.BytesIO()
+        np.savez(buf, **{k: v for k, v in arrays.items() if k != "members"})
+        with zipfile.ZipFile(buf, "a") as zf:
+            zf.writestr("members.npy", pickle.dumps({"x": 1}))
+        (run / "scores.npz").write_bytes(buf.getvalue())
+        needle = "'members' is not a finite numeric array (bytes)"
+    else:
+        if kind == "object array":
+            arrays["members"] = np.array([1, None], dtype=object)
+        elif kind == "text array":
+            arrays["members"] = np.array(["a", "b"])
+        else:
+            arrays["members"] = arrays["members"].copy()
+            arrays["members"][0] = np.inf
+        np.savez(run / "scores.npz", **arrays)
+        needle = "scores.npz"
+    rebind(run)
+    one_line_error(capsys, main(["report", str(run)]), needle)
+
+
+@pytest.mark.parametrize("index", ["1" + "0" * 30, "-1", "1e30"])
+def test_a_manifest_index_out_of_range_names_the_manifest(run, capsys, index):
+    lines = (run / "manifest.csv").read_text().splitlines()
+    f = lines[1].split(",")
+    f[2] = index
+    lines[1] = ",".join(f)
+    (run / "manifest.csv").write_text("\n".join(lines) + "\n")
+    one_line_error(capsys, main(["evaluate", str(run), "--device", "cpu"]), f"manifest {run / 'manifest.csv'} line 2")
+
+
+@pytest.mark.parametrize("dtype", ["nan", "int32"])
+def test_weights_of_the_wrong_dtype_or_not_finite_are_refused(run, capsys, dtype):
+    from safetensors.torch import load_file, save_file
+
+    t = load_file(str(run / "model.safetensors"))
+    k = next(k for k, v in t.items() if v.is_floating_point())
+    t[k] = t[k].clone()
+    if dtype == "nan":
+        t[k].view(-1)[0] = float("nan")
+    else:
+        t[k] = t[k].to(torch.int32)
+    save_file(t, str(run / "model.safetensors"), metadata={"format": "activemint"})
+    rebind(run)
+    one_line_error(capsys, main(["score", str(run), "split:members", "--device", "cpu"]), str(run / "model.safetensors"),
+                   "NaN" if dtype == "nan" else "dtype")
+
+
+def test_checkpoint_json_refuses_unknown_entries(run, capsys):
+    from activemint.training.checkpoint import list_checkpoints
+
+    ck = list_checkpoints(run / "checkpoints")[-1]
+    doc = json.loads(ck.manifest_path.read_text())
+    doc["files"]["../../../../etc/passwd"] = "0" * 64
+    ck.manifest_path.write_text(json.dumps(doc))
+    (run / "metrics.json").unlink()  # an interrupted final save: --resume reads the checkpoint
+    rc = main(["train", "--config", str(run / "config.yaml"), "--out", str(run), "--resume", "--no-progress"])
+    one_line_error(capsys, rc, str(ck.manifest_path), "unknown entries", "etc/passwd")
+
+
+# ----------------------------------------------------------------- 1. atomic outputs
+def test_score_output_is_replaced_whole_or_not_at_all(run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "scores.csv"
+    out.write_text("previous\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    one_line_error(capsys, main(["score", str(run), "split:members", "-o", str(out), "--device", "cpu"]),
+                   f"cannot write {out}", "disk full")
+    monkeypatch.undo()
+    assert out.read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "scores.csv"]
+
+
+def test_power_json_on_a_full_disk_leaves_no_file_and_names_it(run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "power.json"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    one_line_error(capsys, main(["power", str(run), "--draws", "5", "--size", "10", "--json", str(out)]),
+                   f"cannot write {out}", "disk full")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_robustness_on_a_full_disk_leaves_the_old_output_and_names_it(run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "rob"
+    argv = ["robustness", str(run), "--out", str(out), "--transforms", "hflip", "--scorers", "active_mint",
+            "--bootstrap", "2", "--max-samples", "50"]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert set(before) == set(rundir.ROBUSTNESS_FILES.values())
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    rc = main([*argv[:-4], "--bootstrap", "3", "--max-samples", "60"])
+    err = capsys.readouterr().err.strip().splitlines()  # progress lines, then the error
+    assert rc == 2 and [ln for ln in err if "error" in ln] == err[-1:], err
+    assert f"cannot write {out}" in err[-1] and "disk full" in err[-1], err
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name] == []
+
+
+def test_an_output_folder_with_other_files_is_refused_before_work(run, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    one_line_error(capsys, main(["robustness", str(run), "--out", str(out), "--transforms", "hflip"]),
+                   f"will not replace {out}", "thesis.tex")
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next(run, tmp_path, capsys):
+    """What a SIGKILL leaves (temp folder, temp file, the replaced folder) goes on the next run;
+    a replaced folder whose successor never arrived is put back first."""
+    dead = 2**22 + 12345  # above the default pid_max (2**22): no such process
+    a = tmp_path / "a"
+    for p in (tmp_path / f".a.tmp-{dead}-0a0b", tmp_path / f".a.old-{dead}-0c0d"):
+        p.mkdir()
+    (tmp_path / f".a.old-{dead}-0c0d" / "audit.json").write_text("old")
+    (tmp_path / f".s.csv.{dead}-0e0f.part").write_text("cut")
+    (tmp_path / ".a.tmp-keepme").mkdir()  # not a name our writers use: left alone
+    rundir.clean_stale(a, locked=True)
+    assert (a / "audit.json").read_text() == "old"  # put back
+    rundir.clean_stale(tmp_path / "s.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.tmp-keepme", "a", "run"]
+    assert main(["score", str(run), "split:members", "-o", str(tmp_path / "s.csv"), "--device", "cpu"]) == 0
+
+
+# SIGKILL at the instants where a command's output changes on disk (the kill points of
+# activemint.rundir): before the rename into place, between setting the old folder aside and
+# renaming the new one in, right after.  Each is a subprocess: the real command line, killed.
+def _command(kind: str, run: Path, out: Path, variant: int) -> list[str]:
+    return {
+        "score": ["score", str(run), "split:members", *(["split:calibration"] if variant else []), "-o", str(out),
+                  "--device", "cpu"],
+        "power": ["power", str(run), "--draws", "5", "--size", "10", "--seed", str(variant), "--json", str(out)],
+        "robustness": ["robustness", str(run), "--out", str(out), "--transforms", "hflip", "--scorers", "active_mint",
+                       "--bootstrap", "2", "--max-samples", str(40 + variant)],
+        "audit": ["audit", str(run), "split:members" if variant else "split:calibration", "--out", str(out),
+                  "--device", "cpu", "--force"],
+        "report": ["report", str(run), "--out", str(out)],
+    }[kind]
+
+
+def _snapshot(p: Path):
+    if p.is_dir():
+        return {q.name: q.read_bytes() for q in p.iterdir() if q.is_file()}
+    return p.read_bytes() if p.exists() else None
+
+
+def _complete(kind: str, p: Path) -> bool:
+    if kind == "score":
+        return p.read_text().endswith("\n") and len(p.read_text().splitlines()) == 1 + 200 + 300
+    if kind == "power":
+        return "rows" in json.loads(p.read_text())
+    if kind == "report":
+        return p.read_text().rstrip().endswith("</html>")
+    names = set(rundir.ROBUSTNESS_FILES.values()) if kind == "robustness" else \
+        set(rundir.AUDIT_FILES.values()) | {rundir.AUDIT_MARKER}
+    return {q.name for q in p.iterdir() if q.is_file()} == names and json.loads(
+        (p / ("robustness.json" if kind == "robustness" else "audit.json")).read_text()) is not None
+
+
+KILLS = [("score", "partial@s.csv:1"), ("score", "write@s.csv:1"), ("power", "partial@p.json:1"),
+         ("robustness", "partial@rob:1"), ("robustness", "write@rob.old:1"), ("robustness", "write@rob:1"),
+         ("audit", "write@aud.old:1"), ("report", "partial@r.html:1")]
+OUT_NAMES = {"score": "s.csv", "power": "p.json", "robustness": "rob", "audit": "aud", "report": "r.html"}
+
+
+@pytest.mark.parametrize("kind,kill", KILLS, ids=[f"{k}-{v}" for k, v in KILLS])
+def test_sigkill_while_writing_leaves_old_absent_or_complete_output(run, tmp_path, kind, kill):
+    out = tmp_path / OUT_NAMES[kind]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "activemint"]
+    assert main(_command(kind, run, out, 0)) == 0  # the previous output, in this process
+    before = _snapshot(out)
+    r = subprocess.run([*cli, *_command(kind, run, out, 1)], env={**env, "ACTIVEMINT_KILL_AT": kill}, capture_output=True)
+    assert r.returncode == -9, (r.returncode, r.stderr[-2000:])  # the kill point was reached
+    after = _snapshot(out)
+    assert after is None or after == before or _complete(kind, out), kill
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.") and not
+                       p.name.endswith(".lock"))
+    assert main(_command(kind, run, out, 1)) == 0  # the next run, in this process, cleans up
+    assert _complete(kind, out)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.") and not p.name.endswith(".lock")] \
+        == [], leftovers
