@@ -8,6 +8,7 @@ run's manifest (every sample's pixel SHA-256 and label) and refused when the dat
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -31,13 +32,25 @@ class ManifestMismatchError(InputError):
     """The data under the run's data root no longer matches the run's manifest."""
 
 
-def image_paths(inputs: list[str]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into image paths."""
+def image_paths(inputs: list[str], *, follow_symlinks: bool = False) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into image paths.
+
+    A file in a folder that is (or lies under) a symbolic link leading out of the folder is
+    refused unless ``follow_symlinks`` (CLI ``--follow-symlinks``): a folder of images is read
+    as the images in it, not whatever its links point to.
+    """
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not follow_symlinks:
+                base = Path(os.path.realpath(p))
+                for q in found:
+                    real = Path(os.path.realpath(q))
+                    if base not in real.parents:
+                        raise InputError(f"{q} in image folder {p} is a symbolic link to {real}, outside the folder; "
+                                         f"pass --follow-symlinks to read it")
             if not found:
                 raise InputError(f"folder {p} holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
             paths.extend(found)
@@ -80,6 +93,7 @@ def resolve_inputs(run, inputs: list[str], *, resize: bool = False, convert_chan
 
 
 def resolve_input_groups(run, inputs: list[str], *, resize: bool = False, convert_channels: bool = False,
+                         follow_symlinks: bool = False, max_pixels: int | None = None,
                          ) -> tuple[list[str], torch.Tensor, list[tuple[str, slice]]]:
     """(ids, uint8 images (N, C, H, W), groups) for a list of CLI inputs.
 
@@ -125,10 +139,11 @@ def resolve_input_groups(run, inputs: list[str], *, resize: bool = False, conver
         paths: list[Path] = []
         file_pos = [pos for pos, item in enumerate(inputs) if not item.startswith(("split:", "dataset:"))]
         for pos, item in zip(file_pos, files):
-            found = image_paths([item])
+            found = image_paths([item], follow_symlinks=follow_symlinks)
             spans[pos] = slice(len(ids) + len(paths), len(ids) + len(paths) + len(found))
             paths.extend(found)
-        imgs = [load_image_checked(p, shape, resize=resize, convert_channels=convert_channels)[0] for p in paths]
+        imgs = [load_image_checked(p, shape, resize=resize, convert_channels=convert_channels, max_pixels=max_pixels)[0]
+                for p in paths]
         chunks.append(torch.stack(imgs))
         ids.extend(str(p) for p in paths)
     if not chunks:
@@ -164,8 +179,10 @@ class InputScores:
         return lines
 
 
-def score_inputs(run, inputs: list[str], *, resize: bool = False, convert_channels: bool = False) -> InputScores:
+def score_inputs(run, inputs: list[str], *, resize: bool = False, convert_channels: bool = False,
+                 follow_symlinks: bool = False, max_pixels: int | None = None) -> InputScores:
     """Score files, folders, ``split:ROLE`` and ``dataset:NAME:SPLIT`` inputs with a run's MINT head."""
-    ids, images, groups = resolve_input_groups(run, inputs, resize=resize, convert_channels=convert_channels)
+    ids, images, groups = resolve_input_groups(run, inputs, resize=resize, convert_channels=convert_channels,
+                                               follow_symlinks=follow_symlinks, max_pixels=max_pixels)
     logits = run.membership_logits(images)
     return InputScores(ids, logits, sigmoid(logits), groups)

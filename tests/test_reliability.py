@@ -167,6 +167,52 @@ def test_formula_ids_are_neutralised_in_score_and_audit_csvs(run, tmp_path, monk
         assert all(np.isfinite(logits))  # negative numbers stay numbers
 
 
+def test_a_symlink_leaving_an_image_folder_is_refused_unless_asked(tmp_path):
+    from activemint.scoring import InputError, image_paths
+
+    outside = tmp_path / "secret.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(outside)
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(folder / "a.png")
+    os.symlink(folder / "a.png", folder / "sub" / "inside.png")  # stays inside: fine
+    assert len(image_paths([str(folder)])) == 2
+    os.symlink(outside, folder / "b.png")
+    with pytest.raises(InputError, match="symbolic link to .*secret.png, outside the folder; pass --follow-symlinks"):
+        image_paths([str(folder)])
+    assert len(image_paths([str(folder)], follow_symlinks=True)) == 3
+    os.unlink(folder / "b.png")
+    os.symlink(tmp_path, folder / "up")  # a linked folder leading out: not entered (secret.png is not read)
+    assert [p.name for p in image_paths([str(folder)])] == ["a.png", "inside.png"]
+
+
+def test_user_images_are_capped_before_decoding_and_the_flag_raises_the_cap(tmp_path):
+    from activemint.data.images import USER_MAX_PIXELS, ImageInputError, load_image_checked
+
+    p = tmp_path / "big.png"
+    Image.fromarray(np.zeros((4097, 4096), np.uint8)).save(p)  # one row over the default cap, small on disk
+    assert 4097 * 4096 > USER_MAX_PIXELS
+    with pytest.raises(ImageInputError, match="over the limit of 16777216 .*raise it with --max-pixels"):
+        load_image_checked(p, (1, 28, 28), resize=True)
+    img, resized, _ = load_image_checked(p, (1, 28, 28), resize=True, max_pixels=4097 * 4096)
+    assert resized and tuple(img.shape) == (1, 28, 28)
+
+
+@pytest.mark.parametrize("mode,c,needle", [
+    ("P", 1, "is a palette (indexed colour) image (PIL mode P), not plain greyscale; the model takes 1-channel"),
+    ("RGB", 1, "has 3 channels (PIL mode RGB); the model takes 1-channel greyscale"),
+    ("LA", 1, "has 2 channels (PIL mode LA); the model takes 1-channel greyscale"),
+    ("P", 3, "has 1 channel (PIL mode P); the model takes 3-channel RGB")])
+def test_the_channel_message_says_what_the_file_is(tmp_path, mode, c, needle):
+    from activemint.data.images import ImageInputError, load_image_checked
+
+    p = tmp_path / "x.gif"
+    Image.fromarray(np.zeros((28, 28, 3), np.uint8)).convert(mode).save(p.with_suffix(".png"))
+    with pytest.raises(ImageInputError) as e:
+        load_image_checked(p.with_suffix(".png"), (c, 28, 28))
+    assert needle in str(e.value) and "--convert-channels" in str(e.value)
+
+
 # --------------------------------------------------------------------- 2. fail closed
 @pytest.mark.parametrize("mutation", ["removed", "renamed by one bit", "a list", "model unbound", "bad digest",
                                       "unknown name"])

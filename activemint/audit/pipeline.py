@@ -193,6 +193,8 @@ def audit(
     convert_channels: bool = False,
     device: str = "auto",
     save_calibration: bool = True,
+    follow_symlinks: bool = False,
+    max_pixels: int | None = None,
 ) -> AuditResult:
     """Audit ``suspect`` (folders, files, file lists, ``split:ROLE``) against a run.
 
@@ -204,6 +206,8 @@ def audit(
         test: which set-level test decides (``exceedance``, ``mann_whitney``, ``mixture``).
         resize, convert_channels: accept images of another size / channel count.
         save_calibration: save the calibration to the run directory (first audit only).
+        follow_symlinks, max_pixels: read links leading out of a suspect folder; the largest
+            image opened (default :data:`activemint.data.images.USER_MAX_PIXELS`).
     """
     from activemint.runs import load_run
 
@@ -212,7 +216,8 @@ def audit(
     run = load_run(run_dir, device=device)
     if not run.is_audited:
         raise AuditError(f"{run_dir} is a plain run (mint off): it has no membership head to audit with")
-    sus = load_suspect(run, list(suspect), resize=resize, convert_channels=convert_channels)
+    sus = load_suspect(run, list(suspect), resize=resize, convert_channels=convert_channels,
+                       follow_symlinks=follow_symlinks, max_pixels=max_pixels)
     cal = calibrate_run(run, target_fpr, save=save_calibration)
     scores = run.membership_logits(sus.images)
     unique = sus.unique_mask()

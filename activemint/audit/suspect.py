@@ -88,18 +88,20 @@ def read_file_list(path: Path) -> list[Path]:
     return out
 
 
-def load_checked_image(path: Path, shape: tuple[int, int, int], *, resize: bool, convert_channels: bool) -> tuple[torch.Tensor, bool, bool]:
+def load_checked_image(path: Path, shape: tuple[int, int, int], *, resize: bool, convert_channels: bool,
+                       max_pixels: int | None = None) -> tuple[torch.Tensor, bool, bool]:
     """(uint8 (C, H, W) image, resized?, converted?) of one file, checked against ``shape``.
 
     The one image policy of ``score`` and ``audit``: :func:`activemint.data.load_image_checked`.
     """
     try:
-        return load_image_checked(path, shape, resize=resize, convert_channels=convert_channels)
+        return load_image_checked(path, shape, resize=resize, convert_channels=convert_channels, max_pixels=max_pixels)
     except ImageInputError as e:
         raise AuditInputError(str(e)) from e
 
 
-def load_suspect(run, inputs: list[str], *, resize: bool = False, convert_channels: bool = False) -> SuspectSet:
+def load_suspect(run, inputs: list[str], *, resize: bool = False, convert_channels: bool = False,
+                 follow_symlinks: bool = False, max_pixels: int | None = None) -> SuspectSet:
     """Read the suspect set named by ``inputs`` for a loaded run.
 
     Each input is a folder of images (recursive), an image file, a ``.txt`` file list (one
@@ -133,7 +135,7 @@ def load_suspect(run, inputs: list[str], *, resize: bool = False, convert_channe
             paths = read_file_list(p)
         elif p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
             try:
-                paths = image_paths([str(p)])
+                paths = image_paths([str(p)], follow_symlinks=follow_symlinks)
             except DatasetError as e:
                 raise AuditInputError(str(e)) from e
         elif p.exists():
@@ -142,7 +144,7 @@ def load_suspect(run, inputs: list[str], *, resize: bool = False, convert_channe
             raise AuditInputError(f"suspect input {item} does not exist (expected a folder of images, a .txt file list or split:ROLE)")
         imgs = []
         for q in paths:
-            img, r, c = load_checked_image(q, shape, resize=resize, convert_channels=convert_channels)
+            img, r, c = load_checked_image(q, shape, resize=resize, convert_channels=convert_channels, max_pixels=max_pixels)
             imgs.append(img)
             if r:
                 resized.append(str(q))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from activemint.cli.checks import PROBABILITY
+from activemint.cli.checks import PROBABILITY, add_image_args
 
 
 def add_parser(sub) -> None:
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     a.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     a.add_argument("--resize", action="store_true", help="resize images of another size to the model's input (bilinear)")
     a.add_argument("--convert-channels", action="store_true", help="convert greyscale/colour images to the model's channels")
+    add_image_args(a)
     a.add_argument("--device", default="auto")
     a.set_defaults(func=run)
 
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from activemint.report.audit import audit_markdown, write_audit
 
     result = audit(args.run_dir, args.suspect, alpha=args.alpha, target_fpr=args.target_fpr, test=args.test,
-                   resize=args.resize, convert_channels=args.convert_channels, device=args.device)
+                   resize=args.resize, convert_channels=args.convert_channels, device=args.device,
+                   follow_symlinks=args.follow_symlinks, max_pixels=args.max_pixels)
     out = write_audit(result, args.out or default_out_dir(result), force=args.force)
     print(audit_markdown(result))
     from activemint.rundir import AUDIT_FILES

@@ -83,3 +83,11 @@ POSITIVE = integer(1)
 NON_NEGATIVE = integer(0)
 SEED = integer(0, 2**63 - 1)
 PROBABILITY = real(0.0, 1.0, lo_open=True, hi_open=True)  # alpha, target FPR
+
+
+def add_image_args(p) -> None:
+    """``--follow-symlinks`` and ``--max-pixels`` of the commands that read user images (score, audit)."""
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="read images that a symbolic link in an input folder points to outside that folder (refused by default)")
+    p.add_argument("--max-pixels", type=POSITIVE, metavar="N",
+                   help="largest image (width x height) decoded, checked before decoding (default 4096 x 4096 = 16777216)")

@@ -5,6 +5,8 @@ import argparse
 import io
 import sys
 
+from activemint.cli.checks import add_image_args
+
 
 def add_parser(sub) -> None:
     s = sub.add_parser("score", help="per-sample membership probability as CSV",
@@ -18,6 +20,7 @@ def add_parser(sub) -> None:
     s.add_argument("-o", "--output", help="CSV file (default: standard output)")
     s.add_argument("--resize", action="store_true", help="resize images of another size to the model's input (bilinear); without it they are refused")
     s.add_argument("--convert-channels", action="store_true", help="convert greyscale/colour images to the model's channels; without it they are refused")
+    add_image_args(s)
     s.add_argument("--device", default="auto")
     s.set_defaults(func=run)
 
@@ -27,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from activemint.scoring import score_inputs
 
     scores = score_inputs(load_run(args.run_dir, device=args.device), args.inputs, resize=args.resize,
-                          convert_channels=args.convert_channels)
+                          convert_channels=args.convert_channels, follow_symlinks=args.follow_symlinks,
+                          max_pixels=args.max_pixels)
     to_file = args.output not in (None, "-")
     if to_file:  # atomic: a kill or a full disk leaves the old file (or none), never a cut CSV
         from activemint.rundir import write_output

@@ -36,6 +36,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".g
 #: limit, applied as an error rather than Pillow's warning.
 MAX_IMAGE_PIXELS = 89_478_485
 
+#: Largest user image (``score`` / ``audit`` inputs) opened unless ``--max-pixels`` raises it:
+#: 4096 x 4096, far above any model input here, and a bounded decode (~50 MB for RGB).
+USER_MAX_PIXELS = 4096 * 4096
+
+#: What a PIL mode holds, for messages.
+MODE_NAMES = {"1": "1-bit black and white", "L": "greyscale", "P": "palette (indexed colour)", "PA": "palette + alpha",
+              "LA": "greyscale + alpha", "RGB": "RGB", "RGBA": "RGB + alpha", "CMYK": "CMYK", "YCbCr": "YCbCr",
+              "HSV": "HSV", "LAB": "Lab", "I": "32-bit integer greyscale", "F": "32-bit float greyscale"}
+
 #: PIL modes holding 16-bit (or wider integer) greyscale.
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -78,13 +87,17 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 @contextmanager
-def open_image(path: str | os.PathLike, dataset: str | None = None) -> Iterator[Image.Image]:
+def open_image(path: str | os.PathLike, dataset: str | None = None, *, max_pixels: int | None = None,
+               flag: str = "") -> Iterator[Image.Image]:
     """Open and decode an image file, refusing decompression bombs; 16-bit greyscale -> 8-bit ``L``.
 
     Yields a loaded PIL image.  Raises :class:`ImageInputError` (naming the file) when the file
     is missing, not an image PIL can decode, larger than :data:`MAX_IMAGE_PIXELS`, or of a
     pixel type without a defined 8-bit scaling (float, or integers outside 0..65535).
+    ``max_pixels`` (default :data:`MAX_IMAGE_PIXELS`) is checked on the header, before decoding;
+    ``flag`` names the option that raises it, for the message.
     """
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     where = f"dataset '{dataset}': " if dataset else ""
     if os.path.isdir(path):
         raise ImageInputError(f"{where}image {path} is a directory, expected an image file")
@@ -96,10 +109,10 @@ def open_image(path: str | os.PathLike, dataset: str | None = None) -> Iterator[
             opened = Image.open(path)
         with opened as img:
             w, h = img.size
-            if w * h > MAX_IMAGE_PIXELS:
+            if w * h > limit:
                 raise ImageInputError(
-                    f"{where}image {path} is {w}x{h} = {w * h} pixels, over the limit of {MAX_IMAGE_PIXELS} "
-                    "(a decompression bomb?); expected an image of ordinary size"
+                    f"{where}image {path} is {w}x{h} = {w * h} pixels, over the limit of {limit} "
+                    f"(a decompression bomb?); expected an image of ordinary size{f' (or raise it with {flag})' if flag else ''}"
                 )
             img.load()
             yield _to_8bit(img, path, where)
@@ -171,6 +184,7 @@ def load_image_checked(
     *,
     resize: bool = False,
     convert_channels: bool = False,
+    max_pixels: int | None = None,
 ) -> tuple[torch.Tensor, bool, bool]:
     """Read a user's image for a model taking ``shape = (C, H, W)``: the policy of ``score`` and ``audit``.
 
@@ -187,16 +201,16 @@ def load_image_checked(
     """
     c, h, w = (int(v) for v in shape)
     target = _pil_mode(c)
-    with open_image(path) as img:
+    limit = min(MAX_IMAGE_PIXELS, USER_MAX_PIXELS) if max_pixels is None else max_pixels
+    with open_image(path, max_pixels=limit, flag="--max-pixels") as img:
         resized = converted = False
         if img.mode not in NATIVE_MODES[c]:
             if not convert_channels:
-                bands = len(img.getbands())
-                raise ImageInputError(
-                    f"image {path} has {bands} channel{'s' if bands != 1 else ''} (PIL mode {img.mode}); "
-                    f"the model takes {c}-channel {'greyscale' if c == 1 else 'RGB'} images "
-                    "(pass --convert-channels to convert)"
-                )
+                bands, kind = len(img.getbands()), "greyscale" if c == 1 else "RGB"
+                what = (f"has {bands} channel{'s' if bands != 1 else ''} (PIL mode {img.mode})" if bands != c else
+                        f"is a {MODE_NAMES.get(img.mode, 'PIL mode ' + img.mode)} image (PIL mode {img.mode}), not plain {kind}")
+                raise ImageInputError(f"image {path} {what}; the model takes {c}-channel {kind} images "
+                                      "(pass --convert-channels to convert)")
             converted = True
         img = img.convert(target)
         if img.size != (w, h):

@@ -264,9 +264,11 @@ def _read_rows(path: str | os.PathLike) -> tuple[list[tuple[str, int, int, str, 
                     i, lab = int(index), int(label)
                 except ValueError:
                     raise DatasetError(f"manifest {path} line {line_no}: index {index!r} / label {label!r} must be integers") from None
-                if not 0 <= i < 2**62 or not -(2**62) < lab < 2**62:  # int64 of the index arrays, with room
+                if i < 0:
+                    raise DatasetError(f"manifest {path} line {line_no}: negative index {i}")
+                if i >= 2**62 or not -(2**62) < lab < 2**62:  # the index arrays are int64
                     raise DatasetError(f"manifest {path} line {line_no}: index {index[:30]!r} / label {label[:30]!r} "
-                                       f"out of range (an index is >= 0 and < 2^62)")
+                                       f"out of range (below 2^62)")
                 if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
                     raise DatasetError(f"manifest {path} line {line_no}: sha256 {sha!r} is not 64 lower-case hex digits")
                 rows.append((role, i, lab, sha, rec[5] if has_id else None))
