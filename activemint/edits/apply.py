@@ -154,6 +154,8 @@ class EditOptions:
 
 
 def edit_label(name: str, level: str, reattach: int = 0) -> str:
+    if name == "none":
+        return "none (unedited)"
     return f"{name}-{level}" + (f"+reattach{reattach}" if reattach else "")
 
 

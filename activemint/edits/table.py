@@ -57,6 +57,7 @@ class EditRow:
     p_value_100: float  # set-level audit of 100 members of D (default test)
     null_draws: int
     null_flag_rate: float | None  # share of non-member suspect sets flagged at alpha
+    null_flag_upper95: float | None  # one-sided 95% Clopper-Pearson upper bound on the rate of flagging non-member sets
     member_detect_rate: float | None  # share of member suspect sets flagged at alpha
     edited_run: str
 
@@ -82,6 +83,23 @@ def scorer_scores(run: Run, images: dict[str, torch.Tensor], labels: dict[str, n
     return out
 
 
+def clopper_pearson_upper(x: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided upper confidence bound on a binomial rate from ``x`` successes in ``n`` trials."""
+    from scipy import stats
+
+    return 1.0 if x >= n else float(stats.beta.ppf(confidence, x + 1, n - x))
+
+
+def flag_bound(n: int, alpha: float, false_failure: float = 1e-6) -> int:
+    """The most flags of ``n`` null draws a level-``alpha`` test gives, except with probability < ``false_failure``."""
+    from scipy import stats
+
+    k = int(stats.binom.isf(false_failure, n, alpha))
+    while stats.binom.sf(k, n, alpha) >= false_failure:
+        k += 1
+    return k
+
+
 def set_level(scores: dict[str, np.ndarray], *, target_fpr: float, alpha: float, seed: int, suspect: int,
               null_draws: int) -> tuple[float, float | None, float | None]:
     """(p-value of one suspect set of ``suspect`` members, share of null sets flagged, share of member sets flagged)."""
@@ -94,8 +112,17 @@ def set_level(scores: dict[str, np.ndarray], *, target_fpr: float, alpha: float,
     p = set_tests(m[rng.choice(len(m), k, replace=False)], cal, alpha=alpha, mixture=mix).p_value
     if not null_draws:
         return p, None, None
-    kn = min(suspect, len(n))
-    null = [set_tests(n[rng.choice(len(n), kn, replace=False)], cal, alpha=alpha, mixture=mix).reject for _ in range(null_draws)]
+    # Null sets: each draw permutes the pooled calibration + evaluation non-members and takes a fresh
+    # calibration split and a suspect set from it (as tests/test_audit_settest.py does): the draws are
+    # then i.i.d. given the pool, and a valid test's flags are stochastically below Binomial(draws, alpha).
+    pooled = np.r_[scores["calibration"], n]
+    n_cal = len(scores["calibration"])
+    kn = min(suspect, len(pooled) - n_cal)
+    null = []
+    for _ in range(null_draws):
+        perm = rng.permutation(len(pooled))
+        c = make_calibration(pooled[perm[:n_cal]], target_fpr, member_scores=m)
+        null.append(set_tests(pooled[perm[n_cal:n_cal + kn]], c, alpha=alpha).reject)
     hit = [set_tests(m[rng.choice(len(m), k, replace=False)], cal, alpha=alpha, mixture=mix).reject for _ in range(null_draws)]
     return p, float(np.mean(null)), float(np.mean(hit))
 
@@ -125,8 +152,9 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
             m = membership_metrics(sc_scores["members"], sc_scores["eval_nonmembers"], bootstrap=0, seed=opts.seed)
             p, null, hit = set_level(sc_scores, target_fpr=target, alpha=alpha, seed=opts.seed, suspect=suspect,
                                      null_draws=null_draws)
+            upper = None if null is None else clopper_pearson_upper(round(null * null_draws), null_draws)
             rows.append(EditRow(edit, level, k, sc, acc, round(100 * (base_acc - acc), 4), m.auc, m.tpr_at_1pct_fpr, p,
-                                null_draws, null, hit, str(run.run_dir)))
+                                null_draws, null, upper, hit, str(run.run_dir)))
             log(f"{edit_label(edit, level, k)}  {sc}: accuracy {acc:.4f}  AUC {m.auc:.3f}  TPR@1% {m.tpr_at_1pct_fpr:.3f}  "
                 f"p {p:.2g}" + ("" if null is None else f"  null flagged {null:.3f}  members flagged {hit:.3f}"))
 
@@ -156,12 +184,13 @@ def _fmt_p(p: float) -> str:
 
 def markdown_table(rows: list[EditRow]) -> str:
     lines = ["| edit | scorer | test acc. | acc. lost (points) | AUC | TPR@1%FPR | p (100 members) | null sets flagged "
-             "| member sets flagged |", "|" + "---|" * 9]
+             "(draws) [95% upper] | member sets flagged |", "|" + "---|" * 9]
     for r in rows:
         def rate(v: float | None, n: int = r.null_draws) -> str:
             return "" if v is None else f"{v:.3f} ({n})"
         lines.append(f"| {edit_label(r.edit, r.level, r.reattach)} | {r.scorer} | {r.test_accuracy:.4f} | {r.accuracy_lost:+.2f} "
-                     f"| {r.auc:.3f} | {r.tpr_at_1pct_fpr:.3f} | {_fmt_p(r.p_value_100)} | {rate(r.null_flag_rate)} "
+                     f"| {r.auc:.3f} | {r.tpr_at_1pct_fpr:.3f} | {_fmt_p(r.p_value_100)} | {rate(r.null_flag_rate)}"
+                     + ("" if r.null_flag_upper95 is None else f" [{r.null_flag_upper95:.3f}]") + " "
                      f"| {rate(r.member_detect_rate)} |")
     return "\n".join(lines)
 
@@ -179,7 +208,10 @@ def write_outputs(out: Path, rows: list[EditRow], info: dict) -> None:
     md = [f"# The audit after model edits: `{info['run_dir']}`", "",
           (f"Members D vs evaluation non-members (test split). Set-level audit: the default test of `activemint audit`, "
            f"calibrated on the run's calibration non-members, on {info['suspect']} members of D (p); "
-           + (f"{info['null_draws']} suspect sets of non-members and of members, flagged at alpha {info['alpha']:g}."
+           + (f"{info['null_draws']} suspect sets of {info['suspect']} non-members (each with a fresh calibration split of the "
+              f"pooled calibration + evaluation non-members) and of {info['suspect']} members, flagged at alpha {info['alpha']:g}; "
+              f"a valid level-{info['alpha']:g} test flags more than {flag_bound(info['null_draws'], info['alpha'])} of "
+              f"{info['null_draws']} null sets with probability < 1e-6 (Binomial({info['null_draws']}, {info['alpha']:g}) tail)."
               if info["null_draws"] else "no null draws.")),
           f"Unedited test accuracy {info['base_test_accuracy']:.4f}; edit options {json.dumps(info['options'])}.", "",
           "Edits:", ""]
