@@ -83,7 +83,9 @@ def test_pruning_zeroes_the_asked_fraction_per_layer(tiny_run, tmp_path):
 
     path = _edit(tiny_run, tmp_path, "prune-unstructured-ft", "0.3")
     rec = _check_run(path, "prune-unstructured-ft", "0.3")
-    assert rec["zero_fraction"] >= 0.3 - 1e-9  # the recovery fine-tune kept the masks
+    assert 0.29 < rec["zero_fraction"] < 0.31  # per layer round(0.3 n) zeros, kept through the recovery fine-tune
+    for k, v in _backbone_convs(_weights(path)).items():
+        assert int((v == 0).sum()) >= round(0.3 * v.numel()), k
     # it did train: the surviving weights moved
     plain = _weights(_edit(tiny_run, tmp_path, "prune-unstructured", "0.3"))
     assert any(not torch.equal(plain[k], v) for k, v in _backbone_convs(_weights(path)).items())
@@ -104,7 +106,9 @@ def test_quantisation_edits_store_what_they_say_and_run_quantised(tiny_run, tmp_
             assert next(model.backbone.parameters()).dtype == dt
         elif level == "int8-dynamic":
             assert all(torch.equal(w[k], src[k]) for k in src)  # stored: the float weights before quantisation
-            assert "DynamicQuantizedLinear" in type(model.backbone.fc).__name__
+            from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+            assert isinstance(model.backbone.fc, DynamicLinear)
         else:
             assert rec["runtime"]["calibration_images"] == 128
             for k, v in _backbone_convs(w).items():  # per output channel: on a symmetric int8 grid (<= 255 values)
