@@ -24,6 +24,7 @@ from torch import nn
 from activemint.data import read_manifest, verify_manifest
 from activemint.errors import not_a_directory
 from activemint.metrics import sigmoid
+from activemint.model_runtime import apply_runtime
 from activemint.rundir import CONFIG, META_SUFFIX, MODEL, RunDir, RunError
 from activemint.training.build import build_model, resolve_device
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
@@ -121,6 +122,9 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL)
     except CheckpointError as e:
         raise RunError(str(e)) from e
     model.to(dev).eval()
+    edit = cfg.extra.get("model_edit") if isinstance(cfg.extra, dict) else None
+    if isinstance(edit, dict) and edit.get("runtime"):  # a quantised / reduced-precision edit: run it as deployed
+        apply_runtime(model, edit["runtime"], where=str(rd.config))
     return Run(run_dir, cfg, model, meta, dev)
 
 

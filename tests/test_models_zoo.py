@@ -25,7 +25,7 @@ from activemint.models import (
 )
 from activemint.models import registry as registry_mod
 
-EXPECTED_ARCHS = {"small_cnn", "mobilenet_v2", "resnet50", "resnet101", "densenet121", "xception", "vit"}
+EXPECTED_ARCHS = {"small_cnn", "small_cnn_half", "mobilenet_v2", "resnet50", "resnet101", "densenet121", "xception", "vit"}
 B = 2
 # (in_chans, img_size, num_classes) configurations: all archs on MNIST-like input, a few on RGB.
 MNIST = (1, 28, 10)

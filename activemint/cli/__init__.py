@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from activemint.cli import (
     audit,
     compare,
+    edits,
     evaluate,
     grid,
     lists,
@@ -30,7 +31,7 @@ from activemint.errors import UserError
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never fetch weights from the hub at run time
 
 #: The commands, in the order ``activemint --help`` lists them.
-COMMANDS = (train, evaluate, score, grid, audit, report, compare, robustness, lists, power)
+COMMANDS = (train, evaluate, score, grid, audit, report, compare, robustness, edits, lists, power)
 
 __all__ = ["COMMANDS", "add_train_args", "build_parser", "config_from_args", "main"]
 

@@ -56,6 +56,19 @@ def small_cnn(in_chans: int, num_classes: int, img_size: int) -> nn.Module:
     return SmallCNN(in_chans=in_chans, num_classes=num_classes)
 
 
+@register_arch(
+    "small_cnn_half",
+    taps={
+        "entry": ("block1", "block2"),
+        "middle": ("block3", "block4"),
+        "output": ("block5", "block6"),
+    },
+    description="small_cnn at half width (16-32-64 ch): the smaller student of model-edit distillation",
+)
+def small_cnn_half(in_chans: int, num_classes: int, img_size: int) -> nn.Module:
+    return SmallCNN(in_chans=in_chans, num_classes=num_classes, widths=(16, 32, 64))
+
+
 # --------------------------------------------------------------------------------------------
 # torchvision: MobileNetV2, ResNet-50/101, DenseNet-121
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,249 @@
+"""``activemint model-edits RUN``: does the audit survive fine-tuning, pruning, quantisation, distillation?
+
+For the run itself and each edit and severity (:mod:`activemint.edits.apply`, each edited run
+written to ``OUT/runs/<edit>-<level>/``), two label-free scorers rate the members D against
+the evaluation non-members (test split):
+
+* ``head``: the aMINT head of the (edited) model, its membership logit;
+* ``loss``: the black-box loss attack, minus the cross-entropy of the true class
+  (:func:`activemint.attacks.output.output_scores`): it needs only the model's outputs.
+
+Per row: the edited model's test accuracy and the accuracy lost, AUC, TPR at 1% FPR, and the
+set-level audit of :mod:`activemint.audit.settest` (its default test, calibrated on the run's
+calibration non-members scored by the same scorer) on a suspect set of 100 members drawn
+from D; with ``null_draws`` > 0 also the share of ``null_draws`` suspect sets of non-members
+(evaluation non-members) flagged at ``alpha`` and of as many member sets detected.
+Outputs in ``OUT``: ``model-edits.md``, ``.csv``, ``.json`` and ``model-edits.png`` (AUC and
+TPR@1%FPR against accuracy lost).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from activemint.attacks.output import output_scores
+from activemint.audit.calibration import make_calibration
+from activemint.audit.settest import MixtureModel, set_tests
+from activemint.metrics import membership_metrics
+from activemint.rundir import RunDir, atomic_json, atomic_write, atomic_write_via, make_dir
+from activemint.runs import Run, load_run
+
+from .apply import EDITS, EditOptions, edit_label, edit_run, load_source, parse_edits
+
+FILES = {"json": "model-edits.json", "csv": "model-edits.csv", "markdown": "model-edits.md", "plot": "model-edits.png"}
+SCORERS = ("head", "loss")
+ROLES = ("members", "eval_nonmembers", "calibration")
+
+
+@dataclass
+class EditRow:
+    """One scorer on one (edited) model."""
+
+    edit: str
+    level: str
+    reattach: int
+    scorer: str
+    test_accuracy: float
+    accuracy_lost: float  # points of test accuracy below the unedited run's
+    auc: float
+    tpr_at_1pct_fpr: float
+    p_value_100: float  # set-level audit of 100 members of D (default test)
+    null_draws: int
+    null_flag_rate: float | None  # share of non-member suspect sets flagged at alpha
+    null_flag_upper95: float | None  # one-sided 95% Clopper-Pearson upper bound on the rate of flagging non-member sets
+    member_detect_rate: float | None  # share of member suspect sets flagged at alpha
+    edited_run: str
+
+
+def role_images(run: Run) -> dict[str, torch.Tensor]:
+    d, s = run.data, run.data.splits
+    src = {"members": (d.train, s.members), "eval_nonmembers": (d.test, s.eval_nonmembers), "calibration": (d.train, s.calibration)}
+    return {r: ds.rows(np.asarray(idx)) for r, (ds, idx) in src.items()}
+
+
+def role_labels(run: Run) -> dict[str, np.ndarray]:
+    d, s = run.data, run.data.splits
+    src = {"members": (d.train, s.members), "eval_nonmembers": (d.test, s.eval_nonmembers), "calibration": (d.train, s.calibration)}
+    return {r: ds.labels[torch.as_tensor(np.asarray(idx))].numpy() for r, (ds, idx) in src.items()}
+
+
+def scorer_scores(run: Run, images: dict[str, torch.Tensor], labels: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """{scorer: {role: scores}} for the head (if any) and the loss attack."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    if run.is_audited:
+        out["head"] = {r: run.membership_logits(images[r]) for r in ROLES}
+    out["loss"] = {r: output_scores(run.class_logits(images[r]).numpy(), labels[r], "loss") for r in ROLES}
+    return out
+
+
+def clopper_pearson_upper(x: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided upper confidence bound on a binomial rate from ``x`` successes in ``n`` trials."""
+    from scipy import stats
+
+    return 1.0 if x >= n else float(stats.beta.ppf(confidence, x + 1, n - x))
+
+
+def flag_bound(n: int, alpha: float, false_failure: float = 1e-6) -> int:
+    """The most flags of ``n`` null draws a level-``alpha`` test gives, except with probability < ``false_failure``."""
+    from scipy import stats
+
+    k = int(stats.binom.isf(false_failure, n, alpha))
+    while stats.binom.sf(k, n, alpha) >= false_failure:
+        k += 1
+    return k
+
+
+def set_level(scores: dict[str, np.ndarray], *, target_fpr: float, alpha: float, seed: int, suspect: int,
+              null_draws: int) -> tuple[float, float | None, float | None]:
+    """(p-value of one suspect set of ``suspect`` members, share of null sets flagged, share of member sets flagged)."""
+    cal = make_calibration(scores["calibration"], target_fpr, member_scores=scores["members"],
+                           eval_nonmember_scores=scores["eval_nonmembers"])
+    mix = MixtureModel.fit(cal.scores, cal.member_scores)
+    rng = np.random.default_rng([seed, 21])
+    m, n = scores["members"], scores["eval_nonmembers"]
+    k = min(suspect, len(m))
+    p = set_tests(m[rng.choice(len(m), k, replace=False)], cal, alpha=alpha, mixture=mix).p_value
+    if not null_draws:
+        return p, None, None
+    # Null sets: each draw permutes the pooled calibration + evaluation non-members and takes a fresh
+    # calibration split and a suspect set from it (as tests/test_audit_settest.py does): the draws are
+    # then i.i.d. given the pool, and a valid test's flags are stochastically below Binomial(draws, alpha).
+    pooled = np.r_[scores["calibration"], n]
+    n_cal = len(scores["calibration"])
+    kn = min(suspect, len(pooled) - n_cal)
+    null = []
+    for _ in range(null_draws):
+        perm = rng.permutation(len(pooled))
+        c = make_calibration(pooled[perm[:n_cal]], target_fpr, member_scores=m)
+        null.append(set_tests(pooled[perm[n_cal:n_cal + kn]], c, alpha=alpha).reject)
+    hit = [set_tests(m[rng.choice(len(m), k, replace=False)], cal, alpha=alpha, mixture=mix).reject for _ in range(null_draws)]
+    return p, float(np.mean(null)), float(np.mean(hit))
+
+
+def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, edits: str = "all",
+                    options: EditOptions | None = None, reattach: tuple[int, ...] = (0,), alpha: float = 0.01,
+                    suspect: int = 100, null_draws: int = 0, device: str = "cpu",
+                    log: Callable[[str], None] = lambda m: None) -> list[EditRow]:
+    """Edit the run every way asked (each at each ``reattach`` setting), score, write the table; return its rows."""
+    t0 = time.time()
+    opts = options or EditOptions()
+    pairs = parse_edits(edits)  # bad names fail before any work
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if suspect < 2 or null_draws < 0:
+        raise ValueError(f"the suspect set needs >= 2 samples and null draws >= 0, got {suspect} and {null_draws}")
+    source = load_source(run_dir, device)
+    out = Path(out_dir) if out_dir else source.run_dir / "model-edits"
+    make_dir(out)
+    images, labels = role_images(source), role_labels(source)
+    target = source.config.target_fpr
+    base_acc = float((RunDir(source.run_dir).read_metrics() or {})["test_accuracy"])
+    rows: list[EditRow] = []
+
+    def score(run: Run, edit: str, level: str, k: int, acc: float) -> None:
+        for sc, sc_scores in scorer_scores(run, images, labels).items():
+            m = membership_metrics(sc_scores["members"], sc_scores["eval_nonmembers"], bootstrap=0, seed=opts.seed)
+            p, null, hit = set_level(sc_scores, target_fpr=target, alpha=alpha, seed=opts.seed, suspect=suspect,
+                                     null_draws=null_draws)
+            upper = None if null is None else clopper_pearson_upper(round(null * null_draws), null_draws)
+            rows.append(EditRow(edit, level, k, sc, acc, round(100 * (base_acc - acc), 4), m.auc, m.tpr_at_1pct_fpr, p,
+                                null_draws, null, upper, hit, str(run.run_dir)))
+            log(f"{edit_label(edit, level, k)}  {sc}: accuracy {acc:.4f}  AUC {m.auc:.3f}  TPR@1% {m.tpr_at_1pct_fpr:.3f}  "
+                f"p {p:.2g}" + ("" if null is None else f"  null flagged {null:.3f}  members flagged {hit:.3f}"))
+
+    score(source, "none", "-", 0, base_acc)
+    for name, level in pairs:
+        for k in reattach:
+            o = EditOptions(**{**asdict(opts), "reattach": k})
+            path = edit_run(source.run_dir, name, level, out / "runs" / edit_label(name, level, k), options=o,
+                            device=device, log=log)
+            edited = load_run(path, device=device)
+            score(edited, name, level, k, float((RunDir(path).read_metrics() or {})["test_accuracy"]))
+    info = {"run_dir": str(source.run_dir), "edits": edits, "reattach": list(reattach), "options": asdict(opts),
+            "alpha": alpha, "suspect": suspect, "null_draws": null_draws, "target_fpr": target,
+            "base_test_accuracy": base_acc, "seconds": round(time.time() - t0, 1),
+            "about": {e.name: e.about for e in EDITS.values()}}
+    write_outputs(out, rows, info)
+    return rows
+
+
+# ------------------------------------------------------------------- outputs
+COLUMNS = list(EditRow.__dataclass_fields__)
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def markdown_table(rows: list[EditRow]) -> str:
+    lines = ["| edit | scorer | test acc. | acc. lost (points) | AUC | TPR@1%FPR | p (100 members) | null sets flagged "
+             "(draws) [95% upper] | member sets flagged |", "|" + "---|" * 9]
+    for r in rows:
+        def rate(v: float | None, n: int = r.null_draws) -> str:
+            return "" if v is None else f"{v:.3f} ({n})"
+        lines.append(f"| {edit_label(r.edit, r.level, r.reattach)} | {r.scorer} | {r.test_accuracy:.4f} | {r.accuracy_lost:+.2f} "
+                     f"| {r.auc:.3f} | {r.tpr_at_1pct_fpr:.3f} | {_fmt_p(r.p_value_100)} | {rate(r.null_flag_rate)}"
+                     + ("" if r.null_flag_upper95 is None else f" [{r.null_flag_upper95:.3f}]") + " "
+                     f"| {rate(r.member_detect_rate)} |")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, rows: list[EditRow], info: dict) -> None:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w.writeheader()
+    for r in rows:
+        w.writerow(asdict(r))
+    atomic_write(out / FILES["csv"], buf.getvalue())
+    atomic_json(out / FILES["json"], {"info": info, "rows": [asdict(r) for r in rows]})
+    md = [f"# The audit after model edits: `{info['run_dir']}`", "",
+          (f"Members D vs evaluation non-members (test split). Set-level audit: the default test of `activemint audit`, "
+           f"calibrated on the run's calibration non-members, on {info['suspect']} members of D (p); "
+           + (f"{info['null_draws']} suspect sets of {info['suspect']} non-members (each with a fresh calibration split of the "
+              f"pooled calibration + evaluation non-members) and of {info['suspect']} members, flagged at alpha {info['alpha']:g}; "
+              f"a valid level-{info['alpha']:g} test flags more than {flag_bound(info['null_draws'], info['alpha'])} of "
+              f"{info['null_draws']} null sets with probability < 1e-6 (Binomial({info['null_draws']}, {info['alpha']:g}) tail)."
+              if info["null_draws"] else "no null draws.")),
+          f"Unedited test accuracy {info['base_test_accuracy']:.4f}; edit options {json.dumps(info['options'])}.", "",
+          "Edits:", ""]
+    md += [f"- `{k}`: {v}" for k, v in info["about"].items()]
+    md += ["", markdown_table(rows), ""]
+    atomic_write(out / FILES["markdown"], "\n".join(md))
+    atomic_write_via(out / FILES["plot"], lambda p: plot_edits(rows, p))
+
+
+def plot_edits(rows: list[EditRow], path: Path) -> None:
+    """AUC and TPR@1%FPR against accuracy lost, one marker per (edited) model, a colour per scorer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    scorers = list(dict.fromkeys(r.scorer for r in rows))
+    for k, sc in enumerate(scorers):
+        sel = [r for r in rows if r.scorer == sc]
+        for ax, attr in zip(axes, ("auc", "tpr_at_1pct_fpr")):
+            ax.scatter([r.accuracy_lost for r in sel], [getattr(r, attr) for r in sel], color=plt.cm.tab10(k % 10), s=18,
+                       label=sc)
+            if k == 0:
+                for r in sel:
+                    ax.annotate(edit_label(r.edit, r.level, r.reattach), (r.accuracy_lost, getattr(r, attr)), fontsize=5,
+                                alpha=0.8)
+    for ax, name in zip(axes, ("AUC", "TPR @ 1% FPR")):
+        ax.set_xlabel("test accuracy lost (points)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,217 @@
+"""Model edits (activemint.edits) on tiny real Fashion-MNIST runs: every edit type, seeds, errors, the table."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from activemint.cli import main
+from activemint.edits import EDITS, EditError, EditOptions, edit_run, parse_edits
+from activemint.rundir import RunDir, file_sha256
+from activemint.runs import load_run, verify_run
+from tests.conftest import trained_run
+
+# A tiny but real aMINT run: 2 epochs on 256 members (the edits, not the audit's strength, are tested).
+TINY = dict(members=256, external=512, validation=200, calibration=300, eval_nonmembers=300, epochs=2, test_samples=500)
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    return trained_run(**TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_plain_run():
+    return trained_run(**{**TINY, "mint": False, "epochs": 1})
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(RunDir(run_dir).model))
+
+
+def _backbone_convs(w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in w.items() if k.startswith("backbone.") and k.endswith(".weight") and v.ndim == 4}
+
+
+def _head(w: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in w.items() if k.startswith("head.")}
+
+
+def _edit(tiny_run, tmp_path, name, level, **opts):
+    return edit_run(tiny_run, name, level, tmp_path / f"{name}-{level}", options=EditOptions(**opts))
+
+
+def _check_run(path, name, level):
+    """The edited run loads, re-evaluates to its saved figures, and records the edit."""
+    v = verify_run(path, device="cpu")
+    assert v.matches, (name, level)
+    rec = load_run(path, device="cpu").config.extra["model_edit"]
+    assert (rec["name"], rec["level"]) == (name, level)
+    assert v.saved["model_edit"]["name"] == name
+    return rec
+
+
+@pytest.mark.slow
+def test_finetune_edits_change_the_backbone_and_keep_the_head(tiny_run, tmp_path):
+    src = _weights(tiny_run)
+    for name in ("finetune-external", "finetune-members"):
+        path = _edit(tiny_run, tmp_path, name, "1")
+        _check_run(path, name, "1")
+        w = _weights(path)
+        assert all(torch.equal(w[k], v) for k, v in _head(src).items())  # head frozen
+        assert any(not torch.equal(w[k], v) for k, v in _backbone_convs(src).items())
+
+
+@pytest.mark.slow
+def test_pruning_zeroes_the_asked_fraction_per_layer(tiny_run, tmp_path):
+    src = _weights(tiny_run)
+    path = _edit(tiny_run, tmp_path, "prune-unstructured", "0.5")
+    _check_run(path, "prune-unstructured", "0.5")
+    w = _weights(path)
+    for k, v in _backbone_convs(w).items():  # l1_unstructured prunes round(0.5 n) weights of each layer
+        assert int((v == 0).sum()) >= round(0.5 * v.numel()), k
+    assert all(torch.equal(w[k], v) for k, v in _head(src).items())
+
+    path = _edit(tiny_run, tmp_path, "prune-structured", "0.5")
+    _check_run(path, "prune-structured", "0.5")
+    for k, v in _backbone_convs(_weights(path)).items():
+        zero_filters = int((v.flatten(1).abs().sum(1) == 0).sum())
+        assert zero_filters >= round(0.5 * v.shape[0]), k
+
+    path = _edit(tiny_run, tmp_path, "prune-unstructured-ft", "0.3")
+    rec = _check_run(path, "prune-unstructured-ft", "0.3")
+    assert 0.29 < rec["zero_fraction"] < 0.31  # per layer round(0.3 n) zeros, kept through the recovery fine-tune
+    for k, v in _backbone_convs(_weights(path)).items():
+        assert int((v == 0).sum()) >= round(0.3 * v.numel()), k
+    # it did train: the surviving weights moved
+    plain = _weights(_edit(tiny_run, tmp_path, "prune-unstructured", "0.3"))
+    assert any(not torch.equal(plain[k], v) for k, v in _backbone_convs(_weights(path)).items())
+
+
+@pytest.mark.slow
+def test_quantisation_edits_store_what_they_say_and_run_quantised(tiny_run, tmp_path):
+    src = _weights(tiny_run)
+    for level in ("bf16", "fp16", "int8-dynamic", "int8-static"):
+        path = _edit(tiny_run, tmp_path, "quantize", level, calibration_images=128)
+        rec = _check_run(path, "quantize", level)
+        w = _weights(path)
+        assert all(torch.equal(w[k], v) for k, v in _head(src).items())
+        model = load_run(path, device="cpu").model
+        if level in ("bf16", "fp16"):
+            dt = torch.bfloat16 if level == "bf16" else torch.float16
+            assert all(torch.equal(v.to(dt).float(), v) for k, v in w.items() if k.startswith("backbone.") and v.is_floating_point())
+            assert next(model.backbone.parameters()).dtype == dt
+        elif level == "int8-dynamic":
+            assert all(torch.equal(w[k], src[k]) for k in src)  # stored: the float weights before quantisation
+            from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+            assert isinstance(model.backbone.fc, DynamicLinear)
+        else:
+            assert rec["runtime"]["calibration_images"] == 128
+            for k, v in _backbone_convs(w).items():  # per output channel: on a symmetric int8 grid (<= 255 values)
+                for ch in v.flatten(1):
+                    assert len(torch.unique(ch)) <= 256, k
+                    amax = float(ch.abs().max())  # the largest weight is q * scale with |q| 127 or 128
+                    assert amax == 0 or any(torch.allclose(ch * q / amax, torch.round(ch * q / amax), atol=1e-3)
+                                            for q in (127, 128)), k
+            # the runtime rounds activations: the loaded model's taps lie on the calibrated 8-bit grid
+            scale, zp, qmin, qmax = rec["runtime"]["activations"]["block1.3"]
+            x = load_run(path, device="cpu").data.train.rows(np.arange(8))
+            from activemint.training.batches import to_input
+
+            tap = model.tap_features(to_input(x))[0].float()
+            q = tap / scale + zp
+            assert torch.allclose(q, torch.round(q), atol=1e-3) and q.min() >= qmin - 1e-3 and q.max() <= qmax + 1e-3
+
+
+@pytest.mark.slow
+def test_distillation_students_and_their_heads(tiny_run, tmp_path):
+    src = _weights(tiny_run)
+    path = _edit(tiny_run, tmp_path, "distill-same", "1")
+    rec = _check_run(path, "distill-same", "1")
+    w = _weights(path)
+    assert all(torch.equal(w[k], v) for k, v in _head(src).items()) and rec["head"].startswith("carried")
+    assert any(not torch.equal(w[k], v) for k, v in _backbone_convs(src).items())
+
+    path = _edit(tiny_run, tmp_path, "distill-small", "1", posthoc_epochs=1)
+    rec = _check_run(path, "distill-small", "1")
+    run = load_run(path, device="cpu")
+    assert run.config.arch == "small_cnn_half" and rec["head"].startswith("post hoc")
+    assert _weights(path)["backbone.block1.0.weight"].shape[0] == 16  # half width
+
+
+@pytest.mark.slow
+def test_reattach_retrains_only_the_head(tiny_run, tmp_path):
+    a = _weights(_edit(tiny_run, tmp_path / "a", "prune-structured", "0.3"))
+    path = _edit(tiny_run, tmp_path / "b", "prune-structured", "0.3", reattach=1)
+    rec = _check_run(path, "prune-structured", "0.3")
+    b = _weights(path)
+    assert "re-attached" in rec["head"]
+    assert all(torch.equal(b[k], v) for k, v in a.items() if k.startswith("backbone."))
+    assert any(not torch.equal(b[k], v) for k, v in _head(a).items())
+
+
+@pytest.mark.slow
+def test_same_seed_same_edited_weights_other_seed_other_weights(tiny_run, tmp_path):
+    for name in ("finetune-external", "distill-same"):
+        one = _edit(tiny_run, tmp_path / "1", name, "1", seed=3)
+        two = _edit(tiny_run, tmp_path / "2", name, "1", seed=3)
+        other = _edit(tiny_run, tmp_path / "3", name, "1", seed=4)
+        assert file_sha256(RunDir(one).model) == file_sha256(RunDir(two).model), name
+        assert file_sha256(RunDir(one).model) != file_sha256(RunDir(other).model), name
+
+
+def _one_line(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err, err
+    return err
+
+
+def test_unknown_edit_or_level_is_a_one_line_error_before_any_work(capsys, tmp_path):
+    out = tmp_path / "out"
+    _one_line(capsys, ["model-edits", str(tmp_path / "nosuch"), "--model-edits", "prune-magic:0.5", "--out", str(out)],
+              "unknown model edit 'prune-magic'")
+    _one_line(capsys, ["model-edits", str(tmp_path / "nosuch"), "--model-edits", "prune-structured:1.5", "--out", str(out)],
+              "pruned fraction")
+    _one_line(capsys, ["model-edits", str(tmp_path / "nosuch"), "--model-edits", "quantize:int4", "--out", str(out)],
+              "quantize:int4")
+    assert not out.exists()
+    with pytest.raises(EditError):
+        parse_edits("finetune-external:0")
+    assert len(parse_edits("all")) == sum(len(e.levels) for e in EDITS.values())
+
+
+@pytest.mark.slow
+def test_edit_of_a_plain_run_is_a_one_line_error(capsys, tiny_plain_run, tmp_path):
+    _one_line(capsys, ["model-edits", str(tiny_plain_run), "--model-edits", "quantize:bf16", "--out", str(tmp_path / "o")],
+              "plain run (mint off)")
+
+
+@pytest.mark.slow
+def test_model_edits_table(capsys, tiny_run, tmp_path):
+    out = tmp_path / "table"
+    argv = ["model-edits", str(tiny_run), "--model-edits", "quantize:int8-dynamic,prune-structured:0.7", "--out", str(out),
+            "--null-draws", "5", "--suspect", "50", "--threads", "1"]
+    assert main(argv) == 0
+    doc = json.loads((out / "model-edits.json").read_text())
+    rows = doc["rows"]
+    assert [(r["edit"], r["scorer"]) for r in rows] == [(e, s) for e in ("none", "quantize", "prune-structured")
+                                                         for s in ("head", "loss")]
+    saved = RunDir(tiny_run).read_metrics()
+    base = rows[0]
+    # the unedited head row recomputes the run's own figures from the same model and samples
+    assert abs(base["auc"] - saved["membership"]["auc"]) < 1e-9 and base["accuracy_lost"] == 0
+    for r in rows:
+        edited = RunDir(r["edited_run"]).read_metrics()
+        assert abs(r["test_accuracy"] - edited["test_accuracy"]) < 1e-12
+        assert 0 <= r["p_value_100"] <= 1 and 0 <= r["null_flag_rate"] <= 1 and 0 <= r["member_detect_rate"] <= 1
+    for f in ("model-edits.md", "model-edits.csv", "model-edits.png"):
+        assert (out / f).stat().st_size > 0
+    # a second call reuses the edited runs (same edit of the same model)
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/model.safetensors")}
+    assert main(argv) == 0
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/model.safetensors")}
