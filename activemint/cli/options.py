@@ -47,6 +47,8 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('lr', "override the recipe's learning rate"),
         ('weight_decay', "override the recipe's weight decay"),
         ('schedule', "override the recipe's learning-rate schedule"),
+        ('lr_scaling', 'scale --lr from the paper\'s batch of 64 to --batch-size: none (default), linear (SGD) or sqrt (Adam)'),
+        ('warmup_epochs', 'linear learning-rate warm-up over this many epochs (default 0)'),
         ('augment', "override the recipe's augmentation (random 2-px shifts)"),
         ('lambda_task', 'λ1, weight of the normalised task loss (default 1)'),
         ('lambda_mint', 'λ2, weight of the normalised MINT loss (default 1)'),
@@ -66,6 +68,7 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('precision', 'auto: bf16 autocast on GPU, fp32 on CPU'),
         ('channels_last', 'channels-last memory format (GPU)'),
         ('compile', 'torch.compile the model'),
+        ('data_path', 'where batches are built: device (images, augmentation, audit views on the GPU, no per-step sync), host, or auto (default: device on CUDA, host on CPU)'),
         ('threads', 'CPU threads for torch (default: one per core; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless your environment sets it, see activemint.threads)'),
     ]),
 ]

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,12 @@ class MultitaskLoss(nn.Module):
         # normalisers are averaged over processes.  One process: (1, 1) and None.
         self.shares: tuple[float, float] = (1.0, 1.0)
         self.reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+        # ``sync=False`` (the trainer's device data path): no host synchronisation in forward.
+        # The logged parts are detached 0-d tensors (the caller sums them on the device), and
+        # whether the first-batch normalisers are set is ``primed``, a Python flag the caller
+        # sets once from the buffers (a resumed run restores them), not a NaN test per step.
+        self.sync = True
+        self.primed = False
 
     def forward(
         self,
@@ -44,22 +51,31 @@ class MultitaskLoss(nn.Module):
         labels: torch.Tensor,
         mint_members: torch.Tensor | None = None,
         mint_external: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Returns the total loss and the raw (unnormalised) terms for logging."""
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Returns the total loss and the raw (unnormalised) terms for logging (floats; 0-d tensors when ``sync`` is off)."""
         task = F.cross_entropy(class_logits, labels)
         if self.shares[0] != 1.0:
             task = task * self.shares[0]
-        parts = {"task_loss": float(task.detach())}
+        out = (lambda t: float(t.detach())) if self.sync else (lambda t: t.detach())
+        parts = {"task_loss": out(task)}
         if mint_members is None:
             return task, parts
         mint_logits = mint_members if mint_external is None else torch.cat([mint_members, mint_external])
         mint = membership_bce(mint_logits, len(mint_members))
         if self.shares[1] != 1.0:
             mint = mint * self.shares[1]
-        parts["mint_loss"] = float(mint.detach())
+        parts["mint_loss"] = out(mint)
         if not self.normalize:
             return self.lambda_task * task + self.lambda_mint * mint, parts
-        if torch.isnan(self.task0):
+        if not self.sync:
+            if not self.primed:  # the same values as below (float32 max with 1e-8), without a read-back
+                task0, mint0 = task.detach(), mint.detach()
+                if self.reduce is not None:
+                    task0, mint0 = self.reduce(task0), self.reduce(mint0)
+                self.task0.copy_(task0.clamp_min(1e-8))
+                self.mint0.copy_(mint0.clamp_min(1e-8))
+                self.primed = True
+        elif torch.isnan(self.task0):
             task0, mint0 = task.detach(), mint.detach()
             if self.reduce is not None:  # every process: the global first batch's values
                 task0, mint0 = self.reduce(task0), self.reduce(mint0)

@@ -16,6 +16,10 @@ LOSS_NORMS = ("first", "none")
 HEAD_NORMS = ("none", "mlp", "branch")
 HEAD_CONVS = ("full", "separable")
 PRECISIONS = ("auto", "fp32", "bf16")
+DATA_PATHS = ("auto", "host", "device")
+LR_SCALINGS = ("none", "linear", "sqrt")
+#: The batch size at which ``lr`` is meant (the paper's); ``lr_scaling`` scales from it.
+LR_REFERENCE_BATCH = 64
 AUDIT_VIEWS = ("all", "mint")
 
 # Recipes fill the optimisation fields a user did not set explicitly.
@@ -37,6 +41,7 @@ FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "test_samples": None, "head_stride": 1, "head_lr_scale": 1.0, "head_norm": "none", "loss_norm": "first",
     "mint_members": 1.0, "audit_policy": None, "audit_views": "all", "head_epochs": 0,
     "max_memory": None, "external_grad": True, "head_conv": "full",
+    "data_path": "auto", "lr_scaling": "none", "warmup_epochs": 0.0,
 }
 
 
@@ -75,12 +80,13 @@ class TrainConfig(ConfigBase):
         **{k: Range(1) for k in ("epochs", "batch_size", "external_batch_size", "head_width", "head_hidden", "head_stride")},
         **{k: Range(1) for k in ("members", "external", "validation", "calibration", "eval_nonmembers", "test_samples")},
         "target_fpr": Range(0, 1, lo_open=True, hi_open=True), "mint_members": Range(0, 1, lo_open=True),
-        "head_epochs": Range(0),
+        "head_epochs": Range(0), "warmup_epochs": Range(0),
     }
     choices: ClassVar[dict[str, Any]] = {
         "setup": SETUPS, "recipe": lambda: tuple(RECIPES), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
         "select": SELECTIONS, "precision": PRECISIONS, "head_norm": HEAD_NORMS, "head_conv": HEAD_CONVS, "loss_norm": LOSS_NORMS,
         "audit_views": AUDIT_VIEWS, "audit_policy": lambda: tuple(_policies()),
+        "data_path": DATA_PATHS, "lr_scaling": LR_SCALINGS,
     }
     unknown_what: ClassVar[str] = "config keys"
 
@@ -111,6 +117,14 @@ class TrainConfig(ConfigBase):
     weight_decay: float | None = None
     schedule: str | None = None
     augment: bool | None = None
+    # Large batches: the learning rate actually used is ``lr`` scaled from the paper's batch of
+    # 64 members (LR_REFERENCE_BATCH): "none", "linear" (lr x batch/64; Goyal et al. 2017, for
+    # SGD) or "sqrt" (lr x sqrt(batch/64); the rule for Adam-type optimisers, Malladi et al.
+    # 2022).  See effective_lr and docs/scaling.md.
+    lr_scaling: str = "none"
+    # Linear learning-rate warm-up from lr/steps to lr over this many epochs (fractions allowed);
+    # 0 = none.  With a cosine schedule the decay follows the warm-up's factor.
+    warmup_epochs: float = 0.0
     augment_flip: bool = False
     lambda_task: float = 1.0
     lambda_mint: float = 1.0
@@ -158,6 +172,12 @@ class TrainConfig(ConfigBase):
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
+    # Where batches are assembled: "host" (the permutation and augmentation draws on the CPU,
+    # the audit policy's views with Pillow, losses read every step), "device" (the split's
+    # uint8 images on the device, batches indexed, augmented, viewed and normalised there from
+    # a device generator; losses summed on the device and read once per epoch; channels-last
+    # on CUDA) or "auto" = device on CUDA, host elsewhere (the CPU's figures stay the host's).
+    data_path: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -199,6 +219,16 @@ class TrainConfig(ConfigBase):
         v = getattr(self, name)
         return RECIPES[self.recipe][name] if v is None else v
 
+    def effective_lr(self) -> float:
+        """``lr`` (or the recipe's) after ``lr_scaling`` from the reference batch of 64."""
+        lr = float(self.resolved("lr"))
+        ratio = self.batch_size / LR_REFERENCE_BATCH
+        if self.lr_scaling == "linear":
+            return lr * ratio
+        if self.lr_scaling == "sqrt":
+            return lr * ratio ** 0.5
+        return lr
+
     def fingerprint_fields(self) -> dict[str, Any]:
         """The fields that decide a run, for cache keys: :data:`FINGERPRINT_NEUTRAL` values left out."""
         return {k: v for k, v in self.to_dict().items()
@@ -223,5 +253,5 @@ def _policies():
     return POLICIES
 
 
-__all__ = ["AUDIT_VIEWS", "HEAD_CONVS", "HEAD_NORMS", "LOSS_NORMS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECTIONS",
+__all__ = ["AUDIT_VIEWS", "DATA_PATHS", "LR_SCALINGS", "HEAD_CONVS", "HEAD_NORMS", "LOSS_NORMS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECTIONS",
            "SETUPS", "ConfigError", "TrainConfig", "parse_device", "read_yaml_mapping"]

@@ -71,16 +71,48 @@ def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
         return [{"params": list(model.parameters())}]
     ids = {id(p) for p in head}
     rest = [p for p in model.parameters() if id(p) not in ids]
-    return [{"params": rest}, {"params": head, "lr": cfg.resolved("lr") * cfg.head_lr_scale}]
+    return [{"params": rest}, {"params": head, "lr": cfg.effective_lr() * cfg.head_lr_scale}]
 
 
-def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    name, lr, wd = cfg.resolved("optimizer"), cfg.resolved("lr"), cfg.resolved("weight_decay")
+def _optimizer(cfg: TrainConfig, params, *, fused: bool = False) -> torch.optim.Optimizer:
+    """The config's optimiser; ``fused``: torch's one-kernel implementation (CUDA parameters)."""
+    name, lr, wd = cfg.resolved("optimizer"), cfg.effective_lr(), cfg.resolved("weight_decay")
+    kw = {"fused": True} if fused else {}
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, **kw)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9, nesterov=True)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **kw)
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9, nesterov=True, **kw)
+
+
+def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """The learning-rate schedule, stepped once per optimiser step (None: constant).
+
+    Without warm-up: torch's CosineAnnealingLR (or none), as before.  With ``warmup_epochs``:
+    one LambdaLR, a linear ramp from 1/W to 1 over the first W steps times the cosine decay
+    of the steps after it (or 1 when the schedule is constant).
+    """
+    total = cfg.epochs * steps_per_epoch
+    cosine = cfg.resolved("schedule") == "cosine"
+    warm = min(total, int(round(cfg.warmup_epochs * steps_per_epoch)))
+    if warm <= 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if cosine else None
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if not cosine:
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def resolve_data_path(cfg: TrainConfig, device: torch.device) -> str:
+    """``cfg.data_path`` on ``device``: "auto" is the device path on CUDA, the host path elsewhere."""
+    if cfg.data_path == "auto":
+        return "device" if device.type == "cuda" else "host"
+    return cfg.data_path
 
 
 # ----------------------------------------------------------------------- trainer
@@ -124,6 +156,11 @@ class Trainer:
         self.device = preflight(cfg, data)  # config errors surface here, before anything is written
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.data_path = resolve_data_path(cfg, self.device)
+        # channels-last: asked for, or the device path on CUDA (convolutions' fast layout there)
+        self.channels_last = self.device.type == "cuda" and (cfg.channels_last or self.data_path == "device")
+        self.expected_seconds: float | None = None  # the time estimate logged before training (None: not timed)
+        self._forward = train_forward  # the training forward (compiled on the device path with cfg.compile)
 
     # The files of a run.
     @property
@@ -160,6 +197,11 @@ class Trainer:
         elif main and rd.config.exists():
             raise RunExistsError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
         data = self.data
+        if self.data_path == "device" and (distributed.is_distributed() or getattr(data.train, "streamed", False)):
+            if cfg.data_path == "device":
+                why = "under torchrun" if distributed.is_distributed() else "with a streamed data set (max_memory)"
+                raise RunError(f"data_path device: not available {why}; use data_path host")
+            self.data_path = "host"  # auto: the host path does both
         model = build_model(cfg, data.train.input_shape, data.train.num_classes).to(self.device)  # so do bad archs / taps
         ckpt_root = rd.checkpoints
         if main:
@@ -178,18 +220,20 @@ class Trainer:
             else:
                 rundir.atomic_write_via(rd.manifest, lambda p: write_manifest(p, data.splits, data.train, data.test))
         distributed.barrier()  # the other ranks read the run directory once rank 0 has checked and prepared it
-        if cfg.channels_last and self.device.type == "cuda":
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         loss_fn = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint,
                                 normalize=cfg.loss_norm == "first").to(self.device)
         if distributed.is_distributed():  # first-batch normalisers: the global first batch's, on every rank
             loss_fn.reduce = distributed.reduce_mean_tensor
-        opt = _optimizer(cfg, _param_groups(cfg, model))
+        opt = _optimizer(cfg, _param_groups(cfg, model), fused=self._fused())
         steps_per_epoch = math.ceil(len(data.splits.members) / cfg.batch_size)
-        sched = None
-        if cfg.resolved("schedule") == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+        sched = _scheduler(cfg, opt, steps_per_epoch)
         gen = torch.Generator().manual_seed(cfg.seed)
+        on_device = self.data_path == "device"
+        # The device path's draws (permutations, shifts, audit views): a generator on the device
+        # (on the CPU: the run's generator itself).
+        dgen = torch.Generator(device=self.device).manual_seed(cfg.seed) if on_device and self.device.type != "cpu" else gen
         start_epoch, best, best_epoch = 0, -math.inf, 0
         records: list[dict[str, Any]] = []
 
@@ -201,6 +245,8 @@ class Trainer:
                 if sched is not None:
                     sched.load_state_dict(state["scheduler"])
                 gen.set_state(state["generator"])
+                if dgen is not gen:
+                    dgen.set_state(state["device_generator"])
                 torch.set_rng_state(state["torch_rng"])
             except (KeyError, ValueError, TypeError, RuntimeError) as e:
                 raise RunError(f"{ckpt.state_path} does not fit this run's optimiser / RNG: {str(e).splitlines()[0][:200]}") from e
@@ -212,9 +258,13 @@ class Trainer:
         if main and (resume or rd.log.exists()):
             rd.write_log(records)  # exactly one line per checkpointed epoch; later ones are redone
 
-        step_fn = self._step
         model = distributed.wrap(model, self.device)  # DDP under torchrun (see activemint.training.distributed)
-        if cfg.compile:
+        if cfg.compile and on_device:
+            # The whole training forward (members, externals' truncated pass, head), compiled as one
+            # function: an audited model's forward_train is not its forward, so compiling the module
+            # alone would leave the training step uncompiled.
+            self._forward = torch.compile(train_forward)
+        elif cfg.compile:
             model = torch.compile(model)  # type: ignore[assignment]
 
         dev = self.device
@@ -227,58 +277,22 @@ class Trainer:
         # too).  Without aMINT they remain a data augmentation when they fed the task loss, so
         # that a robust run's plain twin (``--mint off``, ``--baseline``) sees the same images.
         policy = get_policy(cfg.audit_policy) if cfg.audit_policy and (cfg.mint or cfg.audit_views == "all") else None
+        batches = _DeviceBatches(cfg, members, member_labels, external, seen, policy, dgen, self.channels_last) if on_device else None
+        if main and start_epoch < cfg.epochs:
+            self.expected_seconds = self._announce(model, loss_fn, data, members, member_labels, external, seen, seen_host, policy,
+                                                   steps_per_epoch, cfg.epochs - start_epoch, dgen)
+        if on_device:
+            loss_fn.sync = False  # the losses stay on the device; summed there and read once per epoch
+            loss_fn.primed = not bool(torch.isnan(loss_fn.task0))  # one read, before the first step
 
         for epoch in range(start_epoch, cfg.epochs):
             t_epoch = time.time()
             model.train()
-            perm = torch.randperm(len(members), generator=gen)
-            ext_order = (
-                cycled_permutation(len(external), steps_per_epoch * cfg.external_batch_size, gen)
-                if external is not None else None
-            )
-            plan_batches(members, perm, cfg.batch_size)  # streamed: workers decode this epoch's batches ahead
-            plan_batches(external, ext_order, cfg.external_batch_size)
-            sums: dict[str, float] = {}
-            view_rng = np.random.default_rng([cfg.seed, 9, epoch])  # per epoch: resume-safe
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False, unit="step")
-            for step in bar:
-                bidx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                idx = bidx.to(dev)
-                eidx = None
-                if ext_order is not None:
-                    eidx = ext_order[step * cfg.external_batch_size : (step + 1) * cfg.external_batch_size].to(dev)
-                # torchrun: this rank's part of the global batch (one process: all of it).  A robust-aMINT
-                # policy draws per sample from one stream, so it transforms the global batch, then cut.
-                ms, es = distributed.shard(len(idx)), distributed.shard(0 if eidx is None else len(eidx))
-                cut = policy is None
-                xm = members[idx[ms] if cut else idx]
-                xe = None if eidx is None else external[eidx[es] if cut else eidx]
-                xv = None  # robust aMINT, views for the MINT loss only: transformed members
-                if policy is not None:  # robust aMINT: transformed views of members and externals
-                    if cfg.audit_views == "mint":
-                        xv = to_input(policy(xm, view_rng)[ms])
-                    else:
-                        xm = policy(xm, view_rng)
-                    xe = policy(xe, view_rng)[es] if xe is not None else None
-                    xm = xm[ms]
-                xm = to_input(xm)
-                xe = to_input(xe) if xe is not None else None
-                if cfg.resolved("augment"):
-                    xm = random_shift_flip(xm, flip=cfg.augment_flip, generator=gen, part=(ms, len(idx)))
-                    if xe is not None:
-                        xe = random_shift_flip(xe, flip=cfg.augment_flip, generator=gen, part=(es, len(eidx)))
-                if distributed.is_distributed():
-                    loss_fn.shares = loss_shares(seen_host[bidx.numpy()], ms, 0 if eidx is None else len(eidx), es)
-                idx = idx[ms]
-                parts = step_fn(model, loss_fn, opt, xm, member_labels[idx], xe, seen[idx], xv)
-                if sched is not None:
-                    sched.step()
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                if step % 10 == 0:
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
-                kill_point("step")
-            bar.close()
+            if on_device:
+                sums = self._device_epoch(model, loss_fn, opt, sched, batches, steps_per_epoch, epoch)
+            else:
+                sums = self._host_epoch(model, loss_fn, opt, sched, gen, epoch, steps_per_epoch, members, member_labels,
+                                        external, seen, seen_host, policy)
             sums = distributed.all_reduce_mean(sums)  # the global batches' losses (one process: as they are)
             if not main:  # rank 0 validates, logs and checkpoints; the others wait for it
                 distributed.barrier()
@@ -299,6 +313,8 @@ class Trainer:
                 "task0": float(loss_fn.task0), "mint0": float(loss_fn.mint0), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": float(best), "best_epoch": best_epoch,
             }
+            if dgen is not gen:
+                state["device_generator"] = dgen.get_state()
             save_checkpoint(ckpt_root, epoch + 1, self._unwrap(model), self._metadata(data, epoch + 1), state, records,
                             keep={best_epoch} if cfg.select != "last" and best_epoch else ())
             distributed.barrier()
@@ -322,16 +338,204 @@ class Trainer:
         metrics, scores = evaluate(final, cfg, data, self.device)
         metrics.update({"run_dir": str(self.run_dir), "epochs_trained": last.epoch, "selected_epoch": meta["epoch"],
                         "selection": selection_info(cfg.select, meta["epoch"], cfg.epochs, records),
-                        "train_seconds": round(time.time() - t0, 1), "mint": cfg.mint, "arch": cfg.arch,
+                        "train_seconds": round(time.time() - t0, 1), "expected_seconds": self.expected_seconds,
+                        "data_path": self.data_path, "mint": cfg.mint, "arch": cfg.arch,
                         "setup": cfg.setup if cfg.mint else None, "dataset": cfg.dataset})
         metrics = write_evaluation(self.run_dir, metrics, scores)
         distributed.barrier()
         return RunResult(self.run_dir, cfg, metrics, time.time() - t0)
 
+    # ---------------------------------------------------------------- epochs
+    def _host_epoch(self, model, loss_fn, opt, sched, gen, epoch, steps_per_epoch, members, member_labels, external,
+                    seen, seen_host, policy, *, steps: int | None = None, probe: bool = False) -> dict[str, float]:
+        """One epoch on the host data path: draws on the CPU generator, views with Pillow, losses read every step.
+
+        ``steps``: stop after this many steps; ``probe``: a timing probe (:meth:`_estimate`):
+        no progress bar, no kill points, no read-ahead plan.
+        """
+        cfg = self.cfg
+        step_fn = self._step
+        dev = self.device
+        perm = torch.randperm(len(members), generator=gen)
+        ext_order = (
+            cycled_permutation(len(external), steps_per_epoch * cfg.external_batch_size, gen)
+            if external is not None else None
+        )
+        if not probe:
+            plan_batches(members, perm, cfg.batch_size)  # streamed: workers decode this epoch's batches ahead
+            plan_batches(external, ext_order, cfg.external_batch_size)
+        sums: dict[str, float] = {}
+        view_rng = np.random.default_rng([cfg.seed, 9, epoch])  # per epoch: resume-safe
+        bar = tqdm(range(steps_per_epoch if steps is None else steps), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=probe or not self.progress, leave=False, unit="step")
+        for step in bar:
+            bidx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            idx = bidx.to(dev)
+            eidx = None
+            if ext_order is not None:
+                eidx = ext_order[step * cfg.external_batch_size : (step + 1) * cfg.external_batch_size].to(dev)
+            # torchrun: this rank's part of the global batch (one process: all of it).  A robust-aMINT
+            # policy draws per sample from one stream, so it transforms the global batch, then cut.
+            ms, es = distributed.shard(len(idx)), distributed.shard(0 if eidx is None else len(eidx))
+            cut = policy is None
+            xm = members[idx[ms] if cut else idx]
+            xe = None if eidx is None else external[eidx[es] if cut else eidx]
+            xv = None  # robust aMINT, views for the MINT loss only: transformed members
+            if policy is not None:  # robust aMINT: transformed views of members and externals
+                if cfg.audit_views == "mint":
+                    xv = to_input(policy(xm, view_rng)[ms])
+                else:
+                    xm = policy(xm, view_rng)
+                xe = policy(xe, view_rng)[es] if xe is not None else None
+                xm = xm[ms]
+            xm = to_input(xm)
+            xe = to_input(xe) if xe is not None else None
+            if cfg.resolved("augment"):
+                xm = random_shift_flip(xm, flip=cfg.augment_flip, generator=gen, part=(ms, len(idx)))
+                if xe is not None:
+                    xe = random_shift_flip(xe, flip=cfg.augment_flip, generator=gen, part=(es, len(eidx)))
+            if distributed.is_distributed():
+                loss_fn.shares = loss_shares(seen_host[bidx.numpy()], ms, 0 if eidx is None else len(eidx), es)
+            idx = idx[ms]
+            parts = step_fn(model, loss_fn, opt, xm, member_labels[idx], xe, seen[idx], xv)
+            if sched is not None:
+                sched.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if step % 10 == 0:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
+            if not probe:
+                kill_point("step")
+        bar.close()
+        return sums
+
+    def _device_epoch(self, model, loss_fn, opt, sched, batches: _DeviceBatches, steps_per_epoch: int, epoch: int, *,
+                      steps: int | None = None, probe: bool = False) -> dict[str, float]:
+        """One epoch on the device data path: no host synchronisation per step (with all members
+        seen by the MINT loss); the summed losses are read once, at the end."""
+        n = steps_per_epoch if steps is None else steps
+        sums: dict[str, torch.Tensor] = {}
+        bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=probe or not self.progress, leave=False, unit="step")
+        for xm, ym, xe, seen, xv in batches.epoch(steps_per_epoch, n):
+            parts = self._step(model, loss_fn, opt, xm, ym, xe, seen, xv)
+            if sched is not None:
+                sched.step()
+            for k, v in parts.items():
+                sums[k] = sums[k] + v if k in sums else v.float()
+            bar.update(1)
+            if not probe:
+                kill_point("step")
+        bar.close()
+        if not sums:
+            return {}
+        values = torch.stack(list(sums.values())).tolist()  # the epoch's one read-back
+        return dict(zip(sums, values))
+
+    # ------------------------------------------------------------- the plan
+    def _announce(self, model, loss_fn, data: RunData, members, member_labels, external, seen, seen_host, policy,
+                  steps_per_epoch: int, epochs_left: int, dgen: torch.Generator) -> float | None:
+        """Log the run's split sizes, epochs and expected wall time (timed on this machine) before training."""
+        cfg, s = self.cfg, data.splits
+        n_test = len(data.test) if cfg.test_samples is None else min(cfg.test_samples, len(data.test))
+        sizes = (f"{len(s.members):,} members, {len(s.external):,} externals, {len(s.validation):,} validation, "
+                 f"{len(s.calibration):,} calibration, {len(s.eval_nonmembers):,} evaluation non-members, {n_test:,} test images")
+        steps = (f"{epochs_left} epoch{'s' if epochs_left != 1 else ''} x {steps_per_epoch} steps of {cfg.batch_size} members"
+                 + (f" + {cfg.external_batch_size} externals" if cfg.mint else "")
+                 + f", lr {cfg.effective_lr():.3g}" + (f" ({cfg.lr_scaling} scaling)" if cfg.lr_scaling != "none" else "")
+                 + (f", {cfg.warmup_epochs:g} warm-up epochs" if cfg.warmup_epochs else ""))
+        where = (f"{self.device}, {self.data_path} data path, {'bf16' if self.autocast_dtype is not None else 'fp32'}"
+                 + (", channels-last" if self.channels_last else "") + (", torch.compile" if cfg.compile else ""))
+        self.log(f"plan: {sizes}\n  {steps}; {where}")
+        if distributed.is_distributed():
+            return None
+        est = self._estimate(model, loss_fn, data, members, member_labels, external, seen, seen_host, policy,
+                             steps_per_epoch, dgen, n_test)
+        total = epochs_left * (steps_per_epoch * est["step"] + est["validation"] + est["checkpoint"]) + est["evaluation"]
+        extra = [" (+ torch.compile's first compilation, not timed)" if cfg.compile else "",
+                 f" (+ {cfg.head_epochs} head-only epochs, not timed)" if cfg.mint and cfg.head_epochs else ""]
+        self.log(f"  expected wall time about {_duration(total)}{''.join(extra)}: training {_duration(epochs_left * steps_per_epoch * est['step'])} "
+                 f"({1000 * est['step']:.1f} ms a step, timed over {est['timed_steps']} steps), validation {_duration(epochs_left * est['validation'])}, "
+                 f"checkpoints {_duration(epochs_left * est['checkpoint'])}, final evaluation {_duration(est['evaluation'])}; timing took {est['probe']:.1f} s")
+        return round(total, 1)
+
+    def _estimate(self, model, loss_fn, data: RunData, members, member_labels, external, seen, seen_host, policy,
+                  steps_per_epoch: int, dgen: torch.Generator, n_test: int) -> dict[str, float]:
+        """Seconds per training step, per validation, per checkpoint and for the final evaluation, timed here.
+
+        A copy of the model, optimiser and loss trains a few steps of the run's own epoch code
+        (2 untimed, then up to 5 timed) on batches from a separate generator, and runs one
+        validation (after a small warm-up batch); the run's model, generators and torch's global RNG are left as they were.
+        """
+        import hashlib
+        import io
+
+        cfg, dev, t_start = self.cfg, self.device, time.time()
+        rng_cpu = torch.get_rng_state()
+        rng_cuda = torch.cuda.get_rng_state_all() if dev.type == "cuda" else None
+        probe = build_model(cfg, data.train.input_shape, data.train.num_classes).to(dev)
+        probe.load_state_dict(self._unwrap(model).state_dict())
+        if self.channels_last:
+            probe = probe.to(memory_format=torch.channels_last)
+        opt = _optimizer(cfg, _param_groups(cfg, probe), fused=self._fused())
+        lossf = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint, normalize=cfg.loss_norm == "first").to(dev)
+        lossf.load_state_dict(loss_fn.state_dict())
+        pgen = torch.Generator(device=dgen.device).manual_seed(cfg.seed + 7919)
+        warm, timed = min(2, steps_per_epoch), min(5, steps_per_epoch)
+
+        def run(n):
+            if self.data_path == "device":
+                lossf.sync, lossf.primed = False, not bool(torch.isnan(lossf.task0))
+                batches = _DeviceBatches(cfg, members, member_labels, external, seen, policy, pgen, self.channels_last)
+                self._device_epoch(probe, lossf, opt, None, batches, steps_per_epoch, 0, steps=n, probe=True)
+            else:
+                self._host_epoch(probe, lossf, opt, None, pgen, 0, steps_per_epoch, members, member_labels, external, seen,
+                                 seen_host, policy, steps=n, probe=True)
+            _sync(dev)
+
+        try:
+            probe.train()
+            run(warm)
+            t = time.perf_counter()
+            run(timed)
+            step = (time.perf_counter() - t) / timed
+            self._warm_inference(probe, data)  # the first inference at its batch shapes pays one-off set-up costs
+            t = time.perf_counter()
+            self._validate(probe, data)
+            val = time.perf_counter() - t
+            t = time.perf_counter()
+            buf = io.BytesIO()  # what a checkpoint writes: weights + optimiser state, hashed
+            torch.save({"model": probe.state_dict(), "opt": opt.state_dict()}, buf)
+            hashlib.sha256(buf.getbuffer()).hexdigest()
+            ckpt = 2 * (time.perf_counter() - t)  # written to disk and hashed again from it
+        finally:
+            torch.set_rng_state(rng_cpu)
+            if rng_cuda is not None:
+                torch.cuda.set_rng_state_all(rng_cuda)
+        # The final evaluation scores the same kind of images as a validation, more of them.
+        s = data.splits
+        k = min(len(s.members), len(s.validation), VAL_MEMBERSHIP)
+        audited = cfg.mint
+        val_units = len(s.validation) + (2 * k if audited else 0)
+        eval_units = n_test + (len(s.members) + len(s.eval_nonmembers) + len(s.calibration) if audited else 0)
+        return {"step": step, "validation": val, "checkpoint": ckpt, "evaluation": val * eval_units / max(1, val_units),
+                "timed_steps": timed, "probe": time.time() - t_start}
+
+    def _warm_inference(self, model: nn.Module, data: RunData) -> None:
+        """One batch through each kind of validation inference (classes, membership)."""
+        idx = data.splits.validation[:512]  # the evaluation batch size
+        accuracy(model, data.train, idx, self.device)
+        if model.audited:
+            membership_scores(model, data.train.rows(idx), self.device)
+        _sync(self.device)
+
+    def _fused(self) -> bool:
+        """The fused (one-kernel) Adam / AdamW / SGD step: on the device path on CUDA."""
+        return self.data_path == "device" and self.device.type == "cuda"
+
     # ---------------------------------------------------------------- helpers
     def _step(self, model, loss_fn, opt, xm, ym, xe, seen=None, xv=None) -> dict[str, float]:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            logits, mint_m, mint_e = distributed.call(model, train_forward, xm, xe, xv)  # through DDP when wrapped
+            logits, mint_m, mint_e = distributed.call(model, self._forward, xm, xe, xv)  # through DDP when wrapped
             if mint_m is not None:
                 if seen is not None and not bool(seen.all()):
                     mint_m = mint_m[seen]  # held-out members: task loss only
@@ -370,6 +574,69 @@ class Trainer:
 
     def _metadata(self, data: RunData, epoch: int) -> dict[str, Any]:
         return checkpoint_metadata(self.cfg, data.train.input_shape, data.train.num_classes, epoch)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as ``42 s``, ``12.5 min`` or ``3.2 h``."""
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class _DeviceBatches:
+    """The device data path's batches: the run's uint8 members / externals on the device,
+    indexed by permutations drawn there, viewed (audit policy), normalised and shifted there.
+
+    Every draw comes from ``gen`` (a generator on the device; the run's own on a CPU), in the
+    same order on every run, so a seed gives the same batches and a resumed run continues the
+    stream from the checkpointed generator state.
+    """
+
+    def __init__(self, cfg: TrainConfig, members, labels, external, seen, policy, gen: torch.Generator, channels_last: bool) -> None:
+        self.cfg, self.members, self.labels, self.external = cfg, members, labels, external
+        self.policy, self.gen, self.channels_last = policy, gen, channels_last
+        self.seen = None if bool(seen.all()) else seen  # held-out members: one boolean read-back per step (mint_m[seen])
+        self.augment = cfg.resolved("augment")
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_input(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def epoch(self, steps_per_epoch: int, steps: int):
+        """Yield ``steps`` batches ``(xm, ym, xe, seen, xv)`` of an epoch of ``steps_per_epoch``."""
+        cfg, gen, dev = self.cfg, self.gen, self.members.device
+        b, eb = cfg.batch_size, cfg.external_batch_size
+        perm = torch.randperm(len(self.members), generator=gen, device=gen.device).to(dev)
+        ext = self.external
+        order = None
+        if ext is not None:
+            reps = max(1, -(-(steps_per_epoch * eb) // len(ext)))
+            order = torch.cat([torch.randperm(len(ext), generator=gen, device=gen.device) for _ in range(reps)]).to(dev)
+        for step in range(steps):
+            idx = perm[step * b : (step + 1) * b]
+            xm, xe, xv = self.members[idx], None if order is None else ext[order[step * eb : (step + 1) * eb]], None
+            if self.policy is not None:
+                if cfg.audit_views == "mint":
+                    xv = self._input(self.policy.on_device(xm, gen))
+                else:
+                    xm = self.policy.on_device(xm, gen)
+                xe = self.policy.on_device(xe, gen) if xe is not None else None
+            xm = to_input(xm)
+            xe = to_input(xe) if xe is not None else None
+            if self.augment:
+                xm = random_shift_flip(xm, flip=cfg.augment_flip, generator=gen)
+                xe = random_shift_flip(xe, flip=cfg.augment_flip, generator=gen) if xe is not None else None
+            if self.channels_last:
+                xm = xm.contiguous(memory_format=torch.channels_last)
+                xe = xe.contiguous(memory_format=torch.channels_last) if xe is not None else None
+            yield xm, self.labels[idx], xe, None if self.seen is None else self.seen[idx], xv
 
 
 def train_forward(model: nn.Module, xm: torch.Tensor, xe: torch.Tensor | None, xv: torch.Tensor | None = None):
