@@ -62,6 +62,9 @@ class AuditableModel(EnhancedAuditedModel):
                          head_stride=opts["stride"], head_norm=opts["norm"], head_conv=opts["conv"])
         if loss_norm not in ("first", "none"):
             raise ValueError(f"loss_norm must be 'first' or 'none', got {loss_norm!r}")
+        param = next(backbone.parameters(), None)
+        if param is not None:
+            self.head.to(param.device)  # beside a model that already lives on a GPU
         self.setup = setup
         self.external_grad = bool(external_grad)
         # A plain attribute, not a submodule: its buffers stay out of this model's state_dict.

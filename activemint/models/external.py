@@ -169,7 +169,8 @@ def tap_candidates(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
     Raises a one-line ``ValueError`` when the model has none (no submodule outputs a batch-first
     map or token sequence exactly once per forward).
     """
-    example = torch.zeros(2, *input_shape)
+    param = next(model.parameters(), None)
+    example = torch.zeros(2, *input_shape, device=None if param is None else param.device)
     names = _feature_info_names(model)
     if names:
         try:
