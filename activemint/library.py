@@ -72,6 +72,20 @@ def check_rebuild(backbone: nn.Module, arch: str, input_shape: Sequence[int], nu
                          f"or save it without arch= (then load_run needs model=)")
 
 
+#: What ``activemint report`` plots from metrics.jsonl (activemint.report.plots.learning_curves).
+LOG_KEYS = ("task_loss", "mint_loss", "val_accuracy", "val_membership_auc")
+
+
+def _check_log(log: Sequence[dict[str, Any]] | None) -> None:
+    """One-line ``ValueError`` unless every record has an ``epoch`` >= 1 and a number under one of :data:`LOG_KEYS`."""
+    for i, rec in enumerate(log or ()):
+        epoch = rec.get("epoch") if isinstance(rec, dict) else None
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"log[{i}] must be a dict with an integer 'epoch' >= 1, got {rec!r}"[:300])
+        if not any(isinstance(rec.get(k), (int, float)) and not isinstance(rec.get(k), bool) for k in LOG_KEYS):
+            raise ValueError(f"log[{i}] has none of {', '.join(LOG_KEYS)} (what the report plots): {rec!r}"[:300])
+
+
 def _carve(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded draw of ``k`` of ``range(n)`` and the rest, each sorted."""
     perm = np.random.default_rng([seed, 22]).permutation(n)
@@ -110,7 +124,9 @@ def save_run(
         arch: how to rebuild the backbone (registry name, ``timm:NAME``, ``torchvision:NAME``);
             None: ``user:<class name>``.
         seed: recorded in the config; seeds the calibration carve and the metrics' bootstrap.
-        epochs, log: recorded (config ``epochs``; ``log``'s records as metrics.jsonl lines).
+        epochs, log: recorded: config ``epochs``, and ``log``'s per-epoch records as metrics.jsonl
+            lines (each ``{"epoch": 1, "task_loss": ..., "mint_loss": ...}``, any of
+            :data:`LOG_KEYS`; ``activemint report`` draws them as learning curves).
         config: further TrainConfig fields to record (e.g. ``{"lr": 1e-3, "batch_size": 32}``).
 
     Raises ``RunExistsError`` when ``out`` already holds a run, a one-line ``ValueError`` /
@@ -119,6 +135,7 @@ def save_run(
     """
     t0 = time.time()
     say = progress or (lambda m: None)
+    _check_log(log)
     if not isinstance(model, nn.Module):
         raise TypeError(f"save_run needs a torch.nn.Module, got {type(model).__name__}")
     audited = isinstance(model, EnhancedAuditedModel)

@@ -234,16 +234,18 @@ def train_in_my_loop(model, members, externals, epochs=2, seed=0):
     torch.manual_seed(seed)
     amint = activemint.make_auditable(model, input_shape=tuple(members[0][0].shape), setup="middle")
     opt = torch.optim.Adam(amint.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(epochs):
+    log = []
+    for epoch in range(epochs):
         amint.train()
+        steps = []
         for (x, y), (xe, _) in zip(DataLoader(members, 32, shuffle=True), DataLoader(externals, 32, shuffle=True)):
             loss = amint.loss(amint.inputs(x), y, amint.inputs(xe))
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(amint.last_losses)
-    return amint, losses
+            steps.append(amint.last_losses)
+        log.append({"epoch": epoch + 1, **{k: float(np.mean([p[k] for p in steps])) for k in steps[0]}})
+    return amint, log
 
 
 @pytest.mark.slow
@@ -259,11 +261,11 @@ def test_user_loop_with_library_models_saved_then_evaluated_audited_reported_by_
            else timm.create_model(name, pretrained=False, num_classes=10))  # 3-channel models, as the libraries build them
     members, externals = fmnist("train", 0, 192, 3), fmnist("train", 192, 384, 3)
     nonmembers, calibration = fmnist("test", 0, 128, 3), fmnist("train", 400, 700, 3)
-    amint, losses = train_in_my_loop(net, members, externals)
-    assert all(np.isfinite([p["task_loss"], p["mint_loss"]]).all() for p in losses)
+    amint, log = train_in_my_loop(net, members, externals)
+    assert [r["epoch"] for r in log] == [1, 2] and all(np.isfinite([r["task_loss"], r["mint_loss"]]).all() for r in log)
     out = tmp_path / "run"
     metrics = activemint.save_run(amint, out, members=members, external=externals, nonmembers=nonmembers,
-                                  calibration=calibration, arch=arch, log=[{"epoch": 1}, {"epoch": 2}])
+                                  calibration=calibration, arch=arch, log=log)
     assert metrics["arch"] == arch and metrics["membership"]["n_members"] == 192
     # the saved scores are the in-memory model's own membership logits, bit for bit
     amint.eval()
@@ -283,6 +285,7 @@ def test_user_loop_with_library_models_saved_then_evaluated_audited_reported_by_
     assert len(rows) == 1 + 192
     assert main(["report", str(out)]) == 0
     assert arch in (out / "report.html").read_text()
+    assert RunDir(out).read_log() == log
 
 
 def test_run_of_a_user_built_model_loads_only_with_the_model_given(tmp_path):
@@ -317,7 +320,9 @@ def test_run_of_a_user_built_model_loads_only_with_the_model_given(tmp_path):
     moved = tmp_path / "moved"
     out.rename(moved)
     assert activemint.load_run(moved, device="cpu", model=Mine()).evaluate()[0]["membership"]["n_members"] == 64
-    # an arch that does not build the saved model is refused before anything is written
+    # a log the report cannot draw, and an arch that does not build the saved model, are refused before anything is written
+    with pytest.raises(ValueError, match=r"log\[0\] has none of task_loss, mint_loss"):
+        activemint.save_run(amint, tmp_path / "other", members=members, external=externals, nonmembers=non, log=[{"epoch": 1}])
     with pytest.raises(ValueError, match="is not what arch 'small_cnn' builds"):
         activemint.save_run(amint, tmp_path / "other", members=members, external=externals, nonmembers=non, arch="small_cnn")
     assert not (tmp_path / "other" / "config.yaml").exists()
