@@ -208,6 +208,9 @@ def test_cli_untappable_or_unknown_arch_is_one_line(capsys):
     assert main(["train", "--arch", "timm:resnet1888", "--out", "/nonexistent/x"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown timm model 'resnet1888'" in err[0]
+    assert main(["train", "--arch", "torchvision:resnet18", "--taps", "layer9", "--out", "/nonexistent/x"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tap point 'layer9' is not a submodule of ResNet" in err[0] and "'layer4'" in err[0]
 
 
 @pytest.mark.slow

@@ -34,8 +34,8 @@ LIBRARIES = ("timm", "torchvision")
 #: ``user:<module>.<class>``: a model built by the user's own code, saved by ``activemint.save_run``
 #: without an ``arch`` it can be rebuilt from; only ``load_run(path, model=...)`` loads it.
 USER_PREFIX = "user:"
-#: The input a model's taps are discovered with when only its name is known (3 channels, 64 px).
-PROBE_SHAPE = (3, 64, 64)
+#: Input sizes (3 channels) a model's taps are discovered with when only its name is known, tried in order.
+PROBE_SIZES = (64, 224)
 
 
 class ArchWeightsError(UserError):

@@ -133,17 +133,21 @@ def list_archs() -> list[str]:
 
 @functools.lru_cache(maxsize=32)
 def _external_spec(name: str) -> ArchSpec:
-    """``timm:NAME`` / ``torchvision:NAME`` as an ArchSpec: taps discovered on one build at
-    :data:`external.PROBE_SHAPE` (the global RNG is left as it was)."""
+    """``timm:NAME`` / ``torchvision:NAME`` as an ArchSpec: taps discovered on one build for
+    3-channel inputs of :data:`external.PROBE_SIZES` (the global RNG is left as it was)."""
     import torch
 
-    shape = external.PROBE_SHAPE
-    with torch.random.fork_rng(devices=[]):
-        model = external.build_external(name, in_chans=shape[0], num_classes=10, img_size=shape[1])
-    try:
-        candidates = external.tap_candidates(model, shape)
-    except ValueError as e:
-        raise ValueError(f"arch {name!r} cannot be tapped: {e}") from None
+    for size in external.PROBE_SIZES:  # 64 px first; 224 px for the models that need large inputs (Inception)
+        shape = (3, size, size)
+        with torch.random.fork_rng(devices=[]):
+            model = external.build_external(name, in_chans=3, num_classes=10, img_size=size)
+        try:
+            candidates = external.tap_candidates(model, shape)
+            break
+        except ValueError as e:
+            error = e
+    else:
+        raise ValueError(f"arch {name!r} cannot be tapped: {error}") from None
     taps = {s: tuple(external.setup_taps(candidates, s)) for s in SETUPS}
 
     def builder(in_chans: int, num_classes: int, img_size: int) -> nn.Module:
