@@ -14,3 +14,15 @@ from activemint.threads import apply_policy as _apply_thread_policy
 _apply_thread_policy()
 
 __version__ = "0.1.0"
+
+#: The library API (imported on first use: ``import activemint`` alone does not load torch).
+_LAZY = {"make_auditable": "activemint.mint", "AuditableModel": "activemint.mint", "pixels_to_input": "activemint.mint",
+         "save_run": "activemint.library", "load_run": "activemint.runs", "create_model": "activemint.models"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,8 @@ A run directory (``activemint train --out RUN``)::
       scores.npz         the final model's membership scores (records the model's SHA-256)
       metrics.json       the final evaluation, written LAST; it records the SHA-256 of
                          model.safetensors, model.json and scores.npz
+      data/              only in a run saved from the user's own loop (activemint.save_run):
+                         its data set ``tensors``, train.safetensors and test.safetensors
 
 Every file is written atomically: a temporary file in the same folder, fsync, ``os.replace``,
 fsync of the folder; files get ordinary modes (0644 under the usual umask).  A reader sees a
@@ -71,6 +73,7 @@ REPORT = "report.html"
 AUDITS = "audits"
 BASELINE = "baseline"
 LOCK = ".activemint.lock"
+DATA = "data"  # a run saved from the user's own loop (activemint.save_run): its data as train/test .safetensors
 # inside one checkpoint directory (checkpoints/epoch-NNNN/)
 CKPT_WEIGHTS = "weights.safetensors"
 CKPT_META = "weights.json"

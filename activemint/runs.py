@@ -24,8 +24,10 @@ from torch import nn
 from activemint.data import read_manifest, verify_manifest
 from activemint.errors import not_a_directory
 from activemint.metrics import sigmoid
+from activemint.mint import EnhancedAuditedModel, PlainModel
 from activemint.model_runtime import apply_runtime
-from activemint.rundir import CONFIG, META_SUFFIX, MODEL, RunDir, RunError
+from activemint.models.external import is_user_arch
+from activemint.rundir import CONFIG, DATA, META_SUFFIX, MODEL, RunDir, RunError
 from activemint.training.build import build_model, resolve_device
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
 from activemint.training.config import TrainConfig
@@ -55,9 +57,7 @@ class Run:
     @cached_property
     def data(self) -> RunData:
         """The source data with the splits read from the run's manifest (not re-drawn)."""
-        data = load_run_data(self.config)
-        data.splits = read_manifest(RunDir(self.run_dir).manifest)
-        return data
+        return load_run_data(self.config, read_manifest(RunDir(self.run_dir).manifest))
 
     def membership_logits(self, images: torch.Tensor) -> np.ndarray:
         """(N,) membership logits for uint8 images (N, C, H, W) of the run's input shape."""
@@ -86,8 +86,14 @@ class Run:
             )
 
 
-def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL) -> Run:
-    """Load a run directory written by :class:`activemint.training.Trainer`.
+def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL, model: nn.Module | None = None) -> Run:
+    """Load a run directory written by :class:`activemint.training.Trainer` or :func:`activemint.save_run`.
+
+    The model is rebuilt from what the run recorded: the architecture of config.yaml (a
+    registry name, ``timm:NAME`` or ``torchvision:NAME``) with the taps of model.json, not
+    today's registry taps.  ``model``: the backbone, freshly built by the caller's code (for a
+    run whose architecture only the user's code builds, ``user:...``); its weights are replaced
+    by the run's.
 
     Refuses, with a one-line :class:`RunError`, a run that is in progress (another process
     holds its lock), incomplete (training or its final save was interrupted) or inconsistent
@@ -115,8 +121,26 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL)
     if cfg.mint and "head_norm" not in meta:
         # Saved before the head_norm option (whose default is now "mlp"): the head had none.
         cfg = dataclasses.replace(cfg, head_norm="none")
+    if cfg.mint and meta.get("taps"):  # model.json's taps, not those of today's registry
+        cfg = dataclasses.replace(cfg, taps=[str(t) for t in meta["taps"]])
+    if cfg.arch_weights:  # initial weights of the training; the run's own weights replace them
+        cfg = dataclasses.replace(cfg, arch_weights=None)
+    own_data = run_dir / DATA
+    if cfg.dataset == "tensors" and own_data.is_dir() and not (cfg.data_root and Path(cfg.data_root).is_dir()):
+        cfg = dataclasses.replace(cfg, data_root=str(own_data))  # a save_run run that was moved: its data moved with it
     dev = resolve_device(device)
-    model = build_model(cfg, tuple(meta["input_shape"]), int(meta["num_classes"]))
+    shape, n_classes = tuple(meta["input_shape"]), int(meta["num_classes"])
+    if model is not None:
+        model = _wrap(cfg, model, shape)
+    elif is_user_arch(cfg.arch):
+        raise RunError(f"{run_dir}: its model ({cfg.arch}) is built by your own code, not by an architecture activemint "
+                       f"knows; load it with activemint.load_run(path, model=<the same nn.Module, freshly built>), or save it "
+                       f"with save_run(..., arch='timm:NAME' / 'torchvision:NAME')")
+    else:
+        try:
+            model = build_model(cfg, shape, n_classes)
+        except (ValueError, TypeError) as e:
+            raise RunError(f"{run_dir}: its model ({cfg.arch}) does not build here: {' '.join(str(e).split())[:300]}") from e
     try:
         load_weights(model, wpath)
     except CheckpointError as e:
@@ -140,6 +164,19 @@ def _check_metadata(meta: dict[str, Any], where: Path) -> None:
         raise RunError(f"{where}: field 'num_classes' is {str(meta['num_classes'])[:60]!r}, expected an integer >= 2")
     if not isinstance(meta["arch"], str):
         raise RunError(f"{where}: field 'arch' is {str(meta['arch'])[:60]!r}, expected an architecture name")
+
+
+def _wrap(cfg: TrainConfig, backbone: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """The caller's backbone wrapped as the run's model was (plain, or audited with the run's taps and head)."""
+    if not isinstance(backbone, nn.Module) or isinstance(backbone, (EnhancedAuditedModel, PlainModel)):
+        raise TypeError("model= must be the plain backbone (an nn.Module), not an audited or wrapped model")
+    if not cfg.mint:
+        return PlainModel(backbone)
+    model = EnhancedAuditedModel(backbone, cfg.taps, input_shape=input_shape, head_width=cfg.head_width,
+                                 head_hidden=cfg.head_hidden, head_stride=cfg.head_stride, head_norm=cfg.head_norm,
+                                 head_conv=cfg.head_conv)
+    model.external_grad = cfg.external_grad
+    return model
 
 
 @dataclass

@@ -28,7 +28,8 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('eval_nonmembers', 'evaluation non-members drawn from the test split'),
     ]),
     ('model', [
-        ('arch', 'architecture (default small_cnn); see `activemint archs`'),
+        ('arch', 'architecture (default small_cnn; see `activemint archs`), or any timm:NAME / torchvision:NAME (random weights, nothing downloaded)'),
+        ('arch_weights', 'local weights file the backbone starts from (.safetensors, or a weights-only torch file); tensors that do not fit stay random'),
         ('setup', 'where the MINT head taps the model'),
         ('taps', 'comma-separated dotted module names to tap instead of a setup'),
         ('mint', 'on: train with aMINT (default); off: plain training on D alone'),

@@ -27,6 +27,7 @@ from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, read_idx_dataset
 from .imagefolder import read_imagefolder
 from .images import ImageSize, convert_channels, resize_images
 from .streaming import FileDataset, resolve_budget
+from .tensors import read_tensor_split
 from .tiny_imagenet import read_tiny_imagenet
 
 SPLITS = ("train", "test")
@@ -181,6 +182,11 @@ _REGISTRY: dict[str, DatasetInfo] = {
             (3, 64, 64), 10575, None, _sizes(200000, 250000, 44406),
             _file_loader(read_imagefolder, "casia-webface", 64),
             layout="one folder per identity (or train/ and test/ folders of identities)",
+        ),
+        DatasetInfo(
+            "tensors", "A run's own data saved from the user's Dataset (activemint.save_run): train/test .safetensors",
+            (3, 32, 32), 0, None, {}, lambda root, split, image_size, channels: read_tensor_split(root, split),
+            layout="train.safetensors and test.safetensors (images uint8 N,C,H,W; labels int64), as save_run writes them",
         ),
         DatasetInfo(
             "digits", "scikit-learn's bundled 8x8 digits upscaled to 16x16, 1437/360 split, 10 classes",

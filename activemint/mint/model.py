@@ -106,7 +106,8 @@ class EnhancedAuditedModel(nn.Module):
     @torch.no_grad()
     def _probe(self) -> tuple[list[tuple[int, ...]], bool]:
         """The tapped shapes (checked by :func:`probe_taps`) and whether a split forward works."""
-        x = torch.zeros(2, *self.input_shape)
+        param = next(self.backbone.parameters(), None)  # probe where the model lives (a user's model may be on a GPU)
+        x = torch.zeros(2, *self.input_shape, device=None if param is None else param.device)
         shapes = probe_taps(self.backbone, self.taps, x)
         was_training = self.backbone.training
         self.backbone.eval()

@@ -25,6 +25,7 @@ read them (which would also break autograd through the MINT head).
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -33,6 +34,7 @@ from torch import nn
 
 from activemint.setups import SETUPS
 
+from . import external
 from .taps import disable_inplace, probe_taps, resolve_taps
 
 __all__ = [
@@ -129,15 +131,47 @@ def list_archs() -> list[str]:
     return sorted(_REGISTRY)
 
 
+@functools.lru_cache(maxsize=32)
+def _external_spec(name: str) -> ArchSpec:
+    """``timm:NAME`` / ``torchvision:NAME`` as an ArchSpec: taps discovered on one build for
+    3-channel inputs of :data:`external.PROBE_SIZES` (the global RNG is left as it was)."""
+    import torch
+
+    for size in external.PROBE_SIZES:  # 64 px first; 224 px for the models that need large inputs (Inception)
+        shape = (3, size, size)
+        with torch.random.fork_rng(devices=[]):
+            model = external.build_external(name, in_chans=3, num_classes=10, img_size=size)
+        try:
+            candidates = external.tap_candidates(model, shape)
+            break
+        except ValueError as e:
+            error = e
+    else:
+        raise ValueError(f"arch {name!r} cannot be tapped: {error}") from None
+    taps = {s: tuple(external.setup_taps(candidates, s)) for s in SETUPS}
+
+    def builder(in_chans: int, num_classes: int, img_size: int) -> nn.Module:
+        return external.build_external(name, in_chans=in_chans, num_classes=num_classes, img_size=img_size)
+
+    return ArchSpec(name=name, description=f"{name} (random weights; taps from {', '.join(candidates[:6])}"
+                    f"{' ...' if len(candidates) > 6 else ''})", taps=MappingProxyType(taps), builder=builder)
+
+
 def arch_spec(name: str) -> ArchSpec:
-    """The :class:`ArchSpec` of ``name``; ``ValueError`` listing the known names if unknown."""
+    """The :class:`ArchSpec` of ``name``; ``ValueError`` listing the known names if unknown.
+
+    ``timm:NAME`` and ``torchvision:NAME`` (any model of those libraries) are specs too, their
+    taps found by :func:`activemint.models.external.tap_candidates`.
+    """
+    if external.is_external(name):
+        return _external_spec(name)
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
         hint = f" Did you mean {close}?" if close else ""
         raise ValueError(
-            f"unknown architecture {name!r}; known: {sorted(_REGISTRY)}.{hint}"
+            f"unknown architecture {name!r}; known: {sorted(_REGISTRY)}, or timm:NAME / torchvision:NAME.{hint}"
         ) from None
 
 

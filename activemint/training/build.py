@@ -12,6 +12,7 @@ from torch import nn
 import activemint
 from activemint.mint import EnhancedAuditedModel, PlainModel
 from activemint.models import create_model, tap_points
+from activemint.models.external import ArchWeightsError, load_local_weights
 from activemint.training import distributed
 from activemint.training.config import ConfigError, TrainConfig, parse_device
 from activemint.training.data import RunData
@@ -58,6 +59,8 @@ def preflight(cfg: TrainConfig, data: RunData | None = None) -> torch.device:
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             build_model(cfg, tuple(shape), n_classes)
+    except ArchWeightsError as e:
+        raise ConfigError(str(e)) from e
     except (ValueError, TypeError, KeyError, RuntimeError, OverflowError, AssertionError) as e:
         what = f"taps {cfg.taps}" if cfg.taps else f"setup {cfg.setup!r}"
         msg = " ".join(str(e).split("Exception raised from")[0].split())  # no C++ stack from torch
@@ -74,6 +77,8 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes
     """
     torch.manual_seed(cfg.seed)
     backbone = create_model(cfg.arch, in_chans=input_shape[0], num_classes=num_classes, img_size=input_shape[1])
+    if cfg.arch_weights:
+        load_local_weights(backbone, cfg.arch_weights)
     if not cfg.mint:
         return PlainModel(backbone)
     taps = cfg.taps or tap_points(cfg.arch, cfg.setup)

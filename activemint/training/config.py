@@ -40,7 +40,7 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "test_samples": None, "head_stride": 1, "head_lr_scale": 1.0, "head_norm": "none", "loss_norm": "first",
     "mint_members": 1.0, "audit_policy": None, "audit_views": "all", "head_epochs": 0,
-    "max_memory": None, "external_grad": True, "head_conv": "full",
+    "max_memory": None, "external_grad": True, "head_conv": "full", "arch_weights": None,
     "data_path": "auto", "lr_scaling": "none", "warmup_epochs": 0.0,
 }
 
@@ -97,6 +97,9 @@ class TrainConfig(ConfigBase):
     # "off"): a folder-based data set above it is streamed from disk (same samples and figures).
     max_memory: str | None = None
     arch: str = "small_cnn"
+    # Local weights the backbone starts from (safetensors, or a weights-only torch file); tensors
+    # whose shape does not fit (another classifier) stay random.  None: random initialisation.
+    arch_weights: str | None = None
     setup: str = "entry"
     taps: list[str] | None = None
     mint: bool = True
@@ -187,11 +190,17 @@ class TrainConfig(ConfigBase):
         architecture and taps build and that the device exists, before writing anything.
         """
         from activemint.models import list_archs
+        from activemint.models.external import check_external, is_external, is_user_arch
 
         super().validate()
-        if self.arch not in list_archs():
+        if is_external(self.arch):
+            try:
+                check_external(self.arch)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        elif not is_user_arch(self.arch) and self.arch not in list_archs():
             close = difflib.get_close_matches(self.arch, list_archs(), n=3)
-            raise ConfigError(f"unknown arch {self.arch!r}; known: {', '.join(list_archs())}"
+            raise ConfigError(f"unknown arch {self.arch!r}; known: {', '.join(list_archs())}, or timm:NAME / torchvision:NAME"
                               + (f" (did you mean {' or '.join(close)}?)" if close else ""))
         if self.taps is not None and (not self.taps or any(not t.strip() for t in self.taps)):
             raise ConfigError(f"taps must be a non-empty list of dotted module names, got {self.taps!r}")

@@ -45,8 +45,9 @@ def split_sizes(cfg: TrainConfig, n_train: int | None = None, n_test: int | None
     return replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def load_run_data(cfg: TrainConfig) -> RunData:
-    """Load both splits of ``cfg.dataset`` and carve the run's splits with ``cfg.seed``.
+def load_run_data(cfg: TrainConfig, splits: Splits | None = None) -> RunData:
+    """Load both splits of ``cfg.dataset`` and carve the run's splits with ``cfg.seed`` (or use ``splits``:
+    a saved run's, read from its manifest).
 
     ``cfg.max_memory`` bounds both splits' decoded images together: a folder-based split
     that does not fit what is left of it is streamed (:mod:`activemint.data.streaming`).
@@ -56,6 +57,6 @@ def load_run_data(cfg: TrainConfig) -> RunData:
     if budget is not None and not train.streamed:
         budget = max(0, budget - train.images.numel())
     test = load_dataset(cfg.dataset, "test", root=cfg.data_root, download=cfg.download, max_memory=budget)
-    sizes = split_sizes(cfg, len(train), len(test))
-    splits = make_splits(len(train), len(test), sizes, cfg.seed)
+    if splits is None:
+        splits = make_splits(len(train), len(test), split_sizes(cfg, len(train), len(test)), cfg.seed)
     return RunData(train, test, splits)
