@@ -50,7 +50,7 @@ def test_missing_ray_is_one_clear_line_with_exit_2(tiny, tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("extra, message", [
     (["--ray-address", "auto"], "--ray-address and --gpus-per-task need --engine ray (the local engine gives each worker one GPU)"),
-    (["--engine", "ray", "--cpus-per-task", "0"], "--cpus-per-task must be >= 1, got 0"),
+    (["--engine", "ray", "--cpus-per-task", "0"], "argument --cpus-per-task: must be an integer >= 1, got '0' (see activemint grid --help)"),
     (["--only-index", "1", "--table-only"], "--only-index runs one cell; write the table afterwards with --table-only alone"),
 ])
 def test_engine_options_that_cannot_work_are_one_line_errors(tiny, tmp_path, capsys, extra, message):
