@@ -447,6 +447,7 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next(run, tmp_path, cap
     (tmp_path / f".a.old-{dead}-0c0d" / "audit.json").write_text("old")
     (tmp_path / f".s.csv.{dead}-0e0f.part").write_text("cut")
     (tmp_path / ".a.tmp-keepme").mkdir()  # not a name our writers use: left alone
+    (tmp_path / ".a.tmp-k2j_x9qz").mkdir()  # an older audit's mkdtemp folder (the leftover)
     rundir.clean_stale(a, locked=True)
     assert (a / "audit.json").read_text() == "old"  # put back
     rundir.clean_stale(tmp_path / "s.csv")
