@@ -23,10 +23,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import FASHION_ROOT, require_fashion_mnist
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from activemint import rundir
 from activemint.cli import build_parser, main
+from activemint.errors import UserError
 from activemint.rundir import RunDir
 from activemint.training import TrainConfig, Trainer
 
@@ -524,10 +527,6 @@ def test_sigkill_while_writing_leaves_old_absent_or_complete_output(run, tmp_pat
 # figures, scores, splits, the checkpoint's state) or raise a one-line UserError; anything else
 # (another exception, a silently different value) fails.  A few mutants go through the real
 # command line too (test_run_file_fuzz_through_the_commands).
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from activemint.errors import UserError  # noqa: E402
 
 FUZZ_FILES = ("metrics.json", "manifest.csv", "config.yaml", "model.json", "checkpoint.json", "scores.npz")
 FUZZ_EXAMPLES = int(os.environ.get("ACTIVEMINT_FUZZ_EXAMPLES", "100"))  # acceptance: >= 100 per file in CI
