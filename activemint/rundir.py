@@ -297,6 +297,7 @@ def csv_row(row: Iterable[Any]) -> list[Any]:
 # writer of NAME removes it (:func:`clean_stale`), putting a replaced folder back if the new one
 # never arrived.
 _STALE = re.compile(r"(?:(tmp|old)-)?(\d+)-[0-9a-f]+(\.part)?")
+_OLD_AUDIT_TMP = re.compile(r"tmp-[a-z0-9_]{8}")  # tempfile.mkdtemp's folders of audits before run format 3
 
 
 def _alive(pid: int) -> bool:
@@ -325,6 +326,9 @@ def clean_stale(final: str | os.PathLike, *, locked: bool = False) -> None:
     except OSError:
         return
     for p in sorted(entries):
+        if locked and _OLD_AUDIT_TMP.fullmatch(p.name[len(prefix):]) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            continue
         m = _STALE.fullmatch(p.name[len(prefix):])
         if m is None or (m.group(1) is None) != (m.group(3) is not None):
             continue  # not ours: a file .NAME.PID-HEX.part or a folder .NAME.tmp-/old-PID-HEX

@@ -89,7 +89,8 @@ SLOW_TESTS = {
                        "test_every_written_file_has_ordinary_permissions", "test_resume_of_a_complete_run_reproduces_it"),
     "test_transforms.py": ("test_plain_twin_of_a_robust_run_trains_on_the_same_views",),
     "test_reliability.py": ("test_sigkill_while_writing_leaves_old_absent_or_complete_output",
-                            "test_weights_swapped_for_another_runs_with_the_binding_removed_are_refused"),
+                            "test_weights_swapped_for_another_runs_with_the_binding_removed_are_refused",
+                            "test_run_file_fuzz_through_the_commands"),
 }
 
 
