@@ -492,6 +492,7 @@ class Trainer:
                                  seen_host, policy, steps=n, probe=True)
             _sync(dev)
 
+        forward, self._forward = self._forward, train_forward  # the probe runs eager: compiling it would compile twice
         try:
             probe.train()
             run(warm)
@@ -508,6 +509,7 @@ class Trainer:
             hashlib.sha256(buf.getbuffer()).hexdigest()
             ckpt = 2 * (time.perf_counter() - t)  # written to disk and hashed again from it
         finally:
+            self._forward = forward
             torch.set_rng_state(rng_cpu)
             if rng_cuda is not None:
                 torch.cuda.set_rng_state_all(rng_cuda)
