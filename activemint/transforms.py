@@ -298,9 +298,9 @@ class AuditPolicy:
 def _b_translate(x, value, a, a2, generator, lo, hi):
     b, c, h, w = x.shape
     px = (lo + (a2 * (int(hi) - int(lo) + 1)).floor().clamp_max(int(hi) - int(lo))).long()  # integer in [lo, hi]
-    d = (a * 4).long().clamp_max(3)  # _DIRECTIONS: +x, -x, +y, -y
-    dirs = torch.tensor(_DIRECTIONS, device=x.device)
-    dx, dy = dirs[d, 0] * px, dirs[d, 1] * px
+    d = (a * 4).long().clamp_max(3)  # _DIRECTIONS: +x, -x, +y, -y (arithmetic: no host-to-device copy)
+    dx = ((d == 0).long() - (d == 1).long()) * px
+    dy = ((d == 2).long() - (d == 3).long()) * px
     pad = int(hi)
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     rows = (pad - dy)[:, None] + torch.arange(h, device=x.device)[None]
@@ -401,6 +401,17 @@ _JPEG_CHROMA = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 
                 47, 66, 99, 99, 99, 99, 99, 99, *([99] * 32))
 
 
+_CONSTS: dict[tuple, torch.Tensor] = {}
+
+
+def _const(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A constant table on ``device``, copied there once (a copy per batch would make the host wait)."""
+    key = (values, str(device), dtype)
+    if key not in _CONSTS:
+        _CONSTS[key] = torch.tensor(values, device=device, dtype=dtype)
+    return _CONSTS[key]
+
+
 def _dct_matrix(device) -> torch.Tensor:
     k = torch.arange(8, device=device, dtype=torch.float32)
     m = torch.cos((2 * k[None, :] + 1) * k[:, None] * torch.pi / 16) * 0.5
@@ -438,7 +449,7 @@ def jpeg_tensor(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     scale = torch.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q)
 
     def table(base):
-        t = torch.tensor(base, device=x.device, dtype=x.dtype).reshape(1, 8, 8)
+        t = _const(base, x.device, x.dtype).reshape(1, 8, 8)
         return ((t * scale[:, None, None] + 50) / 100).floor().clamp(1, 255)
 
     def code(plane, tab, sub=1):  # plane (B, H, W): edges replicated to a multiple of 8 * sub

@@ -280,7 +280,7 @@ class Trainer:
         batches = _DeviceBatches(cfg, members, member_labels, external, seen, policy, dgen, self.channels_last) if on_device else None
         if main and start_epoch < cfg.epochs:
             self.expected_seconds = self._announce(model, loss_fn, data, members, member_labels, external, seen, seen_host, policy,
-                                                   steps_per_epoch, cfg.epochs - start_epoch, dgen)
+                                                   steps_per_epoch, cfg.epochs - start_epoch, dgen, t0)
         if on_device:
             loss_fn.sync = False  # the losses stay on the device; summed there and read once per epoch
             loss_fn.primed = not bool(torch.isnan(loss_fn.task0))  # one read, before the first step
@@ -433,8 +433,12 @@ class Trainer:
 
     # ------------------------------------------------------------- the plan
     def _announce(self, model, loss_fn, data: RunData, members, member_labels, external, seen, seen_host, policy,
-                  steps_per_epoch: int, epochs_left: int, dgen: torch.Generator) -> float | None:
-        """Log the run's split sizes, epochs and expected wall time (timed on this machine) before training."""
+                  steps_per_epoch: int, epochs_left: int, dgen: torch.Generator, t0: float) -> float | None:
+        """Log the run's split sizes, epochs and expected wall time (timed on this machine) before training.
+
+        Returns the expected seconds of this invocation from ``t0`` (its start: what metrics.json's
+        ``train_seconds`` measures), the set-up and the timing itself included.
+        """
         cfg, s = self.cfg, data.splits
         n_test = len(data.test) if cfg.test_samples is None else min(cfg.test_samples, len(data.test))
         sizes = (f"{len(s.members):,} members, {len(s.external):,} externals, {len(s.validation):,} validation, "
@@ -450,12 +454,12 @@ class Trainer:
             return None
         est = self._estimate(model, loss_fn, data, members, member_labels, external, seen, seen_host, policy,
                              steps_per_epoch, dgen, n_test)
-        total = epochs_left * (steps_per_epoch * est["step"] + est["validation"] + est["checkpoint"]) + est["evaluation"]
+        total = (time.time() - t0) + epochs_left * (steps_per_epoch * est["step"] + est["validation"] + est["checkpoint"]) + est["evaluation"]
         extra = [" (+ torch.compile's first compilation, not timed)" if cfg.compile else "",
                  f" (+ {cfg.head_epochs} head-only epochs, not timed)" if cfg.mint and cfg.head_epochs else ""]
         self.log(f"  expected wall time about {_duration(total)}{''.join(extra)}: training {_duration(epochs_left * steps_per_epoch * est['step'])} "
                  f"({1000 * est['step']:.1f} ms a step, timed over {est['timed_steps']} steps), validation {_duration(epochs_left * est['validation'])}, "
-                 f"checkpoints {_duration(epochs_left * est['checkpoint'])}, final evaluation {_duration(est['evaluation'])}; timing took {est['probe']:.1f} s")
+                 f"checkpoints {_duration(epochs_left * est['checkpoint'])}, final evaluation {_duration(est['evaluation'])}, set-up and this timing {_duration(time.time() - t0)}")
         return round(total, 1)
 
     def _estimate(self, model, loss_fn, data: RunData, members, member_labels, external, seen, seen_host, policy,
@@ -492,6 +496,7 @@ class Trainer:
                                  seen_host, policy, steps=n, probe=True)
             _sync(dev)
 
+        forward, self._forward = self._forward, train_forward  # the probe runs eager: compiling it would compile twice
         try:
             probe.train()
             run(warm)
@@ -508,6 +513,7 @@ class Trainer:
             hashlib.sha256(buf.getbuffer()).hexdigest()
             ckpt = 2 * (time.perf_counter() - t)  # written to disk and hashed again from it
         finally:
+            self._forward = forward
             torch.set_rng_state(rng_cpu)
             if rng_cuda is not None:
                 torch.cuda.set_rng_state_all(rng_cuda)
