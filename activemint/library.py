@@ -216,9 +216,8 @@ def save_run(
                            "loss_norm": "first" if loss.normalize else "none"})
     fields.update(config or {})
     fields["extra"] = {**fields.get("extra", {}), "saved_by": "activemint.save_run (trained in the user's own loop)"}
-    cfg = TrainConfig(**fields)
     try:
-        cfg.validate()
+        cfg = TrainConfig.from_dict(fields)  # validates: unknown keys and bad values in config= are one line
     except ValueError as e:
         raise UserError(f"save_run: {e}") from None
 

@@ -21,6 +21,7 @@ import activemint
 from activemint.cli import main
 from activemint.data import DatasetError, load_dataset
 from activemint.data.tensors import collect
+from activemint.errors import UserError
 from activemint.mint import EnhancedAuditedModel
 from activemint.models import create_model, tap_points
 from activemint.rundir import RunDir, RunError, RunExistsError
@@ -328,6 +329,8 @@ def test_run_of_a_user_built_model_loads_only_with_the_model_given(tmp_path):
         activemint.save_run(amint, tmp_path / "other", members=members, external=externals, nonmembers=non, log=[{"epoch": 1}])
     with pytest.raises(ValueError, match="is not what arch 'small_cnn' builds"):
         activemint.save_run(amint, tmp_path / "other", members=members, external=externals, nonmembers=non, arch="small_cnn")
+    with pytest.raises(UserError, match="save_run: .*lrr"):
+        activemint.save_run(amint, tmp_path / "other", members=members, external=externals, nonmembers=non, config={"lrr": 1})
     assert not (tmp_path / "other" / "config.yaml").exists()
 
 
