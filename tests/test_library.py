@@ -166,6 +166,23 @@ def test_collect_reads_a_torchvision_image_folder_pixel_for_pixel(tmp_path):
         assert all(torch.equal(x[k], want[key]) for k, key in enumerate(sorted(want)))
 
 
+def test_collect_reads_a_streamed_builtin_data_set(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for cls in ("a", "b"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "train" / cls / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "test" / cls / "0.png")
+    streamed = load_dataset("imagefolder", "train", root=tmp_path, image_size=10, max_memory=1)
+    memory = load_dataset("imagefolder", "train", root=tmp_path, image_size=10, max_memory="off")
+    assert streamed.streamed and not memory.streamed
+    x, y = collect(streamed)
+    assert torch.equal(x, memory.images) and torch.equal(y, memory.labels)
+
+
 # --------------------------------------------------------------------- timm / torchvision archs
 def test_external_arch_names_and_errors_are_one_line():
     TrainConfig(arch="timm:test_resnet").validate()
