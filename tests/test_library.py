@@ -125,6 +125,37 @@ def test_loss_under_autocast_is_float32_and_trains():
     assert all(p.grad is not None for p in amint.head.parameters())
 
 
+def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.manual_seed(0)  # the same initial model on every process, as DDP requires
+    amint = activemint.make_auditable(create_model("small_cnn", in_chans=1, num_classes=10, img_size=28),
+                                      input_shape=(1, 28, 28), setup="entry")
+    ddp = DistributedDataParallel(amint)
+    g = torch.Generator().manual_seed(100 + rank)  # each process its own batch
+    xm, xe, y = torch.randn(8, 1, 28, 28, generator=g), torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)
+    loss = ddp(xm, y, xe)
+    loss.backward()
+    torch.save({"grads": torch.cat([p.grad.flatten() for p in amint.parameters()]), "loss": loss.detach(),
+                "norm": torch.stack([amint.multitask.task0, amint.multitask.mint0]), "raw": amint.last_losses["task_loss"]},
+               f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_loss_under_distributed_data_parallel_synchronises_gradients_and_normalisers(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path}/store", str(tmp_path)), nprocs=2, join=True)
+    a, b = (torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in (0, 1))
+    assert a["raw"] != b["raw"]  # different batches on the two processes ...
+    assert torch.equal(a["grads"], b["grads"])  # ... and the same (all-reduced) gradients
+    assert torch.equal(a["norm"], b["norm"])  # the first-batch normalisers: averaged over the processes
+
+
 def test_pixels_to_input_is_the_trainers_to_input_bit_for_bit():
     u8 = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
     want = to_input(u8)
