@@ -101,6 +101,7 @@ def save_run(
     nonmembers: Any,
     calibration: Any | None = None,
     validation: Any | None = None,
+    test: Any | None = None,
     arch: str | None = None,
     classes: Sequence[str] | None = None,
     seed: int = 0,
@@ -118,7 +119,10 @@ def save_run(
         members: the data the model trained on (D); external: the externals that trained the
             MINT head (E); nonmembers: samples neither saw (the evaluation's non-members);
             calibration: held-out samples that fix the calibrated threshold (default: a seeded
-            half of ``nonmembers``); validation: optional held-out samples.  Each is any
+            half of ``nonmembers``); validation: optional held-out samples; test: more held-out
+            labelled images for the test accuracy, beside the evaluation non-members (as the
+            trainer's test split holds its evaluation non-members and more; ``compare``'s
+            reference models measure their accuracy on these).  Each is any
             map-style dataset of (image, label): uint8 pixels or floats in [0, 1]
             (:func:`activemint.data.tensors.collect`), or an :class:`ArrayDataset`.
         arch: how to rebuild the backbone (registry name, ``timm:NAME``, ``torchvision:NAME``);
@@ -147,13 +151,15 @@ def save_run(
     backbone = wrapped.backbone
     say("reading the data sets")
     parts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {"members": collect(members, "members")}
-    if audited:
+    if external is not None:  # a plain model's externals are recorded only (a plain twin of an audited run: same splits)
         parts["external"] = collect(external, "external")
     parts["nonmembers"] = collect(nonmembers, "nonmembers")
     if validation is not None:
         parts["validation"] = collect(validation, "validation")
     if calibration is not None:
         parts["calibration"] = collect(calibration, "calibration")
+    if test is not None:
+        parts["test"] = collect(test, "test")
     shapes = {k: tuple(v[0].shape[1:]) for k, v in parts.items()}
     input_shape = tuple(model.input_shape) if audited else shapes["members"]
     bad = {k: s for k, s in shapes.items() if s != input_shape}
@@ -210,28 +216,29 @@ def save_run(
                            "loss_norm": "first" if loss.normalize else "none"})
     fields.update(config or {})
     fields["extra"] = {**fields.get("extra", {}), "saved_by": "activemint.save_run (trained in the user's own loop)"}
-    cfg = TrainConfig(**fields)
     try:
-        cfg.validate()
+        cfg = TrainConfig.from_dict(fields)  # validates: unknown keys and bad values in config= are one line
     except ValueError as e:
         raise UserError(f"save_run: {e}") from None
 
+    if "test" in parts:  # the test split: the evaluation non-members first, then the other test images
+        ev_x, ev_y = torch.cat([ev_x, parts["test"][0]]), torch.cat([ev_y, parts["test"][1]])
     train = ArrayDataset(train_x, train_y, classes, "tensors", "train", source=str(data_root / SPLIT_FILES["train"]))
-    test = ArrayDataset(ev_x, ev_y, classes, "tensors", "test", source=str(data_root / SPLIT_FILES["test"]))
-    data = RunData(train, test, splits)
+    test_ds = ArrayDataset(ev_x, ev_y, classes, "tensors", "test", source=str(data_root / SPLIT_FILES["test"]))
+    data = RunData(train, test_ds, splits)
     was_training = wrapped.training
     with rd.lock("save_run"):
         if rd.config.exists():
             raise RunExistsError(f"{rd.path} already holds a run; choose another folder")
         say(f"writing the run into {rd.path}")
         rundir.make_dir(data_root)
-        for split, ds in (("train", train), ("test", test)):
+        for split, ds in (("train", train), ("test", test_ds)):
             rundir.atomic_write_via(data_root / SPLIT_FILES[split],
                                     lambda p, ds=ds: write_tensor_split(p, ds.images, ds.labels, ds.classes))
         clear_dataset_cache()  # a previous run saved at this path in this process must not be read back
         rd.write_text(rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         rd.write_text(rundir.PROVENANCE, yaml.safe_dump(provenance(), sort_keys=False))
-        rundir.atomic_write_via(rd.manifest, lambda p: write_manifest(p, splits, train, test))
+        rundir.atomic_write_via(rd.manifest, lambda p: write_manifest(p, splits, train, test_ds))
         if log:
             rd.write_log([dict(r) for r in log])
         meta = checkpoint_metadata(cfg, input_shape, num_classes, cfg.epochs)

@@ -1,6 +1,7 @@
 """The user's own data: any map-style ``Dataset`` of (image, label) as pixels, and the ``tensors`` data set.
 
-:func:`collect` reads every sample of a map-style dataset (``len`` and ``[i]``) into uint8
+:func:`collect` reads every sample of a map-style dataset (``len`` and ``[i]``), or of a data
+set of the built-in readers (in memory or streamed from disk), into uint8
 pixels: an image may be a uint8 tensor (C, H, W) or (H, W), a float tensor with values in
 [0, 1] (``ToTensor()``'s output; stored as ``round(x * 255)``), a numpy array of either kind,
 or a PIL image.  Normalised floats (outside [0, 1]) are refused: the pixels are what the
@@ -63,6 +64,8 @@ def collect(dataset: object, what: str = "dataset") -> tuple[torch.Tensor, torch
     """
     if isinstance(dataset, ArrayDataset):
         return dataset.images, dataset.labels
+    if getattr(dataset, "streamed", False):  # a FileDataset (built-in reader, streamed): decoded once, here
+        return dataset.batch(np.arange(len(dataset))), dataset.labels  # type: ignore[attr-defined]
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         raise DatasetError(f"{what}: a {type(dataset).__name__} is not a map-style dataset (len() and [i]); "
                            f"expected e.g. a torch.utils.data.Dataset of (image, label)")

@@ -72,20 +72,40 @@ class AuditableModel(EnhancedAuditedModel):
                                                    normalize=loss_norm == "first")
         self.last_losses: dict[str, float] = {}
 
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, externals: torch.Tensor | None = None):
+        """``amint(x)``: ``(class_logits, membership_logits)``; ``amint(members, labels, externals)``: :meth:`loss`.
+
+        The second form is for wrappers that only call ``forward``, DistributedDataParallel
+        first: ``loss = DDP(amint)(members, labels, externals)`` synchronises the gradients.
+        """
+        if labels is None:
+            return super().forward(x)
+        return self.loss(x, labels, externals)
+
     def loss(self, members: torch.Tensor, labels: torch.Tensor, externals: torch.Tensor | None = None) -> torch.Tensor:
         """The multitask loss of one step: ``λ1·L_task/L_task,0 + λ2·L_mint/L_mint,0``.
 
         ``members`` / ``externals``: model inputs (B, C, H, W) (see :func:`pixels_to_input`);
         ``labels``: the members' classes (B,).  Externals run only up to the last tap.  The raw
         terms of the step are in :attr:`last_losses` (``task_loss``, ``mint_loss``).  Works under
-        ``torch.autocast`` (the loss is computed in float32, as in the trainer).
+        ``torch.autocast`` (the loss is computed in float32, as in the trainer).  Under
+        ``torch.distributed`` the first-batch normalisers are averaged over the processes (as
+        ``torchrun -m activemint train`` does), so every process divides by the same values.
         """
+        if self.multitask.reduce is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.multitask.reduce = _mean_over_processes
         logits, mint_m, mint_e = self.forward_train(members, externals)
         loss, parts = self.multitask(logits.float(), labels, mint_m.float(), None if mint_e is None else mint_e.float())
         self.last_losses = parts
         return loss
 
     inputs = staticmethod(pixels_to_input)
+
+
+def _mean_over_processes(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().clone()
+    torch.distributed.all_reduce(t)
+    return t / torch.distributed.get_world_size()
 
 
 def _head_options(head: Mapping[str, object] | None) -> dict[str, object]:
