@@ -81,6 +81,12 @@ def test_pruning_zeroes_the_asked_fraction_per_layer(tiny_run, tmp_path):
         zero_filters = int((v.flatten(1).abs().sum(1) == 0).sum())
         assert zero_filters >= round(0.5 * v.shape[0]), k
 
+    path = _edit(tiny_run, tmp_path, "prune-global", "0.5")
+    rec = _check_run(path, "prune-global", "0.5")
+    convs = _backbone_convs(_weights(path))
+    assert 0.49 < rec["zero_fraction"] < 0.51  # half of all conv / linear weights together ...
+    assert len({round(float((v == 0).float().mean()), 2) for v in convs.values()}) > 1  # ... not half of each layer
+
     path = _edit(tiny_run, tmp_path, "prune-unstructured-ft", "0.3")
     rec = _check_run(path, "prune-unstructured-ft", "0.3")
     assert 0.29 < rec["zero_fraction"] < 0.31  # per layer round(0.3 n) zeros, kept through the recovery fine-tune

@@ -20,6 +20,7 @@ Edits (``NAME:LEVEL``; :data:`EDITS` lists each one's default levels):
 ``finetune-members:N``    N epochs of the task loss on the members D, backbone only
 ``prune-unstructured:A``  per-layer L1 magnitude pruning of a fraction A of every conv / linear weight
 ``prune-structured:A``    per-layer L2 pruning of a fraction A of every conv layer's filters
+``prune-global:A``        L1 magnitude pruning of a fraction A of all conv / linear weights together
 ``prune-*-ft:A``          the same, then 1 epoch of recovery fine-tuning on E with the masks kept
 ``quantize:KIND``         bf16, fp16, int8-dynamic (torch.ao) or int8-static (calibrated on E, simulated)
 ``distill-same:N``        a fresh student of the same architecture distilled on E for N epochs; the
@@ -77,7 +78,9 @@ EDITS: dict[str, EditSpec] = {e.name: e for e in (
     EditSpec("finetune-members", ("1", "3"), "epochs", "fine-tune the backbone on the members D, head frozen"),
     EditSpec("prune-unstructured", ("0.3", "0.5", "0.7"), "fraction", "L1 magnitude pruning of each conv / linear weight"),
     EditSpec("prune-structured", ("0.3", "0.5", "0.7"), "fraction", "L2 pruning of each conv layer's output filters"),
+    EditSpec("prune-global", ("0.3", "0.5", "0.7"), "fraction", "L1 magnitude pruning of all conv / linear weights together"),
     EditSpec("prune-unstructured-ft", ("0.3", "0.5", "0.7"), "fraction", "unstructured pruning + 1 recovery epoch on E"),
+    EditSpec("prune-global-ft", ("0.3", "0.5", "0.7"), "fraction", "global pruning + 1 recovery epoch on E"),
     EditSpec("prune-structured-ft", ("0.3", "0.5", "0.7"), "fraction", "structured pruning + 1 recovery epoch on E"),
     EditSpec("quantize", tuple(QUANT_KINDS), "precision", "post-training quantisation of the backbone"),
     EditSpec("distill-same", ("5", "10"), "epochs", "distil into a fresh student of the same architecture on E, head carried"),
@@ -236,7 +239,8 @@ def edit_run(run_dir: str | Path, name: str, level: str, out_dir: str | Path, *,
         ops.finetune_backbone(model, imgs, labels, epochs=int(level), lr=opts.lr, batch_size=bs, seed=opts.seed, device=dev, log=log)
         stored = "float32 weights after fine-tuning"
     elif name.startswith("prune-"):
-        pruned = ops.prune_backbone(model, float(level), structured="-structured" in name)
+        pruned = ops.prune_backbone(model, float(level), structured="-structured" in name,
+                                    scope="global" if name.startswith("prune-global") else "layer")
         if name.endswith("-ft"):
             ops.finetune_backbone(model, external, ext_labels, epochs=1, lr=opts.lr, batch_size=bs, seed=opts.seed,
                                   device=dev, log=log)

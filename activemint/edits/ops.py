@@ -60,7 +60,7 @@ def finetune_backbone(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     model.eval()
 
 
-def prune_backbone(model: nn.Module, amount: float, *, structured: bool) -> list[nn.Module]:
+def prune_backbone(model: nn.Module, amount: float, *, structured: bool, scope: str = "layer") -> list[nn.Module]:
     """Magnitude pruning (``torch.nn.utils.prune``) of every conv / linear weight of the backbone.
 
     Unstructured: per layer, the ``amount`` fraction of weights with the smallest |w|
@@ -68,8 +68,14 @@ def prune_backbone(model: nn.Module, amount: float, *, structured: bool) -> list
     filters with the smallest L2 norm (``ln_structured``, n=2, dim=0); linear layers are left
     whole (pruning the classifier's output rows would delete classes).  The masks stay as
     pruning re-parametrisations (so a recovery fine-tune keeps the zeros) until
-    :func:`finish_pruning`.  Returns the pruned modules.
+    :func:`finish_pruning`.  ``scope="global"`` (unstructured only): the ``amount`` fraction of
+    all those weights together with the smallest |w| (``global_unstructured``), so layers
+    with larger weights keep more.  Returns the pruned modules.
     """
+    if scope == "global":
+        modules = _prunable(model.backbone)
+        prune.global_unstructured([(m, "weight") for m in modules], pruning_method=prune.L1Unstructured, amount=amount)
+        return modules
     done = []
     for m in _prunable(model.backbone):
         if structured:
