@@ -5,6 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from activemint.cli.checks import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, real
+
+#: a learning rate: positive and finite (10 is far above any that trains)
+LEARNING_RATE = real(0.0, 10.0, lo_open=True)
+
 
 def add_parser(sub) -> None:
     from activemint.edits import EDITS
@@ -19,19 +24,19 @@ def add_parser(sub) -> None:
     p.add_argument("--model-edits", dest="edits", default="all",
                    help="comma-separated NAME[:LEVEL] (a NAME alone: its default levels), or all (default)")
     p.add_argument("--out", help="output folder (default RUN_DIR/model-edits)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the edits' data orders and initialisations (default 0)")
-    p.add_argument("--lr", type=float, default=1e-4, help="fine-tuning and recovery learning rate, Adam (default 1e-4)")
-    p.add_argument("--distill-lr", type=float, default=1e-3, help="distillation learning rate, Adam (default 1e-3)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the edits' data orders and initialisations (default 0)")
+    p.add_argument("--lr", type=LEARNING_RATE, default=1e-4, help="fine-tuning and recovery learning rate, Adam (default 1e-4)")
+    p.add_argument("--distill-lr", type=LEARNING_RATE, default=1e-3, help="distillation learning rate, Adam (default 1e-3)")
     p.add_argument("--reattach", default="0",
                    help="comma-separated head-only re-attachment epochs after each edit, 0 = none (default 0; e.g. 0,3)")
-    p.add_argument("--posthoc-epochs", type=int, default=5, help="head epochs on the smaller distilled student (default 5)")
-    p.add_argument("--calibration-images", type=int, default=512, help="static int8 calibration images from E (default 512)")
-    p.add_argument("--suspect", type=int, default=100, help="members in the set-level audit's suspect set (default 100)")
-    p.add_argument("--null-draws", type=int, default=0,
+    p.add_argument("--posthoc-epochs", type=POSITIVE, default=5, help="head epochs on the smaller distilled student (default 5)")
+    p.add_argument("--calibration-images", type=POSITIVE, default=512, help="static int8 calibration images from E (default 512)")
+    p.add_argument("--suspect", type=POSITIVE, default=100, help="members in the set-level audit's suspect set (default 100)")
+    p.add_argument("--null-draws", type=NON_NEGATIVE, default=0,
                    help="also draw this many suspect sets of non-members and of members and report the share flagged")
-    p.add_argument("--alpha", type=float, default=0.01, help="level of the set-level decisions (default 0.01)")
+    p.add_argument("--alpha", type=PROBABILITY, default=0.01, help="level of the set-level decisions (default 0.01)")
     p.add_argument("--device", default="cpu", help="device (default cpu; int8 edits run on the CPU only)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    p.add_argument("--threads", type=POSITIVE, help="torch CPU threads (default: all cores)")
     p.set_defaults(func=run)
 
 
