@@ -85,8 +85,11 @@ class Run:
             )
 
 
-def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL) -> Run:
+def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL, data_root: str | None = None) -> Run:
     """Load a run directory written by :class:`activemint.training.Trainer`.
+
+    ``data_root`` reads the run's data set from another folder than its config names
+    (``--data-root``); the data found there is checked against the manifest when used.
 
     Refuses, with a one-line :class:`RunError`, a run that is in progress (another process
     holds its lock), incomplete (training or its final save was interrupted) or inconsistent
@@ -98,6 +101,8 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL)
     run_dir = rd.path
     rd.require()
     cfg = TrainConfig.from_yaml(rd.config)
+    if data_root is not None:
+        cfg = dataclasses.replace(cfg, data_root=str(data_root))
     wpath = run_dir / weights
     if not wpath.is_file():
         raise RunError(f"{run_dir} has no checkpoint {weights}: the run did not finish (try `activemint train --resume`)")
@@ -193,9 +198,9 @@ def same_figures(a: dict, b: dict, tol: float = 1e-6) -> bool:
     return ok
 
 
-def verify_run(run_dir: str | Path, *, device: str = "auto") -> Verification:
+def verify_run(run_dir: str | Path, *, device: str = "auto", data_root: str | None = None) -> Verification:
     """Recompute a run's final figures and compare them with its metrics.json."""
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, data_root=data_root)
     metrics, _ = run.evaluate()
     saved = RunDir(run_dir).read_metrics() or {}
     for k, v in saved.items():

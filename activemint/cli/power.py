@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from activemint.cli.options import add_runtime_args
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("power", help="false alarms, power and coverage of the audit's set-level tests on a run's scores",
@@ -19,6 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resample-calibration", action="store_true", help="re-split calibration / fresh non-members every draw")
     p.add_argument("--json", help="also write the study as JSON here")
+    add_runtime_args(p)
     p.set_defaults(func=run)
 
 
@@ -27,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from activemint.audit.power import format_study, power_study
     from activemint.runs import load_run
 
-    cal = calibrate_run(load_run(args.run_dir, device="cpu"), args.target_fpr, save=False)
+    cal = calibrate_run(load_run(args.run_dir, device=args.device, data_root=args.data_root), args.target_fpr, save=False)
     study = power_study(cal, size=args.size, draws=args.draws, alpha=args.alpha, seed=args.seed,
                         fractions=tuple(float(f) for f in args.fractions.split(",")),
                         resample_calibration=args.resample_calibration)

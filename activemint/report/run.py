@@ -99,7 +99,7 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
     figs = []
     if "test_accuracy" in metrics:
         acc = f"{metrics['test_accuracy']:.4f}"
-        label = "audited model test accuracy"
+        label = "audited model test accuracy" if metrics.get("mint") else "plain model (no aMINT) test accuracy"
         if "baseline_test_accuracy" in metrics:
             label += f" (without aMINT {metrics['baseline_test_accuracy']:.4f})"
         figs.append((acc, label))

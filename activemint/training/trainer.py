@@ -41,6 +41,7 @@ from activemint.data import (
 from activemint.data.streaming import plan_batches
 from activemint.metrics import membership_metrics
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss
+from activemint.progress import progress
 from activemint.rundir import RunDir, RunError, RunExistsError, kill_point
 from activemint.training import distributed
 from activemint.training.batches import cycled_permutation, random_shift_flip, to_input
@@ -240,7 +241,8 @@ class Trainer:
             plan_batches(external, ext_order, cfg.external_batch_size)
             sums: dict[str, float] = {}
             view_rng = np.random.default_rng([cfg.seed, 9, epoch])  # per epoch: resume-safe
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False, unit="step")
+            bar = progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False,
+                           unit="step")
             for step in bar:
                 bidx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 idx = bidx.to(dev)
