@@ -88,6 +88,7 @@ SLOW_TESTS = {
                        "test_disk_full_gives_one_line_and_no_temporary_file", "test_read_only_output_folders",
                        "test_every_written_file_has_ordinary_permissions", "test_resume_of_a_complete_run_reproduces_it"),
     "test_transforms.py": ("test_plain_twin_of_a_robust_run_trains_on_the_same_views",),
+    "test_auditor_view.py": ("test_alias_is_announced_and_stored_canonical_and_run_leaves_log_not_lock",),
 }
 
 

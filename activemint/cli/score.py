@@ -11,8 +11,8 @@ from activemint.cli.options import RUN_DATA_ROOT_HELP, add_runtime_args
 def add_parser(sub) -> None:
     s = sub.add_parser("score", help="per-sample membership score, calibrated decision and conformal p-value as CSV",
                        description="Score samples with a run's MINT head. One CSV row per sample: its score (the membership "
-                                   "logit: higher is more member-like; neither it nor its sigmoid is a probability of "
-                                   "membership), whether it is flagged as a member at the threshold calibrated for the "
+                                   "logit: higher is more member-like; it is not a probability of membership, and "
+                                   "neither is its sigmoid in the last column), whether it is flagged as a member at the threshold calibrated for the "
                                    "run's target FPR on its calibration non-members, and its conformal p-value against "
                                    "those non-members (small = member-like; uniform for a non-member). "
                                    "INPUTS: image files, folders of images, "

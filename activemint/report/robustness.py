@@ -44,7 +44,7 @@ def robustness_section(out: Path) -> str:
     info, rows = d["info"], d["rows"]
     command = info.get("command") or f"activemint robustness {info['run_dir']}"
     parts = ["<h2>Robustness to near-copies</h2>",
-             '<div class="verdict info" id="takeaway">' + "<br>".join(esc(t) for t in takeaways(rows)) + "</div>",
+             '<div class="verdict info takeaway" id="takeaway">' + "<br>".join(esc(t) for t in takeaways(rows)) + "</div>",
              (f'<p class="note">Members ({esc(info["members"])}) and non-members transformed the same way; AUC 0.5 is '
               f'chance. Thresholds for {info["target_fpr"]:g} FPR calibrated on untransformed and on transformed '
               f'calibration non-members. Command: <code>{esc(command)}</code></p>')]

@@ -163,7 +163,10 @@ def run_robustness(
         raise RobustnessError(f"no scorer applies to {run_dir}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     exact_cal = {sc.key: sc.score_images(ctx.images["calibration"]) for sc in prepared}
     rows: list[Row] = []
-    for name, level in pairs:
+    from activemint.progress import progress
+
+    bar = progress(pairs, desc="transformed copies", unit="copy", leave=False)
+    for name, level in bar:
         if (name, level) == EXACT:
             views = {r: ctx.images[r] for r in ROLES}
         else:
@@ -239,11 +242,21 @@ def write_outputs(out: Path, rows: list[Row], info: dict) -> None:
 
 
 #: Severity units on the chart's x-axis (the levels of translate and rotate carry theirs).
-SHORT_UNITS = {"jpeg": "quality ", "crop": "kept ", "resize": "x", "noise": "sigma ", "brightness_contrast": "+-"}
+SHORT_UNITS = {"crop": "kept ", "resize": "x", "noise": "sigma ", "brightness_contrast": "+-"}
+#: Short names for the chart's labels.
+SHORT_NAMES = {"brightness_contrast": "bright./contr."}
+
+
+#: Copies per row of the chart: more rows, not narrower bars, when many copies were evaluated.
+PER_ROW = 10
 
 
 def plot_robustness(rows: list[Row], path: Path) -> None:
-    """One grouped-bar chart: AUC per transformed copy (severity and its unit on the x-axis), a bar per scorer."""
+    """One grouped-bar chart: AUC per transformed copy (severity and its unit under each group), a bar per scorer.
+
+    Up to :data:`PER_ROW` copies per row of the chart (``--transforms all`` gives three rows),
+    so that the labels stay readable at page width.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,32 +268,38 @@ def plot_robustness(rows: list[Row], path: Path) -> None:
     groups = list(dict.fromkeys((r.transform, r.level) for r in rows))
     by = {(r.scorer, r.transform, r.level): r for r in rows}
     width = 0.8 / max(1, len(scorers))
-    fig, ax = plt.subplots(figsize=(min(18.0, max(8.0, 0.55 * len(groups) * max(1, len(scorers)) ** 0.5 + 2)), 5.0))
+    n_rows = max(1, -(-len(groups) // PER_ROW))
+    per_row = -(-len(groups) // n_rows)
+    fig, axes = plt.subplots(n_rows, 1, figsize=(11.0, 1.2 + 3.3 * n_rows), squeeze=False)
     hatches = ["", "//", "..", "xx", "\\\\", "--", "++", "oo"]
-    for k, sc in enumerate(scorers):
-        xs = [i + (k - (len(scorers) - 1) / 2) * width for i, (t, lv) in enumerate(groups) if (sc, t, lv) in by]
-        ys = [by[sc, t, lv].auc for (t, lv) in groups if (sc, t, lv) in by]
-        ax.bar(xs, ys, width=width, label=sc, color=plt.cm.tab10(k % 10), hatch=hatches[k % len(hatches)],
-               edgecolor="white", linewidth=0.5)
 
     def label(t: str, lv: str) -> str:
         if t == "none":
             return "exact\ncopy"
         unit = SHORT_UNITS.get(t, "")
-        return f"{t}\n{unit}{lv}" if unit and unit not in lv else f"{t}\n{lv}"
+        name = SHORT_NAMES.get(t, t)
+        return f"{name}\n{unit}{lv}" if unit and unit not in lv else f"{name}\n{lv}"
 
-    ax.set_xticks(range(len(groups)), [label(t, lv) for t, lv in groups], fontsize=8)
-    ax.set_xlim(-0.6, len(groups) - 0.4)
-    ax.set_ylim(0.4, 1.0)
-    ax.axhline(0.5, color="0.4", lw=0.8, ls=":")
-    ax.axhline(0.9, color="0.4", lw=0.8, ls="--")
-    ax.set_ylabel("AUC, members vs non-members (0.5 = chance)", fontsize=10)
+    for row_i in range(n_rows):
+        ax = axes[row_i][0]
+        mine = groups[row_i * per_row:(row_i + 1) * per_row]
+        for k, sc in enumerate(scorers):
+            xs = [i + (k - (len(scorers) - 1) / 2) * width for i, (t, lv) in enumerate(mine) if (sc, t, lv) in by]
+            ys = [by[sc, t, lv].auc for (t, lv) in mine if (sc, t, lv) in by]
+            ax.bar(xs, ys, width=width, label=sc if row_i == 0 else None, color=plt.cm.tab10(k % 10),
+                   hatch=hatches[k % len(hatches)], edgecolor="white", linewidth=0.5)
+        ax.set_xticks(range(len(mine)), [label(t, lv) for t, lv in mine], fontsize=9)
+        ax.set_xlim(-0.6, per_row - 0.4)
+        ax.set_ylim(0.4, 1.0)
+        ax.axhline(0.5, color="0.4", lw=0.8, ls=":")
+        ax.axhline(0.9, color="0.4", lw=0.8, ls="--")
+        ax.set_ylabel("AUC (0.5 = chance)", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
     used = list(dict.fromkeys(t for t, _ in groups if t in TRANSFORMS))
-    ax.set_xlabel("transformation and severity: " + "; ".join(f"{t} = {TRANSFORMS[t].parameter}" for t in used), fontsize=8,
-                  wrap=True)
-    ax.set_title("Membership AUC on transformed copies, per scorer (dashed: 0.90)", fontsize=11)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=9, ncol=min(len(scorers), 5), loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
-    fig.tight_layout()
+    fig.suptitle("Membership AUC, members vs non-members copied the same way, per scorer (dashed: 0.90)", fontsize=11)
+    fig.legend(fontsize=10, ncol=min(len(scorers), 5), loc="lower center", frameon=False)
+    units = "; ".join(f"{t} = {TRANSFORMS[t].parameter}" for t in used)
+    fig.text(0.5, 0.055, "severity: " + units, ha="center", fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, 0.09 + 0.02 / n_rows, 1, 0.97))
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -175,7 +175,7 @@ class PostHocHeadScorer(Scorer):
             ctx.log(f"training the post-hoc head on the plain model ({acfg.epochs} epochs) -> {path}")
             train_passive_head(model, ctx.images["members"], ctx.images["external"], epochs=acfg.epochs,
                                lr=acfg.resolved("lr"), batch_size=acfg.batch_size,
-                               external_batch_size=acfg.external_batch_size, seed=0, device=plain.device)
+                               external_batch_size=acfg.external_batch_size, seed=0, device=plain.device, log=ctx.log)
         else:
             from activemint.training.head import train_head
 
