@@ -154,6 +154,51 @@ def _accuracy(m: np.ndarray, n: np.ndarray, threshold: float) -> float:
     return float(((m > threshold).sum() + (n <= threshold).sum()) / (len(m) + len(n)))
 
 
+#: A TPR at a target FPR needs at least this many non-members per unit of 1 / FPR (10 / FPR
+#: in all: about 10 non-members above the threshold) to be more than a few order statistics.
+NONMEMBERS_PER_FPR = 10
+
+
+def tpr_interval(tpr: float, n_members: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson interval of a TPR measured on ``n_members`` members (threshold held fixed).
+
+    It covers the sampling of the members only; the threshold's own uncertainty (set by the
+    few highest non-member scores) is flagged by :func:`fpr_supported`, not included here.
+    """
+    from scipy.stats import beta
+
+    if n_members <= 0:
+        return (0.0, 1.0)
+    k = int(round(float(tpr) * n_members))
+    a = (1 - confidence) / 2
+    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n_members - k + 1))
+    hi = 1.0 if k == n_members else float(beta.ppf(1 - a, k + 1, n_members - k))
+    return lo, hi
+
+
+def fpr_supported(n_nonmembers: int | None, fpr: float) -> bool:
+    """Whether ``n_nonmembers`` can support a TPR at ``fpr``: at least ``NONMEMBERS_PER_FPR / fpr`` of them."""
+    return n_nonmembers is not None and n_nonmembers >= NONMEMBERS_PER_FPR / fpr - 1e-9
+
+
+def fmt_tpr(tpr: float, n_members: int | None, n_nonmembers: int | None, fpr: float, digits: int = 3) -> str:
+    """``0.420 [0.398, 0.442] (n = 2000 / 2000)``: a TPR at ``fpr`` with its 95% interval and its n.
+
+    A trailing ``*`` marks a figure the non-members cannot support (fewer than 10 / fpr).
+    """
+    if n_members is None:
+        return f"{tpr:.{digits}f}"
+    lo, hi = tpr_interval(tpr, n_members)
+    mark = "" if fpr_supported(n_nonmembers, fpr) else " *"
+    return f"{tpr:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n = {n_members} / {n_nonmembers}){mark}"
+
+
+def unsupported_note(fpr: float) -> str:
+    return (f"* fewer than {NONMEMBERS_PER_FPR / fpr:.0f} non-members: the TPR at {100 * fpr:g}% FPR rests on the few "
+            f"highest non-member scores and is a rough figure. Intervals: 95% Clopper-Pearson over the members "
+            f"(n = members / non-members), threshold held fixed.")
+
+
 @dataclass
 class MembershipMetrics:
     """Figures of one scorer on one member / non-member set."""

@@ -474,10 +474,14 @@ def describe_holder(lock_path: Path) -> str:
 
 
 @contextlib.contextmanager
-def hold_lock(lock_path: str | os.PathLike, what: str, *, target: str | os.PathLike | None = None) -> Iterator[None]:
+def hold_lock(lock_path: str | os.PathLike, what: str, *, target: str | os.PathLike | None = None,
+              remove: Callable[[], bool] | None = None) -> Iterator[None]:
     """Hold the exclusive flock ``lock_path`` (filelock) or raise :class:`RunLockedError` at once.
 
     Re-entrant within a process.  The lock file records pid, host and ``what`` of the holder.
+    ``remove``: asked when the outermost holder releases; True deletes the lock file (while it
+    is still held), so that a finished job leaves no stale lock with a dead pid behind.  An
+    acquirer that locked a file deleted meanwhile (its inode is no longer at the path) retries.
     """
     from filelock import FileLock, Timeout
 
@@ -493,26 +497,44 @@ def hold_lock(lock_path: str | os.PathLike, what: str, *, target: str | os.PathL
             _HELD[key] = (lock, depth - 1)
         return
 
-    def on_acquired(fd: int) -> None:
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, _holder_info(what))
+    for _attempt in range(20):
+        unlinked: list[bool] = []
 
-    lock = FileLock(lock_path, timeout=0, on_acquired=on_acquired, preserve_lock_file=True)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunLockedError(
-            f"{target or lock_path.parent} is locked by {describe_holder(lock_path)}: another process is writing it; "
-            f"wait for it to finish (or stop it) and try again"
-        ) from None
-    except OSError as e:
-        raise _write_error(lock_path, e) from e
+        def on_acquired(fd: int, unlinked: list[bool] = unlinked) -> None:
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+            except OSError:
+                same = False
+            if not same:  # the previous holder removed the file after we opened it: lock the new one
+                unlinked.append(True)
+                return
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, _holder_info(what))
+
+        lock = FileLock(lock_path, timeout=0, on_acquired=on_acquired, preserve_lock_file=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RunLockedError(
+                f"{target or lock_path.parent} is locked by {describe_holder(lock_path)}: another process is writing it; "
+                f"wait for it to finish (or stop it) and try again"
+            ) from None
+        except OSError as e:
+            raise _write_error(lock_path, e) from e
+        if not unlinked:
+            break
+        lock.release()
     _HELD[key] = (lock, 1)
     try:
         yield
     finally:
         del _HELD[key]
+        try:
+            if remove is not None and remove():
+                lock_path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a lock file left behind is harmless: the next writer takes it over
         lock.release()
 
 
@@ -586,9 +608,13 @@ class RunDir:
 
     # ---------------------------------------------------------------- lock
     def lock(self, what: str = "train") -> contextlib.AbstractContextManager[None]:
-        """Exclusive lock of this run directory (created if needed) for a writer."""
+        """Exclusive lock of this run directory (created if needed) for a writer.
+
+        The lock file goes when the last holder releases it on a finished run (metrics.json
+        written): a completed run leaves no lock behind; an interrupted one keeps it.
+        """
         make_dir(self.path)
-        return hold_lock(self.lock_file, what, target=self.path)
+        return hold_lock(self.lock_file, what, target=self.path, remove=self.metrics.is_file)
 
     def holder(self) -> str | None:
         return lock_holder(self.lock_file)

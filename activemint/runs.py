@@ -86,7 +86,8 @@ class Run:
             )
 
 
-def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL, model: nn.Module | None = None) -> Run:
+def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL, model: nn.Module | None = None,
+             data_root: str | None = None) -> Run:
     """Load a run directory written by :class:`activemint.training.Trainer` or :func:`activemint.save_run`.
 
     The model is rebuilt from what the run recorded: the architecture of config.yaml (a
@@ -94,6 +95,9 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL,
     today's registry taps.  ``model``: the backbone, freshly built by the caller's code (for a
     run whose architecture only the user's code builds, ``user:...``); its weights are replaced
     by the run's.
+
+    ``data_root`` reads the run's data set from another folder than its config names
+    (``--data-root``); the data found there is checked against the manifest when used.
 
     Refuses, with a one-line :class:`RunError`, a run that is in progress (another process
     holds its lock), incomplete (training or its final save was interrupted) or inconsistent
@@ -105,6 +109,8 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL,
     run_dir = rd.path
     rd.require()
     cfg = TrainConfig.from_yaml(rd.config)
+    if data_root is not None:
+        cfg = dataclasses.replace(cfg, data_root=str(data_root))
     wpath = run_dir / weights
     if not wpath.is_file():
         raise RunError(f"{run_dir} has no checkpoint {weights}: the run did not finish (try `activemint train --resume`)")
@@ -256,12 +262,12 @@ def _verify_data(run: Run, roles: tuple[str, ...]) -> None:
     if problems:
         raise RunError(f"{len(problems)} samples of {', '.join(roles)} differ from {manifest} (data read from "
                        f"{run.data.train.source or run.config.data_root or run.config.dataset}); first: {problems[0]}. "
-                       f"The data set changed since the run was trained: pass the original data (data_root in {CONFIG})")
+                       f"The data set changed since the run was trained: pass the original data (--data-root, or data_root in {CONFIG})")
 
 
-def verify_run(run_dir: str | Path, *, device: str = "auto") -> Verification:
+def verify_run(run_dir: str | Path, *, device: str = "auto", data_root: str | None = None) -> Verification:
     """Recompute a run's final figures and compare them with its metrics.json."""
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, data_root=data_root)
     _verify_data(run, ("members", "eval_nonmembers", "calibration"))
     metrics, _ = run.evaluate()
     saved = RunDir(run_dir).read_metrics() or {}

@@ -126,7 +126,7 @@ def resolve_input_groups(run, inputs: list[str], *, resize: bool = False, conver
             parts = item.split(":")
             if len(parts) != 3:
                 raise InputError(f"expected dataset:NAME:SPLIT, got {item!r}")
-            ds = load_dataset(parts[1], parts[2], root=run.config.data_root if parts[1] == run.config.dataset else None)
+            ds = _load_named_split(run, item, parts[1], parts[2])
             if tuple(ds.images.shape[1:]) != shape:
                 raise InputError(f"{item} holds images of shape {tuple(ds.images.shape[1:])}; the model takes {shape}")
             chunks.append(ds.images[:])  # a streamed set (FileDataset) decodes here
@@ -152,30 +152,74 @@ def resolve_input_groups(run, inputs: list[str], *, resize: bool = False, conver
     return ids, images, [(inputs[pos], spans[pos]) for pos in sorted(spans)]
 
 
+def _load_named_split(run, item: str, name: str, split: str):
+    """``dataset:NAME:SPLIT``: the run's data set from the run's data root, another from its default location."""
+    from activemint.data import dataset_info
+
+    same = dataset_info(name).name == dataset_info(run.config.dataset).name
+    try:
+        return load_dataset(name, split, root=run.config.data_root if same else None)
+    except DatasetError as e:
+        if same:
+            raise
+        # --data-root names the run's data set; another one is read from its default location only
+        raise InputError(f"{item}: {e} ({name} is not the run's data set: it is read from its default location; "
+                         "or pass its images as a folder)") from e
+
+
 @dataclass
 class InputScores:
-    """Membership scores of user inputs: one row per sample, grouped by the input that gave it."""
+    """Membership scores of user inputs: one row per sample, grouped by the input that gave it.
+
+    ``logits`` are the MINT head's scores: higher is more member-like, comparable only with
+    other scores of the same model; ``probabilities`` is their sigmoid, not a calibrated
+    probability of membership.  The decisions come from a calibration (:meth:`decide`).
+    """
 
     ids: list[str]
     logits: np.ndarray
     probabilities: np.ndarray
     groups: list[tuple[str, slice]]
+    flagged: np.ndarray | None = None
+    pvalues: np.ndarray | None = None
+    target_fpr: float | None = None
+    threshold: float | None = None
+
+    def decide(self, calibration) -> InputScores:
+        """Add the decisions of a calibration (:class:`activemint.audit.calibration.Calibration`).
+
+        ``flagged``: the score is above the threshold calibrated for the calibration's target
+        FPR on the run's calibration non-members; ``pvalues``: the conformal p-value
+        ``(1 + #calibration scores >= s) / (n + 1)`` (small = member-like).
+        """
+        self.flagged = calibration.decide(self.logits)
+        self.pvalues = calibration.pvalues(self.logits)
+        self.target_fpr, self.threshold = float(calibration.target_fpr), float(calibration.threshold)
+        return self
 
     def write_csv(self, out: IO[str]) -> None:
-        """``id,membership_probability,membership_logit`` rows (6 decimals)."""
+        """``id,membership_logit,flagged,conformal_p_value,sigmoid_of_logit`` rows (6 decimals).
+
+        Without decisions (:meth:`decide` not called) ``flagged`` and ``conformal_p_value`` are empty.
+        """
         w = csv.writer(out)
-        w.writerow(["id", "membership_probability", "membership_logit"])
-        for i, p, z in zip(self.ids, self.probabilities, self.logits):
-            w.writerow(csv_row([i, f"{p:.6f}", f"{z:.6f}"]))
+        w.writerow(["id", "membership_logit", "flagged", "conformal_p_value", "membership_probability"])
+        for k, (i, p, z) in enumerate(zip(self.ids, self.probabilities, self.logits)):
+            flag = "" if self.flagged is None else ("yes" if self.flagged[k] else "no")
+            pv = "" if self.pvalues is None else f"{self.pvalues[k]:.6g}"
+            w.writerow(csv_row([i, f"{z:.6f}", flag, pv, f"{p:.6f}"]))
 
     def group_lines(self) -> list[str]:
-        """One line per input: its sample count and mean P(member) (members and non-members are never pooled)."""
+        """One line per input: its sample count, median score and how many were flagged (never pooled)."""
         width = max(len(spec) for spec, _ in self.groups)
         lines = []
         for spec, rows in self.groups:
             n = rows.stop - rows.start
-            mean = f"{self.probabilities[rows].mean():.4f}" if n else "-"
-            lines.append(f"  {spec:<{width}}  {n:>6} samples  mean P(member) {mean}")
+            med = f"{np.median(self.logits[rows]):.3f}" if n else "-"
+            line = f"  {spec:<{width}}  {n:>6} samples  median score {med}"
+            if self.flagged is not None and n:
+                line += f"  flagged {int(self.flagged[rows].sum())} of {n} at FPR {self.target_fpr:g}"
+            lines.append(line)
         return lines
 
 

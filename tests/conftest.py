@@ -91,6 +91,7 @@ SLOW_TESTS = {
     "test_reliability.py": ("test_sigkill_while_writing_leaves_old_absent_or_complete_output",
                             "test_weights_swapped_for_another_runs_with_the_binding_removed_are_refused",
                             "test_run_file_fuzz_through_the_commands"),
+    "test_auditor_view.py": ("test_alias_is_announced_and_stored_canonical_and_run_leaves_log_not_lock",),
 }
 
 

@@ -177,3 +177,115 @@ def test_report_of_a_plain_run(plain_run_dir, tmp_path, capsys):
     html = out.read_text()
     assert "plain training (no aMINT)" in html and "Learning curves" in html
     assert "Membership test" not in html  # no head, no membership figures
+
+
+# ------------------------------------------------------------------ the first screen (issue 24)
+SCREEN = (1400, 900)
+#: Measures, in the page, where the verdict / limits / takeaway are and whether anything overflows.
+PROBE = """<script>
+(() => {
+  const out = {ids: {}};
+  for (const id of ["verdict", "limits", "takeaway", "how-to-read"]) {
+    const e = document.getElementById(id);
+    if (!e) continue;
+    const r = e.getBoundingClientRect();
+    out.ids[id] = {top: r.top, bottom: r.bottom, height: r.height, font: parseFloat(getComputedStyle(e).fontSize)};
+  }
+  out.scrollWidth = document.documentElement.scrollWidth;
+  out.innerWidth = window.innerWidth;
+  const main = document.querySelector("main").getBoundingClientRect();
+  out.overflow = [];
+  for (const e of document.querySelectorAll("main *")) {
+    if (e.closest("details:not([open])") && e.tagName !== "SUMMARY") continue;  // folded: not on screen
+    const r = e.getBoundingClientRect();
+    if (r.width > 0 && r.right > main.right + 1) out.overflow.push(e.tagName + "." + e.className);
+  }
+  out.minFont = 100;
+  for (const e of document.querySelectorAll("p, li, td, th, summary, .verdict, .keyfig")) {
+    if (e.offsetParent !== null && e.textContent.trim()) out.minFont = Math.min(out.minFont, parseFloat(getComputedStyle(e).fontSize));
+  }
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>"""
+
+
+def first_screen(html_path: Path, tmp_path: Path, name: str) -> dict:
+    """Render a copy of the page (with :data:`PROBE`) at 1400x900; screenshot it; return the probe's findings."""
+    import json
+
+    probe_copy = tmp_path / f"{name}-probe.html"
+    probe_copy.write_text(html_path.read_text().replace("</body>", PROBE + "\n</body>"))
+    shot = tmp_path / f"{name}-screen.png"
+    r = chromium([f"--screenshot={shot}", f"--window-size={SCREEN[0]},{SCREEN[1]}", "--dump-dom"], probe_copy.resolve().as_uri())
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Image.open(shot) as im:
+        assert im.size == SCREEN and np.asarray(im.convert("L")).std() > 10
+    m = re.search(r'<pre id="probe">([^<]+)</pre>', r.stdout)
+    assert m, r.stdout[-2000:]
+    found = json.loads(m.group(1).replace("&quot;", '"'))
+    assert found["scrollWidth"] <= found["innerWidth"], found  # no horizontal scrolling
+    assert found["overflow"] == [], found["overflow"][:10]  # no element sticks out of the page column
+    assert found["minFont"] >= 12, found  # readable at 100% zoom (CSS px)
+    return found
+
+
+def _visible(found: dict, *ids: str) -> None:
+    for i in ids:
+        box = found["ids"].get(i)
+        assert box is not None, (i, found)
+        assert box["height"] > 0 and 0 <= box["top"] and box["bottom"] <= SCREEN[1], (i, box)
+
+
+def test_first_screen_of_the_audit_and_run_pages(mixed_audit, run_copy, tmp_path, capsys):
+    _, out = mixed_audit
+    _visible(first_screen(out / "report.html", tmp_path, "audit"), "verdict", "limits", "how-to-read")
+    assert main(["report", str(run_copy), "--out", str(tmp_path / "run.html")]) == 0
+    capsys.readouterr()
+    html = (tmp_path / "run.html").read_text()
+    assert "kept epoch" in html  # the learning curves' alt text; the marker itself is drawn in the PNG
+    _visible(first_screen(tmp_path / "run.html", tmp_path, "run"), "takeaway", "limits")
+
+
+def test_first_screen_of_the_robustness_page(run_copy, tmp_path, capsys):
+    out = tmp_path / "rb"
+    assert main(["robustness", str(run_copy), "--scorers", "active_mint,exact_sha256,phash", "--transforms",
+                 "jpeg:q50,translate:2px", "--max-samples", "150", "--bootstrap", "0", "--out", str(out)]) == 0
+    capsys.readouterr()
+    found = first_screen(out / "robustness.html", tmp_path, "robustness")
+    _visible(found, "takeaway")
+
+
+def test_first_screen_of_the_compare_page_and_best_per_family(audited_run_dir, tmp_path, capsys):
+    compare = pytest.importorskip("activemint.compare")
+    from activemint.metrics import membership_metrics
+
+    with np.load(audited_run_dir / "scores.npz") as z:
+        real = {r: z[r] for r in ("members", "eval_nonmembers", "calibration")}
+    rng = np.random.default_rng(2)
+    rows = []
+    # noise sd per method: within a family the first is far less noisy (sd 1-3 vs 4-12 on logits spread over
+    # several units, AUC gaps of many standard errors), so it is that family's best
+    sds = {"output": (1, 4, 8), "reference": (2, 6, 10), "MINT": (3, 7, 12)}
+    specs = [("Active MINT", "active", "MINT", 0)] + [(f"{fam} method {k}", "plain", fam, sd)
+                                                     for fam, v in sds.items() for k, sd in enumerate(v)]
+    for method, model, fam, sd in specs:
+        scores = {r: v + rng.normal(0, sd, len(v)) for r, v in real.items()}
+        m = membership_metrics(scores["members"], scores["eval_nonmembers"], calibration_scores=scores["calibration"],
+                               half_threshold=0.0, bootstrap=0)
+        rows.append(compare.MethodResult(method, model, fam, f"{method} scores", ["scores"], {}, 0.0, m, 0.85, scores))
+    info = {"dataset": "fashion-mnist", "arch": "small_cnn", "setup": "entry", "n_members": 1000, "n_eval_nonmembers": 2000,
+            "n_calibration": 1000, "n_external": 4000, "target_fpr": 0.01, "reference_models": {}, "command": None}
+    out = tmp_path / "cmp"
+    compare.write_outputs(out, rows, compare.headline_line(rows), info, [], [], 1.0)
+    assert main(["report", str(out)]) == 0
+    capsys.readouterr()
+    html = (out / "report.html").read_text()
+    # 10 methods in the table; the ROC draws Active MINT (also the best of MINT) and the best of the two other families
+    assert "(3 of 10; every method is in the table above)" in html
+    _visible(first_screen(out / "report.html", tmp_path, "compare"), "takeaway")
+    from activemint.compare.plots import best_per_family
+
+    assert [r.method for r in best_per_family(rows)] == ["Active MINT", "output method 0", "reference method 0"]

@@ -27,6 +27,7 @@ import numpy as np
 import activemint
 from activemint import rundir
 from activemint.audit.calibration import Calibration, calibrate_run
+from activemint.audit.limits import Limits, detection_limits
 from activemint.audit.settest import DEFAULT_TEST, SetTestReport, set_tests
 from activemint.audit.suspect import SuspectSet, load_suspect
 from activemint.errors import UserError
@@ -42,6 +43,9 @@ class AuditOutputExistsError(AuditError, FileExistsError):
 
 
 AUDIT_DIR_FORMAT = "activemint-audit-dir/1"
+
+#: Below this many distinct images a set-level test has little power: the report warns.
+SMALL_SET = 10
 
 
 def fmt_p(p: float) -> str:
@@ -83,6 +87,18 @@ class AuditResult:
     model: dict[str, Any]
     created: str
     options: dict[str, Any] = field(default_factory=dict)
+    limits: Limits | None = None
+    command: str | None = None
+
+    @property
+    def small_set_warning(self) -> str | None:
+        """A warning when the set is too small for the set-level test to say much (< SMALL_SET distinct images)."""
+        n = int(self.unique.sum())
+        if n >= SMALL_SET:
+            return None
+        return (f"Small set: only {n} distinct image{'s' if n != 1 else ''} (fewer than {SMALL_SET}). The member-fraction "
+                f"interval is wide and the test can miss members; 'no evidence' here says very little. Audit more images "
+                f"of the same source if you can.")
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -124,6 +140,9 @@ class AuditResult:
             "tests": self.tests.to_dict()["tests"],
             "calibration": self.calibration.summary(),
             "model": self.model, "data": self.data_identity(), "run_dir": str(self.run_dir), "options": self.options,
+            "limits": self.limits.to_dict() if self.limits is not None else None,
+            "limits_sentence": self.limits.sentence() if self.limits is not None else None,
+            "small_set_warning": self.small_set_warning, "command": self.command,
         }
 
     def write_csv(self, path: Path) -> None:
@@ -152,7 +171,7 @@ class AuditResult:
         """
         out = Path(out_dir)
         rundir.make_dir(out.parent)
-        with rundir.hold_lock(out.parent / f".{out.name}.lock", f"audit into {out}", target=out):
+        with rundir.hold_lock(out.parent / f".{out.name}.lock", f"audit into {out}", target=out, remove=lambda: True):
             if out.exists() or out.is_symlink():
                 empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
                 if not empty and not force:
@@ -195,6 +214,8 @@ def audit(
     save_calibration: bool = True,
     follow_symlinks: bool = False,
     max_pixels: int | None = None,
+    data_root: str | None = None,
+    command: str | None = None,
 ) -> AuditResult:
     """Audit ``suspect`` (folders, files, file lists, ``split:ROLE``) against a run.
 
@@ -208,12 +229,14 @@ def audit(
         save_calibration: save the calibration to the run directory (first audit only).
         follow_symlinks, max_pixels: read links leading out of a suspect folder; the largest
             image opened (default :data:`activemint.data.images.USER_MAX_PIXELS`).
+        data_root: read the run's data set from here instead of its config's data_root.
+        command: the command line that asked for the audit (recorded in the report).
     """
     from activemint.runs import load_run
 
     if not 0 < alpha < 1:
         raise AuditError(f"--alpha must be in (0, 1), got {alpha}")
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, data_root=data_root)
     if not run.is_audited:
         raise AuditError(f"{run_dir} is a plain run (mint off): it has no membership head to audit with")
     sus = load_suspect(run, list(suspect), resize=resize, convert_channels=convert_channels,
@@ -228,6 +251,7 @@ def audit(
         unique=unique, calibration=cal, tests=tests, model=model_identity(run), created=created,
         options={"alpha": alpha, "target_fpr": target_fpr, "test": test, "resize": resize,
                  "convert_channels": convert_channels},
+        limits=detection_limits(run.run_dir, run.config.audit_policy), command=command,
     )
 
 

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback of an error instead of one line")
     p = _Parser(prog="activemint", description="Active Membership Inference Test: train auditable classifiers and test which data they were trained on.")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of one line")
+    from activemint import __version__
+
+    p.add_argument("--version", action="version", version=f"activemint {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add = sub.add_parser
 
@@ -52,7 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command in COMMANDS:
         command.add_parser(sub)
+    p.set_defaults(subparsers=sub.choices)
     return p
+
+
+def fit_advice(message: str, options: set[str]) -> str:
+    """``message`` with its advice to pass options the command does not have taken out.
+
+    The data layer advises "pass --data-root (root=...) or --download" whatever the caller;
+    a command without ``--download`` (``score``, ``audit``) must not suggest it.
+    """
+    def keep(m: re.Match) -> str:
+        flags = [f for f in re.findall(r"--[a-z][a-z0-9-]*", m.group(0)) if f in options]
+        return f"pass {' or '.join(flags)}" if flags else ""
+
+    out = re.sub(r"pass --[a-z][a-z0-9-]*(?: \(root=\.\.\.\))?(?: or --[a-z][a-z0-9-]*)*", keep, message)
+    out = re.sub(r";\s*;", ";", out)
+    out = re.sub(r"[;,]\s*(?=\()", " ", out)
+    return re.sub(r"[;,]\s*$", "", out.strip())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,8 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Ctrl-C.  ``--debug`` re-raises instead, showing the traceback.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the full command, for the reports to record (activemint.cli.options.command_line)
     prog = f"activemint {args.command}"
+    sub = args.subparsers[args.command]
+    options = {o for a in sub._actions for o in a.option_strings}
     debug = bool(getattr(args, "debug", False))
     try:
         threads = getattr(args, "threads", None)
@@ -104,12 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             PermissionError, ValueError) as e:
         if debug:
             raise
-        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {fit_advice(_one_line(e), options)}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, read-only file system, I/O error: the environment, not a bug
         if debug:
             raise
-        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {fit_advice(_one_line(e), options)}", file=sys.stderr)
         return 2
     except MemoryError:
         if debug:

@@ -5,13 +5,14 @@ import argparse
 import sys
 
 from activemint.cli.checks import PROBABILITY, add_image_args
+from activemint.cli.options import add_runtime_args, command_line
 
 
 def add_parser(sub) -> None:
     a = sub.add_parser("audit", help="test whether a set of images was used to train a run's model (p-value, report)",
                        description="Audit a suspect set against an aMINT run: per-sample decisions at a threshold calibrated "
                                    "on held-out non-members, a set-level test of H0 'none of these were members' with a "
-                                   "p-value, the estimated fraction of members with a 95%% CI, and an HTML + Markdown report. "
+                                   "p-value, the estimated fraction of members with a 95% CI, and an HTML + Markdown report. "
                                    "SUSPECT: a folder of images, image files, a .txt file list (one path per line, relative "
                                    "to the list's folder) or split:ROLE of the run. Images must have the model's input size "
                                    "and channels unless --resize / --convert-channels. Exit code 2 on bad input, with "
@@ -27,7 +28,7 @@ def add_parser(sub) -> None:
     a.add_argument("--resize", action="store_true", help="resize images of another size to the model's input (bilinear)")
     a.add_argument("--convert-channels", action="store_true", help="convert greyscale/colour images to the model's channels")
     add_image_args(a)
-    a.add_argument("--device", default="auto")
+    add_runtime_args(a)
     a.set_defaults(func=run)
 
 
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = audit(args.run_dir, args.suspect, alpha=args.alpha, target_fpr=args.target_fpr, test=args.test,
                    resize=args.resize, convert_channels=args.convert_channels, device=args.device,
-                   follow_symlinks=args.follow_symlinks, max_pixels=args.max_pixels)
+                   follow_symlinks=args.follow_symlinks, max_pixels=args.max_pixels,
+                   data_root=args.data_root, command=command_line(args))
     out = write_audit(result, args.out or default_out_dir(result), force=args.force)
     print(audit_markdown(result))
     from activemint.rundir import AUDIT_FILES

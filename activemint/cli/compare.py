@@ -6,7 +6,14 @@ import sys
 from pathlib import Path
 
 from activemint.cli.checks import NON_NEGATIVE, POSITIVE, SEED, real
-from activemint.cli.options import add_engine_args, add_train_args, config_from_args, engine_kwargs
+from activemint.cli.options import (
+    add_engine_args,
+    add_train_args,
+    command_line,
+    config_from_args,
+    engine_kwargs,
+    make_config,
+)
 from activemint.errors import UserError
 
 
@@ -39,8 +46,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import shlex
-
     from activemint.attacks import (
         GradientMintConfig,
         PassiveMintConfig,
@@ -54,17 +59,20 @@ def run(args: argparse.Namespace) -> int:
     if cfg is not None and not cfg.mint:
         raise ValueError("the active run must have mint on")
     engine_kw = engine_kwargs(args) if args.reference_models else {}
-    reference = None if args.reference_models == 0 else ReferenceConfig(
+    reference = None if args.reference_models == 0 else make_config(
+        ReferenceConfig, {"n_models": "--reference-models", "epochs": "--reference-epochs", "population": "--population",
+                          "seed": "--reference-seed"},
         n_models=args.reference_models, epochs=args.reference_epochs, population=args.population, seed=args.reference_seed)
     if args.only_reference_model is not None:  # one reference model, in this process: a SLURM array task
         return _one_reference_model(args, reference)
     out = Path(args.out) if args.out else Path("runs") / (f"compare-{cfg.dataset}-{cfg.arch}-{cfg.setup}-s{cfg.seed}" if cfg else "compare")
     result = run_compare(
         cfg, out, active_run=args.active_run, plain_run=args.plain_run, reference=reference,
-        passive=PassiveMintConfig(epochs=args.passive_epochs),
-        gradient=GradientMintConfig(epochs=args.gmint_epochs, external_limit=args.gmint_external),
+        passive=make_config(PassiveMintConfig, {"epochs": "--passive-epochs"}, epochs=args.passive_epochs),
+        gradient=make_config(GradientMintConfig, {"epochs": "--gmint-epochs", "external_limit": "--gmint-external"},
+                             epochs=args.gmint_epochs, external_limit=args.gmint_external),
         rmia_a=args.rmia_a, cache_dir=args.cache_dir, workers=args.workers, progress=not args.no_progress, **engine_kw,
-        command="activemint " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else None,
+        command=command_line(args),
         log=lambda m: print(m, file=sys.stderr, flush=True),
     )
     print(result.table())

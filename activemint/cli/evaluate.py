@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from activemint.cli.options import add_runtime_args
+
 
 def add_parser(sub) -> None:
     e = sub.add_parser("evaluate", help="recompute the metrics of a saved run from its checkpoint and manifest")
     e.add_argument("run_dir")
-    e.add_argument("--device", default="auto")
+    add_runtime_args(e)
     e.add_argument("--json", action="store_true", help="also print all figures as JSON")
     e.set_defaults(func=run)
 
@@ -17,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from activemint.report import run_summary
     from activemint.runs import verify_run
 
-    v = verify_run(args.run_dir, device=args.device)
+    v = verify_run(args.run_dir, device=args.device, data_root=args.data_root)
     print(run_summary(v.metrics, v.baseline))
     if v.matches is not None:
         from activemint.rundir import METRICS

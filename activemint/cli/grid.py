@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from activemint.cli.checks import NON_NEGATIVE, POSITIVE
-from activemint.cli.options import add_engine_args, engine_kwargs
+from activemint.cli.options import add_engine_args, add_runtime_args, engine_kwargs
 
 
 def add_parser(sub) -> None:
@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     g.add_argument("--dry-run", action="store_true", help="list the selected cells and their status; train nothing")
     g.add_argument("--table-only", action="store_true", help="only (re)write the results table from finished cells")
     g.add_argument("--generate", nargs="?", const="all", help="write configs/<profile>/*.yaml from the matrix (all profiles, or a comma-separated list) and exit")
+    add_runtime_args(g, data_root_help="folder holding the data sets (overrides each cell's data_root; default: "
+                                       "each data set's default location)")
     g.set_defaults(func=run)
 
 
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cells = grid.expand(matrix, args.profile, datasets=split(args.datasets), archs=split(args.archs),
                         setups=split(args.setups), baselines=not args.no_baselines)
+    cells = _with_runtime(cells, args)
     out = Path(args.out or f"runs/grid-{args.profile}")
     if args.only_index is not None:  # one cell, in this process: a SLURM array task (docs/scaling.md)
         if not 0 <= args.only_index < len(cells):
@@ -66,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     failed = []
     if not args.table_only:
-        outcomes = grid.run_grid(cells, out, workers=args.workers, **engine_kwargs(args))
+        kw = engine_kwargs(args)
+        if args.threads and kw.get("cpus_per_task") is None:  # --threads: the torch threads of each cell
+            kw["cpus_per_task"] = args.threads
+        outcomes = grid.run_grid(cells, out, workers=args.workers, **kw)
         failed = [o for o in outcomes if o.status == "failed"]
         for o in failed:
             print(f"FAILED {o.cell}: {o.error}", file=sys.stderr)
@@ -76,3 +82,14 @@ def run(args: argparse.Namespace) -> int:
     print(grid.table_markdown(rows))
     print(f"table written to {md} and {csv}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _with_runtime(cells: list, args: argparse.Namespace) -> list:
+    """The cells with ``--device`` / ``--data-root`` applied when given (else each cell's own config)."""
+    import dataclasses
+
+    over = {k: v for k, v in (("device", args.device if args.device != "auto" else None), ("data_root", args.data_root))
+            if v is not None}
+    if not over:
+        return cells
+    return [dataclasses.replace(c, config=dataclasses.replace(c.config, **over)) for c in cells]

@@ -1,4 +1,5 @@
-"""The options of ``train`` and ``compare``, derived from :class:`activemint.training.TrainConfig`.
+"""The options of ``train`` and ``compare``, derived from :class:`activemint.training.TrainConfig`,
+and the runtime options every command that runs a model shares (:func:`add_runtime_args`).
 
 Each TrainConfig field listed in :data:`TRAIN_OPTIONS` becomes ``--field-name``: its type
 (int, float, string, flag) and its choices come from the config class, only its help text
@@ -13,12 +14,24 @@ from dataclasses import fields
 
 from activemint.cli.checks import POSITIVE, real
 
+#: The help of the options every command that runs torch takes (``--threads``, ``--device``,
+#: ``--data-root``): one text, used by ``train``/``compare`` (TrainConfig fields) and by
+#: :func:`add_runtime_args` (the commands that load a finished run).
+RUNTIME_HELP = {
+    "threads": "CPU threads for torch (default: one per core; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless your "
+               "environment sets it, see activemint.threads)",
+    "device": "where the model runs: auto (default: the first GPU if any, else the CPU), cpu, cuda, cuda:1 ...",
+    "data_root": "folder holding the data set in its standard on-disk layout",
+}
+RUN_DATA_ROOT_HELP = (RUNTIME_HELP["data_root"] + "; default: the run's own (data_root in its config.yaml). The data "
+                      "found there is checked against the run's manifest (pixel SHA-256) before use")
+
 #: (argument group, [(field or option name, help)]) in the order ``--help`` lists them.
 TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ('data', [
         ('config', 'YAML file with TrainConfig keys; command-line options override it'),
         ('dataset', 'data set name (default fashion-mnist); see `activemint datasets`'),
-        ('data_root', 'folder holding the data set in its standard on-disk layout'),
+        ('data_root', RUNTIME_HELP['data_root']),
         ('download', 'allow downloading the data set (off by default: nothing is ever fetched otherwise)'),
         ('max_memory', 'memory budget of the decoded images, e.g. 2GB (default auto: half the available memory; off: no limit); image folders above it are streamed from disk'),
         ('members', "number of members D (training set); default: the paper's size"),
@@ -65,12 +78,12 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('seed', 'seed of splits, initialisation and batch order (default 0)'),
     ]),
     ('hardware', [
-        ('device', 'auto (default), cpu, cuda, cuda:1 ...'),
+        ('device', RUNTIME_HELP['device']),
         ('precision', 'auto: bf16 autocast on GPU, fp32 on CPU'),
         ('channels_last', 'channels-last memory format (GPU)'),
         ('compile', 'torch.compile the model'),
         ('data_path', 'where batches are built: device (images, augmentation, audit views on the GPU, no per-step sync), host, or auto (default: device on CUDA, host on CPU)'),
-        ('threads', 'CPU threads for torch (default: one per core; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless your environment sets it, see activemint.threads)'),
+        ('threads', RUNTIME_HELP['threads']),
     ]),
 ]
 
@@ -101,7 +114,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
             if name == "config":
                 g.add_argument(flag, help=help_)
             elif name == "threads":
-                g.add_argument(flag, type=int, help=help_)
+                g.add_argument(flag, type=POSITIVE, help=help_)
             elif name in ON_OFF:
                 g.add_argument(flag, choices=["on", "off"], help=help_)
             elif kinds[name] == "bool":
@@ -128,7 +141,27 @@ def config_from_args(args: argparse.Namespace):
             elif name in ON_OFF:
                 v = v == "on"
             base[name] = v
-    return TrainConfig.from_dict(base)
+    cfg = TrainConfig.from_dict(base)
+    return canonical_dataset(cfg)
+
+
+def canonical_dataset(cfg, announce=None):
+    """``cfg`` with its data set under its one canonical name; an alias is announced, never stored.
+
+    ``--dataset fashion_mnist`` (or ``fmnist``) trains ``fashion-mnist`` and its config.yaml
+    says ``fashion-mnist``, so that runs, caches and tables name the data set one way.
+    """
+    import dataclasses
+    import sys
+
+    from activemint.data import dataset_info
+
+    name = dataset_info(cfg.dataset).name
+    if name == cfg.dataset:
+        return cfg
+    (announce or (lambda m: print(m, file=sys.stderr, flush=True)))(
+        f"data set {cfg.dataset!r} is an alias of {name!r}: using (and recording) {name!r}")
+    return dataclasses.replace(cfg, dataset=name)
 
 
 def add_engine_args(g) -> None:
@@ -153,3 +186,49 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
     if args.engine == "ray":
         engine.require_ray()
     return kw
+
+
+def add_runtime_args(p: argparse.ArgumentParser, *, data_root_help: str = RUN_DATA_ROOT_HELP) -> None:
+    """``--threads``, ``--device`` and ``--data-root``: the options of every command that runs a model.
+
+    ``train`` and ``compare`` get the same three (with the same help) as TrainConfig fields
+    through :func:`add_train_args`; the other commands call this.  ``--threads`` is applied
+    by :func:`activemint.cli.main` before the command runs.
+    """
+    g = p.add_argument_group("hardware and data")
+    g.add_argument("--threads", type=POSITIVE, help=RUNTIME_HELP["threads"])
+    g.add_argument("--device", default="auto", help=RUNTIME_HELP["device"])
+    g.add_argument("--data-root", help=data_root_help)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The full command as the user typed it (``activemint <cmd> ...``), for the reports to record."""
+    import shlex
+
+    argv = getattr(args, "argv", None)
+    if argv is None:  # parsed outside activemint.cli.main
+        import sys
+
+        argv = sys.argv[1:]
+    return "activemint " + shlex.join(argv)
+
+
+def make_config(cls, flags: dict[str, str], **values):
+    """``cls(**values)``, with a bad value reported by the option that gave it, never by the class.
+
+    ``flags`` maps a field to its option (``{"n_models": "--reference-models"}``); the error
+    reads ``--reference-models must be a number in [4, 4096], got 2`` instead of
+    ``ReferenceConfig.n_models must ...``.
+    """
+    import re
+
+    from activemint.errors import UserError
+
+    try:
+        return cls(**values)
+    except cls.error as e:
+        msg = str(e)
+        for field, flag in flags.items():
+            msg = re.sub(rf"^(?:{cls.__name__}\.)?{field}\b", flag, msg)
+        msg = re.sub(rf"\b{cls.__name__}\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), msg)
+        raise UserError(msg) from e

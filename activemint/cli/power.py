@@ -5,6 +5,7 @@ import argparse
 import json
 
 from activemint.cli.checks import POSITIVE, PROBABILITY, SEED, real_list
+from activemint.cli.options import add_runtime_args
 
 
 def add_parser(sub) -> None:
@@ -21,6 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--resample-calibration", action="store_true", help="re-split calibration / fresh non-members every draw")
     p.add_argument("--json", help="also write the study as JSON here")
+    add_runtime_args(p)
     p.set_defaults(func=run)
 
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from activemint.audit.power import format_study, power_study
     from activemint.runs import load_run
 
-    cal = calibrate_run(load_run(args.run_dir, device="cpu"), args.target_fpr, save=False)
+    cal = calibrate_run(load_run(args.run_dir, device=args.device, data_root=args.data_root), args.target_fpr, save=False)
     study = power_study(cal, size=args.size, draws=args.draws, alpha=args.alpha, seed=args.seed,
                         fractions=tuple(args.fractions),
                         resample_calibration=args.resample_calibration)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from activemint.cli.checks import NON_NEGATIVE, POSITIVE, SEED
+from activemint.cli.options import add_runtime_args, command_line
 
 
 def add_parser(sub) -> None:
@@ -20,12 +21,13 @@ def add_parser(sub) -> None:
                                                         "resize, hflip, rotate, noise, brightness_contrast, grayscale (RGB)")
     rb.add_argument("--scorers", help="comma-separated scorer keys (default: every one that applies): "
                                       "active_mint, exact_sha256, phash, feature_nn, posthoc_head")
-    rb.add_argument("--plain-run", help="the same splits trained without aMINT (enables the post-hoc head row)")
+    rb.add_argument("--plain-run", help="the same splits trained without aMINT (enables the post-hoc head row; it is read, never written: the head trained on it is cached in OUT/cache)")
     rb.add_argument("--members", default="all", choices=["all", "seen", "unseen"],
                     help="which members to evaluate on a run trained with --mint-members < 1 (default all)")
     rb.add_argument("--seed", type=SEED, default=0, help="seed of the transformations' random choices (default 0)")
     rb.add_argument("--max-samples", type=POSITIVE, help="evaluate at most this many samples per role (a seeded subset; calibration keeps at least what its threshold needs)")
     rb.add_argument("--bootstrap", type=NON_NEGATIVE, default=100, help="bootstrap resamples for the AUC interval (default 100)")
+    add_runtime_args(rb)
     rb.set_defaults(func=run)
 
 
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "robustness"
     rows = run_robustness(args.run_dir, out, transforms=args.transforms, scorers=scorers, plain_run=args.plain_run,
                           members=args.members, seed=args.seed, max_samples=args.max_samples, bootstrap=args.bootstrap,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))
+                          log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device,
+                          data_root=args.data_root, command=command_line(args))
     from activemint.rundir import ROBUSTNESS_FILES
 
     print(f"{len(rows)} rows written to {out}/ ({', '.join(ROBUSTNESS_FILES.values())})")

@@ -5,24 +5,42 @@ from pathlib import Path
 
 from activemint.metrics import roc
 
+#: Line styles cycled with the colours, so that no two curves look alike.
+LINESTYLES = ("-", "--", "-.", ":")
 
-def plot_rocs(rows: list, linear: Path, loglog: Path) -> None:
-    """``rows``: :class:`activemint.compare.results.MethodResult` s (method, model, scores per role)."""
+
+def best_per_family(rows: list) -> list:
+    """Active MINT and, per family (MINT, output, reference, ...), the row with the highest AUC."""
+    best: dict[str, object] = {}
+    for r in rows:
+        fam = getattr(r, "family", None) or r.method
+        if fam not in best or r.metrics.auc > best[fam].metrics.auc:
+            best[fam] = r
+    keep = {id(r) for r in best.values()} | {id(r) for r in rows if r.method == "Active MINT" and r.model == "active"}
+    return [r for r in rows if id(r) in keep]
+
+
+def plot_rocs(rows: list, linear: Path, loglog: Path, *, every_row: bool = False) -> None:
+    """``rows``: :class:`activemint.compare.results.MethodResult` s (method, model, scores per role).
+
+    By default only Active MINT and the best row of each family are drawn (all rows are in
+    the table); ``every_row`` draws them all.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(dict.fromkeys(r.method for r in rows))
-    cmap = plt.get_cmap("tab20")
-    colors = {m: cmap(i % 20) for i, m in enumerate(methods)}
+    drawn = rows if every_row else best_per_family(rows)
+    cmap = plt.get_cmap("tab10")
     for path, log_scale in ((linear, False), (loglog, True)):
         fig, ax = plt.subplots(figsize=(9, 6.5))
-        for r in rows:
+        for i, r in enumerate(drawn):
             fpr, tpr, _ = roc(r.scores["members"], r.scores["eval_nonmembers"])
-            lw = 2.4 if r.method == "Active MINT" else 1.2
-            ax.plot(fpr, tpr, color=colors[r.method], lw=lw, ls="-" if r.model == "active" else "--",
-                    label=f"{r.method} ({r.model}) AUC {r.metrics.auc:.3f}")
+            lw = 2.6 if r.method == "Active MINT" else 1.6
+            fam = getattr(r, "family", "")
+            ax.plot(fpr, tpr, color=cmap(i % 10), lw=lw, ls=LINESTYLES[i % len(LINESTYLES)],
+                    label=f"{r.method} ({r.model} model{', best of ' + fam if fam and not every_row else ''}) AUC {r.metrics.auc:.3f}")
         lo = 1.0 / max(len(rows[0].scores["eval_nonmembers"]), 1)
         if log_scale:
             ax.set_xscale("log")
@@ -34,8 +52,11 @@ def plot_rocs(rows: list, linear: Path, loglog: Path) -> None:
             ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
         ax.set_xlabel("false positive rate (evaluation non-members)")
         ax.set_ylabel("true positive rate (members)")
-        ax.set_title("ROC of every membership scorer" + (" (log-log)" if log_scale else "") + "; solid = active model, dashed = plain")
-        ax.legend(fontsize=6.5, loc="lower right", ncol=1 if len(rows) <= 14 else 2)
+        ax.set_xlabel(ax.get_xlabel(), fontsize=11)
+        ax.set_ylabel(ax.get_ylabel(), fontsize=11)
+        what = "every membership scorer" if every_row else f"Active MINT and the best scorer of each family ({len(rows)} in the table)"
+        ax.set_title(f"ROC of {what}" + (" (log-log)" if log_scale else ""), fontsize=11)
+        ax.legend(fontsize=9 if len(drawn) <= 8 else 7, loc="lower right", ncol=1 if len(drawn) <= 14 else 2)
         fig.tight_layout()
         fig.savefig(path, dpi=130)
         plt.close(fig)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from activemint.compare.plots import plot_rocs
-from activemint.metrics import MembershipMetrics
+from activemint.metrics import MembershipMetrics, fpr_supported, tpr_interval, unsupported_note
 from activemint.rundir import COMPARE_FILES, csv_row, output_dir
 from activemint.scorers import EVAL_ROLES, Scores
 
@@ -94,16 +94,30 @@ def markdown_table(rows: list[MethodResult]) -> str:
     if not rows:
         return ""
     fpr = rows[0].metrics.calibration_target_fpr
-    head = ["Method", "Model", "AUC [95% CI]", "TPR@1%FPR", "TPR@0.1%FPR", "Acc@0.5",
+    head = ["Method", "Model", "AUC [95% CI]", "TPR@1%FPR [95% CI]", "TPR@0.1%FPR [95% CI]", "Acc@0.5",
             f"Acc@calibrated ({fpr:g} FPR)" if fpr is not None else "Acc@calibrated", "Model test acc"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         m = r.metrics
         lines.append("| " + " | ".join([
-            r.method, r.model, f"{m.auc:.3f} [{m.auc_ci_low:.3f}, {m.auc_ci_high:.3f}]", _f(m.tpr_at_1pct_fpr),
-            _f(m.tpr_at_0_1pct_fpr), _f(m.accuracy_at_0_5), _f(m.accuracy_at_calibrated), f"{r.test_accuracy:.4f}",
+            r.method, r.model, f"{m.auc:.3f} [{m.auc_ci_low:.3f}, {m.auc_ci_high:.3f}]", _tpr(m, 0.01),
+            _tpr(m, 0.001), _f(m.accuracy_at_0_5), _f(m.accuracy_at_calibrated), f"{r.test_accuracy:.4f}",
         ]) + " |")
+    m = rows[0].metrics
+    lines += ["", f"n = {m.n_members} members / {m.n_nonmembers} evaluation non-members; TPR intervals: 95% Clopper-Pearson "
+                  "over the members, threshold held fixed."]
+    if not fpr_supported(m.n_nonmembers, 0.001):
+        lines.append(unsupported_note(0.001 if fpr_supported(m.n_nonmembers, 0.01) else 0.01))
     return "\n".join(lines)
+
+
+def _tpr(m, fpr: float) -> str:
+    """A TPR at ``fpr`` with its interval; ``*`` when the non-members cannot support the FPR."""
+    v = m.tpr_at_1pct_fpr if fpr == 0.01 else m.tpr_at_0_1pct_fpr
+    if v is None:
+        return "–"
+    lo, hi = tpr_interval(v, m.n_members)
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" + ("" if fpr_supported(m.n_nonmembers, fpr) else " *")
 
 
 def _descriptions(rows: list[MethodResult]) -> list[str]:

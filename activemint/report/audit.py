@@ -39,14 +39,40 @@ def _test_rows(result) -> tuple[list[list[str]], list[str]]:
     return rows, classes
 
 
+#: "How to read this", first on the page: (what it says, for the HTML and the Markdown).
+HOW_TO_READ = (
+    "A small p-value means the suspect set scores higher than known non-members do, more than chance explains: "
+    "some of it was very likely in the training data.",
+    "A large p-value is not proof of non-use: a few members in a large set, a small set, transformed copies of members "
+    "(see 'What this audit can see') or a weakly auditable model can go undetected. The upper end of the member-fraction "
+    "interval bounds how many could hide.",
+    "The tests assume the suspect images that are not members resemble the calibration non-members "
+    "(same source distribution, same preprocessing).",
+)
+
+
+def limits_table(limits) -> str:
+    """The limits as an HTML table: kind of copy, AUC, TPR at 1% FPR, grade."""
+    return table(["kind of copy", "AUC (members vs non-members)", "TPR at 1% FPR", "the head"],
+                 [[r["copy"], f"{r['auc']:.3f}", f"{r['tpr_at_1pct_fpr']:.2f}", r["grade"]] for r in limits.rows],
+                 numeric=(1, 2))
+
+
 def audit_markdown(result) -> str:
     """Markdown summary for terminals and pull requests."""
     t, cal, f = result.tests, result.calibration, result.tests.fraction
     s = cal.summary()
     lines = [
         "## activemint audit", "",
+        "**How to read this.** " + " ".join(HOW_TO_READ), "",
         f"**Question.** {result.question}", "",
         f"**Verdict.** {result.verdict}", "",
+    ]
+    if result.small_set_warning:
+        lines += [f"**Warning.** {result.small_set_warning}", ""]
+    if result.limits is not None:
+        lines += [f"**Limits.** {result.limits.sentence()}", ""]
+    lines += [
         f"| test (H0: none of the {t.n_suspect} distinct images were members) | p-value | at alpha = {t.alpha:g} |",
         "|---|---|---|",
     ]
@@ -69,6 +95,8 @@ def audit_markdown(result) -> str:
         lines.append(f"- {int((~result.unique).sum())} duplicate images were left out of the set-level test (each image counts once).")
     if result.suspect.resized or result.suspect.converted:
         lines.append(f"- {len(result.suspect.resized)} images were resized and {len(result.suspect.converted)} converted to the model's channels.")
+    if result.command:
+        lines.append(f"- **Command:** `{result.command}`")
     return "\n".join(lines) + "\n"
 
 
@@ -76,8 +104,16 @@ def audit_html(result) -> str:
     """The self-contained HTML report of an audit."""
     t, cal, f = result.tests, result.calibration, result.tests.fraction
     s = cal.summary()
-    parts = ["<h1>Membership audit</h1>", f'<p class="question"><b>What was asked.</b> {esc(result.question)}</p>']
-    parts.append(f'<div class="verdict {"reject" if t.reject else "keep"}" id="verdict">{esc(result.verdict)}</div>')
+    parts = ["<h1>Membership audit</h1>",
+             '<details class="howto" id="how-to-read" open><summary>How to read this</summary><ul>'
+             + "".join(f"<li>{esc(x)}</li>" for x in HOW_TO_READ) + "</ul></details>",
+             f'<p class="question"><b>What was asked.</b> {esc(result.question)}</p>']
+    # red when members were detected; neutral (never green) otherwise: no evidence is not evidence of absence
+    parts.append(f'<div class="verdict {"reject" if t.reject else "none"}" id="verdict">{esc(result.verdict)}</div>')
+    if result.small_set_warning:
+        parts.append(f'<p class="warning" id="small-set">{esc(result.small_set_warning)}</p>')
+    if result.limits is not None:
+        parts.append(f'<p class="limits" id="limits">{esc(result.limits.sentence())}</p>')
     parts.append(keyfigs([
         (fmt_p(t.p_value), f"p-value ({t.default_test} test); H0: none were members"),
         (f"{_pct(f.estimate, 0)} [{_pct(f.ci_low, 0)}, {_pct(f.ci_high, 0)}]", "estimated member fraction, 95% CI"),
@@ -135,6 +171,12 @@ def audit_html(result) -> str:
         parts.append(f'<p class="note">Members D ({len(cal.member_scores)}) vs evaluation non-members from the test split '
                      f"({len(cal.eval_nonmember_scores)}); the dot is the calibrated threshold used above.</p>")
 
+    if result.limits is not None:
+        parts.append("<h2>What this audit can see</h2>")
+        parts.append(f'<p class="note">Members vs non-members, both copied the same way. Detected: AUC &ge; 0.90; weakly: '
+                     f'0.75-0.90; mostly missed: below 0.75. Source: {esc(result.limits.source)}.</p>')
+        parts.append(limits_table(result.limits))
+
     parts.append("<h2>Identity</h2>")
     m = result.model
     parts.append(table(["what", "identity"], [
@@ -146,17 +188,11 @@ def audit_html(result) -> str:
         ["suspect data SHA-256", result.suspect.data_sha256],
         ["how the data hash is made", "SHA-256 over the sorted SHA-256 digests of each image's uint8 CHW pixels (one per line)"],
         ["calibration", f"{cal.n} non-members ({cal.source}); rule saved in the run directory (calibration.json)"],
+        *([["command", result.command]] if result.command else []),
     ]))
     if result.suspect.resized or result.suspect.converted:
         parts.append(f'<p class="note">{len(result.suspect.resized)} images were resized (--resize) and '
                      f"{len(result.suspect.converted)} converted to the model's channels (--convert-channels).</p>")
-    parts.append("<h2>How to read this</h2><ul>"
-                 "<li>A small p-value means the suspect set scores higher than known non-members do, more than chance explains: "
-                 "some of it was very likely in the training data.</li>"
-                 "<li>A large p-value is not proof of non-use: a few members in a large set, or a weakly auditable model, can go undetected. "
-                 "The upper end of the member-fraction interval bounds how many could hide.</li>"
-                 "<li>The tests assume the suspect images that are not members resemble the calibration non-members "
-                 "(same source distribution, same preprocessing).</li></ul>")
     parts.append(f"<footer>activemint audit, {esc(result.created)}</footer>")
     return page("activemint audit", "\n".join(parts))
 

@@ -15,6 +15,13 @@ p, li { line-height: 1.45; }
 .verdict.reject { background: #fdecea; border-left: 6px solid #c62828; }
 .verdict.keep { background: #e8f5e9; border-left: 6px solid #2e7d32; }
 .verdict.info { background: #e8eef9; border-left: 6px solid #1f4e9c; }
+.verdict.none { background: #f0f2f5; border-left: 6px solid #6b7280; }
+.warning { background: #fff8e1; border-left: 6px solid #b26a00; padding: 8px 14px; }
+.limits { border-left: 6px solid #1f4e9c; padding: 6px 14px; background: #f5f8fd; }
+.verdict.takeaway { font-weight: 400; font-size: 1.0em; line-height: 1.5; }
+details.howto { font-size: 0.92em; color: #3a4254; margin: 4px 0 8px; }
+details.howto ul { margin: 4px 0; }
+details.fold summary { cursor: pointer; font-weight: 600; margin: 8px 0; }
 .keyfigs { display: flex; flex-wrap: wrap; gap: 12px; margin: 12px 0; }
 .keyfig { flex: 1 1 200px; border: 1px solid #dde1e7; border-radius: 6px; padding: 10px 14px; }
 .keyfig .v { font-size: 1.35em; font-weight: 600; }
@@ -22,7 +29,8 @@ p, li { line-height: 1.45; }
 table { border-collapse: collapse; margin: 8px 0 12px; font-size: 0.92em; }
 th, td { border: 1px solid #dde1e7; padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #f0f2f5; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table { max-width: 100%; }
 tr.default td { font-weight: 600; }
 code, .hash { font-family: "DejaVu Sans Mono", Menlo, monospace; font-size: 0.88em; word-break: break-all; }
 img.plot { max-width: 100%; height: auto; display: block; margin: 8px 0; }

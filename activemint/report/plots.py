@@ -76,9 +76,10 @@ def roc_figure(
         fpr, tpr, _ = roc(mem, non)
         label = f"{name} (AUC {_auc(fpr, tpr):.3f})"
         color = _color(i, len(curves))
-        axes[0].plot(fpr, tpr, color=color, label=label)
+        ls = ("-", "--", "-.", ":")[i % 4]
+        axes[0].plot(fpr, tpr, color=color, label=label, linestyle=ls)
         ok = fpr > 0
-        axes[1].plot(fpr[ok], tpr[ok], color=color, label=label)
+        axes[1].plot(fpr[ok], tpr[ok], color=color, label=label, linestyle=ls)
         floor = 1.0 / len(non)
     for ax, log in zip(axes, (False, True)):
         lim = (floor / 2, 1) if log else (0, 1)
@@ -110,8 +111,11 @@ def roc_figure(
     return to_data_uri(fig)
 
 
-def learning_curves(records: Sequence[Mapping[str, float]]) -> str:
-    """Per-epoch panels from ``metrics.jsonl`` records: task loss, val accuracy, MINT loss, val AUC."""
+def learning_curves(records: Sequence[Mapping[str, float]], kept: int | None = None) -> str:
+    """Per-epoch panels from ``metrics.jsonl`` records: task loss, val accuracy, MINT loss, val AUC.
+
+    ``kept``: the epoch whose weights the run kept (``selected_epoch``), marked on every panel.
+    """
     panels = [("task_loss", "task loss (train, members)"), ("val_accuracy", "validation accuracy"),
               ("mint_loss", "MINT loss (train, members + external)"), ("val_membership_auc", "validation membership AUC")]
     panels = [(k, t) for k, t in panels if any(k in r for r in records)]
@@ -125,6 +129,10 @@ def learning_curves(records: Sequence[Mapping[str, float]]) -> str:
         pts = [(r["epoch"], r[key]) for r in records if key in r and r[key] is not None]
         x, y = zip(*pts)
         ax.plot(x, y, marker="o", markersize=3)
+        if kept is not None and kept in x:
+            ax.axvline(kept, color="#c62828", linestyle="--", linewidth=1.2, label=f"kept epoch {kept}")
+            ax.plot([kept], [y[x.index(kept)]], marker="*", markersize=12, color="#c62828", linestyle="none")
+            ax.legend(fontsize=8, loc="best")
         if key == "val_membership_auc":
             ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
         ax.set_title(title, fontsize=10)

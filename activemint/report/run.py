@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from activemint.errors import UserError, not_a_directory
-from activemint.metrics import membership_metrics
+from activemint.metrics import fmt_tpr, fpr_supported, membership_metrics, unsupported_note
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
 from activemint.rundir import (
@@ -47,8 +47,10 @@ def _f(x, digits: int = 4) -> str:
 def _membership_table(m: Mapping[str, Any]) -> str:
     rows = [
         ["AUC (95% bootstrap CI)", f"{_f(m.get('auc'))} [{_f(m.get('auc_ci_low'), 3)}, {_f(m.get('auc_ci_high'), 3)}]"],
-        ["TPR at 1% FPR", _f(m.get("tpr_at_1pct_fpr"))],
-        ["TPR at 0.1% FPR", _f(m.get("tpr_at_0_1pct_fpr"))],
+        ["TPR at 1% FPR [95% CI] (n members / non-members)",
+         fmt_tpr(m["tpr_at_1pct_fpr"], m.get("n_members"), m.get("n_nonmembers"), 0.01, 4) if m.get("tpr_at_1pct_fpr") is not None else "n/a"],
+        ["TPR at 0.1% FPR [95% CI] (n members / non-members)",
+         fmt_tpr(m["tpr_at_0_1pct_fpr"], m.get("n_members"), m.get("n_nonmembers"), 0.001, 4) if m.get("tpr_at_0_1pct_fpr") is not None else "n/a"],
         ["accuracy at P = 0.5 (paper's metric, balanced set)",
          f"{_f(m.get('accuracy_at_0_5'))} (TPR {_f(m.get('tpr_at_0_5'), 3)}, FPR {_f(m.get('fpr_at_0_5'), 3)})"],
     ]
@@ -60,7 +62,31 @@ def _membership_table(m: Mapping[str, Any]) -> str:
         rows.append(["calibrated threshold", m["calibration_note"]])
     rows.append(["oracle best accuracy (threshold tuned on these very scores; optimistic)", _f(m.get("oracle_best_accuracy"))])
     rows.append(["members / evaluation non-members", f"{m.get('n_members')} / {m.get('n_nonmembers')}"])
-    return table(["membership figure", "value"], rows)
+    note = "" if fpr_supported(m.get("n_nonmembers"), 0.001) else f'<p class="note">{esc(unsupported_note(0.001 if fpr_supported(m.get("n_nonmembers"), 0.01) else 0.01))}</p>'
+    return table(["membership figure", "value"], rows) + note
+
+
+def _train_commands(rd: RunDir) -> list[str]:
+    """The ``$ activemint train ...`` lines ``train`` wrote at the head of each session of train.log."""
+    try:
+        with open(rd.train_log, errors="replace") as f:
+            return [ln[2:].strip() for ln in f if ln.startswith("$ activemint ")][:5]
+    except OSError:
+        return []
+
+
+def run_takeaway(metrics: Mapping[str, Any]) -> str:
+    """The run in one sentence: accuracy (against its baseline) and how well its head tells members apart."""
+    acc = metrics.get("test_accuracy")
+    s = (f"Test accuracy {acc:.4f}" if isinstance(acc, (int, float)) else "No test accuracy")
+    if isinstance(metrics.get("baseline_test_accuracy"), (int, float)) and isinstance(acc, (int, float)):
+        b = metrics["baseline_test_accuracy"]
+        s += f" ({100 * (acc - b):+.2f} points against the same model without aMINT, {b:.4f})"
+    m = metrics.get("membership")
+    if not metrics.get("mint") or not m:
+        return s + ". A plain model (no aMINT): it has no membership head to audit with."
+    return (s + f". Its MINT head separates members from unseen non-members with AUC {m['auc']:.3f}; at 1% FPR it catches "
+            f"{fmt_tpr(m['tpr_at_1pct_fpr'], m.get('n_members'), m.get('n_nonmembers'), 0.01)} of the members.")
 
 
 def run_report_html(run_dir: str | os.PathLike) -> str:
@@ -98,19 +124,28 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
     figs = []
     if "test_accuracy" in metrics:
         acc = f"{metrics['test_accuracy']:.4f}"
-        label = "audited model test accuracy"
+        label = "audited model test accuracy" if metrics.get("mint") else "plain model (no aMINT) test accuracy"
         if "baseline_test_accuracy" in metrics:
             label += f" (without aMINT {metrics['baseline_test_accuracy']:.4f})"
         figs.append((acc, label))
     if m:
         figs += [(f"{m['auc']:.4f}", "membership AUC (members vs unseen non-members)"),
                  (f"{m['tpr_at_1pct_fpr']:.3f}", "TPR at 1% FPR"), (f"{m['tpr_at_0_1pct_fpr']:.3f}", "TPR at 0.1% FPR")]
+    if metrics:
+        parts.append(f'<div class="verdict info takeaway" id="takeaway">{esc(run_takeaway(metrics))}</div>')
+        if mint:
+            from activemint.audit.limits import detection_limits
+
+            limits = detection_limits(run_dir, cfg.get("audit_policy"))
+            parts.append(f'<p class="limits" id="limits">{esc(limits.sentence())}</p>')
     if figs:
         parts.append(keyfigs(figs))
 
     if records:
         parts.append("<h2>Learning curves (per epoch)</h2>")
-        parts.append(img(plots.learning_curves(records), "learning curves: task loss, validation accuracy, MINT loss, validation membership AUC"))
+        kept = metrics.get("selected_epoch")
+        parts.append(img(plots.learning_curves(records, kept=kept if isinstance(kept, int) else None),
+                         "learning curves: task loss, validation accuracy, MINT loss, validation membership AUC; the kept epoch marked"))
         last = records[-1]
         parts.append(f'<p class="note">{len(records)} epochs logged; last: '
                      + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float) and k not in ("seconds", "epoch_seconds"))
@@ -151,6 +186,10 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
         parts.append(table(["key", "value"], [[k, cfg[k]] for k in keys]))
     if finished and rd.model.is_file():
         parts.append(f'<p class="note">Weights SHA-256 ({MODEL}): <span class="hash">{file_sha256(rd.model)}</span></p>')
+    commands = _train_commands(rd)
+    if commands:
+        parts.append('<p class="note">Command' + ("s" if len(commands) > 1 else "") + " (from train.log): "
+                     + "; ".join(f"<code>{esc(c)}</code>" for c in commands) + "</p>")
     return page(f"activemint run report: {what}", "\n".join(parts))
 
 
@@ -181,30 +220,64 @@ def compare_report_html(
         raise ReportError("nothing to compare: no methods with scores or metrics")
     parts = [f"<h1>{esc(title)}</h1>"]
     if note:
-        parts.append(f'<p class="question">{esc(note)}</p>')
+        parts.append(f'<div class="verdict info takeaway" id="takeaway">{esc(note)}</div>')
     keys = ["auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "accuracy_at_0_5", "accuracy_at_calibrated", "oracle_best_accuracy"]
     shown = [k for k in keys if any(isinstance(f.get(k), (int, float)) for f in figs.values())]
     extra = ["test_accuracy"] if any(isinstance(f.get("test_accuracy"), (int, float)) for f in figs.values()) else []
-    headers = {"tpr_at_1pct_fpr": "TPR@1%FPR", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR", "accuracy_at_0_5": "acc@0.5",
+    headers = {"tpr_at_1pct_fpr": "TPR@1%FPR [95% CI] (n)", "tpr_at_0_1pct_fpr": "TPR@0.1%FPR [95% CI] (n)", "accuracy_at_0_5": "acc@0.5",
                "accuracy_at_calibrated": "acc@calibrated", "oracle_best_accuracy": "oracle acc (optimistic)",
                "test_accuracy": "model test acc", "auc": "AUC"}
     rows = []
+    tprs = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0_1pct_fpr": 0.001}
+
+    def cell(f, k):
+        if k in tprs and isinstance(f.get(k), (int, float)) and f.get("n_members"):
+            return fmt_tpr(f[k], f["n_members"], f.get("n_nonmembers"), tprs[k])
+        return _f(f.get(k), 3)
+
     for name, f in figs.items():
         auc = _f(f.get("auc"), 3)
         if f.get("auc_ci_low") is not None:
             auc += f" [{f['auc_ci_low']:.3f}, {f['auc_ci_high']:.3f}]"
-        rows.append([name, auc] + [_f(f.get(k), 3) for k in shown + extra if k != "auc"])
+        rows.append([name, auc] + [cell(f, k) for k in shown + extra if k != "auc"])
     cols = [k for k in shown + extra if k != "auc"]
     parts.append("<h2>Figures</h2>")
     parts.append(table(["method", "AUC [95% CI]"] + [headers.get(k, k) for k in cols], rows, numeric=tuple(range(1, len(cols) + 2))))
+    n_non = [f.get("n_nonmembers") for f in figs.values() if f.get("n_nonmembers")]
+    if n_non:
+        parts.append('<p class="note">TPR cells: value [95% Clopper-Pearson interval over the members, threshold held fixed] '
+                     "(n = members / non-members)." + ("" if fpr_supported(min(n_non), 0.001) else " " + esc(unsupported_note(
+                         0.001 if fpr_supported(min(n_non), 0.01) else 0.01))) + "</p>")
     parts.append(img(plots.metric_bars(figs, [k for k in ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr") if k in shown],
                                        "membership figures by method (AUC with 95% CI)"), "bar chart of figures by method"))
     if methods:
+        drawn = best_per_family(methods, figs)
         parts.append("<h2>ROC curves</h2>")
-        parts.append(img(plots.roc_figure(dict(methods), title="ROC: members vs non-members, by method"), "ROC curves by method"))
+        if len(drawn) < len(methods):
+            parts.append(f'<p class="note">Active MINT and the best method of each family by AUC ({len(drawn)} of '
+                         f'{len(methods)}; every method is in the table above).</p>')
+        parts.append(img(plots.roc_figure(drawn, title="ROC: members vs non-members, by method"), "ROC curves by method"))
         parts.append("<h2>Score distributions</h2>")
-        parts.append(img(plots.histogram_grid(dict(methods)), "score histograms of members vs non-members, by method"))
+        parts.append(img(plots.histogram_grid(drawn), "score histograms of members vs non-members, by method"))
     return page(title, "\n".join(parts))
+
+
+def best_per_family(methods: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                    figs: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Active MINT and the method with the best AUC of each family (``figs[name]["family"]``).
+
+    Six methods or fewer, or methods without a family: all of them.
+    """
+    if len(methods) <= 6 or not any(figs.get(n, {}).get("family") for n in methods):
+        return dict(methods)
+    best: dict[str, str] = {}
+    for name in methods:
+        fam = figs.get(name, {}).get("family") or name
+        auc = figs.get(name, {}).get("auc")
+        if fam not in best or (isinstance(auc, (int, float)) and auc > (figs[best[fam]].get("auc") or -1)):
+            best[fam] = name
+    keep = set(best.values()) | {n for n in methods if n.startswith("Active MINT (active")}
+    return {n: v for n, v in methods.items() if n in keep}
 
 
 def load_compare_dir(path: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, dict[str, Any]], str, str] | None:
@@ -229,7 +302,7 @@ def load_compare_dir(path: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarra
     keys: dict[str, tuple[str, str]] = {}
     for row in doc["rows"]:
         name = f"{row['method']} ({row['model']} model)"
-        metrics[name] = {**row.get("metrics", {}), "test_accuracy": row.get("test_accuracy")}
+        metrics[name] = {**row.get("metrics", {}), "test_accuracy": row.get("test_accuracy"), "family": row.get("family")}
         keys[name] = (row["method"], row["model"])
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if (path / COMPARE_FILES["scores"]).is_file():

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from activemint.metrics import fmt_tpr, fpr_supported, unsupported_note
+
 
 def describe_selection(sel: dict[str, Any] | None) -> str:
     """``kept epoch 27 of 30: best validation accuracy 0.861 (--select val_task)``."""
@@ -47,7 +49,8 @@ def run_summary(metrics: dict[str, Any], baseline: dict[str, Any] | None = None)
     if baseline is not None and baseline.get("selection"):
         lines.append(f"  baseline (without aMINT): {describe_selection(baseline['selection'])}")
     acc = metrics["test_accuracy"]
-    line = f"audited model test accuracy: {acc:.4f} on {metrics.get('n_test')} test images"
+    who = "audited model" if metrics.get("mint") else "plain model (no aMINT)"
+    line = f"{who} test accuracy: {acc:.4f} on {metrics.get('n_test')} test images"
     if baseline is not None:
         b = baseline["test_accuracy"]
         line += f"   | same model without aMINT: {b:.4f}  (difference {100 * (acc - b):+.2f} points)"
@@ -58,10 +61,14 @@ def run_summary(metrics: dict[str, Any], baseline: dict[str, Any] | None = None)
             f"membership test (members D vs {m['n_nonmembers']} unseen non-members): "
             f"AUC {m['auc']:.4f} [95% CI {m['auc_ci_low']:.3f}-{m['auc_ci_high']:.3f}]"
         )
+        nm, nn = m.get("n_members"), m.get("n_nonmembers")
         lines.append(
-            f"  TPR at 1% FPR {m['tpr_at_1pct_fpr']:.4f}, at 0.1% FPR {m['tpr_at_0_1pct_fpr']:.4f}  "
-            "(share of members caught while flagging at most 1% / 0.1% of non-members)"
+            f"  TPR at 1% FPR {fmt_tpr(m['tpr_at_1pct_fpr'], nm, nn, 0.01, 4)}, "
+            f"at 0.1% FPR {fmt_tpr(m['tpr_at_0_1pct_fpr'], nm, nn, 0.001, 4)}  "
+            "(share of members caught while flagging at most 1% / 0.1% of non-members; 95% interval over the members)"
         )
+        if nm is not None and not (fpr_supported(nn, 0.01) and fpr_supported(nn, 0.001)):
+            lines.append("  " + unsupported_note(0.001 if fpr_supported(nn, 0.01) else 0.01))
         lines.append(
             f"  accuracy at P=0.5 (paper's metric, balanced set): {m['accuracy_at_0_5']:.4f} "
             f"(TPR {m['tpr_at_0_5']:.3f}, FPR {m['fpr_at_0_5']:.3f})"

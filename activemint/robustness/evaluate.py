@@ -31,8 +31,10 @@ import torch
 from activemint.data import read_manifest
 from activemint.metrics import (
     calibrate_threshold,
+    fmt_tpr,
     membership_metrics,
     min_calibration_size,
+    unsupported_note,
 )
 from activemint.rundir import ROBUSTNESS_FILES, RunDir, RunError, check_output_dir, csv_cell, output_dir
 from activemint.runs import Run, load_run
@@ -86,14 +88,15 @@ def _member_selection(run: Run, which: str) -> np.ndarray:
 
 def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, members: str = "all",
                  max_samples: int | None = None, cache_dir: Path | None = None,
-                 log: Callable[[str], None] = lambda m: None) -> Context:
-    run = load_run(run_dir)
+                 log: Callable[[str], None] = lambda m: None, device: str = "auto",
+                 data_root: str | None = None) -> Context:
+    run = load_run(run_dir, device=device, data_root=data_root)
     if not RunDir(run.run_dir).manifest.is_file():
         raise RobustnessError(f"{run.run_dir} has no {RunDir(run.run_dir).manifest.name}: a robustness evaluation needs "
                               "the run's splits")
     plain = None
     if plain_run is not None:
-        plain = load_run(plain_run)
+        plain = load_run(plain_run, device=device, data_root=data_root)
         if plain.is_audited:
             raise RobustnessError(f"--plain-run {plain_run} is an aMINT run; the post-hoc head needs a plain (mint off) run")
         pm = RunDir(plain.run_dir).manifest
@@ -131,13 +134,16 @@ def run_robustness(
     max_samples: int | None = None,
     bootstrap: int = 100,
     log: Callable[[str], None] = lambda m: None,
+    device: str = "auto",
+    data_root: str | None = None,
+    command: str | None = None,
 ) -> list[Row]:
     """Evaluate every applicable scorer on every transformed copy; write the outputs; return the rows."""
     t0 = time.time()
     out = Path(out_dir) if out_dir else Path(run_dir) / "robustness"
     check_output_dir(out, ROBUSTNESS_FILES.values(), carry=("cache",))  # before any work
     ctx = load_context(run_dir, plain_run=plain_run, members=members, max_samples=max_samples,
-                       cache_dir=out / "cache", log=log)
+                       cache_dir=out / "cache", log=log, device=device, data_root=data_root)
     channels = ctx.images["members"].shape[1]
     pairs = [EXACT] + parse_spec(transforms, channels)  # bad arguments fail before any work
     classes = get_scorers(scorers)
@@ -158,7 +164,10 @@ def run_robustness(
         raise RobustnessError(f"no scorer applies to {run_dir}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     exact_cal = {sc.key: sc.score_images(ctx.images["calibration"]) for sc in prepared}
     rows: list[Row] = []
-    for name, level in pairs:
+    from activemint.progress import progress
+
+    bar = progress(pairs, desc="transformed copies", unit="copy", leave=False)
+    for name, level in bar:
         if (name, level) == EXACT:
             views = {r: ctx.images[r] for r in ROLES}
         else:
@@ -175,7 +184,7 @@ def run_robustness(
         log(f"{name}:{level}  " + "  ".join(f"{r.scorer} {r.auc:.3f}" for r in rows[-len(prepared):]))
     info = {"run_dir": str(Path(run_dir)), "plain_run": str(plain_run) if plain_run else None, "members": members,
             "seed": seed, "target_fpr": target, "transforms": transforms, "skipped": skipped,
-            "max_samples": max_samples, "seconds": round(time.time() - t0, 1),
+            "max_samples": max_samples, "seconds": round(time.time() - t0, 1), "command": command,
             "test_accuracy": _test_accuracy(ctx.run)}
     write_outputs(out, rows, info)
     return rows
@@ -199,7 +208,8 @@ def markdown_table(rows: list[Row]) -> str:
     for r in rows:
         lines.append(
             f"| {r.transform}:{r.level} | {r.scorer} ({r.needs}) | {r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}] "
-            f"| {r.tpr_at_1pct_fpr:.3f} | {r.tpr_at_0_1pct_fpr:.3f} | {r.tpr_at_exact_cal:.3f} / {r.fpr_at_exact_cal:.3f} "
+            f"| {fmt_tpr(r.tpr_at_1pct_fpr, r.n_members, r.n_nonmembers, 0.01)} "
+            f"| {fmt_tpr(r.tpr_at_0_1pct_fpr, r.n_members, r.n_nonmembers, 0.001)} | {r.tpr_at_exact_cal:.3f} / {r.fpr_at_exact_cal:.3f} "
             f"| {r.tpr_at_transformed_cal:.3f} / {r.fpr_at_transformed_cal:.3f} |")
     return "\n".join(lines)
 
@@ -225,7 +235,12 @@ def _write_files(out: Path, rows: list[Row], info: dict) -> None:
           "non-members."), "", "Scorers:", ""]
     md += [f"- `{k}`: {m} — needs {n}" for k, (m, n) in scorers.items()]
     md += [f"- skipped `{k}`: {v}" for k, v in info.get("skipped", {}).items()]
-    md += ["", markdown_table(rows), ""]
+    if info.get("command"):
+        md += ["", f"Command: `{info['command']}`"]
+    from activemint.report.robustness import takeaways
+
+    md += ["", "In short:", ""] + [f"- {t}" for t in takeaways(rows)]
+    md += ["", markdown_table(rows), "", unsupported_note(0.001), ""]
     (out / ROBUSTNESS_FILES["markdown"]).write_text("\n".join(md))
     plot_robustness(rows, out / ROBUSTNESS_FILES["plot"])
     from activemint.report.robustness import robustness_page
@@ -233,35 +248,65 @@ def _write_files(out: Path, rows: list[Row], info: dict) -> None:
     (out / ROBUSTNESS_FILES["html"]).write_text(robustness_page(out))
 
 
+#: Severity units on the chart's x-axis (the levels of translate and rotate carry theirs).
+SHORT_UNITS = {"crop": "kept ", "resize": "x", "noise": "sigma ", "brightness_contrast": "+-"}
+#: Short names for the chart's labels.
+SHORT_NAMES = {"brightness_contrast": "bright./contr."}
+
+
+#: Copies per row of the chart: more rows, not narrower bars, when many copies were evaluated.
+PER_ROW = 10
+
+
 def plot_robustness(rows: list[Row], path: Path) -> None:
-    """AUC and TPR@1%FPR against severity (exact copies first), a column per transformation."""
+    """One grouped-bar chart: AUC per transformed copy (severity and its unit under each group), a bar per scorer.
+
+    Up to :data:`PER_ROW` copies per row of the chart (``--transforms all`` gives three rows),
+    so that the labels stay readable at page width.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(r.transform for r in rows if r.transform != "none"))
+    from activemint.transforms import TRANSFORMS
+
     scorers = list(dict.fromkeys(r.scorer for r in rows))
-    ncol = max(1, len(names))
-    fig, axes = plt.subplots(2, ncol, figsize=(2.6 * ncol + 1, 5.4), squeeze=False, sharey="row")
-    exact = {r.scorer: r for r in rows if r.transform == "none"}
-    for j, name in enumerate(names):
-        levels = list(dict.fromkeys(r.level for r in rows if r.transform == name))
+    groups = list(dict.fromkeys((r.transform, r.level) for r in rows))
+    by = {(r.scorer, r.transform, r.level): r for r in rows}
+    width = 0.8 / max(1, len(scorers))
+    n_rows = max(1, -(-len(groups) // PER_ROW))
+    per_row = -(-len(groups) // n_rows)
+    fig, axes = plt.subplots(n_rows, 1, figsize=(11.0, 1.2 + 3.3 * n_rows), squeeze=False)
+    hatches = ["", "//", "..", "xx", "\\\\", "--", "++", "oo"]
+
+    def label(t: str, lv: str) -> str:
+        if t == "none":
+            return "exact\ncopy"
+        unit = SHORT_UNITS.get(t, "")
+        name = SHORT_NAMES.get(t, t)
+        return f"{name}\n{unit}{lv}" if unit and unit not in lv else f"{name}\n{lv}"
+
+    for row_i in range(n_rows):
+        ax = axes[row_i][0]
+        mine = groups[row_i * per_row:(row_i + 1) * per_row]
         for k, sc in enumerate(scorers):
-            by = {r.level: r for r in rows if r.transform == name and r.scorer == sc}
-            seq = [exact.get(sc)] + [by.get(lv) for lv in levels]
-            xs = [i for i, r in enumerate(seq) if r is not None]
-            for row_i, attr in enumerate(("auc", "tpr_at_1pct_fpr")):
-                axes[row_i][j].plot(xs, [getattr(seq[i], attr) for i in xs], marker="o", ms=3,
-                                    color=plt.cm.tab10(k % 10), label=sc if j == 0 and row_i == 0 else None)
-        for row_i in range(2):
-            ax = axes[row_i][j]
-            ax.set_xticks(range(len(levels) + 1), ["exact"] + levels, rotation=45, fontsize=7)
-            ax.grid(alpha=0.3)
-        axes[0][j].set_title(name, fontsize=9)
-    axes[0][0].set_ylabel("AUC")
-    axes[1][0].set_ylabel("TPR @ 1% FPR")
-    fig.legend(loc="lower center", ncol=min(len(scorers), 5), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=110, format="png")
+            xs = [i + (k - (len(scorers) - 1) / 2) * width for i, (t, lv) in enumerate(mine) if (sc, t, lv) in by]
+            ys = [by[sc, t, lv].auc for (t, lv) in mine if (sc, t, lv) in by]
+            ax.bar(xs, ys, width=width, label=sc if row_i == 0 else None, color=plt.cm.tab10(k % 10),
+                   hatch=hatches[k % len(hatches)], edgecolor="white", linewidth=0.5)
+        ax.set_xticks(range(len(mine)), [label(t, lv) for t, lv in mine], fontsize=9)
+        ax.set_xlim(-0.6, per_row - 0.4)
+        ax.set_ylim(0.4, 1.0)
+        ax.axhline(0.5, color="0.4", lw=0.8, ls=":")
+        ax.axhline(0.9, color="0.4", lw=0.8, ls="--")
+        ax.set_ylabel("AUC (0.5 = chance)", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    used = list(dict.fromkeys(t for t, _ in groups if t in TRANSFORMS))
+    fig.suptitle("Membership AUC, members vs non-members copied the same way, per scorer (dashed: 0.90)", fontsize=11)
+    fig.legend(fontsize=10, ncol=min(len(scorers), 5), loc="lower center", frameon=False)
+    units = "; ".join(f"{t} = {TRANSFORMS[t].parameter}" for t in used)
+    fig.text(0.5, 0.055, "severity: " + units, ha="center", fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, 0.09 + 0.02 / n_rows, 1, 0.97))
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)

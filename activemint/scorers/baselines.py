@@ -165,8 +165,9 @@ class PostHocHeadScorer(Scorer):
         policy = self.policy(acfg)
         params["policy"] = acfg.audit_policy if policy is not None else None
         key = sha256_json(params)[:16]
-        # Cached beside the plain model it reads (one head per plain model and recipe).
-        path = plain.run_dir / POSTHOC_HEADS / f"{self.key}-{key}{WEIGHTS_SUFFIX}"
+        # Cached in the output's cache folder (never in the plain run, an input that is only read);
+        # the key names the plain model's weights and the recipe.
+        path = ctx.cache_dir / POSTHOC_HEADS / f"{self.key}-{key}{WEIGHTS_SUFFIX}"
         model = wrap_frozen(plain.model.backbone, taps, shape, head_width=acfg.head_width, head_hidden=acfg.head_hidden, seed=0)
         if path.is_file():
             load_weights(model, path)
@@ -174,7 +175,7 @@ class PostHocHeadScorer(Scorer):
             ctx.log(f"training the post-hoc head on the plain model ({acfg.epochs} epochs) -> {path}")
             train_passive_head(model, ctx.images["members"], ctx.images["external"], epochs=acfg.epochs,
                                lr=acfg.resolved("lr"), batch_size=acfg.batch_size,
-                               external_batch_size=acfg.external_batch_size, seed=0, device=plain.device)
+                               external_batch_size=acfg.external_batch_size, seed=0, device=plain.device, log=ctx.log)
         else:
             from activemint.training.head import train_head
 

@@ -41,6 +41,7 @@ from activemint.data import (
 from activemint.data.streaming import plan_batches
 from activemint.metrics import membership_metrics
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss
+from activemint.progress import progress
 from activemint.rundir import RunDir, RunError, RunExistsError, kill_point
 from activemint.training import distributed
 from activemint.training.batches import cycled_permutation, random_shift_flip, to_input
@@ -366,7 +367,7 @@ class Trainer:
             plan_batches(external, ext_order, cfg.external_batch_size)
         sums: dict[str, float] = {}
         view_rng = np.random.default_rng([cfg.seed, 9, epoch])  # per epoch: resume-safe
-        bar = tqdm(range(steps_per_epoch if steps is None else steps), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        bar = progress(range(steps_per_epoch if steps is None else steps), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=probe or not self.progress, leave=False, unit="step")
         for step in bar:
             bidx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
@@ -415,7 +416,7 @@ class Trainer:
         seen by the MINT loss); the summed losses are read once, at the end."""
         n = steps_per_epoch if steps is None else steps
         sums: dict[str, torch.Tensor] = {}
-        bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=probe or not self.progress, leave=False, unit="step")
+        bar = progress(total=n, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=probe or not self.progress, leave=False, unit="step")
         for xm, ym, xe, seen, xv in batches.epoch(steps_per_epoch, n):
             parts = self._step(model, loss_fn, opt, xm, ym, xe, seen, xv)
             if sched is not None:

@@ -1,0 +1,313 @@
+"""What a new auditor sees (issue 24): one set of options, errors by flag, decisions with their
+limits, nothing silent.  Each test failed on the code before the issue was worked."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from activemint.cli import build_parser, main
+
+#: The commands that load or train a model (run torch); each takes the shared runtime options.
+MODEL_COMMANDS = {"train", "evaluate", "score", "grid", "audit", "compare", "robustness", "power"}
+#: The commands that only read files or registries.
+OTHER_COMMANDS = {"report", "datasets", "archs"}
+SHARED = ("--threads", "--device", "--data-root")
+RUN_FILES = ("config.yaml", "manifest.csv", "model.safetensors", "model.json", "scores.npz", "metrics.json", "metrics.jsonl")
+
+
+def _subparsers():
+    return build_parser().get_default("subparsers")
+
+
+def test_every_model_command_takes_threads_device_data_root_with_help(capsys):
+    subs = _subparsers()
+    # every command is classified: a new command must say whether it runs a model
+    assert set(subs) == MODEL_COMMANDS | OTHER_COMMANDS
+    for name in sorted(MODEL_COMMANDS):
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        text = capsys.readouterr().out
+        for flag in SHARED:
+            assert flag in text, (name, flag)
+        actions = {o: a for a in subs[name]._actions for o in a.option_strings}
+        for flag in SHARED:
+            assert actions[flag].help and len(actions[flag].help) > 20, (name, flag)
+    # one text for all of them: the help is shared, not copied
+    helps = {(subs[n]._option_string_actions["--device"].help) for n in MODEL_COMMANDS}
+    assert len(helps) == 1
+
+
+def test_version_and_audit_help_without_double_percent(capsys):
+    from activemint import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"activemint {__version__}"
+    with pytest.raises(SystemExit):
+        main(["audit", "--help"])
+    out = capsys.readouterr().out
+    assert "95% CI" in out and "%%" not in out
+
+
+def test_evaluate_takes_threads(tmp_path, capsys):
+    # before: "unrecognized arguments: --threads 1"; now parsed and refused for the missing run only
+    rc = main(["evaluate", str(tmp_path / "nope"), "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unrecognized" not in err and "nope" in err
+
+
+@pytest.mark.parametrize("options,flag", [(["--reference-models", "2"], "--reference-models"),
+                                          (["--passive-epochs", "0"], "--passive-epochs")])
+def test_compare_errors_name_the_flag_not_the_class(tmp_path, capsys, options, flag):
+    rc = main(["compare", *options, "--out", str(tmp_path / "c"), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(f"activemint compare: error: {flag} must be")
+    assert "Config" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_advice_only_names_options_the_command_has():
+    from activemint.cli import fit_advice
+
+    msg = ("dataset 'mnist': no data root given and none of /a, /b exists; pass --data-root (root=...) or --download "
+           "(or install the Debian package that provides /a)")
+    assert fit_advice(msg, {"--data-root", "--download"}).count("--download") == 1
+    got = fit_advice(msg, {"--data-root"})
+    assert "--download" not in got and "root=" not in got and "pass --data-root" in got and got.endswith("provides /a)")
+    bare = fit_advice("dataset 'x': expected file a in b; pass --data-root or --download", set())
+    assert bare == "dataset 'x': expected file a in b"
+
+
+def test_line_progress_when_output_is_not_a_terminal():
+    from activemint.progress import progress
+
+    buf = io.StringIO()
+    for _ in progress(range(50), desc="work", file=buf, mininterval=0, miniters=1):
+        pass
+    text = buf.getvalue()
+    lines = [ln for ln in text.splitlines() if ln]
+    assert "\r" not in text and len(lines) >= 2 and all(ln.startswith("work:") for ln in lines)
+    assert "50/50" in lines[-1]
+
+
+def test_tpr_interval_and_unsupported_mark():
+    from scipy.stats import binomtest
+
+    from activemint.metrics import fmt_tpr, fpr_supported, tpr_interval
+
+    lo, hi = tpr_interval(0.42, 2000)
+    ci = binomtest(840, 2000).proportion_ci(0.95, method="exact")  # the same Clopper-Pearson, computed apart
+    assert lo == pytest.approx(ci.low, abs=1e-9) and hi == pytest.approx(ci.high, abs=1e-9)
+    assert fpr_supported(1000, 0.01) and not fpr_supported(999, 0.01) and not fpr_supported(2000, 0.001)
+    assert fmt_tpr(0.42, 2000, 2000, 0.01) == f"0.420 [{lo:.3f}, {hi:.3f}] (n = 2000 / 2000)"
+    assert fmt_tpr(0.1, 2000, 500, 0.001).endswith(" *")
+
+
+def test_alias_is_announced_and_stored_canonical_and_run_leaves_log_not_lock(tmp_path, capsys):
+    from conftest import require_fashion_mnist
+
+    require_fashion_mnist()
+    out = tmp_path / "run"
+    rc = main(["train", "--dataset", "fashion_mnist", "--members", "200", "--external", "400", "--validation", "100",
+               "--calibration", "300", "--eval-nonmembers", "200", "--epochs", "2", "--threads", "1", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "'fashion_mnist' is an alias of 'fashion-mnist'" in captured.err
+    assert "dataset: fashion-mnist" in (out / "config.yaml").read_text()
+    log = (out / "train.log").read_text()
+    assert log.startswith("$ activemint train --dataset fashion_mnist") and "epoch 2/2" in log and "run summary" in log
+    assert not (out / ".activemint.lock").exists()
+    # the run's own summary says what it is; a plain model is never called "audited"
+    from activemint.report import run_summary
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "audited model test accuracy" in run_summary(metrics)
+    assert "audited model" not in run_summary({**metrics, "mint": False, "membership": None})
+
+
+def test_lock_is_removed_on_release_only_once_the_run_is_finished(tmp_path):
+    from activemint.rundir import RunDir
+
+    rd = RunDir(tmp_path / "r")
+    with rd.lock("train"):
+        assert rd.lock_file.is_file()
+    assert rd.lock_file.is_file()  # unfinished (no metrics.json): the lock stays, naming its last holder
+    with rd.lock("train"):
+        rd.metrics.write_text("{}")
+    assert not rd.lock_file.exists()
+    with rd.lock("train"):  # and it can be taken again
+        assert rd.lock_file.is_file()
+
+
+# ----------------------------------------------------------------------------- with a trained run
+@pytest.fixture(scope="module")
+def run_copy(audited_run_dir, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("auditor") / "run"
+    d.mkdir()
+    for name in RUN_FILES:
+        shutil.copy2(audited_run_dir / name, d / name)
+    return d
+
+
+def test_score_gives_calibrated_decisions_and_conformal_pvalues(run_copy, tmp_path, capsys):
+    from activemint.audit.calibration import calibrate_run, conformal_pvalues
+    from activemint.runs import load_run
+
+    out = tmp_path / "s.csv"
+    before = sorted(p.name for p in run_copy.iterdir())
+    assert main(["score", str(run_copy), "split:members", "split:eval_nonmembers", "-o", str(out), "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in run_copy.iterdir()) == before  # score only reads the run
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cal = calibrate_run(load_run(run_copy, device="cpu"), 0.01, save=False)
+    logits = np.array([float(r["membership_logit"]) for r in rows])
+    # 6 decimals: a logit within 1e-6 of the threshold could read either way; none is here
+    near = np.abs(logits - cal.threshold) < 1e-6
+    flagged = np.array([r["flagged"] == "yes" for r in rows])
+    assert (flagged[~near] == (logits[~near] > cal.threshold)).all()
+    p = np.array([float(r["conformal_p_value"]) for r in rows])
+    np.testing.assert_allclose(p[~near], conformal_pvalues(logits[~near], cal.scores), rtol=1e-5)
+    assert f"{cal.threshold:.4f}" in err and "not a probability" in err
+    n_mem = sum(r["id"].startswith("members:") for r in rows)
+    assert f"flagged {int(flagged[:n_mem].sum())} of {n_mem} at FPR 0.01" in err
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    assert "not a probability" in " ".join(capsys.readouterr().out.split())
+
+
+def test_score_of_another_data_set_does_not_advise_options_score_lacks(run_copy, capsys):
+    rc = main(["score", str(run_copy), "dataset:mnist:test"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--download" not in err and "root=" not in err and "Traceback" not in err
+    assert "not the run's data set" in err
+
+
+def test_one_image_audit_warns_is_neutral_and_states_its_limits(run_copy, tmp_path, capsys):
+    from activemint.audit.limits import DOCS_FIGURES
+    from activemint.runs import load_run
+
+    run = load_run(run_copy, device="cpu")
+    s = run.data.splits
+    imgs = run.data.test.images[np.asarray(s.eval_nonmembers)]
+    low = int(np.argmin(run.membership_logits(imgs)))  # the least member-like non-member: no evidence
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(imgs[low, 0].numpy()).save(folder / "x.png")
+    out = tmp_path / "audit"
+    assert main(["audit", str(run_copy), str(folder), "--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    html = (out / "report.html").read_text()
+    doc = json.loads((out / "audit.json").read_text())
+    assert doc["decision"] == "no evidence of membership"
+    assert 'class="verdict none"' in html and "verdict keep" not in html  # neutral, not green
+    assert "Small set" in html and "Small set" in printed and doc["small_set_warning"]
+    assert html.index("How to read this") < html.index('id="verdict"')
+    # no robustness figures for this run: the docs' figures, named as such; shifts are mostly missed
+    assert doc["limits"]["own_figures"] is False and "docs/what-amint-detects.md" in doc["limits"]["source"]
+    shift = next(r for r in doc["limits"]["rows"] if r["transform"] == "translate")
+    assert shift["grade"] == "mostly missed" and shift["auc"] == DOCS_FIGURES["exact-trained"]["translate", "2px"][0]
+    assert "mostly misses" in printed and "2-px shifts" in html
+    assert doc["command"].startswith("activemint audit ") and "--threads 1" in doc["command"]
+    assert not list(out.parent.glob(".*.lock"))
+
+
+def test_audit_limits_come_from_the_runs_own_robustness_figures(run_copy, tmp_path):
+    from activemint.audit.limits import detection_limits
+
+    rob = tmp_path / "r" / "robustness"
+    rob.mkdir(parents=True)
+    rows = [{"scorer": "active_mint", "transform": "none", "level": "exact", "auc": 0.99, "tpr_at_1pct_fpr": 0.8},
+            {"scorer": "active_mint", "transform": "translate", "level": "2px", "auc": 0.95, "tpr_at_1pct_fpr": 0.3},
+            {"scorer": "phash", "transform": "translate", "level": "2px", "auc": 0.5, "tpr_at_1pct_fpr": 0.0}]
+    (rob / "robustness.json").write_text(json.dumps({"info": {}, "rows": rows}))
+    lim = detection_limits(tmp_path / "r")
+    assert lim.own and str(rob) in lim.source
+    assert [(r["copy"], r["grade"]) for r in lim.rows] == [("exact copies", "detected"), ("2-px shifts", "detected")]
+    assert "mostly misses" not in lim.sentence()
+
+
+@pytest.mark.slow
+def test_robustness_plain_run_is_only_read_and_the_page_reads_at_a_glance(tmp_path, capsys):
+    from conftest import trained_run
+    from test_robustness import SMALL
+
+    active, plain = trained_run(**SMALL), trained_run(**SMALL, mint=False)
+
+    def listing(d: Path) -> list[tuple[str, int, int]]:
+        return sorted((str(p.relative_to(d)), p.stat().st_size, p.stat().st_mtime_ns) for p in d.rglob("*"))
+
+    before = listing(plain)
+    out = tmp_path / "rb"
+    argv = ["robustness", str(active), "--plain-run", str(plain), "--scorers", "active_mint,posthoc_head",
+            "--transforms", "translate:2px", "--max-samples", "150", "--bootstrap", "0", "--out", str(out), "--threads", "1"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert listing(plain) == before  # the post-hoc head is cached in the output folder, not in the input run
+    assert list((out / "cache" / "posthoc-heads").glob("*.safetensors"))
+    html = (out / "robustness.html").read_text()
+    assert f"activemint {' '.join(argv)}" in html  # the full command, options included
+    top = html[:html.index("<details")]
+    assert 'id="takeaway"' in top and "active_mint: exact copies AUC" in top and "posthoc_head: exact copies AUC" in top
+    assert html.count("<img") == 1 and "<table>" not in top  # one chart first, the table folded below
+    doc = json.loads((out / "robustness.json").read_text())
+    assert doc["info"]["command"] == f"activemint {' '.join(argv)}"
+    n = doc["rows"][0]["n_nonmembers"]
+    assert n == 150 and " *" in html  # 150 non-members cannot support 1% FPR (needs 1000): marked
+    assert f"(n = 150 / {n})" in html
+
+
+def test_no_stale_lock_after_audit_or_train_baseline(audited_run_dir):
+    # the session's fixture run was trained by the Trainer: finished, no lock left behind
+    assert not (Path(audited_run_dir) / ".activemint.lock").exists()
+    assert os.path.isfile(Path(audited_run_dir) / "metrics.json")
+
+
+def test_data_root_reaches_the_data_of_a_run_command(run_copy, tmp_path, capsys):
+    empty = tmp_path / "empty-root"
+    empty.mkdir()
+    rc = main(["evaluate", str(run_copy), "--data-root", str(empty), "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unrecognized" not in err and str(empty) in err and "--download" not in err
+
+
+def test_grid_applies_device_and_data_root_to_its_cells():
+    import argparse
+
+    from activemint import grid
+    from activemint.cli.grid import _with_runtime
+
+    cells = grid.expand(grid.load_matrix(None), "cpu", datasets=["fashion-mnist"], archs=["small_cnn"], setups=["entry"])
+    assert cells
+    same = _with_runtime(cells, argparse.Namespace(device="auto", data_root=None))
+    assert [c.key for c in same] == [c.key for c in cells]  # nothing given: each cell's own config, same keys
+    got = _with_runtime(cells, argparse.Namespace(device="cpu", data_root="/data/x"))
+    assert {(c.config.device, c.config.data_root) for c in got} == {("cpu", "/data/x")}
+
+
+def test_learning_curves_mark_the_kept_epoch():
+    import base64
+
+    from activemint.report import plots
+
+    records = [{"epoch": e, "task_loss": 1 / e, "val_accuracy": 0.5 + 0.04 * e, "mint_loss": 0.7 - 0.01 * e,
+                "val_membership_auc": 0.5 + 0.03 * e} for e in range(1, 9)]
+
+    def pixels(uri: str) -> np.ndarray:
+        with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as im:
+            return np.asarray(im.convert("RGB")).astype(int)
+
+    plain, marked = pixels(plots.learning_curves(records)), pixels(plots.learning_curves(records, kept=5))
+    assert plain.shape == marked.shape
+    # the marker is red (#c62828): present only where the kept epoch is drawn
+    red = lambda a: ((a[..., 0] > 150) & (a[..., 1] < 80) & (a[..., 2] < 80)).sum()  # noqa: E731
+    assert red(plain) == 0 and red(marked) > 100
