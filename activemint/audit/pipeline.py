@@ -28,7 +28,7 @@ import numpy as np
 
 import activemint
 from activemint import rundir
-from activemint.audit.calibration import Calibration, calibrate_run
+from activemint.audit.calibration import Calibration, calibrate_run, neighbourhood_calibration
 from activemint.audit.settest import DEFAULT_TEST, SetTestReport, set_tests
 from activemint.audit.suspect import SuspectSet, load_suspect
 from activemint.errors import UserError
@@ -214,6 +214,9 @@ def audit(
     convert_channels: bool = False,
     device: str = "auto",
     save_calibration: bool = True,
+    neighbourhood: str | None = None,
+    aggregate: str = "max",
+    neighbourhood_seed: int = 0,
 ) -> AuditResult:
     """Audit ``suspect`` (folders, files, file lists, ``split:ROLE``) against a run.
 
@@ -225,17 +228,28 @@ def audit(
         test: which set-level test decides (``exceedance``, ``mann_whitney``, ``mixture``).
         resize, convert_channels: accept images of another size / channel count.
         save_calibration: save the calibration to the run directory (first audit only).
+        neighbourhood: a view set (:mod:`activemint.neighbourhood`): every suspect image, and every
+            calibration, member and evaluation non-member sample of the run, is scored over its
+            views and the scores aggregated by ``aggregate``; the calibration is recomputed that
+            way (never saved).  ``neighbourhood_seed`` seeds a ``random:N`` view set.
     """
+    from activemint.neighbourhood import get_view_set, neighbourhood_scores, parse_aggregate
     from activemint.runs import load_run
 
     if not 0 < alpha < 1:
         raise AuditError(f"--alpha must be in (0, 1), got {alpha}")
+    views = get_view_set(neighbourhood, neighbourhood_seed) if neighbourhood else None  # bad names fail before any work
+    agg = parse_aggregate(aggregate) if neighbourhood else None
     run = load_run(run_dir, device=device)
     if not run.is_audited:
         raise AuditError(f"{run_dir} is a plain run (mint off): it has no membership head to audit with")
     sus = load_suspect(run, list(suspect), resize=resize, convert_channels=convert_channels)
-    cal = calibrate_run(run, target_fpr, save=save_calibration)
-    scores = run.membership_logits(sus.images)
+    if views is None:
+        cal = calibrate_run(run, target_fpr, save=save_calibration)
+        scores = run.membership_logits(sus.images)
+    else:
+        cal = neighbourhood_calibration(run, target_fpr, views, agg)
+        scores = neighbourhood_scores(run.membership_logits, sus.images, views, agg)
     unique = sus.unique_mask()
     tests = set_tests(scores[unique], cal, alpha=alpha, default_test=test)
     created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
@@ -243,7 +257,9 @@ def audit(
         run_dir=Path(run_dir).resolve(), suspect=sus, scores=scores, pvalues=cal.pvalues(scores), flagged=cal.decide(scores),
         unique=unique, calibration=cal, tests=tests, model=model_identity(run), created=created,
         options={"alpha": alpha, "target_fpr": target_fpr, "test": test, "resize": resize,
-                 "convert_channels": convert_channels},
+                 "convert_channels": convert_channels,
+                 **({"neighbourhood": {**views.describe(), "seed": neighbourhood_seed, "aggregate": agg.name,
+                                       "cost_per_query": views.cost()}} if views is not None else {})},
     )
 
 
