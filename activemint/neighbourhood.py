@@ -21,7 +21,12 @@ small against a forward pass): :func:`ViewSet.cost`.
 
 Aggregations of the ``V`` view scores of a query (:func:`parse_aggregate`): ``max``,
 ``mean``, ``topk:K`` (mean of the K highest), ``trimmed:F`` (mean after dropping the F
-fraction lowest and the F fraction highest scores).
+fraction lowest and the F fraction highest scores), and ``zmax``: the largest view score after
+standardising each view by the mean and standard deviation of that view's scores on reference
+non-members (:meth:`Aggregate.fit`; the callers fit it on the run's external data E only, a
+seeded subset of :data:`REFERENCE_SIZE`, never on the calibration or evaluation samples).
+Without it every extra view raises the maximum of a non-member's scores as much as a
+member's: a view that shifts an image tends to score higher (or lower) for every image.
 """
 from __future__ import annotations
 
@@ -153,6 +158,12 @@ VIEW_SETS: dict[str, ViewSet] = {vs.name: vs for vs in (
     ViewSet("exact", "the query as it is (the ordinary score; for comparison)", _dedup([])),
     ViewSet("shift1", "shifts on a 3x3 grid of +-1 px", _dedup(_grid(1))),
     ViewSet("shift2", "shifts on a 5x5 grid of +-2 px", _dedup(_grid(2))),
+    ViewSet("axis", "shifts by 1 and 2 px along each axis; a sharpening (factor 2)",
+            _dedup([View(dx=d) for d in (1, -1, 2, -2)] + [View(dy=d) for d in (1, -1, 2, -2)] + [View("sharpen", value=2.0)])),
+    ViewSet("compact", "shifts on a 3x3 grid of +-1 px and by 2 px along each axis; zoom-outs 0.9 and 0.95 about the "
+                       "centre; a sharpening (factor 2); a 3x3 median",
+            _dedup(_grid(1) + [View(dx=2), View(dx=-2), View(dy=2), View(dy=-2), View(scale=0.9), View(scale=0.95),
+                                View("sharpen", value=2.0), View("median")])),
     ViewSet("geometric", "shifts on a 5x5 grid of +-2 px; zoom-outs 0.9 and 0.95 about the centre, each on a 3x3 shift "
                          "grid (undo a crop resized back); rotations +-5, +-10 degrees",
             _dedup(_grid(2) + _ZOOM + _ROTATIONS)),
@@ -204,16 +215,34 @@ class Aggregate:
 
     kind: str
     param: float = 0.0
+    mu: tuple[float, ...] | None = None  # zmax: per-view reference mean and standard deviation (fit)
+    sd: tuple[float, ...] | None = None
 
     @property
     def name(self) -> str:
-        return self.kind if self.kind in ("max", "mean") else f"{self.kind}:{self.param:g}"
+        return self.kind if self.kind in ("max", "mean", "zmax") else f"{self.kind}:{self.param:g}"
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.kind == "zmax"
+
+    def fit(self, reference_view_scores: np.ndarray) -> Aggregate:
+        """This aggregation with its per-view statistics taken from (V, M) reference non-member scores."""
+        r = np.asarray(reference_view_scores, dtype=np.float64)
+        if r.ndim != 2 or r.shape[1] < 2:
+            raise NeighbourhoodError(f"{self.name}: needs (views, >= 2 samples) reference scores, got shape {r.shape}")
+        sd = np.maximum(r.std(axis=1), 1e-12)
+        return Aggregate(self.kind, self.param, tuple(map(float, r.mean(axis=1))), tuple(map(float, sd)))
 
     def __call__(self, view_scores: np.ndarray) -> np.ndarray:
         """(V, N) scores -> (N,) float64."""
         s = np.asarray(view_scores, dtype=np.float64)
         if s.ndim != 2:
             raise NeighbourhoodError(f"expected (views, samples) scores, got shape {s.shape}")
+        if self.kind == "zmax":
+            if self.mu is None or len(self.mu) != len(s):
+                raise NeighbourhoodError("zmax: fit it on reference non-member scores of the same views first")
+            return ((s - np.asarray(self.mu)[:, None]) / np.asarray(self.sd)[:, None]).max(axis=0)
         if self.kind == "max":
             return s.max(axis=0)
         if self.kind == "mean":
@@ -227,13 +256,14 @@ class Aggregate:
         return srt[cut:v - cut].mean(axis=0)
 
 
-AGGREGATES = ("max", "mean", "topk:K", "trimmed:F")
+AGGREGATES = ("max", "mean", "topk:K", "trimmed:F", "zmax")
+REFERENCE_SIZE = 2000  # reference non-members (external data) that fit zmax's per-view statistics
 
 
 def parse_aggregate(spec: str) -> Aggregate:
-    """``max``, ``mean``, ``topk:K`` (K >= 1), ``trimmed:F`` (0 <= F < 0.5)."""
+    """``max``, ``mean``, ``topk:K`` (K >= 1), ``trimmed:F`` (0 <= F < 0.5), ``zmax``."""
     kind, _, p = spec.strip().partition(":")
-    if kind in ("max", "mean") and not p:
+    if kind in ("max", "mean", "zmax") and not p:
         return Aggregate(kind)
     try:
         if kind == "topk":
@@ -246,14 +276,14 @@ def parse_aggregate(spec: str) -> Aggregate:
                 return Aggregate("trimmed", f)
     except ValueError:
         pass
-    raise NeighbourhoodError(f"unknown aggregation {spec!r}; known: max, mean, topk:K (K >= 1), trimmed:F (0 <= F < 0.5)")
+    raise NeighbourhoodError(f"unknown aggregation {spec!r}; known: max, mean, topk:K (K >= 1), trimmed:F (0 <= F < 0.5), zmax")
 
 
 def parse_aggregates(spec: str) -> list[Aggregate]:
     """A comma-separated list of aggregations (duplicates dropped)."""
     out = list(dict.fromkeys(parse_aggregate(a) for a in spec.split(",") if a.strip()))
     if not out:
-        raise NeighbourhoodError("no aggregation given (--aggregate max, mean, topk:K, trimmed:F)")
+        raise NeighbourhoodError("no aggregation given (--aggregate max, mean, topk:K, trimmed:F, zmax)")
     return out
 
 
@@ -272,8 +302,27 @@ def view_scores(score_images: Callable[[torch.Tensor], np.ndarray], images: torc
     return out
 
 
-def neighbourhood_scores(score_images: Callable[[torch.Tensor], np.ndarray], images: torch.Tensor, views: ViewSet | str,
-                         aggregate: Aggregate | str = "max") -> np.ndarray:
-    """(N,) aggregated scores of ``images`` over the views of ``views``."""
+def reference_subset(n: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of the seeded subset of ``n`` reference samples that fits zmax (at most REFERENCE_SIZE)."""
+    if n <= REFERENCE_SIZE:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, REFERENCE_SIZE, replace=False))
+
+
+def fit_aggregate(aggregate: Aggregate | str, score_images: Callable[[torch.Tensor], np.ndarray], views: ViewSet | str,
+                  reference: torch.Tensor | None) -> Aggregate:
+    """``aggregate``, fitted on ``reference`` non-member images (a seeded subset) when it needs it."""
     agg = parse_aggregate(aggregate) if isinstance(aggregate, str) else aggregate
+    if not agg.needs_fit or agg.mu is not None:
+        return agg
+    if reference is None or len(reference) < 2:
+        raise NeighbourhoodError(f"{agg.name} needs reference non-members (the run's external data)")
+    ref = reference[torch.as_tensor(reference_subset(len(reference)))]
+    return agg.fit(view_scores(score_images, ref, get_view_set(views)))
+
+
+def neighbourhood_scores(score_images: Callable[[torch.Tensor], np.ndarray], images: torch.Tensor, views: ViewSet | str,
+                         aggregate: Aggregate | str = "max", reference: torch.Tensor | None = None) -> np.ndarray:
+    """(N,) aggregated scores of ``images`` over the views of ``views`` (``reference``: what fits zmax)."""
+    agg = fit_aggregate(aggregate, score_images, views, reference)
     return agg(view_scores(score_images, images, get_view_set(views)))

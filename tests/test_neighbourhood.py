@@ -98,6 +98,24 @@ def test_aggregations_match_their_definitions(s, k, f):
         assert np.all(got <= s.max(axis=0) + 1e-9) and np.all(got >= s.min(axis=0) - 1e-9)
 
 
+def test_zmax_standardises_each_view_on_the_reference():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(4, 50)) * np.array([[1.0], [2.0], [0.5], [3.0]]) + np.array([[0.0], [5.0], [-1.0], [2.0]])
+    s = rng.normal(size=(4, 7))
+    agg = parse_aggregate("zmax").fit(ref)
+    expect = ((s - ref.mean(axis=1, keepdims=True)) / ref.std(axis=1, keepdims=True)).max(axis=0)
+    np.testing.assert_allclose(agg(s), expect, rtol=1e-12, atol=1e-12)
+    # a view that scores every image higher by a constant no longer decides the maximum
+    shifted_ref, shifted_s = ref.copy(), s.copy()
+    shifted_ref[1] += 100.0
+    shifted_s[1] += 100.0
+    np.testing.assert_allclose(parse_aggregate("zmax").fit(shifted_ref)(shifted_s), expect, rtol=1e-9, atol=1e-9)
+    with pytest.raises(NeighbourhoodError):
+        parse_aggregate("zmax")(s)  # not fitted
+    with pytest.raises(NeighbourhoodError):
+        agg(s[:3])  # fitted on other views
+
+
 def test_view_scores_call_the_scorer_once_per_view(images):
     calls = []
 
@@ -126,14 +144,18 @@ def small_run():
 @pytest.mark.slow
 def test_robustness_neighbourhood_rows_are_identical_on_a_rerun(small_run, tmp_path):
     args = ["robustness", str(small_run), "--transforms", "translate:2px", "--scorers", "active_mint,phash",
-            "--max-samples", "150", "--bootstrap", "0", "--neighbourhood", "random:6", "--aggregate", "max,topk:2"]
+            "--max-samples", "150", "--bootstrap", "0", "--neighbourhood", "random:6", "--aggregate", "max,topk:2,zmax", "--save-scores"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     a, b = (json.loads((tmp_path / d / "robustness.json").read_text()) for d in "ab")
     assert a["rows"] == b["rows"]
+    with np.load(tmp_path / "a" / "scores.npz") as za, np.load(tmp_path / "b" / "scores.npz") as zb:
+        assert za.files == zb.files and len(za.files) == 8 * 2 * 3  # rows x copies x roles
+        for k in za.files:
+            np.testing.assert_array_equal(za[k], zb[k])
     keys = {r["scorer"] for r in a["rows"]}
-    assert keys == {"active_mint", "phash", "active_mint@random:6/max", "active_mint@random:6/topk:2",
-                    "phash@random:6/max", "phash@random:6/topk:2"}
+    assert keys == {f"{s}{n}" for s in ("active_mint", "phash")
+                    for n in ("", "@random:6/max", "@random:6/topk:2", "@random:6/zmax")}
     assert a["info"]["neighbourhood"]["n_views"] == 6 and "6 views" in a["info"]["neighbourhood"]["cost_per_query"]
     # The view set "exact" is the plain score: its rows equal the plain scorer's, figure for figure.
     assert main(["robustness", str(small_run), "--transforms", "translate:2px", "--scorers", "active_mint",
@@ -151,19 +173,21 @@ def test_audit_with_neighbourhood_calibrates_on_nonmembers_scored_the_same_way(s
     from activemint.audit import audit
     from activemint.runs import load_run
 
-    r = audit(small_run, ["split:calibration"], neighbourhood="shift1", aggregate="topk:3", device="cpu",
+    r = audit(small_run, ["split:calibration"], neighbourhood="shift1", aggregate="zmax", device="cpu",
               save_calibration=False)
     run = load_run(small_run, device="cpu")
-    cal_images = run.data.train.images[torch.as_tensor(np.asarray(run.data.splits.calibration))]
-    expect = neighbourhood_scores(run.membership_logits, cal_images, "shift1", "topk:3")
+    split = run.data.splits
+    cal_images = run.data.train.images[torch.as_tensor(np.asarray(split.calibration))]
+    externals = run.data.train.images[torch.as_tensor(np.asarray(split.external))]
+    expect = neighbourhood_scores(run.membership_logits, cal_images, "shift1", "zmax", reference=externals)
     # the suspect set is the calibration split itself: its scores are the calibration scores
     np.testing.assert_array_equal(np.sort(r.scores), np.sort(r.calibration.scores))
     np.testing.assert_array_equal(np.sort(r.calibration.scores), np.sort(expect))
     # ... so the calibrated rule flags exactly n_above of them
     assert int(r.flagged.sum()) == r.calibration.n_above
-    assert r.options["neighbourhood"]["name"] == "shift1" and r.options["neighbourhood"]["aggregate"] == "topk:3"
+    assert r.options["neighbourhood"]["name"] == "shift1" and r.options["neighbourhood"]["aggregate"] == "zmax"
     assert "neighbourhood shift1" in r.calibration.source
-    again = audit(small_run, ["split:calibration"], neighbourhood="shift1", aggregate="topk:3", device="cpu",
+    again = audit(small_run, ["split:calibration"], neighbourhood="shift1", aggregate="zmax", device="cpu",
                   save_calibration=False)
     np.testing.assert_array_equal(again.scores, r.scores)
 

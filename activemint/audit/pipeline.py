@@ -233,7 +233,7 @@ def audit(
             views and the scores aggregated by ``aggregate``; the calibration is recomputed that
             way (never saved).  ``neighbourhood_seed`` seeds a ``random:N`` view set.
     """
-    from activemint.neighbourhood import get_view_set, neighbourhood_scores, parse_aggregate
+    from activemint.neighbourhood import fit_aggregate, get_view_set, neighbourhood_scores, parse_aggregate
     from activemint.runs import load_run
 
     if not 0 < alpha < 1:
@@ -248,6 +248,10 @@ def audit(
         cal = calibrate_run(run, target_fpr, save=save_calibration)
         scores = run.membership_logits(sus.images)
     else:
+        import torch
+
+        externals = run.data.train.images[torch.as_tensor(np.asarray(run.data.splits.external))]
+        agg = fit_aggregate(agg, run.membership_logits, views, externals)  # zmax: on E only
         cal = neighbourhood_calibration(run, target_fpr, views, agg)
         scores = neighbourhood_scores(run.membership_logits, sus.images, views, agg)
     unique = sus.unique_mask()

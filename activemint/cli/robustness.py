@@ -27,12 +27,14 @@ def add_parser(sub) -> None:
     rb.add_argument("--neighbourhood", metavar="VIEWSET",
                     help="also score every image scorer over a neighbourhood of each image (members, non-members and "
                          "calibration alike) and aggregate: rows SCORER@VIEWSET/AGG. View sets: exact, shift1 (9 views), "
-                         "shift2 (25), geometric (47), photometric (5), all (51), random:N (seeded); cost per query: one "
+                         "shift2 (25), compact (17), geometric (47), photometric (5), all (51), random:N (seeded); cost per query: one "
                          "scoring per view")
     rb.add_argument("--aggregate", default="max",
                     help="with --neighbourhood: comma-separated aggregations of the view scores, one row each: max, mean, "
                          "topk:K, trimmed:F (default max)")
     rb.add_argument("--neighbourhood-seed", type=int, default=0, help="seed of a random:N view set (default 0)")
+    rb.add_argument("--save-scores", action="store_true",
+                    help="also write every row's scores to OUT/scores.npz (SCORER|TRANSFORM:LEVEL|ROLE arrays)")
     rb.set_defaults(func=run)
 
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     rows = run_robustness(args.run_dir, out, transforms=args.transforms, scorers=scorers, plain_run=args.plain_run,
                           members=args.members, seed=args.seed, max_samples=args.max_samples, bootstrap=args.bootstrap,
                           neighbourhood=args.neighbourhood, aggregate=args.aggregate, neighbourhood_seed=args.neighbourhood_seed,
+                          save_scores=args.save_scores,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     from activemint.rundir import ROBUSTNESS_FILES
 

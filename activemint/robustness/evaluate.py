@@ -134,6 +134,7 @@ def run_robustness(
     neighbourhood: str | None = None,
     aggregate: str = "max",
     neighbourhood_seed: int = 0,
+    save_scores: bool = False,
     log: Callable[[str], None] = lambda m: None,
 ) -> list[Row]:
     """Evaluate every applicable scorer on every transformed copy; write the outputs; return the rows.
@@ -143,6 +144,9 @@ def run_robustness(
     the views of each image (members, non-members and calibration alike), keyed
     ``<scorer>@<view set>/<aggregation>``.  The view scores are computed once per role and
     copy and shared by the aggregations.
+
+    ``save_scores`` also writes every row's scores to ``OUT/scores.npz``, one float64 array per
+    ``<scorer>|<transform>:<level>|<role>`` (roles: members, eval_nonmembers, calibration).
     """
     t0 = time.time()
     out = Path(out_dir) if out_dir else Path(run_dir) / "robustness"
@@ -176,6 +180,10 @@ def run_robustness(
                 skipped[f"{sc.key}@{views.name}"] = why
                 continue
             wrapped[sc.key] = [NeighbourhoodScorer(sc, views, a) for a in aggs]
+            if any(a.needs_fit for a in aggs):  # zmax: per-view statistics of external data E, once per scorer
+                ref = wrapped[sc.key][0].reference_view_scores(ctx)
+                for w in wrapped[sc.key]:
+                    w.fit(ref)
         log(f"neighbourhood {views.name}: {views.cost()}; aggregations {', '.join(a.name for a in aggs)}")
     t_nb = [0.0, 0, 0.0]  # seconds on neighbourhood scoring, queries scored, seconds on plain scoring of the same
 
@@ -199,6 +207,7 @@ def run_robustness(
     all_rows += [(w.key, w.name, w.needs) for ws in wrapped.values() for w in ws]
     exact_cal = score_all(ctx.images["calibration"])
     rows: list[Row] = []
+    saved: dict[str, np.ndarray] = {}
     for name, level in pairs:
         if (name, level) == EXACT:
             copies = {r: ctx.images[r] for r in ROLES}
@@ -207,6 +216,8 @@ def run_robustness(
         scored = {r: (exact_cal if (name, level) == EXACT and r == "calibration" else score_all(copies[r])) for r in ROLES}
         for key, method, needs in all_rows:
             sm, sn, scal = (scored[r][key] for r in ROLES)
+            if save_scores:
+                saved.update({f"{key}|{name}:{level}|{r}": np.asarray(scored[r][key], dtype=np.float64) for r in ROLES})
             m = membership_metrics(sm, sn, calibration_scores=scal, target_fpr=target, bootstrap=bootstrap, seed=seed)
             t_exact = calibrate_threshold(exact_cal[key], target)
             rows.append(Row(
@@ -227,6 +238,10 @@ def run_robustness(
                                  "timing_note": "all wrapped scorers together, measured in this run (a shared machine: ratios only)",
                                  "queries_scored": t_nb[1]}
     write_outputs(out, rows, info)
+    if save_scores:
+        from activemint.rundir import atomic_write
+
+        atomic_write(out / "scores.npz", lambda f: np.savez(f, **saved))
     return rows
 
 

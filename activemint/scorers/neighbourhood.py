@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from activemint.neighbourhood import Aggregate, ViewSet, get_view_set, parse_aggregate, view_scores
+from activemint.neighbourhood import (
+    Aggregate,
+    NeighbourhoodError,
+    ViewSet,
+    get_view_set,
+    parse_aggregate,
+    reference_subset,
+    view_scores,
+)
 from activemint.scorers.base import Context, Scorer, ScorerError
 
 
@@ -67,6 +75,20 @@ class NeighbourhoodScorer(Scorer):
 
     def prepare(self, ctx: Context) -> None:
         self.inner.prepare(ctx)
+        if self.aggregate.needs_fit:
+            self.fit(self.reference_view_scores(ctx))
+
+    def reference_view_scores(self, ctx: Context) -> np.ndarray:
+        """(V, M): the wrapped scorer on the views of a seeded subset of the run's external data E."""
+        ext = ctx.images.get("external")
+        if ext is None or len(ext) < 2:
+            raise NeighbourhoodError(f"{self.aggregate.name} needs the run's external data E (reference non-members)")
+        return self.view_scores(ext[torch.as_tensor(reference_subset(len(ext)))])
+
+    def fit(self, reference_view_scores: np.ndarray) -> None:
+        """Fit the aggregation's per-view statistics (zmax) on reference non-member view scores."""
+        if self.aggregate.needs_fit:
+            self.aggregate = self.aggregate.fit(reference_view_scores)
 
     def view_scores(self, images: torch.Tensor) -> np.ndarray:
         """(V, N): the wrapped scorer on every view (one aggregation of them is :meth:`score_images`)."""
