@@ -106,6 +106,14 @@ def _brightness_contrast(img: torch.Tensor, delta: float, rng: np.random.Generat
     return TF.adjust_contrast(TF.adjust_brightness(img, b), c)
 
 
+def _blur(img: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
+    """Gaussian blur of standard deviation ``sigma`` pixels (kernel 2 * ceil(2 sigma) + 1)."""
+    if sigma <= 0:
+        return img.clone()
+    k = 2 * int(np.ceil(2 * sigma)) + 1
+    return TF.gaussian_blur(img, [k, k], [sigma, sigma])
+
+
 def _grayscale(img: torch.Tensor, value: float, rng: np.random.Generator) -> torch.Tensor:
     return TF.rgb_to_grayscale(img, num_output_channels=3)
 
@@ -147,6 +155,7 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
     Transform("rotate", "degrees", {"5deg": 5, "10deg": 10, "15deg": 15}, _rotate, (0, 45)),
     Transform("noise", "Gaussian sigma (0..1 scale)", {"4/255": 4 / 255, "8/255": 8 / 255, "16/255": 16 / 255}, _noise, (0.0, 0.5)),
     Transform("brightness_contrast", "factor change ±", {"0.1": 0.1, "0.2": 0.2, "0.3": 0.3}, _brightness_contrast, (0.0, 0.9)),
+    Transform("gaussian_blur", "Gaussian blur sigma in pixels", {"0.5": 0.5, "1.0": 1.0, "1.5": 1.5}, _blur, (0.0, 5.0)),
     Transform("grayscale", "RGB to gray", {"on": 1.0}, _grayscale, (0.0, 1.0), rgb_only=True),
 )}
 
@@ -176,8 +185,19 @@ def _check_images(images: torch.Tensor) -> None:
 
 
 def apply_transform(images: torch.Tensor, name: str, level: str | float, *, seed: int = 0) -> torch.Tensor:
-    """Apply transformation ``name`` at severity ``level`` to uint8 images (N, C, H, W)."""
+    """Apply transformation ``name`` at severity ``level`` to uint8 images (N, C, H, W).
+
+    A composition ``"crop+jpeg"`` at ``"0.9+q50"`` applies each stage in turn (each seeded by
+    its own name and the pixels it receives).
+    """
     _check_images(images)
+    if "+" in name:
+        names, levels = name.split("+"), str(level).split("+")
+        if len(names) != len(levels):
+            raise TransformError(f"composition {name!r} needs one level per stage, got {level!r}")
+        for n, lv in zip(names, levels):
+            images = apply_transform(images, n, lv, seed=seed)
+        return images
     t = get_transform(name)
     if t.rgb_only and images.shape[1] != 3:
         raise TransformError(f"{name} applies to RGB images only; these have {images.shape[1]} channel(s)")
@@ -193,13 +213,20 @@ def apply_transform(images: torch.Tensor, name: str, level: str | float, *, seed
 def parse_spec(spec: str, channels: int = 1) -> list[tuple[str, str]]:
     """``"jpeg:q50,translate"`` -> [("jpeg", "q50"), ("translate", "1px"), ...]; "all" = every level.
 
-    A name without levels means all of its levels.  Errors name the bad part.
+    A name without levels means all of its levels.  ``crop:0.9+jpeg:q50`` is a composition
+    (``("crop+jpeg", "0.9+q50")``), every stage with its level.  Errors name the bad part.
     """
     pairs: list[tuple[str, str]] = []
     parts = [p.strip() for p in spec.split(",") if p.strip()] if spec != "all" else [t.name for t in available(channels)]
     if not parts:
         raise TransformError("no transformation given")
     for part in parts:
+        if "+" in part:
+            stages = [parse_spec(p, channels) if ":" in p else None for p in part.split("+")]
+            if any(st is None or len(st) != 1 for st in stages):
+                raise TransformError(f"composition {part!r}: give every stage as NAME:LEVEL, e.g. crop:0.9+jpeg:q50")
+            pairs.append(("+".join(st[0][0] for st in stages), "+".join(st[0][1] for st in stages)))
+            continue
         name, _, level = part.partition(":")
         t = get_transform(name)
         if t.rgb_only and channels != 3:

@@ -330,3 +330,32 @@ def calibrate_run(run, target_fpr: float = 0.01, *, save: bool = True, weights: 
         except OSError as e:  # e.g. a read-only run directory: audit anyway, the JSON records the rule
             warnings.warn(f"could not save the calibration in {run_dir} ({e}); later audits will recompute it", stacklevel=2)
     return cal
+
+
+def neighbourhood_calibration(run, target_fpr: float, views, aggregate, *, weights: str = MODEL) -> Calibration:
+    """The calibration of a loaded run with every sample scored over a neighbourhood of views.
+
+    The run's calibration split, members and evaluation non-members are each scored over the
+    views of ``views`` and aggregated by ``aggregate`` (:mod:`activemint.neighbourhood`), the
+    same way as the suspect images, so the threshold and the conformal p-values keep their
+    guarantee.  Never saved: the run's saved calibration is that of the plain score.  Costs
+    ``len(views)`` scorings per sample of the three splits.
+    """
+    import torch
+
+    from activemint.neighbourhood import neighbourhood_scores
+
+    run_dir = Path(run.run_dir)
+    data, s = run.data, run.data.splits
+    if len(s.calibration) == 0:
+        raise CalibrationError(f"{run_dir} has no calibration split: train with --calibration N (N >= {min_calibration_size(target_fpr)})")
+    got = {}
+    for role, src, idx in (("members", data.train, s.members), ("eval_nonmembers", data.test, s.eval_nonmembers),
+                           ("calibration", data.train, s.calibration)):
+        got[role] = neighbourhood_scores(run.membership_logits, src.images[torch.as_tensor(np.asarray(idx))], views, aggregate)
+    check_finite_scores(got, f"the neighbourhood scores of {run_dir}'s model")
+    return make_calibration(
+        got["calibration"], target_fpr, model_sha256=file_sha256(run_dir / weights),
+        source=f"model on the manifest's calibration split, neighbourhood {views.name} ({len(views)} views), {aggregate.name}",
+        index=np.asarray(s.calibration), eval_nonmember_scores=got["eval_nonmembers"], member_scores=got["members"],
+    )

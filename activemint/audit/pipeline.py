@@ -26,7 +26,7 @@ import numpy as np
 
 import activemint
 from activemint import rundir
-from activemint.audit.calibration import Calibration, calibrate_run
+from activemint.audit.calibration import Calibration, calibrate_run, neighbourhood_calibration
 from activemint.audit.limits import Limits, detection_limits
 from activemint.audit.settest import DEFAULT_TEST, SetTestReport, set_tests
 from activemint.audit.suspect import SuspectSet, load_suspect
@@ -216,6 +216,9 @@ def audit(
     max_pixels: int | None = None,
     data_root: str | None = None,
     command: str | None = None,
+    neighbourhood: str | None = None,
+    aggregate: str = "max",
+    neighbourhood_seed: int = 0,
 ) -> AuditResult:
     """Audit ``suspect`` (folders, files, file lists, ``split:ROLE``) against a run.
 
@@ -231,18 +234,33 @@ def audit(
             image opened (default :data:`activemint.data.images.USER_MAX_PIXELS`).
         data_root: read the run's data set from here instead of its config's data_root.
         command: the command line that asked for the audit (recorded in the report).
+        neighbourhood: a view set (:mod:`activemint.neighbourhood`): every suspect image, and every
+            calibration, member and evaluation non-member sample of the run, is scored over its
+            views and the scores aggregated by ``aggregate``; the calibration is recomputed that
+            way (never saved).  ``neighbourhood_seed`` seeds a ``random:N`` view set.
     """
+    from activemint.neighbourhood import fit_aggregate, get_view_set, neighbourhood_scores, parse_aggregate
     from activemint.runs import load_run
 
     if not 0 < alpha < 1:
         raise AuditError(f"--alpha must be in (0, 1), got {alpha}")
+    views = get_view_set(neighbourhood, neighbourhood_seed) if neighbourhood else None  # bad names fail before any work
+    agg = parse_aggregate(aggregate) if neighbourhood else None
     run = load_run(run_dir, device=device, data_root=data_root)
     if not run.is_audited:
         raise AuditError(f"{run_dir} is a plain run (mint off): it has no membership head to audit with")
     sus = load_suspect(run, list(suspect), resize=resize, convert_channels=convert_channels,
                        follow_symlinks=follow_symlinks, max_pixels=max_pixels)
-    cal = calibrate_run(run, target_fpr, save=save_calibration)
-    scores = run.membership_logits(sus.images)
+    if views is None:
+        cal = calibrate_run(run, target_fpr, save=save_calibration)
+        scores = run.membership_logits(sus.images)
+    else:
+        import torch
+
+        externals = run.data.train.images[torch.as_tensor(np.asarray(run.data.splits.external))]
+        agg = fit_aggregate(agg, run.membership_logits, views, externals)  # zmax: on E only
+        cal = neighbourhood_calibration(run, target_fpr, views, agg)
+        scores = neighbourhood_scores(run.membership_logits, sus.images, views, agg)
     unique = sus.unique_mask()
     tests = set_tests(scores[unique], cal, alpha=alpha, default_test=test)
     created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
@@ -250,7 +268,9 @@ def audit(
         run_dir=Path(run_dir).resolve(), suspect=sus, scores=scores, pvalues=cal.pvalues(scores), flagged=cal.decide(scores),
         unique=unique, calibration=cal, tests=tests, model=model_identity(run), created=created,
         options={"alpha": alpha, "target_fpr": target_fpr, "test": test, "resize": resize,
-                 "convert_channels": convert_channels},
+                 "convert_channels": convert_channels,
+                 **({"neighbourhood": {**views.describe(), "seed": neighbourhood_seed, "aggregate": agg.name,
+                                       "cost_per_query": views.cost()}} if views is not None else {})},
         limits=detection_limits(run.run_dir, run.config.audit_policy), command=command,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from activemint.cli.checks import PROBABILITY, add_image_args
+from activemint.cli.checks import PROBABILITY, SEED, add_image_args
 from activemint.cli.options import add_runtime_args, command_line
 
 
@@ -27,6 +27,12 @@ def add_parser(sub) -> None:
     a.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     a.add_argument("--resize", action="store_true", help="resize images of another size to the model's input (bilinear)")
     a.add_argument("--convert-channels", action="store_true", help="convert greyscale/colour images to the model's channels")
+    a.add_argument("--neighbourhood", metavar="VIEWSET",
+                   help="score every suspect image over a neighbourhood of views (shifts, zoom-outs, rotations, filters) and "
+                        "aggregate; the threshold and p-values are calibrated on the calibration non-members scored the same "
+                        "way. View sets: exact, shift1, shift2, compact, geometric, photometric, all, random:N; cost: one scoring per view")
+    a.add_argument("--aggregate", default="max", help="with --neighbourhood: max, mean, topk:K or trimmed:F (default max)")
+    a.add_argument("--neighbourhood-seed", type=SEED, default=0, help="seed of a random:N view set (default 0)")
     add_image_args(a)
     add_runtime_args(a)
     a.set_defaults(func=run)
@@ -39,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     result = audit(args.run_dir, args.suspect, alpha=args.alpha, target_fpr=args.target_fpr, test=args.test,
                    resize=args.resize, convert_channels=args.convert_channels, device=args.device,
                    follow_symlinks=args.follow_symlinks, max_pixels=args.max_pixels,
-                   data_root=args.data_root, command=command_line(args))
+                   data_root=args.data_root, command=command_line(args),
+                   neighbourhood=args.neighbourhood, aggregate=args.aggregate, neighbourhood_seed=args.neighbourhood_seed)
     out = write_audit(result, args.out or default_out_dir(result), force=args.force)
     print(audit_markdown(result))
     from activemint.rundir import AUDIT_FILES

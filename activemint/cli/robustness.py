@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     rb.add_argument("run_dir")
     rb.add_argument("--out", help="output folder (default RUN_DIR/robustness)")
     rb.add_argument("--transforms", default="all", help="comma-separated NAME[:LEVEL] (default all); names: jpeg, translate, crop, "
-                                                        "resize, hflip, rotate, noise, brightness_contrast, grayscale (RGB)")
+                                                        "resize, hflip, rotate, noise, brightness_contrast, gaussian_blur, grayscale (RGB); a composition: crop:0.9+jpeg:q50")
     rb.add_argument("--scorers", help="comma-separated scorer keys (default: every one that applies): "
                                       "active_mint, exact_sha256, phash, feature_nn, posthoc_head")
     rb.add_argument("--plain-run", help="the same splits trained without aMINT (enables the post-hoc head row; it is read, never written: the head trained on it is cached in OUT/cache)")
@@ -28,6 +28,17 @@ def add_parser(sub) -> None:
     rb.add_argument("--max-samples", type=POSITIVE, help="evaluate at most this many samples per role (a seeded subset; calibration keeps at least what its threshold needs)")
     rb.add_argument("--bootstrap", type=NON_NEGATIVE, default=100, help="bootstrap resamples for the AUC interval (default 100)")
     add_runtime_args(rb)
+    rb.add_argument("--neighbourhood", metavar="VIEWSET",
+                    help="also score every image scorer over a neighbourhood of each image (members, non-members and "
+                         "calibration alike) and aggregate: rows SCORER@VIEWSET/AGG. View sets: exact, shift1 (9 views), "
+                         "shift2 (25), compact (17), geometric (47), photometric (5), all (51), random:N (seeded); cost per query: one "
+                         "scoring per view")
+    rb.add_argument("--aggregate", default="max",
+                    help="with --neighbourhood: comma-separated aggregations of the view scores, one row each: max, mean, "
+                         "topk:K, trimmed:F (default max)")
+    rb.add_argument("--neighbourhood-seed", type=SEED, default=0, help="seed of a random:N view set (default 0)")
+    rb.add_argument("--save-scores", action="store_true",
+                    help="also write every row's scores to OUT/scores.npz (SCORER|TRANSFORM:LEVEL|ROLE arrays)")
     rb.set_defaults(func=run)
 
 
@@ -38,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "robustness"
     rows = run_robustness(args.run_dir, out, transforms=args.transforms, scorers=scorers, plain_run=args.plain_run,
                           members=args.members, seed=args.seed, max_samples=args.max_samples, bootstrap=args.bootstrap,
+                          neighbourhood=args.neighbourhood, aggregate=args.aggregate, neighbourhood_seed=args.neighbourhood_seed,
+                          save_scores=args.save_scores,
                           log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device,
                           data_root=args.data_root, command=command_line(args))
     from activemint.rundir import ROBUSTNESS_FILES

@@ -36,9 +36,10 @@ from activemint.metrics import (
     min_calibration_size,
     unsupported_note,
 )
+from activemint.neighbourhood import get_view_set, parse_aggregates
 from activemint.rundir import ROBUSTNESS_FILES, RunDir, RunError, check_output_dir, csv_cell, output_dir
 from activemint.runs import Run, load_run
-from activemint.scorers import Context, ScorerError, get_scorers
+from activemint.scorers import Context, NeighbourhoodScorer, ScorerError, get_scorers, wraps
 from activemint.transforms import apply_transform, parse_spec
 
 ROLES = ("members", "eval_nonmembers", "calibration")
@@ -133,15 +134,31 @@ def run_robustness(
     seed: int = 0,
     max_samples: int | None = None,
     bootstrap: int = 100,
+    neighbourhood: str | None = None,
+    aggregate: str = "max",
+    neighbourhood_seed: int = 0,
+    save_scores: bool = False,
     log: Callable[[str], None] = lambda m: None,
     device: str = "auto",
     data_root: str | None = None,
     command: str | None = None,
 ) -> list[Row]:
-    """Evaluate every applicable scorer on every transformed copy; write the outputs; return the rows."""
+    """Evaluate every applicable scorer on every transformed copy; write the outputs; return the rows.
+
+    ``neighbourhood`` (a view set of :mod:`activemint.neighbourhood`) adds, for every scorer that
+    scores images, one row per aggregation of ``aggregate`` (comma-separated): the scorer over
+    the views of each image (members, non-members and calibration alike), keyed
+    ``<scorer>@<view set>/<aggregation>``.  The view scores are computed once per role and
+    copy and shared by the aggregations.
+
+    ``save_scores`` also writes every row's scores to ``OUT/scores.npz``, one float64 array per
+    ``<scorer>|<transform>:<level>|<role>`` (roles: members, eval_nonmembers, calibration).
+    """
     t0 = time.time()
     out = Path(out_dir) if out_dir else Path(run_dir) / "robustness"
     check_output_dir(out, ROBUSTNESS_FILES.values(), carry=("cache",))  # before any work
+    views = get_view_set(neighbourhood, neighbourhood_seed) if neighbourhood else None  # bad arguments fail first
+    aggs = parse_aggregates(aggregate) if neighbourhood else []
     ctx = load_context(run_dir, plain_run=plain_run, members=members, max_samples=max_samples,
                        cache_dir=out / "cache", log=log, device=device, data_root=data_root)
     channels = ctx.images["members"].shape[1]
@@ -162,31 +179,79 @@ def run_robustness(
         prepared.append(sc)
     if not prepared:
         raise RobustnessError(f"no scorer applies to {run_dir}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    exact_cal = {sc.key: sc.score_images(ctx.images["calibration"]) for sc in prepared}
+    wrapped: dict[str, list[NeighbourhoodScorer]] = {}
+    if views is not None:
+        for sc in prepared:
+            why = wraps(sc)
+            if why:
+                skipped[f"{sc.key}@{views.name}"] = why
+                continue
+            wrapped[sc.key] = [NeighbourhoodScorer(sc, views, a) for a in aggs]
+            if any(a.needs_fit for a in aggs):  # zmax: per-view statistics of external data E, once per scorer
+                ref = wrapped[sc.key][0].reference_view_scores(ctx)
+                for w in wrapped[sc.key]:
+                    w.fit(ref)
+        log(f"neighbourhood {views.name}: {views.cost()}; aggregations {', '.join(a.name for a in aggs)}")
+    t_nb = [0.0, 0, 0.0]  # seconds on neighbourhood scoring, queries scored, seconds on plain scoring of the same
+
+    def score_all(images: torch.Tensor) -> dict[str, np.ndarray]:
+        """Every scorer's (and every neighbourhood row's) scores of ``images``, by row key."""
+        got = {}
+        for sc in prepared:
+            t = time.time()
+            got[sc.key] = sc.score_images(images)
+            if sc.key in wrapped:
+                t_nb[2] += time.time() - t
+                t = time.time()
+                vs = wrapped[sc.key][0].view_scores(images)
+                t_nb[0] += time.time() - t
+                t_nb[1] += len(images)
+                for w in wrapped[sc.key]:
+                    got[w.key] = w.aggregate(vs)
+        return got
+
+    all_rows = [(sc.key, sc.name, sc.needs) for sc in prepared]
+    all_rows += [(w.key, w.name, w.needs) for ws in wrapped.values() for w in ws]
+    exact_cal = score_all(ctx.images["calibration"])
     rows: list[Row] = []
+    saved: dict[str, np.ndarray] = {}
     from activemint.progress import progress
 
     bar = progress(pairs, desc="transformed copies", unit="copy", leave=False)
     for name, level in bar:
         if (name, level) == EXACT:
-            views = {r: ctx.images[r] for r in ROLES}
+            copies = {r: ctx.images[r] for r in ROLES}
         else:
-            views = {r: apply_transform(ctx.images[r], name, level, seed=seed) for r in ROLES}
-        for sc in prepared:
-            sm, sn, scal = (sc.score_images(views[r]) for r in ROLES)
+            copies = {r: apply_transform(ctx.images[r], name, level, seed=seed) for r in ROLES}
+        scored = {r: (exact_cal if (name, level) == EXACT and r == "calibration" else score_all(copies[r])) for r in ROLES}
+        for key, method, needs in all_rows:
+            sm, sn, scal = (scored[r][key] for r in ROLES)
+            if save_scores:
+                saved.update({f"{key}|{name}:{level}|{r}": np.asarray(scored[r][key], dtype=np.float64) for r in ROLES})
             m = membership_metrics(sm, sn, calibration_scores=scal, target_fpr=target, bootstrap=bootstrap, seed=seed)
-            t_exact = calibrate_threshold(exact_cal[sc.key], target)
+            t_exact = calibrate_threshold(exact_cal[key], target)
             rows.append(Row(
-                sc.key, sc.name, sc.needs, name, level, m.auc, m.auc_ci_low, m.auc_ci_high, m.tpr_at_1pct_fpr,
+                key, method, needs, name, level, m.auc, m.auc_ci_low, m.auc_ci_high, m.tpr_at_1pct_fpr,
                 m.tpr_at_0_1pct_fpr, t_exact, float((sm > t_exact).mean()), float((sn > t_exact).mean()),
                 float(m.calibrated_threshold), float(m.tpr_at_calibrated), float(m.fpr_at_calibrated), len(sm), len(sn),
             ))
-        log(f"{name}:{level}  " + "  ".join(f"{r.scorer} {r.auc:.3f}" for r in rows[-len(prepared):]))
+        log(f"{name}:{level}  " + "  ".join(f"{r.scorer} {r.auc:.3f}" for r in rows[-len(all_rows):]))
     info = {"run_dir": str(Path(run_dir)), "plain_run": str(plain_run) if plain_run else None, "members": members,
             "seed": seed, "target_fpr": target, "transforms": transforms, "skipped": skipped,
             "max_samples": max_samples, "seconds": round(time.time() - t0, 1), "command": command,
             "test_accuracy": _test_accuracy(ctx.run)}
+    if views is not None:
+        info["neighbourhood"] = {**views.describe(), "seed": neighbourhood_seed, "aggregates": [a.name for a in aggs],
+                                 "cost_per_query": views.cost(),
+                                 "seconds_per_1000_queries": round(1000 * t_nb[0] / max(1, t_nb[1]), 3),
+                                 "seconds_per_1000_queries_plain": round(1000 * t_nb[2] / max(1, t_nb[1]), 3),
+                                 "timing_note": "all wrapped scorers together, measured in this run (a shared machine: ratios only)",
+                                 "queries_scored": t_nb[1]}
     write_outputs(out, rows, info)
+    if save_scores:
+        from activemint.rundir import atomic_write
+
+        atomic_write(out / "scores.npz", lambda f: np.savez(f, **saved))
     return rows
 
 

@@ -29,6 +29,7 @@ from activemint.scorers.crossfit import (
     cross_fit_folds,
     cross_fit_scores,
 )
+from activemint.scorers.neighbourhood import NeighbourhoodScorer, wraps
 
 #: The built-in scorer modules, imported (so registered) in the order ``compare`` lists their rows.
 BUILTIN = ("mint", "gradient", "output", "reference", "baselines")
@@ -36,7 +37,7 @@ for _name in BUILTIN:
     importlib.import_module(f"activemint.scorers.{_name}")
 
 __all__ = [
-    "CROSS_FIT_NOTE", "EVAL_ROLES", "MODELS", "REGISTRY", "Context", "CrossFit", "FittedScorer", "Scorer", "ScorerCache",
+    "CROSS_FIT_NOTE", "EVAL_ROLES", "MODELS", "REGISTRY", "Context", "CrossFit", "FittedScorer", "NeighbourhoodScorer", "Scorer", "ScorerCache",
     "ScorerError", "Scores", "Suite", "clean_backbone", "cross_fit_folds", "cross_fit_scores", "get_scorers", "register",
-    "unregister",
+    "unregister", "wraps",
 ]
