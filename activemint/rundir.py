@@ -103,6 +103,7 @@ META_SUFFIX = ".json"  # save_weights writes a weights file's metadata beside it
 
 RUN_FORMAT = "activemint-run/3"  # 3: metrics.json binds its own figures (FIGURES_KEY)
 FIGURES_KEY = "figures_sha256"  # metrics.json entry: SHA-256 of its other entries (all but "files" and itself)
+SCORE_ARRAYS_KEY = "score_arrays"  # metrics.json: the names of scores.npz's arrays (under the figures digest)
 SCORES_MODEL_KEY = "model_sha256"  # scores.npz entry naming the SHA-256 of the model that made it
 #: files that metrics.json binds by SHA-256
 BOUND_FILES = (MODEL, MODEL_META, SCORES)
@@ -664,8 +665,13 @@ class RunDir:
         """Write metrics.json LAST, binding the final files by SHA-256 and its own figures by
         :func:`figures_digest`; returns what was written."""
         files = {name: file_sha256(self.path / name) for name in BOUND_FILES if (self.path / name).is_file()}
-        doc = {**{k: v for k, v in metrics.items() if k not in ("run_format", "files", FIGURES_KEY)},
+        doc = {**{k: v for k, v in metrics.items() if k not in ("run_format", "files", FIGURES_KEY, SCORE_ARRAYS_KEY)},
                "run_format": RUN_FORMAT}
+        if self.scores.is_file():  # the names of scores.npz's arrays, bound by the figures digest: a renamed
+            import zipfile  # array cannot pass as the run's even when the file digests are re-signed
+
+            with zipfile.ZipFile(self.scores) as z:
+                doc[SCORE_ARRAYS_KEY] = sorted(n.removesuffix(".npy") for n in z.namelist())
         doc = json.loads(json.dumps(doc, default=str))  # the digest is of what a reader will load
         doc.update({FIGURES_KEY: figures_digest(doc), "files": files})
         atomic_json(self.metrics, doc)
@@ -768,6 +774,11 @@ class RunDir:
             if not ok:
                 what = type(v).__name__ if not isinstance(v, np.ndarray) else f"{v.dtype} array of shape {v.shape}"
                 raise RunError(f"{self.scores}: entry {str(k)[:60]!r} is not a finite numeric array ({what})")
+        listed = (m or {}).get(SCORE_ARRAYS_KEY)
+        if listed is not None and (not isinstance(listed, list) or sorted(out) != listed):
+            raise RunError(f"{self.scores} holds the arrays {str(sorted(out))[:200]}, not those {METRICS} lists "
+                           f"({str(listed)[:200]}): "
+                           f"it was changed after the run finished")
         own = out.pop(SCORES_MODEL_KEY, None)
         if model_sha256 is None and self.model.is_file() and own is not None:
             model_sha256 = file_sha256(self.model)

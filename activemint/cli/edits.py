@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from activemint.cli.checks import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, real
+from activemint.cli.options import add_runtime_args
 
 #: a learning rate: positive and finite (10 is far above any that trains)
 LEARNING_RATE = real(0.0, 10.0, lo_open=True)
@@ -35,8 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--null-draws", type=NON_NEGATIVE, default=0,
                    help="also draw this many suspect sets of non-members and of members and report the share flagged")
     p.add_argument("--alpha", type=PROBABILITY, default=0.01, help="level of the set-level decisions (default 0.01)")
-    p.add_argument("--device", default="cpu", help="device (default cpu; int8 edits run on the CPU only)")
-    p.add_argument("--threads", type=POSITIVE, help="torch CPU threads (default: all cores)")
+    add_runtime_args(p, device="cpu")  # the int8 edits run on the CPU only
     p.set_defaults(func=run)
 
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                        calibration_images=args.calibration_images)
     out = Path(args.out) if args.out else Path(args.run_dir) / "model-edits"
     rows = run_model_edits(args.run_dir, out, edits=args.edits, options=opts, reattach=reattach, alpha=args.alpha,
-                           suspect=args.suspect, null_draws=args.null_draws, device=args.device,
+                           suspect=args.suspect, null_draws=args.null_draws, device=args.device, data_root=args.data_root,
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"{len(rows)} rows written to {out}/ ({', '.join(FILES.values())})")
     return 0

@@ -20,7 +20,8 @@ from activemint.cli.checks import POSITIVE, real
 RUNTIME_HELP = {
     "threads": "CPU threads for torch (default: one per core; idle threads sleep: OMP_WAIT_POLICY=PASSIVE unless your "
                "environment sets it, see activemint.threads)",
-    "device": "where the model runs: auto (default: the first GPU if any, else the CPU), cpu, cuda, cuda:1 ...",
+    "device": "where the model runs: auto (the first GPU if any, else the CPU), cpu, cuda, cuda:1 ... (default: auto; "
+              "model-edits: cpu, as its int8 edits run on the CPU only)",
     "data_root": "folder holding the data set in its standard on-disk layout",
 }
 RUN_DATA_ROOT_HELP = (RUNTIME_HELP["data_root"] + "; default: the run's own (data_root in its config.yaml). The data "
@@ -188,7 +189,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
     return kw
 
 
-def add_runtime_args(p: argparse.ArgumentParser, *, data_root_help: str = RUN_DATA_ROOT_HELP) -> None:
+def add_runtime_args(p: argparse.ArgumentParser, *, data_root_help: str = RUN_DATA_ROOT_HELP, device: str = "auto") -> None:
     """``--threads``, ``--device`` and ``--data-root``: the options of every command that runs a model.
 
     ``train`` and ``compare`` get the same three (with the same help) as TrainConfig fields
@@ -197,7 +198,7 @@ def add_runtime_args(p: argparse.ArgumentParser, *, data_root_help: str = RUN_DA
     """
     g = p.add_argument_group("hardware and data")
     g.add_argument("--threads", type=POSITIVE, help=RUNTIME_HELP["threads"])
-    g.add_argument("--device", default="auto", help=RUNTIME_HELP["device"])
+    g.add_argument("--device", default=device, help=RUNTIME_HELP["device"])
     g.add_argument("--data-root", help=data_root_help)
 
 

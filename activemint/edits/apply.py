@@ -162,9 +162,11 @@ def edit_label(name: str, level: str, reattach: int = 0) -> str:
     return f"{name}-{level}" + (f"+reattach{reattach}" if reattach else "")
 
 
-def load_source(run_dir: str | Path, device: str = "cpu") -> Run:
-    """The run to edit: a finished aMINT run that is not already quantised, or a one-line EditError."""
-    run = load_run(run_dir, device=device)
+def load_source(run_dir: str | Path, device: str = "cpu", data_root: str | None = None) -> Run:
+    """The run to edit: a finished aMINT run that is not already quantised, or a one-line EditError.
+
+    ``data_root``: read the run's data set from there (the edited runs record it in their config)."""
+    run = load_run(run_dir, device=device, data_root=data_root)
     if not run.is_audited:
         raise EditError(f"{run_dir} is a plain run (mint off): model edits measure an aMINT run's head; edit an aMINT run")
     prior = run.config.extra.get(RECORD_KEY) if isinstance(run.config.extra, dict) else None

@@ -129,7 +129,7 @@ def set_level(scores: dict[str, np.ndarray], *, target_fpr: float, alpha: float,
 
 def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, edits: str = "all",
                     options: EditOptions | None = None, reattach: tuple[int, ...] = (0,), alpha: float = 0.01,
-                    suspect: int = 100, null_draws: int = 0, device: str = "cpu",
+                    suspect: int = 100, null_draws: int = 0, device: str = "cpu", data_root: str | None = None,
                     log: Callable[[str], None] = lambda m: None) -> list[EditRow]:
     """Edit the run every way asked (each at each ``reattach`` setting), score, write the table; return its rows."""
     t0 = time.time()
@@ -139,7 +139,7 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if suspect < 2 or null_draws < 0:
         raise ValueError(f"the suspect set needs >= 2 samples and null draws >= 0, got {suspect} and {null_draws}")
-    source = load_source(run_dir, device)
+    source = load_source(run_dir, device, data_root)
     out = Path(out_dir) if out_dir else source.run_dir / "model-edits"
     make_dir(out)
     images, labels = role_images(source), role_labels(source)
