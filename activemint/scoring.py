@@ -162,9 +162,13 @@ def _load_named_split(run, item: str, name: str, split: str):
     except DatasetError as e:
         if same:
             raise
-        # --data-root names the run's data set; another one is read from its default location only
-        raise InputError(f"{item}: {e} ({name} is not the run's data set: it is read from its default location; "
-                         "or pass its images as a folder)") from e
+        # --data-root names the run's data set; another one is read from its default location only,
+        # so the data layer's advice (--data-root, --download) does not apply here
+        import re
+
+        why = re.sub(r";? *pass --data-root(?: \(root=\.\.\.\))?(?: or --download)?", "", str(e))
+        raise InputError(f"{item}: {why} ({name} is not the run's data set: score reads it from its default location "
+                         "only; or pass its images as a folder)") from e
 
 
 @dataclass

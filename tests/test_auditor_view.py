@@ -193,7 +193,7 @@ def test_score_of_another_data_set_does_not_advise_options_score_lacks(run_copy,
     rc = main(["score", str(run_copy), "dataset:mnist:test"])
     err = capsys.readouterr().err
     assert rc == 2 and "--download" not in err and "root=" not in err and "Traceback" not in err
-    assert "not the run's data set" in err
+    assert "not the run's data set" in err and "pass --data-root" not in err  # --data-root is the run's data set's
 
 
 def test_one_image_audit_warns_is_neutral_and_states_its_limits(run_copy, tmp_path, capsys):
