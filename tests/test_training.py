@@ -149,9 +149,12 @@ def test_default_selection_keeps_the_best_validation_epoch_and_says_so(tmp_path)
     summary = run_summary(result.metrics)
     assert (f"kept epoch {best} of 4: best validation accuracy + membership AUC {crit[best - 1]:.3f} "
             f"({rec['val_accuracy']:.3f} + {rec['val_membership_auc']:.3f}) (--select val_task_mint)") in summary
-    # one log line per epoch: "epoch i/N ... <per-epoch time> s (total <time> s)"
-    assert [ln.split()[1] for ln in lines] == ["1/4", "2/4", "3/4", "4/4"]
-    for ln, rec in zip(lines, log):
+    # the plan first (sizes, epochs, expected time), then one log line per epoch: "epoch i/N ... <per-epoch time> s (total <time> s)"
+    assert lines[0].startswith("plan: 300 members") and "4 epochs x 5 steps" in lines[0]
+    assert lines[1] == "  expected wall time: not timed (20 steps in all)"  # too short to time
+    epochs = lines[2:]
+    assert [ln.split()[1] for ln in epochs] == ["1/4", "2/4", "3/4", "4/4"]
+    for ln, rec in zip(epochs, log):
         assert ln.endswith(")") and "(total " in ln and "seconds" not in ln
         assert 0 < rec["epoch_seconds"] <= rec["seconds"]
     # 200 calibration non-members cannot support a 1% FPR threshold: said, not reported

@@ -133,6 +133,10 @@ class NothingToResumeError(RunError, FileNotFoundError):
     """``--resume`` of a folder that holds no run."""
 
 
+#: Runs of fewer training steps than this print their plan without timing it (the timing's
+#: 7 steps and one validation would be a sizeable part of them).
+MIN_TIMED_RUN_STEPS = 35
+
 #: Most members (and validation samples) whose membership scores make an epoch's validation AUC.
 VAL_MEMBERSHIP = 1000
 
@@ -452,6 +456,10 @@ class Trainer:
                  + (", channels-last" if self.channels_last else "") + (", torch.compile" if cfg.compile else ""))
         self.log(f"plan: {sizes}\n  {steps}; {where}")
         if distributed.is_distributed():
+            return None
+        total_steps = epochs_left * steps_per_epoch
+        if total_steps < MIN_TIMED_RUN_STEPS:  # the timing (7 steps and a validation) would be a good part of the run
+            self.log(f"  expected wall time: not timed ({total_steps} steps in all)")
             return None
         est = self._estimate(model, loss_fn, data, members, member_labels, external, seen, seen_host, policy,
                              steps_per_epoch, dgen, n_test)
