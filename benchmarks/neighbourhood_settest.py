@@ -6,6 +6,8 @@ and ``active_mint@compact/max``), over ``--draws`` draws of ``--size`` images:
 * **members**: ``size`` transformed members, the calibration the deployed audit uses (the
   untransformed calibration non-members, scored the same way): the largest p-value of the
   default (mixture) test over the draws, and how many draws reach p < 1e-6;
+* **members, matched calibration**: the same draws against the *transformed* calibration
+  non-members (an auditor who knows, or guesses, what was done to the images);
 * **non-members, deployed calibration**: ``size`` transformed evaluation non-members against
   the untransformed calibration: how many draws are flagged at alpha 0.01 and at 1e-4.  The
   calibration is fixed, so these draws are not independent, and the transformed non-members
@@ -46,19 +48,24 @@ def study(z: dict[str, np.ndarray], scorer: str, copy: str, *, size: int, draws:
     mem, ev, cal_t = g(copy, "members"), g(copy, "eval_nonmembers"), g(copy, "calibration")
     cal = make_calibration(cal_exact, 0.01, member_scores=mem_exact)
     mixture = MixtureModel.fit(cal.scores, mem_exact)
+    cal_m = make_calibration(cal_t, 0.01, member_scores=mem)
+    mixture_m = MixtureModel.fit(cal_t, mem)
     rng = np.random.default_rng(seed)
-    p_mem, p_non, p_matched = [], [], []
+    p_mem, p_mem_m, p_non, p_matched = [], [], [], []
     for _ in range(draws):
-        p_mem.append(set_tests(rng.choice(mem, size, replace=False), cal, mixture=mixture).p_value)
+        sus = rng.choice(mem, size, replace=False)
+        p_mem.append(set_tests(sus, cal, mixture=mixture).p_value)
+        p_mem_m.append(set_tests(sus, cal_m, mixture=mixture_m).p_value)
         p_non.append(set_tests(rng.choice(ev, size, replace=False), cal, mixture=mixture).p_value)
         pool = rng.permutation(np.r_[cal_t, ev])
         c2 = make_calibration(pool[size:], 0.01, member_scores=mem)
         p_matched.append(set_tests(pool[:size], c2).p_value)
-    p_mem, p_non, p_matched = map(np.asarray, (p_mem, p_non, p_matched))
+    p_mem, p_mem_m, p_non, p_matched = map(np.asarray, (p_mem, p_mem_m, p_non, p_matched))
     return {
         "scorer": scorer, "copy": copy, "size": size, "draws": draws,
         "members_max_p": float(p_mem.max()), "members_median_p": float(np.median(p_mem)),
         "members_draws_p_below_1e-6": int((p_mem < 1e-6).sum()),
+        "members_matched_max_p": float(p_mem_m.max()), "members_matched_draws_p_below_1e-6": int((p_mem_m < 1e-6).sum()),
         "nonmembers_deployed_flagged_at_0.01": int((p_non < 0.01).sum()),
         "nonmembers_deployed_flagged_at_1e-4": int((p_non < 1e-4).sum()),
         "nonmembers_matched_flagged_at_0.01": int((p_matched < 0.01).sum()),
@@ -89,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(study(z, sc, c, size=a.size, draws=a.draws, seed=a.seed))
             r = rows[-1]
             print(f"{sc:28s} {c:28s} members max p {r['members_max_p']:.2e} ({r['members_draws_p_below_1e-6']}/{a.draws} < 1e-6)"
+                  f", matched cal. {r['members_matched_max_p']:.2e} ({r['members_matched_draws_p_below_1e-6']}/{a.draws})"
                   f"  non-members flagged at 0.01 / 1e-4: deployed {r['nonmembers_deployed_flagged_at_0.01']} / "
                   f"{r['nonmembers_deployed_flagged_at_1e-4']}, matched {r['nonmembers_matched_flagged_at_0.01']} / "
                   f"{r['nonmembers_matched_flagged_at_1e-4']}", flush=True)
