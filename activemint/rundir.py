@@ -667,11 +667,11 @@ class RunDir:
         files = {name: file_sha256(self.path / name) for name in BOUND_FILES if (self.path / name).is_file()}
         doc = {**{k: v for k, v in metrics.items() if k not in ("run_format", "files", FIGURES_KEY, SCORE_ARRAYS_KEY)},
                "run_format": RUN_FORMAT}
-        if self.scores.is_file():  # the names of scores.npz's arrays, bound by the figures digest: a renamed
-            import zipfile  # array cannot pass as the run's even when the file digests are re-signed
+        if self.scores.is_file():  # scores.npz's arrays, each by a digest, under the figures digest: a renamed,
+            import numpy as np  # retyped or changed array cannot pass even when the file digests are re-signed
 
-            with zipfile.ZipFile(self.scores) as z:
-                doc[SCORE_ARRAYS_KEY] = sorted(n.removesuffix(".npy") for n in z.namelist())
+            with np.load(self.scores, allow_pickle=False) as z:
+                doc[SCORE_ARRAYS_KEY] = {k: array_digest(z[k]) for k in sorted(z.files)}
         doc = json.loads(json.dumps(doc, default=str))  # the digest is of what a reader will load
         doc.update({FIGURES_KEY: figures_digest(doc), "files": files})
         atomic_json(self.metrics, doc)
@@ -774,17 +774,17 @@ class RunDir:
             if not ok:
                 what = type(v).__name__ if not isinstance(v, np.ndarray) else f"{v.dtype} array of shape {v.shape}"
                 raise RunError(f"{self.scores}: entry {str(k)[:60]!r} is not a finite numeric array ({what})")
-        listed = (m or {}).get(SCORE_ARRAYS_KEY)
-        if listed is not None and (not isinstance(listed, list) or sorted(out) != listed):
-            raise RunError(f"{self.scores} holds the arrays {str(sorted(out))[:200]}, not those {METRICS} lists "
-                           f"({str(listed)[:200]}): "
-                           f"it was changed after the run finished")
         own = out.pop(SCORES_MODEL_KEY, None)
         if model_sha256 is None and self.model.is_file() and own is not None:
             model_sha256 = file_sha256(self.model)
         if own is not None and model_sha256 is not None and str(own) != model_sha256:
             raise RunError(f"{self.scores} was made by another model (SHA-256 {str(own)[:12]}...), not by {self.model} "
                            f"({model_sha256[:12]}...)")
+        listed = (m or {}).get(SCORE_ARRAYS_KEY)
+        if listed is not None and (not isinstance(listed, dict) or sorted(listed) != sorted([*out, *([SCORES_MODEL_KEY] if own is not None else [])])
+                                   or any(listed[k] != array_digest(v) for k, v in out.items())):
+            raise RunError(f"{self.scores} does not hold the arrays {METRICS} lists by digest ({SCORE_ARRAYS_KEY}): "
+                           f"it was changed after the run finished")
         return out
 
 
@@ -811,6 +811,14 @@ def check_metrics_fields(doc: dict[str, Any], where: Path) -> None:
     for k, v in m.items():
         if k not in METRICS_TEXT and not number(v):
             raise RunError(f"{where}: field 'membership.{str(k)[:40]}' is {str(v)[:40]!r}, expected a number")
+
+
+def array_digest(a: Any) -> str:
+    """SHA-256 of an array's dtype, shape and bytes (C order)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode() + a.tobytes()).hexdigest()
 
 
 def figures_digest(doc: dict[str, Any]) -> str:
