@@ -765,15 +765,7 @@ class RunDir:
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
             raise RunError(f"{self.scores} is not a readable .npz file ({type(e).__name__}: {e}); the run's final save "
                            f"may have been interrupted") from e
-        for k, v in out.items():  # a member that is not a .npy array comes back as raw bytes: refuse it
-            if k == SCORES_MODEL_KEY:
-                ok = isinstance(v, np.ndarray) and v.shape == () and v.dtype.kind == "U"
-            else:
-                ok = isinstance(v, np.ndarray) and v.dtype.kind in "biuf" and (
-                    v.dtype.kind != "f" or bool(np.isfinite(v).all()))
-            if not ok:
-                what = type(v).__name__ if not isinstance(v, np.ndarray) else f"{v.dtype} array of shape {v.shape}"
-                raise RunError(f"{self.scores}: entry {str(k)[:60]!r} is not a finite numeric array ({what})")
+        _check_score_arrays(out, self.scores)
         own = out.pop(SCORES_MODEL_KEY, None)
         if model_sha256 is None and self.model.is_file() and own is not None:
             model_sha256 = file_sha256(self.model)
@@ -848,6 +840,49 @@ def binding_problem(doc: dict[str, Any], where: Path) -> str | None:
     if got != figures_digest(doc):
         return f"{where}: its figures do not match their {FIGURES_KEY!r} (the file was edited or corrupted)"
     return None
+
+
+#: scores.npz of a run: a float64 score per sample of each role, its int64 indices, the extras
+SCORE_ROLES = ("members", "eval_nonmembers", "calibration")
+SCORE_EXTRAS = {"members_mint_seen": ("b", "members")}  # name -> (dtype kind, role it is per-sample of)
+
+
+def _check_score_arrays(arrays: dict[str, Any], where: Path) -> None:
+    """One line naming ``where`` and the entry unless ``arrays`` is exactly what a run's final
+    evaluation writes: per role a finite float64 (n,) score array and its int64 (n,) ``_index``,
+    the known extras, the model's SHA-256.  (A member that is no .npy comes back as raw bytes.)"""
+    import numpy as np
+
+    def bad(k: str, why: str) -> RunError:
+        v = arrays[k]
+        what = type(v).__name__ if not isinstance(v, np.ndarray) else f"{v.dtype} array of shape {v.shape}"
+        return RunError(f"{where}: entry {str(k)[:60]!r} {why} (got {what})")
+
+    known = {*SCORE_ROLES, *(r + "_index" for r in SCORE_ROLES), *SCORE_EXTRAS, SCORES_MODEL_KEY}
+    unknown = sorted(str(k)[:60] for k in arrays if k not in known)
+    if unknown:
+        raise RunError(f"{where} has unknown entries {unknown[:3]} (a run's scores.npz holds {', '.join(SCORE_ROLES)}, "
+                       f"their _index arrays and {', '.join(SCORE_EXTRAS)})")
+    missing = [r for r in SCORE_ROLES if r not in arrays or r + "_index" not in arrays]
+    if missing:
+        raise RunError(f"{where} lacks the scores or indices of {', '.join(missing)}")
+    for k in sorted(arrays, key=lambda k: k not in SCORE_ROLES):  # the scores first: the others are checked against them
+        v = arrays[k]
+        if not isinstance(v, np.ndarray):
+            raise bad(k, "is not an array")
+        if k == SCORES_MODEL_KEY:
+            if v.shape != () or v.dtype.kind != "U":
+                raise bad(k, "is not a SHA-256 string")
+        elif k in SCORE_ROLES:
+            if v.dtype != np.float64 or v.ndim != 1 or not bool(np.isfinite(v).all()):
+                raise bad(k, "is not a finite float64 score per sample")
+        elif k.endswith("_index"):
+            if v.dtype != np.int64 or v.shape != arrays[k[:-len("_index")]].shape or (v.size and int(v.min()) < 0):
+                raise bad(k, "is not one int64 index >= 0 per score")
+        else:
+            kind, role = SCORE_EXTRAS[k]
+            if v.dtype.kind != kind or v.shape != arrays[role].shape:
+                raise bad(k, f"is not one {'bool' if kind == 'b' else kind} per sample of {role}")
 
 
 # ----------------------------------------------------------------------- audit folders

@@ -90,7 +90,8 @@ SLOW_TESTS = {
     "test_transforms.py": ("test_plain_twin_of_a_robust_run_trains_on_the_same_views",),
     "test_reliability.py": ("test_sigkill_while_writing_leaves_old_absent_or_complete_output",
                             "test_weights_swapped_for_another_runs_with_the_binding_removed_are_refused",
-                            "test_run_file_fuzz_through_the_commands"),
+                            "test_run_file_fuzz_through_the_commands",
+                            "test_run_file_fuzz_reads_back_exactly_or_refuses_in_one_line"),
     "test_auditor_view.py": ("test_alias_is_announced_and_stored_canonical_and_run_leaves_log_not_lock",),
 }
 
