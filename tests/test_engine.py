@@ -35,7 +35,8 @@ profiles:
     epochs: {default: 1, small_cnn: 2}
 """
 #: metrics.json keys that legitimately differ between two runs of the same config.
-VOLATILE = {"train_seconds", "run_dir"}
+# wall times, the path, and the figures digest (over the whole document, these included)
+VOLATILE = {"train_seconds", "expected_seconds", "run_dir", "figures_sha256"}
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The trainer end to end on real Fashion-MNIST: runs, resume, evaluation, scoring, safe loading."""
 from __future__ import annotations
 
+import csv
 import json
 import pickle
 import shutil
@@ -46,11 +47,11 @@ def test_evaluate_reproduces_saved_metrics(audited_run_dir, capsys):
 def test_score_cli_ranks_members_higher(audited_run_dir, tmp_path):
     out = tmp_path / "scores.csv"
     assert main(["score", str(audited_run_dir), "split:members", "split:eval_nonmembers", "-o", str(out)]) == 0
-    rows = out.read_text().splitlines()[1:]
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
     probs = {"members": [], "eval_nonmembers": []}
     for r in rows:
-        ident, p, _ = r.split(",")
-        probs[ident.split(":")[0]].append(float(p))
+        probs[r["id"].split(":")[0]].append(float(r["membership_probability"]))
     assert len(probs["members"]) == 1000 and len(probs["eval_nonmembers"]) == 2000
     assert np.mean(probs["members"]) > np.mean(probs["eval_nonmembers"]) + 0.2
 
