@@ -408,7 +408,7 @@ class Trainer:
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             if step % 10 == 0:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)  # drawn at the bar's own interval
             if not probe:
                 kill_point("step")
         bar.close()
