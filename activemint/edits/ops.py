@@ -41,22 +41,32 @@ def finetune_backbone(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     BatchNorm layers of the backbone train (their running statistics move, as in any
     fine-tune); the head's parameters and statistics do not change.
     """
-    backbone = model.backbone
-    params = [p for p in backbone.parameters() if p.requires_grad]
+    labels = labels.to(device)
+    _fit_backbone(model, len(images), lambda idx: F.cross_entropy(model.classify(to_input(images[idx], device)), labels[idx]),
+                  [p for p in model.backbone.parameters() if p.requires_grad], epochs=epochs, lr=lr, batch_size=batch_size,
+                  seed=seed, what="fine-tune epoch", loss_name="loss", log=log)
+
+
+def _fit_backbone(model: nn.Module, n_samples: int, loss_of: Callable[[torch.Tensor], torch.Tensor], params: list,
+                  *, epochs: int, lr: float, batch_size: int, seed: int, what: str, loss_name: str,
+                  log: Callable[[str], None]) -> None:
+    """``epochs`` of Adam on ``params`` over seeded batches of sample indices; ``loss_of(idx)`` is a batch's loss.
+
+    The backbone trains (its BatchNorm statistics move), the model ends in eval mode; the mean
+    loss of each epoch is logged as ``what N/epochs  loss_name L``.
+    """
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    labels = labels.to(device)
     for epoch in range(epochs):
-        backbone.train()
+        model.backbone.train()
         total, n = 0.0, 0
-        for idx in _batches(len(images), batch_size, gen):
-            x = to_input(images[idx], device)
-            loss = F.cross_entropy(model.classify(x), labels[idx])
+        for idx in _batches(n_samples, batch_size, gen):
+            loss = loss_of(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total, n = total + float(loss.detach()) * len(idx), n + len(idx)
-        log(f"  fine-tune epoch {epoch + 1}/{epochs}  loss {total / max(n, 1):.4f}")
+        log(f"  {what} {epoch + 1}/{epochs}  {loss_name} {total / max(n, 1):.4f}")
     model.eval()
 
 
@@ -170,22 +180,15 @@ def distill(teacher: nn.Module, student: nn.Module, images: torch.Tensor, *, epo
     Adam at ``lr``; the teacher's logits are computed once, in eval mode.
     """
     target = predict_classes(teacher, images, device)
-    opt = torch.optim.Adam(student.backbone.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        student.backbone.train()
-        total, n = 0.0, 0
-        for idx in _batches(len(images), batch_size, gen):
-            s = student.classify(to_input(images[idx], device)).float()
-            t = target[idx].to(device)
-            loss = F.kl_div(F.log_softmax(s / temperature, 1), F.log_softmax(t / temperature, 1), log_target=True,
-                            reduction="batchmean") * temperature ** 2
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, n = total + float(loss.detach()) * len(idx), n + len(idx)
-        log(f"  distillation epoch {epoch + 1}/{epochs}  KD loss {total / max(n, 1):.4f}")
-    student.eval()
+
+    def kd_loss(idx: torch.Tensor) -> torch.Tensor:
+        s = student.classify(to_input(images[idx], device)).float()
+        t = target[idx].to(device)
+        return F.kl_div(F.log_softmax(s / temperature, 1), F.log_softmax(t / temperature, 1), log_target=True,
+                        reduction="batchmean") * temperature ** 2
+
+    _fit_backbone(student, len(images), kd_loss, list(student.backbone.parameters()), epochs=epochs, lr=lr,
+                  batch_size=batch_size, seed=seed, what="distillation epoch", loss_name="KD loss", log=log)
 
 
 def reattach_head(model: nn.Module, members: torch.Tensor, external: torch.Tensor, *, epochs: int, batch_size: int,
