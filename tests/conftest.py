@@ -1,9 +1,13 @@
 """Shared fixtures: real Fashion-MNIST runs trained once per test session.
 
-Training runs are cached under ``<repo>/.cache/test-runs/<key>`` so that repeated local test
-sessions reuse them; CI starts from a clean clone and trains them once.  The key hashes the
-run's settings and the package's source (every ``activemint/**/*.py``), so a run trained by
-older code is never reused: change the code and the fixtures train again.
+Training runs are cached under ``<repo>/.cache/test-runs/<key>`` (or ``$ACTIVEMINT_TEST_CACHE``)
+so that repeated local test sessions reuse them; CI starts from a clean clone and trains them
+once.  The key hashes the run's settings, the run-directory format (``RUN_FORMAT``) and
+:data:`FIXTURE_VERSION`, not the package source: editing code that does not change what
+training produces no longer retrains every fixture.  **Bump FIXTURE_VERSION** in a change that
+alters what a trained run holds (its weights, splits or figures); the run format's own version
+changes whenever the files' layout does.  A file lock makes concurrent sessions that share a
+cache train each run once.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import activemint  # noqa: E402,F401  (its thread policy must be in place before any test imports torch)
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "test-runs"
+CACHE = Path(os.environ.get("ACTIVEMINT_TEST_CACHE") or Path(__file__).resolve().parent.parent / ".cache" / "test-runs")
 
 # A small but real aMINT run: strong enough that membership is clearly detectable.
 AUDITED_RUN = dict(
@@ -29,16 +33,8 @@ AUDITED_RUN = dict(
 )
 
 
-def _source_hash() -> str:
-    """SHA-256 of the package source: every .py file under activemint/, by relative path and bytes."""
-    root = Path(activemint.__file__).resolve().parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-SOURCE_HASH = _source_hash()
+#: Version of what the fixture runs hold: bump it when training's output changes.
+FIXTURE_VERSION = 1
 
 
 def require_fashion_mnist() -> None:
@@ -48,15 +44,21 @@ def require_fashion_mnist() -> None:
 
 def trained_run(**overrides) -> Path:
     """Train (or reuse) a run with AUDITED_RUN's settings updated by ``overrides``."""
+    from filelock import FileLock
+
+    from activemint.rundir import RUN_FORMAT
     from activemint.training import TrainConfig, Trainer
 
     require_fashion_mnist()
     params = {**AUDITED_RUN, **overrides}
-    key = hashlib.sha256(json.dumps({"params": params, "source": SOURCE_HASH}, sort_keys=True).encode()).hexdigest()[:16]
+    identity = {"params": params, "format": RUN_FORMAT, "fixture_version": FIXTURE_VERSION}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     run_dir = CACHE / key
-    if not (run_dir / "metrics.json").is_file():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        Trainer(TrainConfig(**params), run_dir, progress=False, log=lambda m: None).run()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(CACHE / f"{key}.lock")):
+        if not (run_dir / "metrics.json").is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            Trainer(TrainConfig(**params), run_dir, progress=False, log=lambda m: None).run()
     return run_dir
 
 
