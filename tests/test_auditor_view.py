@@ -125,9 +125,10 @@ def test_alias_is_announced_and_stored_canonical_and_run_leaves_log_not_lock(tmp
                "--calibration", "300", "--eval-nonmembers", "200", "--epochs", "2", "--threads", "1", "--out", str(out)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "'fashion_mnist' is an alias of 'fashion-mnist'" in captured.err
+    assert "'fashion_mnist' is an alias of 'fashion-mnist'" in captured.out + captured.err
     assert "dataset: fashion-mnist" in (out / "config.yaml").read_text()
     log = (out / "train.log").read_text()
+    assert log.index("'fashion_mnist' is an alias of 'fashion-mnist'") < log.index("plan:")  # announced where the run is logged
     assert log.startswith("$ activemint train --dataset fashion_mnist") and "epoch 2/2" in log and "run summary" in log
     assert not (out / ".activemint.lock").exists()
     # the run's own summary says what it is; a plain model is never called "audited"
@@ -136,6 +137,31 @@ def test_alias_is_announced_and_stored_canonical_and_run_leaves_log_not_lock(tmp
     metrics = json.loads((out / "metrics.json").read_text())
     assert "audited model test accuracy" in run_summary(metrics)
     assert "audited model" not in run_summary({**metrics, "mint": False, "membership": None})
+
+
+def test_train_config_itself_stores_the_canonical_name_and_the_library_trainer_announces_it(tmp_path):
+    """Before: only the CLI canonicalised; TrainConfig(dataset="fashion_mnist") kept the alias (config.yaml, fingerprint)."""
+    import dataclasses
+
+    from conftest import require_fashion_mnist
+
+    from activemint.training import TrainConfig, Trainer
+
+    sizes = {"members": 200, "external": 400, "validation": 100, "calibration": 300, "eval_nonmembers": 200, "epochs": 1}
+    given = TrainConfig(dataset="fashion_mnist", **sizes)
+    canonical = TrainConfig(dataset="fashion-mnist", **sizes)
+    assert given.dataset == "fashion-mnist" and given.dataset_alias == "fashion_mnist" and canonical.dataset_alias is None
+    assert given.to_dict() == canonical.to_dict() and given.fingerprint() == canonical.fingerprint()
+    assert TrainConfig(dataset="FMNIST").dataset == "fashion-mnist"
+    assert dataclasses.replace(given, epochs=2).alias_note() is None  # a copy is made with the canonical name
+    require_fashion_mnist()
+    lines: list[str] = []
+    out = tmp_path / "lib"
+    Trainer(given, out, progress=False, log=lines.append).run()
+    assert "data set 'fashion_mnist' is an alias of 'fashion-mnist'" in "\n".join(lines)
+    assert [i for i, ln in enumerate(lines) if "alias" in ln] < [i for i, ln in enumerate(lines) if ln.startswith("plan:")]
+    assert TrainConfig.from_yaml(out / "config.yaml").dataset == "fashion-mnist"
+    assert "dataset: fashion-mnist" in (out / "config.yaml").read_text()
 
 
 def test_lock_is_removed_on_release_only_once_the_run_is_finished(tmp_path):

@@ -127,8 +127,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                 g.add_argument(flag, help=help_, **kw)
 
 
-def config_from_args(args: argparse.Namespace):
-    """A TrainConfig from ``--config`` (if any) overridden by explicit options."""
+def config_from_args(args: argparse.Namespace, *, announce: bool = True):
+    """A TrainConfig from ``--config`` (if any) overridden by explicit options.
+
+    A data set given by an alias is stored under its canonical name and announced here, or,
+    with ``announce=False``, by the Trainer's plan."""
     from activemint.training import TrainConfig
 
     base = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
@@ -143,26 +146,25 @@ def config_from_args(args: argparse.Namespace):
                 v = v == "on"
             base[name] = v
     cfg = TrainConfig.from_dict(base)
-    return canonical_dataset(cfg)
+    return canonical_dataset(cfg, None if announce else False)
 
 
 def canonical_dataset(cfg, announce=None):
-    """``cfg`` with its data set under its one canonical name; an alias is announced, never stored.
+    """``cfg`` announced when its data set was given as an alias (TrainConfig stores the canonical name).
 
     ``--dataset fashion_mnist`` (or ``fmnist``) trains ``fashion-mnist`` and its config.yaml
     says ``fashion-mnist``, so that runs, caches and tables name the data set one way.
+    ``announce=False`` leaves the announcement to the Trainer's plan (``train``: it goes into
+    train.log too); otherwise it is printed here and the returned config no longer carries it.
     """
     import dataclasses
     import sys
 
-    from activemint.data import dataset_info
-
-    name = dataset_info(cfg.dataset).name
-    if name == cfg.dataset:
+    note = cfg.alias_note()
+    if note is None or announce is False:
         return cfg
-    (announce or (lambda m: print(m, file=sys.stderr, flush=True)))(
-        f"data set {cfg.dataset!r} is an alias of {name!r}: using (and recording) {name!r}")
-    return dataclasses.replace(cfg, dataset=name)
+    (announce or (lambda m: print(m, file=sys.stderr, flush=True)))(note)
+    return dataclasses.replace(cfg)  # a copy made with the canonical name: nothing left to announce
 
 
 def add_engine_args(g) -> None:

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from activemint.training.baseline import train_with_baseline
     from activemint.training.distributed import is_main
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, announce=False)  # an alias is announced by the Trainer's plan (also in train.log)
     out = Path(args.out) if args.out else default_out(cfg)
     with run_log(out, f"$ {command_line(args)}\n", args.resume) as logf:
         def log(m: str) -> None:

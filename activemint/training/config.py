@@ -220,6 +220,39 @@ class TrainConfig(ConfigBase):
         if self.select == "val_mint" and not self.mint:
             raise ConfigError("select=val_mint needs mint=True")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()  # types first: dataset is a string from here on
+        self._canonical_dataset()
+
+    def _canonical_dataset(self) -> None:
+        """Store a registered data set under its one canonical name (``fashion_mnist`` -> ``fashion-mnist``).
+
+        The name given is kept in :attr:`dataset_alias` so that whoever logs the run can say
+        so (the Trainer's plan line); it is not a field: config.yaml, fingerprints and tables
+        name the data set one way.  A name the registry does not know is left as it is.
+        """
+        from activemint.data import DatasetError, dataset_info
+
+        try:
+            name = dataset_info(self.dataset).name
+        except DatasetError:
+            return
+        if name != self.dataset:
+            self.__dict__["_dataset_given"] = self.dataset
+            self.dataset = name
+
+    @property
+    def dataset_alias(self) -> str | None:
+        """The alias this config was made with (e.g. ``fashion_mnist``), or None when it was given canonical."""
+        return self.__dict__.get("_dataset_given")
+
+    def alias_note(self) -> str | None:
+        """``data set 'fashion_mnist' is an alias of 'fashion-mnist': using (and recording) 'fashion-mnist'``, or None."""
+        given = self.dataset_alias
+        if given is None:
+            return None
+        return f"data set {given!r} is an alias of {self.dataset!r}: using (and recording) {self.dataset!r}"
+
     def skip_choice(self, name: str) -> bool:
         return name == "setup" and self.taps is not None  # explicit taps: the setup is only a label
 

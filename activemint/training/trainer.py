@@ -454,6 +454,8 @@ class Trainer:
                  + (f", {cfg.warmup_epochs:g} warm-up epochs" if cfg.warmup_epochs else ""))
         where = (f"{self.device}, {self.data_path} data path, {'bf16' if self.autocast_dtype is not None else 'fp32'}"
                  + (", channels-last" if self.channels_last else "") + (", torch.compile" if cfg.compile else ""))
+        if cfg.alias_note():  # TrainConfig stored the canonical name; say so where the run is logged
+            self.log(cfg.alias_note())
         self.log(f"plan: {sizes}\n  {steps}; {where}")
         if distributed.is_distributed():
             return None
