@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,19 @@ def test_one_image_audit_warns_is_neutral_and_states_its_limits(run_copy, tmp_pa
     shift = next(r for r in doc["limits"]["rows"] if r["transform"] == "translate")
     assert shift["grade"] == "mostly missed" and shift["auc"] == DOCS_FIGURES["exact-trained"]["translate", "2px"][0]
     assert "mostly misses" in printed and "2-px shifts" in html
+    # every TPR at an FPR with its interval and n: the docs' figures are all 2,000 members vs 2,000 non-members
+    assert shift["n_members"] == shift["n_nonmembers"] == 2000 and "(n = 2000 / 2000)" in html
+    # and the per-sample line's "catches": the members' TPR at the calibrated threshold, its interval and both n
+    from scipy.stats import binomtest
+
+    from activemint.audit.calibration import calibrate_run
+
+    cal = calibrate_run(run, 0.01, save=False)
+    k, n = int((cal.member_scores > cal.threshold).sum()), len(cal.member_scores)
+    ci = binomtest(k, n).proportion_ci(0.95, method="exact")
+    want = (f"catches {100 * k / n:.1f}% [95% CI {100 * ci.low:.1f}%, {100 * ci.high:.1f}%] of the run's {n} members "
+            f"(threshold set on {cal.n} calibration non-members)")
+    assert want in printed and want in unescape(html)
     assert doc["command"].startswith("activemint audit ") and "--threads 1" in doc["command"]
     assert not list(out.parent.glob(".*.lock"))
 
@@ -262,14 +276,58 @@ def test_audit_limits_come_from_the_runs_own_robustness_figures(run_copy, tmp_pa
 
     rob = tmp_path / "r" / "robustness"
     rob.mkdir(parents=True)
-    rows = [{"scorer": "active_mint", "transform": "none", "level": "exact", "auc": 0.99, "tpr_at_1pct_fpr": 0.8},
-            {"scorer": "active_mint", "transform": "translate", "level": "2px", "auc": 0.95, "tpr_at_1pct_fpr": 0.3},
-            {"scorer": "phash", "transform": "translate", "level": "2px", "auc": 0.5, "tpr_at_1pct_fpr": 0.0}]
+    n = {"n_members": 150, "n_nonmembers": 150}
+    rows = [{"scorer": "active_mint", "transform": "none", "level": "exact", "auc": 0.99, "tpr_at_1pct_fpr": 0.8, **n},
+            {"scorer": "active_mint", "transform": "translate", "level": "2px", "auc": 0.95, "tpr_at_1pct_fpr": 0.3, **n},
+            {"scorer": "phash", "transform": "translate", "level": "2px", "auc": 0.5, "tpr_at_1pct_fpr": 0.0, **n}]
     (rob / "robustness.json").write_text(json.dumps({"info": {}, "rows": rows}))
     lim = detection_limits(tmp_path / "r")
     assert lim.own and str(rob) in lim.source
     assert [(r["copy"], r["grade"]) for r in lim.rows] == [("exact copies", "detected"), ("2-px shifts", "detected")]
     assert "mostly misses" not in lim.sentence()
+    from activemint.report.audit import limits_table
+
+    table = limits_table(lim)  # 150 non-members cannot support 1% FPR (needs 1,000): each TPR cell is marked
+    assert table.count("(n = 150 / 150) *") == 2
+
+
+def test_catches_line_is_marked_when_the_calibration_cannot_support_the_fpr():
+    """Before: "catches 42.0% of the run's members": no interval, no n, no mark for a small calibration set."""
+    from scipy.stats import binomtest
+
+    from activemint.audit.calibration import make_calibration
+    from activemint.report.audit import catches
+
+    rng = np.random.default_rng(0)
+    members = rng.normal(2, 1, 700)
+    for n_cal, marked in ((400, True), (1000, False)):  # 1% FPR needs 10 / 0.01 = 1,000 calibration non-members
+        cal = make_calibration(rng.normal(0, 1, n_cal), 0.01, member_scores=members)
+        k = int((members > cal.threshold).sum())
+        ci = binomtest(k, 700).proportion_ci(0.95, method="exact")
+        text = catches(cal)
+        assert text.startswith(f"catches {100 * k / 700:.1f}% [95% CI {100 * ci.low:.1f}%, {100 * ci.high:.1f}%] of the run's "
+                               f"700 members (threshold set on {n_cal} calibration non-members)")
+        assert (" * (fewer than 1000 calibration non-members for FPR 0.01" in text) == marked
+
+
+def test_grid_table_gives_tpr_with_interval_and_n_and_marks_unsupported_rows():
+    """Before: the grid's TPR@1%FPR cell was a bare 0.420 whatever the number of non-members."""
+    from activemint.grid_table import TABLE_COLUMNS, table_markdown
+    from activemint.metrics import tpr_interval
+
+    base = {k: None for k in TABLE_COLUMNS} | {"arch": "small_cnn", "setup": "entry", "epochs": 1, "status": "done",
+                                                "train_seconds": 1.0, "auc": 0.9}
+    rows = [base | {"dataset": "big", "tpr_at_1pct_fpr": 0.42, "n_members": 2000, "n_nonmembers": 2000},
+            base | {"dataset": "small", "tpr_at_1pct_fpr": 0.3, "n_members": 200, "n_nonmembers": 500},
+            base | {"dataset": "notrun", "status": "pending"}]
+    md = table_markdown(rows)
+    lo, hi = tpr_interval(0.42, 2000)
+    big = next(ln for ln in md.splitlines() if ln.startswith("| big "))
+    small = next(ln for ln in md.splitlines() if ln.startswith("| small "))
+    assert f"| 0.420 [{lo:.3f}, {hi:.3f}] (n = 2000 / 2000) |" in big
+    assert "(n = 200 / 500) * |" in small and "fewer than 1000 non-members" in md
+    assert "TPR@1%FPR [95% CI] (n)" in md.splitlines()[0]
+    assert "fewer than" not in table_markdown(rows[:1])  # nothing unsupported: no footnote
 
 
 @pytest.mark.slow
@@ -347,3 +405,46 @@ def test_learning_curves_mark_the_kept_epoch():
     # the marker is red (#c62828): present only where the kept epoch is drawn
     red = lambda a: ((a[..., 0] > 150) & (a[..., 1] < 80) & (a[..., 2] < 80)).sum()  # noqa: E731
     assert red(plain) == 0 and red(marked) > 100
+
+
+def test_audit_shows_progress_on_its_scoring_steps(run_copy, tmp_path, capsys, monkeypatch):
+    """Before: audit scored the suspect set and (with --neighbourhood) the calibration splits without any bar.
+
+    The bars appear once a step has run DELAY seconds; set to 0 here (and a line per update, as
+    output is not a terminal) so that the test sees every bar whatever this machine's speed."""
+    import activemint.progress as progress
+
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    assert main(["audit", str(run_copy), "split:members", "--out", str(tmp_path / "a"), "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    members = json.loads((tmp_path / "a" / "audit.json").read_text())["data"]["n_images"]
+    lines = [ln for ln in err.splitlines() if ln.startswith("scoring the suspect set:")]
+    assert "\r" not in err and lines and f"{members}/{members}" in lines[-1], err[-2000:]  # whole lines, up to the last image
+    argv = ["audit", str(run_copy), "split:members", "--out", str(tmp_path / "b"), "--threads", "1",
+            "--neighbourhood", "exact", "--aggregate", "zmax"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    for desc in ("fitting zmax on externals, 1 views:", "calibrating: the run's members and non-members, 1 views:",
+                 "scoring the suspect set, 1 views:"):
+        assert any(ln.startswith(desc) for ln in err.splitlines()), (desc, err[-2000:])
+
+
+def test_run_report_and_summary_give_every_tpr_its_interval_and_n(run_copy, tmp_path, capsys):
+    """Before: the run page's key figures and the calibrated-threshold TPR were bare numbers."""
+    from activemint.metrics import tpr_interval
+    from activemint.report import run_summary
+
+    m = json.loads((run_copy / "metrics.json").read_text())["membership"]
+    nm, nn, n_cal = m["n_members"], m["n_nonmembers"], m["n_calibration"]
+    out = tmp_path / "run.html"
+    assert main(["report", str(run_copy), "--out", str(out)]) == 0
+    capsys.readouterr()
+    html = unescape(out.read_text())
+    for key, fpr in (("tpr_at_1pct_fpr", "1"), ("tpr_at_0_1pct_fpr", "0.1")):
+        lo, hi = tpr_interval(m[key], nm)
+        assert f"{m[key]:.3f} [{lo:.3f}, {hi:.3f}]" in html
+        assert f"TPR at {fpr}% FPR, 95% CI (n = {nm} members / {nn} non-members)" in html
+    lo, hi = tpr_interval(m["tpr_at_calibrated"], nm)
+    cal = f"TPR {m['tpr_at_calibrated']:.3f} [{lo:.3f}, {hi:.3f}] (n = {nm} members / {n_cal} calibration non-members)"
+    assert cal in html and cal in run_summary(json.loads((run_copy / "metrics.json").read_text()))

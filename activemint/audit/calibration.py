@@ -286,12 +286,16 @@ def run_scores(run) -> tuple[Scores, str]:
         return Scores.from_arrays(saved), f"{SCORES}:calibration"
     import torch
 
+    from activemint.progress import counted
+
     data, s = run.data, run.data.splits
     out = Scores()
-    for role, src, idx in (("members", data.train, s.members), ("eval_nonmembers", data.test, s.eval_nonmembers),
-                           ("calibration", data.train, s.calibration)):
-        out.scores[role] = run.membership_logits(src.images[torch.as_tensor(idx)])
-        out.indices[role] = np.asarray(idx)
+    splits = (("members", data.train, s.members), ("eval_nonmembers", data.test, s.eval_nonmembers),
+              ("calibration", data.train, s.calibration))
+    with counted(run.membership_logits, sum(len(idx) for _, _, idx in splits), "scoring the run's members and non-members") as score:
+        for role, src, idx in splits:
+            out.scores[role] = score(src.images[torch.as_tensor(idx)])
+            out.indices[role] = np.asarray(idx)
     return out, "model on the manifest's calibration split"
 
 
@@ -349,10 +353,16 @@ def neighbourhood_calibration(run, target_fpr: float, views, aggregate, *, weigh
     data, s = run.data, run.data.splits
     if len(s.calibration) == 0:
         raise CalibrationError(f"{run_dir} has no calibration split: train with --calibration N (N >= {min_calibration_size(target_fpr)})")
+    from activemint.progress import counted
+
     got = {}
-    for role, src, idx in (("members", data.train, s.members), ("eval_nonmembers", data.test, s.eval_nonmembers),
-                           ("calibration", data.train, s.calibration)):
-        got[role] = neighbourhood_scores(run.membership_logits, src.images[torch.as_tensor(np.asarray(idx))], views, aggregate)
+    splits = (("members", data.train, s.members), ("eval_nonmembers", data.test, s.eval_nonmembers),
+              ("calibration", data.train, s.calibration))
+    total = sum(len(idx) for _, _, idx in splits) * len(views)
+    with counted(run.membership_logits, total, f"calibrating: the run's members and non-members, {len(views)} views",
+                 unit="view") as score:
+        for role, src, idx in splits:
+            got[role] = neighbourhood_scores(score, src.images[torch.as_tensor(np.asarray(idx))], views, aggregate)
     check_finite_scores(got, f"the neighbourhood scores of {run_dir}'s model")
     return make_calibration(
         got["calibration"], target_fpr, model_sha256=file_sha256(run_dir / weights),

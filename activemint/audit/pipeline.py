@@ -31,6 +31,7 @@ from activemint.audit.limits import Limits, detection_limits
 from activemint.audit.settest import DEFAULT_TEST, SetTestReport, set_tests
 from activemint.audit.suspect import SuspectSet, load_suspect
 from activemint.errors import UserError
+from activemint.progress import counted
 from activemint.rundir import RunDir
 
 
@@ -253,14 +254,23 @@ def audit(
                        follow_symlinks=follow_symlinks, max_pixels=max_pixels)
     if views is None:
         cal = calibrate_run(run, target_fpr, save=save_calibration)
-        scores = run.membership_logits(sus.images)
+        with counted(run.membership_logits, len(sus), "scoring the suspect set") as score:
+            scores = score(sus.images)
     else:
         import torch
 
+        from activemint.neighbourhood import reference_subset
+
         externals = run.data.train.images[torch.as_tensor(np.asarray(run.data.splits.external))]
-        agg = fit_aggregate(agg, run.membership_logits, views, externals)  # zmax: on E only
+        if agg.needs_fit and agg.mu is None:  # zmax: standardised on (a seeded subset of) E only
+            n_ref = len(reference_subset(len(externals)))
+            with counted(run.membership_logits, n_ref * len(views), f"fitting {agg.name} on externals, {len(views)} views",
+                         unit="view") as score:
+                agg = fit_aggregate(agg, score, views, externals)
         cal = neighbourhood_calibration(run, target_fpr, views, agg)
-        scores = neighbourhood_scores(run.membership_logits, sus.images, views, agg)
+        with counted(run.membership_logits, len(sus) * len(views), f"scoring the suspect set, {len(views)} views",
+                     unit="view") as score:
+            scores = neighbourhood_scores(score, sus.images, views, agg)
     unique = sus.unique_mask()
     tests = set_tests(scores[unique], cal, alpha=alpha, default_test=test)
     created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
