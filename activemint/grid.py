@@ -55,6 +55,7 @@ from activemint.grid_table import (
     table_markdown,
     write_table,
 )
+from activemint.metrics import fmt_tpr
 from activemint.rundir import RunDir
 
 
@@ -106,7 +107,8 @@ def run_cell(cell: Cell, out_dir: str | Path, *, log: Callable[[str], None] = pr
         summary = f"test accuracy {m['test_accuracy']:.4f}"
         if "membership" in m:
             mm = m["membership"]
-            summary += f", MINT acc@0.5 {mm['accuracy_at_0_5']:.4f}, AUC {mm['auc']:.4f}, TPR@1%FPR {mm['tpr_at_1pct_fpr']:.4f}"
+            summary += (f", MINT acc@0.5 {mm['accuracy_at_0_5']:.4f}, AUC {mm['auc']:.4f}, TPR@1%FPR "
+                        f"{fmt_tpr(mm['tpr_at_1pct_fpr'], mm.get('n_members'), mm.get('n_nonmembers'), 0.01, 4)}")
         log(f"[{cell.name}] done in {time.time() - t0:.0f} s: {summary}")
         return CellOutcome(cell.name, str(run_dir), "resumed" if done.resumed else "trained", time.time() - t0)
     finally:

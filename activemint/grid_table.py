@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from activemint.grid_matrix import PLAIN, Cell, Matrix, cell_config, cell_status
+from activemint.metrics import fmt_tpr, fpr_supported, unsupported_note
 from activemint.rundir import RunDir, RunError, csv_cell, make_dir, write_output
 
 
@@ -27,7 +28,7 @@ def paper_table(matrix: Matrix) -> dict[tuple[str, str, str], tuple[float, float
 
 TABLE_COLUMNS = [
     "dataset", "arch", "setup", "paper_reference", "paper_mint", "paper_aud",
-    "mint_acc_at_0_5", "auc", "tpr_at_1pct_fpr", "aud", "aud_without_amint",
+    "mint_acc_at_0_5", "auc", "tpr_at_1pct_fpr", "n_members", "n_nonmembers", "aud", "aud_without_amint",
     "mint_minus_paper", "aud_minus_paper", "aud_cost_of_amint", "epochs", "train_seconds", "status",
 ]
 
@@ -68,7 +69,8 @@ def results_table(matrix: Matrix, cells: Sequence[Cell], out_dir: str | Path) ->
             "dataset": c.dataset, "arch": c.arch, "setup": c.setup, "paper_reference": ref if p else None,
             "paper_mint": p[0] if p else None, "paper_aud": p[1] if p else None,
             "mint_acc_at_0_5": mm.get("accuracy_at_0_5"), "auc": mm.get("auc"),
-            "tpr_at_1pct_fpr": mm.get("tpr_at_1pct_fpr"), "aud": (m or {}).get("test_accuracy"),
+            "tpr_at_1pct_fpr": mm.get("tpr_at_1pct_fpr"), "n_members": mm.get("n_members"),
+            "n_nonmembers": mm.get("n_nonmembers"), "aud": (m or {}).get("test_accuracy"),
             "aud_without_amint": (base or {}).get("test_accuracy"),
             "epochs": c.config.epochs, "train_seconds": (m or {}).get("train_seconds"),
             "status": "done" if m else cell_status(c, out_dir),
@@ -98,18 +100,26 @@ def _fmt(v: Any, signed: bool = False) -> str:
 
 def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The results table as Markdown (paper's numbers first, then ours, then differences)."""
-    head = ("| data set | arch | setup | paper MINT | paper Aud | MINT acc@0.5 | AUC | TPR@1%FPR | Aud | Aud w/o aMINT "
+    head = ("| data set | arch | setup | paper MINT | paper Aud | MINT acc@0.5 | AUC | TPR@1%FPR [95% CI] (n) | Aud | Aud w/o aMINT "
             "| MINT − paper | Aud − paper | Aud − w/o aMINT | epochs | train s |")
     lines = [head, "|" + "---|" * 15]
     for r in rows:
         ds = r["dataset"] + (f" (paper: {r['paper_reference']})" if r["paper_reference"] not in (None, r["dataset"]) else "")
         lines.append("| " + " | ".join([
             ds, r["arch"], r["setup"], _fmt(r["paper_mint"]), _fmt(r["paper_aud"]), _fmt(r["mint_acc_at_0_5"]),
-            _fmt(r["auc"]), _fmt(r["tpr_at_1pct_fpr"]), _fmt(r["aud"]), _fmt(r["aud_without_amint"]),
+            _fmt(r["auc"]), _tpr(r), _fmt(r["aud"]), _fmt(r["aud_without_amint"]),
             _fmt(r["mint_minus_paper"], True), _fmt(r["aud_minus_paper"], True), _fmt(r["aud_cost_of_amint"], True),
             str(r["epochs"]), f"{r['train_seconds']:.0f}" if r["status"] == "done" and r["train_seconds"] is not None else r["status"],
         ]) + " |")
+    if any(r["tpr_at_1pct_fpr"] is not None and not fpr_supported(r.get("n_nonmembers"), 0.01) for r in rows):
+        lines += ["", unsupported_note(0.01)]
     return "\n".join(lines) + "\n"
+
+
+def _tpr(r: dict[str, Any]) -> str:
+    """TPR at 1% FPR with its interval and n (``*``: too few non-members for 1% FPR); ``–`` when not run."""
+    v = r["tpr_at_1pct_fpr"]
+    return "–" if v is None else fmt_tpr(v, r.get("n_members"), r.get("n_nonmembers"), 0.01)
 
 
 def write_table(rows: Sequence[dict[str, Any]], md_path: str | Path, csv_path: str | Path | None = None) -> None:

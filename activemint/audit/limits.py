@@ -59,7 +59,7 @@ def grade(auc: float) -> str:
 
 @dataclass
 class Limits:
-    """Per kind of copy: label, AUC, TPR@1%FPR, grade; and where the figures come from."""
+    """Per kind of copy: label, AUC, TPR@1%FPR (and its n members / non-members), grade; and where the figures come from."""
 
     source: str
     own: bool
@@ -85,10 +85,18 @@ class Limits:
                            "mostly missed": f"AUC < {WEAK_AUC}"}}
 
 
-def _row(key: tuple[str, str], auc: float, tpr: float) -> dict[str, Any]:
+#: Members / evaluation non-members behind :data:`DOCS_FIGURES` (all of README's main-job splits).
+DOCS_N = (2000, 2000)
+
+
+def _row(key: tuple[str, str], auc: float, tpr: float, n: tuple[int | None, int | None] = (None, None)) -> dict[str, Any]:
     label = COPIES.get(key) or f"{key[0]} {key[1]}"
     return {"copy": label, "transform": key[0], "level": key[1], "auc": float(auc), "tpr_at_1pct_fpr": float(tpr),
-            "grade": grade(float(auc))}
+            "n_members": n[0], "n_nonmembers": n[1], "grade": grade(float(auc))}
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
 
 
 def own_figures(run_dir: str | Path) -> Limits | None:
@@ -98,7 +106,8 @@ def own_figures(run_dir: str | Path) -> Limits | None:
     path = Path(run_dir) / "robustness" / ROBUSTNESS_FILES["json"]
     try:
         rows = [r for r in json.loads(path.read_text())["rows"] if r.get("scorer") == "active_mint"]
-        found = {(str(r["transform"]), str(r["level"])): (float(r["auc"]), float(r["tpr_at_1pct_fpr"])) for r in rows}
+        found = {(str(r["transform"]), str(r["level"])): (float(r["auc"]), float(r["tpr_at_1pct_fpr"]),
+                                                           (_int(r.get("n_members")), _int(r.get("n_nonmembers")))) for r in rows}
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not found:
@@ -116,4 +125,4 @@ def detection_limits(run_dir: str | Path, audit_policy: str | None = None) -> Li
     kind = "robust" if audit_policy else "exact-trained"
     what = "aMINT trained with --audit-policy robust" if audit_policy else "aMINT trained on exact images"
     return Limits(f"{DOCS_SOURCE}; {what}; run `activemint robustness {run_dir}` for this run's own",
-                  False, [_row(k, *v) for k, v in DOCS_FIGURES[kind].items()])
+                  False, [_row(k, *v, DOCS_N) for k, v in DOCS_FIGURES[kind].items()])

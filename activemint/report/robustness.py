@@ -9,7 +9,7 @@ import base64
 import json
 from pathlib import Path
 
-from activemint.metrics import fmt_tpr, fpr_supported, unsupported_note
+from activemint.metrics import fmt_tpr, fpr_supported, tpr_interval, unsupported_note
 from activemint.report.html import esc, img, page, table
 from activemint.rundir import ROBUSTNESS_FILES
 
@@ -35,6 +35,12 @@ def takeaways(rows: list) -> list[str]:
 
 
 
+def _with_ci(tpr: float, n_members: int) -> str:
+    """A TPR at a calibrated threshold with its 95% Clopper-Pearson interval over the members."""
+    lo, hi = tpr_interval(tpr, n_members)
+    return f"{tpr:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def robustness_section(out: Path) -> str:
     """HTML for ``out/robustness.json`` (+ ``robustness.png``); empty if there is none."""
     jpath = Path(out) / ROBUSTNESS_FILES["json"]
@@ -54,13 +60,13 @@ def robustness_section(out: Path) -> str:
     marked = any(not fpr_supported(r["n_nonmembers"], 0.001) or not fpr_supported(r["n_nonmembers"], 0.01) for r in rows)
     full = table(
         ["transformation", "scorer", "needs", "AUC [95% CI]", "TPR@1%FPR [95% CI] (n)", "TPR@0.1%FPR [95% CI] (n)",
-         "TPR/FPR exact-cal.", "TPR/FPR transformed-cal."],
+         "TPR [95% CI] / FPR, exact-cal.", "TPR [95% CI] / FPR, transformed-cal."],
         [[f"{r['transform']}:{r['level']}", r["scorer"], r["needs"],
           f"{r['auc']:.3f} [{r['auc_ci_low']:.3f}, {r['auc_ci_high']:.3f}]",
           fmt_tpr(r["tpr_at_1pct_fpr"], r["n_members"], r["n_nonmembers"], 0.01),
           fmt_tpr(r["tpr_at_0_1pct_fpr"], r["n_members"], r["n_nonmembers"], 0.001),
-          f"{r['tpr_at_exact_cal']:.3f} / {r['fpr_at_exact_cal']:.3f}",
-          f"{r['tpr_at_transformed_cal']:.3f} / {r['fpr_at_transformed_cal']:.3f}"] for r in rows],
+          f"{_with_ci(r['tpr_at_exact_cal'], r['n_members'])} / {r['fpr_at_exact_cal']:.3f}",
+          f"{_with_ci(r['tpr_at_transformed_cal'], r['n_members'])} / {r['fpr_at_transformed_cal']:.3f}"] for r in rows],
         numeric=(3, 4, 5, 6, 7))
     parts.append(f'<details class="fold"><summary>Full table ({len(rows)} rows)</summary>{full}'
                  + (f'<p class="note">{esc(unsupported_note(0.001))}</p>' if marked else "") + "</details>")

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from activemint.errors import UserError, not_a_directory
-from activemint.metrics import fmt_tpr, fpr_supported, membership_metrics, unsupported_note
+from activemint.metrics import fmt_tpr, fpr_supported, membership_metrics, tpr_interval, unsupported_note
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
+from activemint.report.summary import calibrated_tpr
 from activemint.rundir import (
     COMPARE_FILES,
     LOG,
@@ -57,13 +58,23 @@ def _membership_table(m: Mapping[str, Any]) -> str:
     if m.get("accuracy_at_calibrated") is not None:
         conf = f" with probability >= {1 - m['calibration_delta']:g}" if m.get("calibration_delta") else ""
         rows.append([f"accuracy at a threshold calibrated on held-out non-members for FPR <= {m['calibration_target_fpr']:g}{conf}",
-                     f"{_f(m['accuracy_at_calibrated'])} (TPR {_f(m.get('tpr_at_calibrated'), 3)}, observed FPR {_f(m.get('fpr_at_calibrated'), 4)})"])
+                     f"{_f(m['accuracy_at_calibrated'])} ({calibrated_tpr(m)})"])
     elif m.get("calibration_note"):
         rows.append(["calibrated threshold", m["calibration_note"]])
     rows.append(["oracle best accuracy (threshold tuned on these very scores; optimistic)", _f(m.get("oracle_best_accuracy"))])
     rows.append(["members / evaluation non-members", f"{m.get('n_members')} / {m.get('n_nonmembers')}"])
     note = "" if fpr_supported(m.get("n_nonmembers"), 0.001) else f'<p class="note">{esc(unsupported_note(0.001 if fpr_supported(m.get("n_nonmembers"), 0.01) else 0.01))}</p>'
     return table(["membership figure", "value"], rows) + note
+
+
+def _tpr_keyfig(m: Mapping[str, Any], key: str, fpr: float) -> tuple[str, str]:
+    """A key figure box: ``0.420 [0.398, 0.442]`` over ``TPR at 1% FPR, 95% CI (n = 2000 / 2000)``, ``*`` when unsupported."""
+    v, nm, nn = m[key], m.get("n_members"), m.get("n_nonmembers")
+    if not nm:
+        return f"{v:.3f}", f"TPR at {100 * fpr:g}% FPR"
+    lo, hi = tpr_interval(v, nm)
+    mark = "" if fpr_supported(nn, fpr) else " *"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]{mark}", f"TPR at {100 * fpr:g}% FPR, 95% CI (n = {nm} members / {nn} non-members)"
 
 
 def _train_commands(rd: RunDir) -> list[str]:
@@ -130,7 +141,7 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
         figs.append((acc, label))
     if m:
         figs += [(f"{m['auc']:.4f}", "membership AUC (members vs unseen non-members)"),
-                 (f"{m['tpr_at_1pct_fpr']:.3f}", "TPR at 1% FPR"), (f"{m['tpr_at_0_1pct_fpr']:.3f}", "TPR at 0.1% FPR")]
+                 *(_tpr_keyfig(m, k, fpr) for k, fpr in (("tpr_at_1pct_fpr", 0.01), ("tpr_at_0_1pct_fpr", 0.001)))]
     if metrics:
         parts.append(f'<div class="verdict info takeaway" id="takeaway">{esc(run_takeaway(metrics))}</div>')
         if mint:

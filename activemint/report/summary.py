@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from activemint.metrics import fmt_tpr, fpr_supported, unsupported_note
+from activemint.metrics import fmt_tpr, fpr_supported, tpr_interval, unsupported_note
 
 
 def describe_selection(sel: dict[str, Any] | None) -> str:
@@ -33,6 +33,26 @@ def train_time(metrics: dict[str, Any], baseline: dict[str, Any] | None = None) 
     if metrics.get("baseline_beside"):
         return f"train time {_s(max(t, b))}: aMINT run {_s(t)} and baseline {_s(b)} side by side"
     return f"train time {_s(t + b)}: aMINT run {_s(t)} + baseline {_s(b)}"
+
+
+def calibrated_tpr(m: dict[str, Any], digits: int = 3) -> str:
+    """``TPR 0.410 [0.388, 0.432] (n = 2000 members / 2000 calibration non-members), observed FPR 0.0085``.
+
+    The TPR at the calibrated threshold with its 95% Clopper-Pearson interval over the members;
+    ``*`` when the calibration non-members are fewer than 10 / target FPR (the threshold then
+    rests on their few highest scores)."""
+    tpr, nm = m.get("tpr_at_calibrated"), m.get("n_members")
+    if tpr is None:
+        return "TPR n/a"
+    text = f"TPR {tpr:.{digits}f}"
+    if nm:
+        lo, hi = tpr_interval(tpr, nm)
+        n_cal, target = m.get("n_calibration"), m.get("calibration_target_fpr")
+        text += f" [{lo:.{digits}f}, {hi:.{digits}f}] (n = {nm} members" + (f" / {n_cal} calibration non-members)" if n_cal else ")")
+        if n_cal and target and not fpr_supported(n_cal, target):
+            text += " *"
+    fpr = m.get("fpr_at_calibrated")
+    return text + (f", observed FPR {fpr:.4f}" if fpr is not None else "")
 
 
 def run_summary(metrics: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
@@ -79,7 +99,7 @@ def run_summary(metrics: dict[str, Any], baseline: dict[str, Any] | None = None)
             lines.append(
                 f"  accuracy at a threshold calibrated on {n_cal}held-out non-members for FPR <= "
                 f"{100 * m['calibration_target_fpr']:g}%{conf}: {m['accuracy_at_calibrated']:.4f} "
-                f"(TPR {m['tpr_at_calibrated']:.3f}, observed FPR {m['fpr_at_calibrated']:.4f})"
+                f"({calibrated_tpr(m)})"
             )
         elif m.get("calibration_note"):
             lines.append(f"  {m['calibration_note']}")
