@@ -1,4 +1,8 @@
-"""HTML reports: they open in headless Chromium with the verdict, p-value and plots present."""
+"""HTML reports: they open in headless Chromium with the verdict, p-value and plots present.
+
+Issue 24's acceptance 2: each of the audit, run (report), robustness and compare pages shows its
+verdict or takeaway line and its limits sentence in the first screen (1400x900), nothing overflows
+and text is readable at 100% zoom (the ``first_screen`` tests)."""
 from __future__ import annotations
 
 import re
@@ -158,12 +162,14 @@ def test_report_of_a_compare_directory(audited_run_dir, tmp_path, capsys):
                                half_threshold=0.0, bootstrap=20)
         rows.append(compare.MethodResult(method, model, "test", f"{method} scores", ["scores"], {}, 0.0, m, 0.85, scores))
     info = {"dataset": "fashion-mnist", "arch": "small_cnn", "setup": "entry", "n_members": 1000, "n_eval_nonmembers": 2000,
-            "n_calibration": 1000, "n_external": 4000, "target_fpr": 0.01, "reference_models": {}, "command": None}
+            "n_calibration": 1000, "n_external": 4000, "target_fpr": 0.01, "reference_models": {},
+            "command": "activemint compare --members 1000 --bootstrap 20 --out cmp"}
     out = tmp_path / "cmp"
     compare.write_outputs(out, rows, compare.headline_line(rows), info, [], [], 1.0)
     assert main(["report", str(out)]) == 0
     capsys.readouterr()
     dom = render(out / "report.html", tmp_path / "cmp.png")
+    assert "Command: <code>activemint compare --members 1000 --bootstrap 20 --out cmp</code>" in dom  # the full command (issue 24)
     assert "Active MINT (active model)" in dom and "Loss attack (plain model)" in dom
     assert "fashion-mnist / small_cnn / aMINT setup entry" in dom
     assert f"{rows[0].metrics.auc:.3f}" in dom
@@ -255,7 +261,9 @@ def test_first_screen_of_the_robustness_page(run_copy, tmp_path, capsys):
                  "jpeg:q50,translate:2px", "--max-samples", "150", "--bootstrap", "0", "--out", str(out)]) == 0
     capsys.readouterr()
     found = first_screen(out / "robustness.html", tmp_path, "robustness")
-    _visible(found, "takeaway")
+    _visible(found, "takeaway", "limits")  # the takeaway per scorer, then what the figures can say (n, FPRs supported)
+    html = (out / "robustness.html").read_text()
+    assert "What these figures can say: 150 members vs 150 non-members" in html and "too few for 1% and 0.1% FPR" in html
 
 
 def test_first_screen_of_the_compare_page_and_best_per_family(audited_run_dir, tmp_path, capsys):
@@ -285,7 +293,8 @@ def test_first_screen_of_the_compare_page_and_best_per_family(audited_run_dir, t
     html = (out / "report.html").read_text()
     # 10 methods in the table; the ROC draws Active MINT (also the best of MINT) and the best of the two other families
     assert "(3 of 10; every method is in the table above)" in html
-    _visible(first_screen(out / "report.html", tmp_path, "compare"), "takeaway")
+    _visible(first_screen(out / "report.html", tmp_path, "compare"), "takeaway", "limits")
+    assert "What these figures can say: 1000 members vs 2000 non-members" in html and "too few for 0.1% FPR" in html
     from activemint.compare.plots import best_per_family
 
     assert [r.method for r in best_per_family(rows)] == ["Active MINT", "output method 0", "reference method 0"]

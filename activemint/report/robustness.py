@@ -11,6 +11,7 @@ from pathlib import Path
 
 from activemint.metrics import fmt_tpr, fpr_supported, tpr_interval, unsupported_note
 from activemint.report.html import esc, img, page, table
+from activemint.report.summary import figures_scope
 from activemint.rundir import ROBUSTNESS_FILES
 
 
@@ -41,8 +42,21 @@ def _with_ci(tpr: float, n_members: int) -> str:
     return f"{tpr:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def robustness_section(out: Path) -> str:
-    """HTML for ``out/robustness.json`` (+ ``robustness.png``); empty if there is none."""
+ID_LIMITS, ID_TAKEAWAY = ' id="limits"', ' id="takeaway"'
+
+
+def _limits(rows: list, ids: bool) -> str:
+    """The page's limits sentence: its n, which FPRs they support, one draw per transformed image."""
+    nm = min((r["n_members"] for r in rows), default=None)
+    nn = min((r["n_nonmembers"] for r in rows), default=None)
+    text = figures_scope(nm, nn, "each image transformed once (one random draw per copy), on this run's model only")
+    return f'<p class="limits"{ID_LIMITS if ids else ""}>{esc(text)}</p>' if text else ""
+
+
+def robustness_section(out: Path, *, ids: bool = True) -> str:
+    """HTML for ``out/robustness.json`` (+ ``robustness.png``); empty if there is none.
+
+    ``ids=False``: inside another page (the run's), whose own takeaway and limits carry the ids."""
     jpath = Path(out) / ROBUSTNESS_FILES["json"]
     if not jpath.is_file():
         return ""
@@ -50,7 +64,8 @@ def robustness_section(out: Path) -> str:
     info, rows = d["info"], d["rows"]
     command = info.get("command") or f"activemint robustness {info['run_dir']}"
     parts = ["<h2>Robustness to near-copies</h2>",
-             '<div class="verdict info takeaway" id="takeaway">' + "<br>".join(esc(t) for t in takeaways(rows)) + "</div>",
+             f'<div class="verdict info takeaway"{ID_TAKEAWAY if ids else ""}>' + "<br>".join(esc(t) for t in takeaways(rows)) + "</div>",
+             _limits(rows, ids),
              (f'<p class="note">Members ({esc(info["members"])}) and non-members transformed the same way; AUC 0.5 is '
               f'chance. Thresholds for {info["target_fpr"]:g} FPR calibrated on untransformed and on transformed '
               f'calibration non-members. Command: <code>{esc(command)}</code></p>')]

@@ -23,7 +23,7 @@ from activemint.errors import UserError, not_a_directory
 from activemint.metrics import fmt_tpr, fpr_supported, membership_metrics, tpr_interval, unsupported_note
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
-from activemint.report.summary import calibrated_tpr
+from activemint.report.summary import calibrated_tpr, figures_scope
 from activemint.rundir import (
     COMPARE_FILES,
     LOG,
@@ -184,7 +184,7 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
                              "ROC curves, linear and log-log"))
     from activemint.report.robustness import robustness_section
 
-    parts.append(robustness_section(run_dir / "robustness"))  # empty unless `activemint robustness` ran
+    parts.append(robustness_section(run_dir / "robustness", ids=False))  # empty unless `activemint robustness` ran
     for key, label in (("membership_seen", "members the MINT loss saw"), ("membership_unseen", "held-out members (task loss only)")):
         if key in metrics:
             parts.append(f"<h2>Membership test: {label}</h2>")
@@ -211,6 +211,7 @@ def compare_report_html(
     title: str = "Membership scorers compared",
     note: str = "",
     bootstrap: int = 200,
+    command: str | None = None,
 ) -> str:
     """HTML comparing membership scorers.
 
@@ -222,6 +223,7 @@ def compare_report_html(
         title: page title.
         note: a sentence under the title (what was compared, on which run).
         bootstrap: resamples for the AUC interval of methods whose figures are computed here.
+        command: the command line that produced the figures (recorded at the foot of the page).
     """
     figs: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (metrics or {}).items()}
     for name, (mem, non) in methods.items():
@@ -232,6 +234,12 @@ def compare_report_html(
     parts = [f"<h1>{esc(title)}</h1>"]
     if note:
         parts.append(f'<div class="verdict info takeaway" id="takeaway">{esc(note)}</div>')
+    n_mem = [f["n_members"] for f in figs.values() if f.get("n_members")]
+    n_non = [f["n_nonmembers"] for f in figs.values() if f.get("n_nonmembers")]
+    scope = figures_scope(min(n_mem, default=None), min(n_non, default=None),
+                          "a method that needs reference models or a plain twin was trained once, one seed")
+    if scope:
+        parts.append(f'<p class="limits" id="limits">{esc(scope)}</p>')
     keys = ["auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "accuracy_at_0_5", "accuracy_at_calibrated", "oracle_best_accuracy"]
     shown = [k for k in keys if any(isinstance(f.get(k), (int, float)) for f in figs.values())]
     extra = ["test_accuracy"] if any(isinstance(f.get("test_accuracy"), (int, float)) for f in figs.values()) else []
@@ -270,6 +278,8 @@ def compare_report_html(
         parts.append(img(plots.roc_figure(drawn, title="ROC: members vs non-members, by method"), "ROC curves by method"))
         parts.append("<h2>Score distributions</h2>")
         parts.append(img(plots.histogram_grid(drawn), "score histograms of members vs non-members, by method"))
+    if command:
+        parts.append(f'<p class="note">Command: <code>{esc(command)}</code></p>')
     return page(title, "\n".join(parts))
 
 
@@ -291,12 +301,13 @@ def best_per_family(methods: Mapping[str, tuple[np.ndarray, np.ndarray]],
     return {n: v for n, v in methods.items() if n in keep}
 
 
-def load_compare_dir(path: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, dict[str, Any]], str, str] | None:
+def load_compare_dir(path: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, dict[str, Any]], str, str,
+                                                       str | None] | None:
     """Read an ``activemint compare`` output directory; ``None`` if ``path`` is not one.
 
     Reads ``compare.json`` (``{"headline", "rows": [{"method", "model", "metrics", "test_accuracy"}...],
     "info"}``) and ``scores.npz`` (keys ``"<method>|<model>|<role>"``, roles ``members`` and
-    ``eval_nonmembers``).  Returns ``(scores, metrics, title, note)`` keyed by
+    ``eval_nonmembers``).  Returns ``(scores, metrics, title, note, command)``, the first two keyed by
     ``"<method> (<model> model)"``.
     """
     path = Path(path)
@@ -327,7 +338,7 @@ def load_compare_dir(path: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarra
     title = "Membership scorers compared"
     if info:
         title += f": {info.get('dataset')} / {info.get('arch')} / aMINT setup {info.get('setup')}"
-    return scores, metrics, title, str(doc.get("headline", ""))
+    return scores, metrics, title, str(doc.get("headline", "")), info.get("command") if isinstance(info.get("command"), str) else None
 
 
 def render_report(path: str | os.PathLike) -> str:
@@ -337,8 +348,8 @@ def render_report(path: str | os.PathLike) -> str:
         raise ReportError(not_a_directory(path, "run or compare directory"))
     comp = load_compare_dir(path)
     if comp is not None and not RunDir(path).log.is_file():
-        scores, metrics, title, note = comp
-        return compare_report_html(scores, metrics=metrics, title=title, note=note)
+        scores, metrics, title, note, command = comp
+        return compare_report_html(scores, metrics=metrics, title=title, note=note, command=command)
     return run_report_html(path)
 
 

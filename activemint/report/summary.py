@@ -35,6 +35,21 @@ def train_time(metrics: dict[str, Any], baseline: dict[str, Any] | None = None) 
     return f"train time {_s(t + b)}: aMINT run {_s(t)} + baseline {_s(b)}"
 
 
+def figures_scope(n_members: int | None, n_nonmembers: int | None, what: str = "") -> str:
+    """What a table of membership figures can say, in one sentence (the robustness and compare pages' limits).
+
+    ``what``: the figures' own caveat (e.g. one draw of each transformation), appended.
+    """
+    if not n_members or not n_nonmembers:
+        return ""
+    rests = [f"TPR at {100 * f:g}% FPR on the {max(1, int(n_nonmembers * f))} highest" for f in (0.01, 0.001)]
+    rough = [f"{100 * f:g}%" for f in (0.01, 0.001) if not fpr_supported(n_nonmembers, f)]
+    return (f"What these figures can say: {n_members} members vs {n_nonmembers} non-members of one trained model; "
+            f"{rests[0]} and {rests[1]} non-member scores"
+            + (f", too few for {' and '.join(rough)} FPR (marked *, rough figures)" if rough else "")
+            + "; intervals are 95% (AUC bootstrap, TPR Clopper-Pearson over the members)" + (f"; {what}" if what else "") + ".")
+
+
 def calibrated_tpr(m: dict[str, Any], digits: int = 3) -> str:
     """``TPR 0.410 [0.388, 0.432] (n = 2000 members / 2000 calibration non-members), observed FPR 0.0085``.
 
