@@ -499,3 +499,41 @@ def test_readme_python_example_trains_the_main_jobs_recipe():
     for key in ("dataset", "arch", "setup", "members", "external", "validation", "calibration", "eval_nonmembers",
                 "epochs", "lr", "schedule"):
         assert str(kwargs[key]) == opts[key] or float(kwargs[key]) == float(opts[key]), key
+
+
+def test_every_post_hoc_head_claim_states_its_training_budget():
+    """Before: README/docs claimed the post-hoc head's AUC 0.960 with no budget; a newcomer's default run got 0.700."""
+    docs = [README, *sorted((README.parent / "docs").glob("*.md"))]
+    claims = 0
+    for path in docs:
+        for para in path.read_text().split("\n\n"):
+            # a table row is a claim of its own; prose is read by paragraph
+            units = [ln for ln in para.splitlines() if ln.startswith("|")] or [para]
+            for unit in units:
+                flat = " ".join(unit.split())
+                if ("post-hoc head" in flat or "posthoc_head" in flat) and "0.960" in flat:
+                    claims += 1
+                    assert "epoch" in flat, (path.name, flat[:300])
+    assert claims >= 1
+
+
+def test_roc_of_many_methods_has_distinct_curves_and_readable_labels(monkeypatch):
+    """Before: compare's ROC drew every method in repeating colours with 6-px labels."""
+    from matplotlib.colors import to_rgba
+
+    from activemint.report import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "to_data_uri", lambda fig, dpi=110: figs.append((fig, dpi)) or "data:,")
+    rng = np.random.default_rng(0)
+    curves = {f"method {i}": (rng.normal(0.05 * i, 1, 200), rng.normal(0, 1, 300)) for i in range(27)}  # the issue's 27
+    plots.roc_figure(curves)
+    (fig, dpi), = figs
+    for ax in fig.axes:
+        drawn = [ln for ln in ax.get_lines() if ln.get_label().startswith("method ")]
+        assert len(drawn) == 27
+        styles = {(to_rgba(ln.get_color()), ln.get_linestyle()) for ln in drawn}
+        assert len(styles) == 27  # no two curves alike
+    texts = [t for leg in fig.legends for t in leg.get_texts()] + [t for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert len(texts) >= 27
+    assert min(t.get_fontsize() for t in texts) * dpi / 72 >= 10  # at least 10 px in the PNG (6 px before)

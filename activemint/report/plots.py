@@ -76,7 +76,7 @@ def roc_figure(
         fpr, tpr, _ = roc(mem, non)
         label = f"{name} (AUC {_auc(fpr, tpr):.3f})"
         color = _color(i, len(curves))
-        ls = ("-", "--", "-.", ":")[i % 4]
+        ls = ("-", "--", "-.", ":")[(i + i // 20) % 4]  # colours repeat every 20: the style shifts, so no two curves alike
         axes[0].plot(fpr, tpr, color=color, label=label, linestyle=ls)
         ok = fpr > 0
         axes[1].plot(fpr[ok], tpr[ok], color=color, label=label, linestyle=ls)
