@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+import torch
 from conftest import trained_run
 
 from activemint.attacks import GradientMintConfig, PassiveMintConfig, ReferenceConfig
@@ -107,13 +108,16 @@ TINY_REFERENCE = ReferenceConfig(n_models=4, epochs=1, population=300)
 
 @pytest.fixture(scope="module")
 def contexts(small_runs, tmp_path_factory):
-    """Fresh contexts on the small runs (one per call), sharing a cache folder."""
+    """Fresh contexts on the small runs (one per call), sharing a cache folder.
+
+    ``robust``: the audited run trained with ``--audit-policy robust`` (what the robust post-hoc
+    head copies), on the same splits as the plain run."""
     active, plain = small_runs
     a, p = load_run(active), load_run(plain)
     cache = tmp_path_factory.mktemp("conformance")
 
-    def make(plain_run=True, reference=True, audited=True):
-        run = a if audited else p
+    def make(plain_run=True, reference=True, audited=True, robust=False):
+        run = (load_run(trained_run(**SMALL, audit_policy="robust")) if robust else a) if audited else p
         return compare_context(run, p if plain_run else None, cache, configs=TINY_CONFIGS,
                                reference=TINY_REFERENCE if reference else None)
     return make
@@ -122,13 +126,12 @@ def contexts(small_runs, tmp_path_factory):
 @pytest.mark.parametrize("key", list(REGISTRY))
 def test_every_registered_scorer_conforms(key, contexts):
     cls = REGISTRY[key]
-    ctx = contexts()
-    assert cls.applies(ctx) is None or key == "posthoc_head_robust"  # the small run has no audit policy
-    if cls.applies(ctx) is not None:
-        pytest.skip(f"{key}: {cls.applies(ctx)}")
+    robust = key == "posthoc_head_robust"  # it copies the audited run's audit policy
+    ctx = contexts(robust=robust)
+    assert cls.applies(ctx) is None, (key, cls.applies(ctx))
     runs = []
     for _ in range(2):  # determinism: fresh instances and contexts, same seeds, no score cache
-        ctx = contexts()
+        ctx = contexts(robust=robust)
         insts = cls.instances(ctx)
         (scored,), _work = score_views(ctx, insts)
         runs.append(scored)
@@ -172,3 +175,31 @@ def test_configs_are_dataclasses_with_help_for_every_flag():
         for ck, cfg, f, flag in scorer_fields(suite):
             assert dataclasses.is_dataclass(cfg) and f.metadata["help"].strip(), (ck, f.name)
             assert flag.startswith(f"--{ck.replace('_', '-')}-")
+
+
+def test_neighbourhood_rows_of_one_scorer_share_its_view_scores():
+    """Several aggregations of one scorer score each image set's views once, for every role in turn."""
+    from activemint.scorers import NeighbourhoodScorer
+
+    calls = []
+
+    class Mean(Scorer):
+        key = "toy_mean"
+
+        def score_images(self, images):
+            calls.append(len(images))
+            return images.double().mean(dim=(1, 2, 3)).numpy()
+
+    gen = np.random.default_rng(0)
+    roles = [torch.as_tensor(gen.integers(0, 256, (n, 1, 12, 12), dtype=np.uint8)) for n in (5, 7, 3)]
+    timing = {"seconds": 0.0, "queries": 0}
+    shared = {"timing": timing}
+    inner = Mean()
+    rows = [NeighbourhoodScorer(inner, "shift1", agg, shared=shared) for agg in ("max", "mean")]
+    for w in rows:  # as the scoring loop calls them: each row scores every role
+        for x in roles:
+            got = w.score_images(x)
+            assert got.shape == (len(x),)
+    assert sum(calls) == 9 * sum(len(x) for x in roles)  # 9 views of each image, once for both rows
+    assert timing["queries"] == sum(len(x) for x in roles)
+    np.testing.assert_array_equal(rows[0].score_images(roles[0]), NeighbourhoodScorer(Mean(), "shift1", "max").score_images(roles[0]))

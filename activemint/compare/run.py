@@ -5,9 +5,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from activemint.attacks.config import ScorerConfig
 from activemint.attacks.reference import ReferenceConfig
 from activemint.compare.results import (
@@ -16,11 +13,11 @@ from activemint.compare.results import (
     headline_line,
     write_outputs,
 )
-from activemint.data import read_manifest
 from activemint.metrics import membership_metrics
-from activemint.rundir import CACHE_RUNS, COMPARE_FILES, RunDir, check_output_dir
+from activemint.rundir import CACHE_RUNS, COMPARE_FILES, check_output_dir
 from activemint.runs import Run, RunError, ensure_run, load_run
 from activemint.scorers import EVAL_ROLES, EXACT, MODELS, Context, EngineOptions, Scorer, ScorerCache, Suite, Work, score_views
+from activemint.scorers.context import check_plain_twin, run_context, run_test_accuracy
 from activemint.scorers.reference import reference_info
 from activemint.training import TrainConfig
 
@@ -28,13 +25,6 @@ _REFERENCE = ReferenceConfig()  # the default (never mutated)
 
 #: The registered scorers that ``compare`` runs (a live view, by key, in registration order).
 COMPARE_SCORERS = Suite("compare")
-
-
-def _test_accuracy(run: Run) -> float:
-    m = RunDir(run.run_dir).read_metrics() or {}
-    if "test_accuracy" in m:
-        return float(m["test_accuracy"])
-    return float(run.evaluate()[0]["test_accuracy"])
 
 
 def _runs(cfg: TrainConfig | None, active_run, plain_run, cache_root: Path, progress: bool, log,
@@ -59,11 +49,7 @@ def _runs(cfg: TrainConfig | None, active_run, plain_run, cache_root: Path, prog
         plain_dir, did = ensure_run(pcfg, cache_root / CACHE_RUNS / pcfg.fingerprint(), progress=progress, log=log)
         (trained if did else reused).append(f"plain run {plain_dir}")
     plain = load_run(plain_dir)
-    if plain.is_audited:
-        raise RunError(f"{plain_dir} is an aMINT run; the plain model must be trained with mint off")
-    if read_manifest(RunDir(plain_dir).manifest) != active.data.splits:
-        raise RunError(f"the plain run {plain_dir} and the active run {active_dir} use different splits (manifests differ); "
-                       "train them with the same data set, sizes and seed")
+    check_plain_twin(active, plain, "the plain run")
     return active, plain
 
 
@@ -71,20 +57,14 @@ def compare_context(active: Run, plain: Run, cache_root: Path, *, configs: Mappi
                     reference: ReferenceConfig | None = None, engine: EngineOptions | None = None,
                     log: Callable[[str], None] = lambda m: None) -> Context:
     """Images, labels and sample indices of every role of the active run's splits."""
-    data, s = active.data, active.data.splits
-    src = {"members": data.train, "eval_nonmembers": data.test, "calibration": data.train, "external": data.train}
-    idx = {r: np.asarray(getattr(s, r)) for r in src}
-    return Context(run=active, plain=plain, cache_dir=cache_root, log=log, configs=dict(configs or {}),
-                   reference=reference, engine=engine or EngineOptions(),
-                   images={r: src[r].images[torch.as_tensor(idx[r])] for r in src},
-                   labels={r: src[r].labels[torch.as_tensor(idx[r])] for r in src}, indices=idx)
+    return run_context(active, plain, cache_root, configs=configs, reference=reference, engine=engine, log=log)
 
 
 def score_rows(ctx: Context, scorers: list[type[Scorer]], *, bootstrap: int,
                cache: ScorerCache | None) -> tuple[list[MethodResult], Work]:
     """Every scorer's rows (its instances, in order), through the one scoring loop and metrics engine."""
     acfg = ctx.run.config
-    test_acc = {m: _test_accuracy(ctx.model(m)) for m in MODELS}
+    test_acc = {m: run_test_accuracy(ctx.model(m), evaluate=True) for m in MODELS}
     instances: list[Scorer] = []
     for cls in scorers:
         why = cls.applies(ctx)

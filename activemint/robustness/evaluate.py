@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from activemint.data import read_manifest
 from activemint.metrics import (
     calibrate_threshold,
     fmt_tpr,
@@ -39,9 +38,10 @@ from activemint.metrics import (
     unsupported_note,
 )
 from activemint.neighbourhood import get_view_set, parse_aggregates
-from activemint.rundir import ROBUSTNESS_FILES, RunDir, RunError, check_output_dir, csv_cell, output_dir
+from activemint.rundir import ROBUSTNESS_FILES, RunDir, check_output_dir, csv_cell, output_dir
 from activemint.runs import Run, load_run
 from activemint.scorers import Context, NeighbourhoodScorer, Scorer, ScorerError, View, Work, get_scorers, score_views, wraps
+from activemint.scorers.context import check_plain_twin, run_context, run_test_accuracy
 from activemint.transforms import apply_transform, parse_spec
 
 ROLES = ("members", "eval_nonmembers", "calibration")
@@ -95,8 +95,9 @@ def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, me
                  data_root: str | None = None, configs: Mapping[str, Any] | None = None) -> Context:
     """The evaluated roles (a seeded subset with ``max_samples``) and, to fit on, all of D and E.
 
-    ``cache_dir`` (default: ``robustness/cache`` of the output folder's default, ``RUN_DIR/robustness``)
-    holds what the scorers build (the post-hoc heads, the members' features); never an input run."""
+    ``cache_dir`` holds what the scorers build (the post-hoc heads, the members' features);
+    :func:`run_robustness` passes ``OUT/cache`` (the output folder's), so a ``--plain-run`` is only
+    read.  Its default here is ``RUN_DIR/robustness/cache``, the default output's."""
     run = load_run(run_dir, device=device, data_root=data_root)
     if not RunDir(run.run_dir).manifest.is_file():
         raise RobustnessError(f"{run.run_dir} has no {RunDir(run.run_dir).manifest.name}: a robustness evaluation needs "
@@ -104,12 +105,8 @@ def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, me
     plain = None
     if plain_run is not None:
         plain = load_run(plain_run, device=device, data_root=data_root)
-        if plain.is_audited:
-            raise RobustnessError(f"--plain-run {plain_run} is an aMINT run; the post-hoc head needs a plain (mint off) run")
-        pm = RunDir(plain.run_dir).manifest
-        if not pm.is_file() or read_manifest(pm) != run.data.splits:
-            raise RobustnessError(f"--plain-run {plain_run} does not share the splits of {run_dir} (manifests differ)")
-    data, s = run.data, run.data.splits
+        check_plain_twin(run, plain, "--plain-run")
+    s = run.data.splits
     sel = _member_selection(run, members)
     idx = {"members": np.asarray(s.members)[sel], "eval_nonmembers": np.asarray(s.eval_nonmembers),
            "calibration": np.asarray(s.calibration), "external": np.asarray(s.external)}
@@ -121,14 +118,9 @@ def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, me
         for r in ROLES:
             if len(idx[r]) > keep[r]:
                 idx[r] = np.sort(rng.choice(idx[r], keep[r], replace=False))
-    src = {"members": data.train, "eval_nonmembers": data.test, "calibration": data.train, "external": data.train}
-    images = {r: src[r].images[torch.as_tensor(idx[r])] for r in ROLES}
-    # What the scorers fit on: all members (the auditor's D), whatever subset is evaluated, and E.
-    known = {"members": data.train.images[torch.as_tensor(np.asarray(s.members))],
-             "external": data.train.images[torch.as_tensor(idx["external"])]}
     cache = cache_dir or (run.run_dir / "robustness" / "cache")
-    return Context(run=run, images=images, cache_dir=Path(cache), plain=plain, log=log, roles=ROLES, known=known,
-                   indices={r: idx[r] for r in ROLES}, configs=dict(configs or {}))
+    # the scorers fit on all members (the auditor's D) and E, whatever subset is evaluated
+    return run_context(run, plain, cache, indices=idx, roles=ROLES, configs=configs, log=log)
 
 
 def run_robustness(
@@ -232,7 +224,7 @@ def run_robustness(
     info = {"run_dir": str(Path(run_dir)), "plain_run": str(plain_run) if plain_run else None, "members": members,
             "seed": seed, "target_fpr": target, "transforms": transforms, "skipped": skipped,
             "max_samples": max_samples, "seconds": round(time.time() - t0, 1), "command": command,
-            "test_accuracy": _test_accuracy(ctx.run)}
+            "test_accuracy": run_test_accuracy(ctx.run)}
     if views is not None:
         info["neighbourhood"] = {**views.describe(), "seed": neighbourhood_seed, "aggregates": [a.name for a in aggs],
                                  "cost_per_query": views.cost(),
@@ -255,13 +247,6 @@ def _timed(score_images: Callable[[torch.Tensor], np.ndarray], timing: dict) -> 
         timing["plain_seconds"] += time.time() - t
         return out
     return timed
-
-
-def _test_accuracy(run: Run) -> float | None:
-    try:
-        return float((RunDir(run.run_dir).read_metrics() or {})["test_accuracy"])
-    except (OSError, ValueError, KeyError, TypeError, RunError):
-        return None
 
 
 # ------------------------------------------------------------------- outputs

@@ -36,6 +36,10 @@ def wraps(scorer: Scorer) -> str | None:
     return None
 
 
+#: How many image sets the wrappers of one scorer keep the view scores of (the roles of one view).
+SHARED_RECENT = 4
+
+
 class NeighbourhoodScorer(Scorer):
     """``inner`` scored over the views of ``views``, aggregated by ``aggregate``."""
 
@@ -100,16 +104,19 @@ class NeighbourhoodScorer(Scorer):
         """(V, N): the wrapped scorer on every view (one aggregation of them is :meth:`score_images`)."""
         if self.shared is None:
             return view_scores(self._inner_score, images, self.views)
-        if self.shared.get("images") is not images:
-            import time
+        recent = self.shared.setdefault("recent", [])  # (images, view scores): the roles of the view in hand
+        for imgs, vs in recent:
+            if imgs is images:
+                return vs
+        import time
 
-            t = time.time()
-            self.shared["vs"] = view_scores(self._inner_score, images, self.views)
-            self.shared["images"] = images
-            if "timing" in self.shared:
-                self.shared["timing"]["seconds"] += time.time() - t
-                self.shared["timing"]["queries"] += len(images)
-        return self.shared["vs"]
+        t = time.time()
+        vs = view_scores(self._inner_score, images, self.views)
+        recent[:] = [*recent[-(SHARED_RECENT - 1):], (images, vs)]
+        if "timing" in self.shared:
+            self.shared["timing"]["seconds"] += time.time() - t
+            self.shared["timing"]["queries"] += len(images)
+        return vs
 
     def score_images(self, images: torch.Tensor) -> np.ndarray:
         return self.aggregate(self.view_scores(images))
