@@ -30,8 +30,9 @@ SMALL = dict(members=400, external=800, validation=100, calibration=300, eval_no
 REQUIRED = {"Active MINT", "Passive MINT", "gMINT", "Loss", "Confidence (max softmax)", "Entropy", "Modified entropy",
             "LiRA online", "LiRA online (fixed variance)", "LiRA offline", "LiRA offline (fixed variance)",
             "RMIA offline (a=0.3)", "RMIA online", "Passive MINT (cross-fit)", "gMINT (cross-fit)"}
-TINY = dict(reference=ReferenceConfig(n_models=4, epochs=1, population=300), passive=PassiveMintConfig(epochs=1),
-            gradient=GradientMintConfig(epochs=3, external_limit=300), bootstrap=20, progress=False, log=lambda m: None)
+TINY = dict(reference=ReferenceConfig(n_models=4, epochs=1, population=300),
+            configs={"passive_mint": PassiveMintConfig(epochs=1), "gmint": GradientMintConfig(epochs=3, external_limit=300)},
+            bootstrap=20, progress=False, log=lambda m: None)
 
 
 @pytest.fixture(scope="module")

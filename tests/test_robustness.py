@@ -24,13 +24,24 @@ def small_runs():
     return trained_run(**SMALL), trained_run(**SMALL, mint=False)
 
 
+def _hashes(root) -> dict[str, str]:
+    """Every file under ``root`` (names and SHA-256 of the bytes)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.slow
 def test_cli_writes_table_plot_and_every_baseline(small_runs, tmp_path, capsys):
     active, plain = small_runs
     out = tmp_path / "rb"
+    before = _hashes(active), _hashes(plain)
     rc = main(["robustness", str(active), "--plain-run", str(plain), "--transforms", "translate:2px,jpeg:q50",
                "--max-samples", "150", "--bootstrap", "0", "--out", str(out)])
     assert rc == 0
+    # The input runs are read, never written: the post-hoc head trained on the plain run is cached in OUT/cache.
+    assert (_hashes(active), _hashes(plain)) == before
+    assert list((out / "cache" / "posthoc-heads").glob("posthoc_head-*.safetensors"))
     for name in ("robustness.md", "robustness.csv", "robustness.json", "robustness.png", "robustness.html"):
         assert (out / name).stat().st_size > 0, name
     doc = json.loads((out / "robustness.json").read_text())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -39,13 +39,14 @@ class GradientMintConfig(ScorerConfig):
     params: str = "weights"
     max_tensors: int = 32
     hidden: int = 256
-    epochs: int = 40
+    epochs: int = field(default=40, metadata={"help": "epochs of the gMINT classifier"})
     lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 64
     grad_batch: int = 256
-    external_limit: int | None = None
-    seed: int = 0
+    external_limit: int | None = field(default=None, metadata={
+        "help": "train gMINT on at most this many external samples (default: all of E)", "aliases": ("--gmint-external",)})
+    seed: int = field(default=0, metadata={"help": "seed of the classifier, the external subset and the cross-fit halves"})
 
     name: ClassVar[str] = "gMINT"
     description: ClassVar[str] = ("MLP on per-sample gradients of the task loss w.r.t. the tapped layers' weights, reduced "

@@ -26,7 +26,7 @@ to the pooled spread.  A floor ``min_std`` keeps degenerate fits finite.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -38,7 +38,7 @@ from activemint.attacks.config import ScorerConfig
 class LiraConfig(ScorerConfig):
     variant: str = "online"
     fixed_variance: bool = False
-    min_std: float = 1e-3
+    min_std: float = field(default=1e-3, metadata={"help": "LiRA's floor on the per-sample standard deviations"})
 
     name: ClassVar[str] = "LiRA"
     description: ClassVar[str] = ("Likelihood ratio of the target model's logit-scaled confidence under per-sample Gaussians "
@@ -115,7 +115,7 @@ def _log_normal(x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd)
 
 
-def lira_online(target, ref, keep, *, fixed_variance: bool = False, min_std: float = 1e-3) -> np.ndarray:
+def lira_online(target, ref, keep, *, fixed_variance: bool = False, min_std: float = LiraConfig.min_std) -> np.ndarray:
     """Online LiRA scores (n,): log N(target; IN fit) - log N(target; OUT fit).
 
     Args:
@@ -138,7 +138,7 @@ def lira_online(target, ref, keep, *, fixed_variance: bool = False, min_std: flo
     return _log_normal(t, f.mu_in, s_in) - _log_normal(t, f.mu_out, s_out)
 
 
-def lira_offline(target, ref, keep, *, fixed_variance: bool = False, min_std: float = 1e-3) -> np.ndarray:
+def lira_offline(target, ref, keep, *, fixed_variance: bool = False, min_std: float = LiraConfig.min_std) -> np.ndarray:
     """Offline LiRA scores (n,): ``(target - mu_out) / s_out`` from the OUT models only.
 
     ``keep`` may be all False (reference models never trained on the targets).

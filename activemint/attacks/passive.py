@@ -10,9 +10,8 @@ MINT is that the audited model was not trained to be auditable.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -20,8 +19,7 @@ import torch
 from torch import nn
 
 from activemint.attacks.config import ScorerConfig
-from activemint.mint import EnhancedAuditedModel, membership_bce
-from activemint.training.batches import cycled_permutation, to_input
+from activemint.mint import EnhancedAuditedModel
 from activemint.training.evaluation import membership_scores
 
 
@@ -29,11 +27,13 @@ from activemint.training.evaluation import membership_scores
 class PassiveMintConfig(ScorerConfig):
     """``None`` fields take the active run's value (epochs, lr, member / external batch sizes)."""
 
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    external_batch_size: int | None = None
-    seed: int = 0
+    epochs: int | None = field(default=None, metadata={
+        "help": "epochs of the passive MINT head (default: the audited run's)", "aliases": ("--passive-epochs",)})
+    lr: float | None = field(default=None, metadata={"help": "learning rate of the passive head (default: the audited run's)"})
+    batch_size: int | None = field(default=None, metadata={"help": "member batch size (default: the audited run's)"})
+    external_batch_size: int | None = field(default=None, metadata={
+        "help": "external batch size (default: the audited run's)"})
+    seed: int = field(default=0, metadata={"help": "seed of the head's initialisation, batch order and cross-fit halves"})
 
     name: ClassVar[str] = "Passive MINT"
     description: ClassVar[str] = ("MINT head on the same tap points of the frozen plainly trained model, trained on its "
@@ -67,34 +67,15 @@ def train_passive_head(
     device: torch.device,
     log: Callable[[str], None] | None = None,
     log_every: int = 1,
+    progress: bool = False,
 ) -> EnhancedAuditedModel:
-    """Train ``model.head`` only, on uint8 member / external images (N, C, H, W)."""
-    if len(members) == 0 or len(external) == 0:
-        raise ValueError("passive MINT needs members and external samples")
-    model.to(device)
-    opt = torch.optim.Adam(model.head.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    steps = math.ceil(len(members) / batch_size)
-    for epoch in range(epochs):
-        model.train()
-        model.backbone.eval()  # frozen: running statistics of the plain training stay as they are
-        perm = torch.randperm(len(members), generator=gen)
-        need = steps * external_batch_size
-        ext_order = cycled_permutation(len(external), need, gen)
-        total = 0.0
-        for step in range(steps):
-            xm = to_input(members[perm[step * batch_size : (step + 1) * batch_size]], device)
-            xe = to_input(external[ext_order[step * external_batch_size : (step + 1) * external_batch_size]], device)
-            logits = model.membership_logit(torch.cat([xm, xe]))
-            loss = membership_bce(logits, len(xm))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        if log is not None and ((epoch + 1) % log_every == 0 or epoch + 1 in (1, epochs)):
-            log(f"passive MINT head: epoch {epoch + 1}/{epochs} loss {total / steps:.4f}")
-    model.eval()
-    return model
+    """Train ``model.head`` only, on uint8 member / external images (N, C, H, W): the one frozen-head
+    loop (:func:`activemint.training.head.train_head`) with the active run's two batch sizes."""
+    from activemint.training.head import train_head
+
+    return train_head(model, members, external, epochs=epochs, lr=lr, batch_size=batch_size,
+                      external_batch_size=external_batch_size, seed=seed, device=device, log=log, log_every=log_every,
+                      what="passive MINT head", progress=progress)
 
 
 def passive_mint_scores(model: EnhancedAuditedModel, images: torch.Tensor, device: torch.device) -> np.ndarray:

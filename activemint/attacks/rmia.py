@@ -20,7 +20,7 @@ are possible when |Z| is small).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -31,7 +31,7 @@ from activemint.attacks.config import ScorerConfig
 @dataclass
 class RmiaConfig(ScorerConfig):
     variant: str = "offline"
-    a: float = 0.3
+    a: float = field(default=0.3, metadata={"help": "RMIA offline parameter a in [0, 1]: Pr(x) from the OUT models' mean"})
     gamma: float = 1.0
 
     name: ClassVar[str] = "RMIA"
@@ -60,7 +60,7 @@ def _masked_mean(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return np.where(count > 0, (p * mask).sum(axis=1) / np.maximum(count, 1), np.nan)
 
 
-def reference_probability(ref_p, keep, *, variant: str = "offline", a: float = 0.3) -> np.ndarray:
+def reference_probability(ref_p, keep, *, variant: str = "offline", a: float = RmiaConfig.a) -> np.ndarray:
     """``Pr(x)`` (n,) from reference probabilities ``ref_p`` (n, N) and IN mask ``keep`` (n, N)."""
     p = np.asarray(ref_p, dtype=np.float64)
     keep = np.asarray(keep, dtype=bool)
@@ -85,7 +85,7 @@ def reference_probability(ref_p, keep, *, variant: str = "offline", a: float = 0
 
 
 def rmia_scores(
-    target_x, ref_x, keep_x, target_z, ref_z, keep_z, *, variant: str = "offline", a: float = 0.3, gamma: float = 1.0,
+    target_x, ref_x, keep_x, target_z, ref_z, keep_z, *, variant: str = "offline", a: float = RmiaConfig.a, gamma: float = RmiaConfig.gamma,
 ) -> np.ndarray:
     """RMIA scores (n,) in [0, 1].
 

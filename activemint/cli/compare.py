@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from activemint.cli.checks import NON_NEGATIVE, POSITIVE, SEED, real
+from activemint.cli.checks import NON_NEGATIVE, POSITIVE, SEED
 from activemint.cli.options import (
     add_engine_args,
     add_train_args,
@@ -14,6 +14,7 @@ from activemint.cli.options import (
     engine_kwargs,
     make_config,
 )
+from activemint.cli.scorers import add_scorer_args
 from activemint.errors import UserError
 
 
@@ -29,12 +30,9 @@ def add_parser(sub) -> None:
     g.add_argument("--reference-epochs", type=POSITIVE, help="epochs of each reference model (default: the audited run's)")
     g.add_argument("--reference-seed", type=SEED, default=0, help="seed of the reference pool split and models (default 0)")
     g.add_argument("--population", type=POSITIVE, help="RMIA population size z from the external set (default: all not in the pool)")
-    g.add_argument("--rmia-a", type=real(0, 1), default=0.3, help="RMIA offline parameter a in [0, 1] (default 0.3)")
-    g.add_argument("--passive-epochs", type=POSITIVE, help="epochs of the passive MINT head (default: the audited run's)")
-    g.add_argument("--gmint-epochs", type=POSITIVE, default=40, help="epochs of the gMINT classifier (default 40)")
-    g.add_argument("--gmint-external", type=POSITIVE, help="train gMINT on at most this many external samples (default: all of E)")
     g.add_argument("--workers", type=POSITIVE, default=1, help="parallel processes training reference models with the local engine (default 1)")
     add_engine_args(g)
+    add_scorer_args(c, "compare")
     g.add_argument("--only-reference-model", type=NON_NEGATIVE, metavar="K",
                    help="with --active-run: train (or reuse) reference model K (0-based) alone, in this process, into "
                         "the cache, and stop: one task of a SLURM array (sbatch --array=0-N-1); a later compare reuses it")
@@ -46,12 +44,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from activemint.attacks import (
-        GradientMintConfig,
-        PassiveMintConfig,
-        ReferenceConfig,
-    )
+    from activemint.attacks import ReferenceConfig
+    from activemint.cli.scorers import scorer_configs
     from activemint.compare import run_compare
+    from activemint.scorers import EngineOptions
 
     if args.mint == "off":
         raise ValueError("compare trains the active run with aMINT and the plain run itself; drop --mint off")
@@ -68,10 +64,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / (f"compare-{cfg.dataset}-{cfg.arch}-{cfg.setup}-s{cfg.seed}" if cfg else "compare")
     result = run_compare(
         cfg, out, active_run=args.active_run, plain_run=args.plain_run, reference=reference,
-        passive=make_config(PassiveMintConfig, {"epochs": "--passive-epochs"}, epochs=args.passive_epochs),
-        gradient=make_config(GradientMintConfig, {"epochs": "--gmint-epochs", "external_limit": "--gmint-external"},
-                             epochs=args.gmint_epochs, external_limit=args.gmint_external),
-        rmia_a=args.rmia_a, cache_dir=args.cache_dir, workers=args.workers, progress=not args.no_progress, **engine_kw,
+        configs=scorer_configs(args, "compare"), engine=EngineOptions(workers=args.workers, **engine_kw),
+        cache_dir=args.cache_dir, progress=not args.no_progress,
         command=command_line(args),
         log=lambda m: print(m, file=sys.stderr, flush=True),
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from activemint.cli.checks import NON_NEGATIVE, POSITIVE, SEED
 from activemint.cli.options import add_runtime_args, command_line
+from activemint.cli.scorers import add_scorer_args, scorer_configs
 
 
 def add_parser(sub) -> None:
@@ -19,9 +20,12 @@ def add_parser(sub) -> None:
     rb.add_argument("--out", help="output folder (default RUN_DIR/robustness)")
     rb.add_argument("--transforms", default="all", help="comma-separated NAME[:LEVEL] (default all); names: jpeg, translate, crop, "
                                                         "resize, hflip, rotate, noise, brightness_contrast, gaussian_blur, grayscale (RGB); a composition: crop:0.9+jpeg:q50")
+    from activemint.scorers import Suite
+
     rb.add_argument("--scorers", help="comma-separated scorer keys (default: every one that applies): "
-                                      "active_mint, exact_sha256, phash, feature_nn, posthoc_head")
-    rb.add_argument("--plain-run", help="the same splits trained without aMINT (enables the post-hoc head row; it is read, never written: the head trained on it is cached in OUT/cache)")
+                                      + ", ".join(Suite("robustness")))
+    rb.add_argument("--plain-run", help="the same splits trained without aMINT (enables the post-hoc head rows; it is read, never "
+                                        "written: the head trained on it is cached in OUT/cache; --passive-mint-* set its recipe)")
     rb.add_argument("--members", default="all", choices=["all", "seen", "unseen"],
                     help="which members to evaluate on a run trained with --mint-members < 1 (default all)")
     rb.add_argument("--seed", type=SEED, default=0, help="seed of the transformations' random choices (default 0)")
@@ -39,6 +43,7 @@ def add_parser(sub) -> None:
     rb.add_argument("--neighbourhood-seed", type=SEED, default=0, help="seed of a random:N view set (default 0)")
     rb.add_argument("--save-scores", action="store_true",
                     help="also write every row's scores to OUT/scores.npz (SCORER|TRANSFORM:LEVEL|ROLE arrays)")
+    add_scorer_args(rb, "robustness")
     rb.set_defaults(func=run)
 
 
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     rows = run_robustness(args.run_dir, out, transforms=args.transforms, scorers=scorers, plain_run=args.plain_run,
                           members=args.members, seed=args.seed, max_samples=args.max_samples, bootstrap=args.bootstrap,
                           neighbourhood=args.neighbourhood, aggregate=args.aggregate, neighbourhood_seed=args.neighbourhood_seed,
-                          save_scores=args.save_scores,
+                          save_scores=args.save_scores, configs=scorer_configs(args, "robustness"),
                           log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device,
                           data_root=args.data_root, command=command_line(args))
     from activemint.rundir import ROBUSTNESS_FILES

@@ -27,10 +27,12 @@ RMIA offline / online  plain, active    the same reference models, population z 
 model), ``compare.json`` (the same plus configs and descriptions), ``roc_linear.png`` and
 ``roc_loglog.png`` (all methods on one plot each), ``scores.npz`` (every row's scores).
 
-Every method is a registered scorer (:mod:`activemint.scorers`): ``compare`` is a loop over the
-scorers of the suite ``"compare"`` (:data:`COMPARE_SCORERS`, in registration order) plus the
+Every method is a registered scorer (:mod:`activemint.scorers`): ``compare`` runs the scorers
+of the suite ``"compare"`` (:data:`COMPARE_SCORERS`, in registration order) through the one
+scoring loop it shares with ``robustness`` (:func:`activemint.scorers.score_views`), plus the
 headline; a scorer registered anywhere (one file, one ``@register`` class) gets its rows in the
-table, the files and the plots with every metric.
+table, the files and the plots with every metric.  Its parameters are its nested ``Config``'s
+(``run_compare(configs={"rmia": RmiaConfig(a=0.5)})``; on the command line ``--rmia-a 0.5``).
 
 Everything expensive is cached under ``cache_dir`` (default ``.cache``): the active and plain
 runs (``runs/<TrainConfig.fingerprint()>``), the reference models and their per-sample logits

@@ -2,15 +2,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-
-from activemint.attacks.gradient import GradientMintConfig
-from activemint.attacks.passive import PassiveMintConfig
+from activemint.attacks.config import ScorerConfig
 from activemint.attacks.reference import ReferenceConfig
 from activemint.compare.results import (
     CompareResult,
@@ -18,24 +13,18 @@ from activemint.compare.results import (
     headline_line,
     write_outputs,
 )
-from activemint.data import read_manifest
 from activemint.metrics import membership_metrics
-from activemint.rundir import CACHE_RUNS, COMPARE_FILES, RunDir, check_output_dir
+from activemint.rundir import CACHE_RUNS, COMPARE_FILES, check_output_dir
 from activemint.runs import Run, RunError, ensure_run, load_run
-from activemint.scorers import EVAL_ROLES, MODELS, Context, Scorer, ScorerCache, Suite
+from activemint.scorers import EVAL_ROLES, EXACT, MODELS, Context, EngineOptions, Scorer, ScorerCache, Suite, Work, score_views
+from activemint.scorers.context import check_plain_twin, run_context, run_test_accuracy
+from activemint.scorers.reference import reference_info
 from activemint.training import TrainConfig
 
-_REFERENCE, _PASSIVE, _GRADIENT = ReferenceConfig(), PassiveMintConfig(), GradientMintConfig()  # the defaults (never mutated)
+_REFERENCE = ReferenceConfig()  # the default (never mutated)
 
 #: The registered scorers that ``compare`` runs (a live view, by key, in registration order).
 COMPARE_SCORERS = Suite("compare")
-
-
-def _test_accuracy(run: Run) -> float:
-    m = RunDir(run.run_dir).read_metrics() or {}
-    if "test_accuracy" in m:
-        return float(m["test_accuracy"])
-    return float(run.evaluate()[0]["test_accuracy"])
 
 
 def _runs(cfg: TrainConfig | None, active_run, plain_run, cache_root: Path, progress: bool, log,
@@ -60,44 +49,39 @@ def _runs(cfg: TrainConfig | None, active_run, plain_run, cache_root: Path, prog
         plain_dir, did = ensure_run(pcfg, cache_root / CACHE_RUNS / pcfg.fingerprint(), progress=progress, log=log)
         (trained if did else reused).append(f"plain run {plain_dir}")
     plain = load_run(plain_dir)
-    if plain.is_audited:
-        raise RunError(f"{plain_dir} is an aMINT run; the plain model must be trained with mint off")
-    if read_manifest(RunDir(plain_dir).manifest) != active.data.splits:
-        raise RunError(f"the plain run {plain_dir} and the active run {active_dir} use different splits (manifests differ); "
-                       "train them with the same data set, sizes and seed")
+    check_plain_twin(active, plain, "the plain run")
     return active, plain
 
 
-def compare_context(active: Run, plain: Run, cache_root: Path, options: dict[str, Any],
-                    log: Callable[[str], None]) -> Context:
+def compare_context(active: Run, plain: Run, cache_root: Path, *, configs: Mapping[str, ScorerConfig] | None = None,
+                    reference: ReferenceConfig | None = None, engine: EngineOptions | None = None,
+                    log: Callable[[str], None] = lambda m: None) -> Context:
     """Images, labels and sample indices of every role of the active run's splits."""
-    data, s = active.data, active.data.splits
-    src = {"members": data.train, "eval_nonmembers": data.test, "calibration": data.train, "external": data.train}
-    idx = {r: np.asarray(getattr(s, r)) for r in src}
-    return Context(run=active, plain=plain, cache_dir=cache_root, log=log, options=options,
-                   images={r: src[r].images[torch.as_tensor(idx[r])] for r in src},
-                   labels={r: src[r].labels[torch.as_tensor(idx[r])] for r in src}, indices=idx)
+    return run_context(active, plain, cache_root, configs=configs, reference=reference, engine=engine, log=log)
 
 
-def score_rows(ctx: Context, scorers: list[type[Scorer]], *, bootstrap: int, cache: ScorerCache | None) -> list[MethodResult]:
-    """Every scorer's rows (its instances, in order), through the one metrics engine."""
+def score_rows(ctx: Context, scorers: list[type[Scorer]], *, bootstrap: int,
+               cache: ScorerCache | None) -> tuple[list[MethodResult], Work]:
+    """Every scorer's rows (its instances, in order), through the one scoring loop and metrics engine."""
     acfg = ctx.run.config
-    test_acc = {m: _test_accuracy(ctx.model(m)) for m in MODELS}
-    rows = []
+    test_acc = {m: run_test_accuracy(ctx.model(m), evaluate=True) for m in MODELS}
+    instances: list[Scorer] = []
     for cls in scorers:
         why = cls.applies(ctx)
         if why:
             ctx.log(f"skipping {cls.key}: {why}")
             continue
-        for sc in cls.instances(ctx):
-            s = sc.run_scores(ctx, cache)
-            m = membership_metrics(s["members"], s["eval_nonmembers"], calibration_scores=s["calibration"],
-                                   target_fpr=acfg.target_fpr, half_threshold=sc.half_threshold, bootstrap=bootstrap,
-                                   seed=acfg.seed)
-            d = sc.describe()
-            rows.append(MethodResult(sc.row, sc.model, sc.family, d["description"], list(d["needs"]), d.get("params", {}),
-                                     sc.half_threshold, m, test_acc[sc.model], s))
-    return rows
+        instances += cls.instances(ctx)
+    (scored,), work = score_views(ctx, instances, (EXACT,), cache=cache, desc="compare: scorers")
+    rows = []
+    for sc, s in zip(instances, scored):
+        m = membership_metrics(s["members"], s["eval_nonmembers"], calibration_scores=s["calibration"],
+                               target_fpr=acfg.target_fpr, half_threshold=sc.half_threshold, bootstrap=bootstrap,
+                               seed=acfg.seed)
+        d = sc.describe()
+        rows.append(MethodResult(sc.row, sc.model, sc.family, d["description"], list(d["needs"]), d.get("params", {}),
+                                 sc.half_threshold, m, test_acc[sc.model], s))
+    return rows, work
 
 
 def run_compare(
@@ -107,16 +91,9 @@ def run_compare(
     active_run: str | Path | None = None,
     plain_run: str | Path | None = None,
     reference: ReferenceConfig | None = _REFERENCE,
-    passive: PassiveMintConfig = _PASSIVE,
-    gradient: GradientMintConfig = _GRADIENT,
-    rmia_a: float = 0.3,
-    lira_min_std: float = 1e-3,
+    configs: Mapping[str, ScorerConfig] | None = None,
+    engine: EngineOptions | None = None,
     cache_dir: str | Path = ".cache",
-    workers: int = 1,
-    engine: str = "local",
-    ray_address: str | None = None,
-    cpus_per_task: int | None = None,
-    gpus_per_task: float = 0,
     bootstrap: int = 200,
     progress: bool = True,
     command: str | None = None,
@@ -131,10 +108,10 @@ def run_compare(
             run must share the active run's splits); otherwise both are trained (or reused)
             under ``cache_dir/runs/<config fingerprint>``.
         reference: the reference models of LiRA / RMIA; ``None`` skips both.
-        rmia_a: RMIA's offline ``a``.
-        workers: parallel processes for the reference models (local engine).
-        engine, ray_address, cpus_per_task, gpus_per_task: where the reference models train
-            (:func:`activemint.engine.run_tasks`; ``ray``: one Ray task per model).
+        configs: scorer configs by config key (``{"rmia": RmiaConfig(a=0.5), "passive_mint":
+            PassiveMintConfig(epochs=1)}``); a scorer not named uses its ``Config()`` defaults.
+        engine: where the reference models train (workers, local or Ray:
+            :func:`activemint.engine.run_tasks`).
         command: the command line, recorded in the Markdown report.
         scorers: keys of the scorers to run (default: every one registered for ``compare``).
     """
@@ -147,14 +124,11 @@ def run_compare(
     active, plain = _runs(cfg, active_run, plain_run, cache_root, progress, log, trained, reused)
     for r in reused:
         log(f"reusing {r}")
-    options = {"reference": reference, "passive": passive, "gradient": gradient, "rmia_a": rmia_a,
-               "lira_min_std": lira_min_std, "workers": workers,
-               "engine": {"engine": engine, "ray_address": ray_address, "cpus_per_task": cpus_per_task,
-                          "gpus_per_task": gpus_per_task}}
-    ctx = compare_context(active, plain, cache_root, options, log)
-    ctx.trained, ctx.reused = trained, reused
+    ctx = compare_context(active, plain, cache_root, configs=configs, reference=reference, engine=engine, log=log)
     chosen = [COMPARE_SCORERS[k] for k in (scorers if scorers is not None else list(COMPARE_SCORERS))]
-    rows = score_rows(ctx, chosen, bootstrap=bootstrap, cache=ScorerCache(cache_root))
+    rows, work = score_rows(ctx, chosen, bootstrap=bootstrap, cache=ScorerCache(cache_root))
+    trained += work.trained
+    reused += work.reused
 
     headline = headline_line(rows)
     acfg, s = active.config, active.data.splits
@@ -164,7 +138,7 @@ def run_compare(
         "active_config": acfg.to_dict(), "plain_config": plain.config.to_dict(),
         "n_members": len(s.members), "n_eval_nonmembers": len(s.eval_nonmembers), "n_calibration": len(s.calibration),
         "n_external": len(s.external), "target_fpr": acfg.target_fpr,
-        "reference_models": ctx.info.get("reference_models", {}), "cache_dir": str(cache_root), "command": command,
+        "reference_models": reference_info(ctx), "cache_dir": str(cache_root), "command": command,
     }
     seconds = time.time() - t0
     files = write_outputs(out_dir, rows, headline, info, trained, reused, seconds)

@@ -4,7 +4,9 @@
   registry and the baselines (exact SHA-256 lookup, perceptual hash, nearest member in the
   model's features, the post-hoc head); ``robustness`` runs the scorers of the suite
   ``"robustness"`` (:data:`SCORERS`);
-* :func:`run_robustness`: the table, plot and HTML of ``activemint robustness RUN_DIR``.
+* :func:`run_robustness`: the table, plot and HTML of ``activemint robustness RUN_DIR``; the
+  scorers run through the scoring loop ``compare`` uses (:func:`activemint.scorers.score_views`),
+  one view per transformed copy.
 """
 from activemint.robustness.evaluate import RobustnessError, Row, run_robustness
 from activemint.scorers import Context, Scorer, Suite, get_scorers, register

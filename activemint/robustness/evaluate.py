@@ -19,16 +19,17 @@ per scorer) and ``robustness.html``.  ``activemint report RUN_DIR`` includes the
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from activemint.data import read_manifest
 from activemint.metrics import (
     calibrate_threshold,
     fmt_tpr,
@@ -37,9 +38,10 @@ from activemint.metrics import (
     unsupported_note,
 )
 from activemint.neighbourhood import get_view_set, parse_aggregates
-from activemint.rundir import ROBUSTNESS_FILES, RunDir, RunError, check_output_dir, csv_cell, output_dir
+from activemint.rundir import ROBUSTNESS_FILES, RunDir, check_output_dir, csv_cell, output_dir
 from activemint.runs import Run, load_run
-from activemint.scorers import Context, NeighbourhoodScorer, ScorerError, get_scorers, wraps
+from activemint.scorers import Context, NeighbourhoodScorer, Scorer, ScorerError, View, Work, get_scorers, score_views, wraps
+from activemint.scorers.context import check_plain_twin, run_context, run_test_accuracy
 from activemint.transforms import apply_transform, parse_spec
 
 ROLES = ("members", "eval_nonmembers", "calibration")
@@ -90,7 +92,12 @@ def _member_selection(run: Run, which: str) -> np.ndarray:
 def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, members: str = "all",
                  max_samples: int | None = None, cache_dir: Path | None = None,
                  log: Callable[[str], None] = lambda m: None, device: str = "auto",
-                 data_root: str | None = None) -> Context:
+                 data_root: str | None = None, configs: Mapping[str, Any] | None = None) -> Context:
+    """The evaluated roles (a seeded subset with ``max_samples``) and, to fit on, all of D and E.
+
+    ``cache_dir`` holds what the scorers build (the post-hoc heads, the members' features);
+    :func:`run_robustness` passes ``OUT/cache`` (the output folder's), so a ``--plain-run`` is only
+    read.  Its default here is ``RUN_DIR/robustness/cache``, the default output's."""
     run = load_run(run_dir, device=device, data_root=data_root)
     if not RunDir(run.run_dir).manifest.is_file():
         raise RobustnessError(f"{run.run_dir} has no {RunDir(run.run_dir).manifest.name}: a robustness evaluation needs "
@@ -98,12 +105,8 @@ def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, me
     plain = None
     if plain_run is not None:
         plain = load_run(plain_run, device=device, data_root=data_root)
-        if plain.is_audited:
-            raise RobustnessError(f"--plain-run {plain_run} is an aMINT run; the post-hoc head needs a plain (mint off) run")
-        pm = RunDir(plain.run_dir).manifest
-        if not pm.is_file() or read_manifest(pm) != run.data.splits:
-            raise RobustnessError(f"--plain-run {plain_run} does not share the splits of {run_dir} (manifests differ)")
-    data, s = run.data, run.data.splits
+        check_plain_twin(run, plain, "--plain-run")
+    s = run.data.splits
     sel = _member_selection(run, members)
     idx = {"members": np.asarray(s.members)[sel], "eval_nonmembers": np.asarray(s.eval_nonmembers),
            "calibration": np.asarray(s.calibration), "external": np.asarray(s.external)}
@@ -115,12 +118,9 @@ def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, me
         for r in ROLES:
             if len(idx[r]) > keep[r]:
                 idx[r] = np.sort(rng.choice(idx[r], keep[r], replace=False))
-    src = {"members": data.train, "eval_nonmembers": data.test, "calibration": data.train, "external": data.train}
-    images = {r: src[r].images[torch.as_tensor(idx[r])] for r in idx}
-    # D for the scorers' prepare: all members (the auditor's D), whatever subset is evaluated.
-    images["all_members"] = data.train.images[torch.as_tensor(np.asarray(s.members))]
     cache = cache_dir or (run.run_dir / "robustness" / "cache")
-    return Context(run=run, images=images, cache_dir=Path(cache), plain=plain, log=log)
+    # the scorers fit on all members (the auditor's D) and E, whatever subset is evaluated
+    return run_context(run, plain, cache, indices=idx, roles=ROLES, configs=configs, log=log)
 
 
 def run_robustness(
@@ -138,6 +138,7 @@ def run_robustness(
     aggregate: str = "max",
     neighbourhood_seed: int = 0,
     save_scores: bool = False,
+    configs: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = lambda m: None,
     device: str = "auto",
     data_root: str | None = None,
@@ -160,13 +161,14 @@ def run_robustness(
     views = get_view_set(neighbourhood, neighbourhood_seed) if neighbourhood else None  # bad arguments fail first
     aggs = parse_aggregates(aggregate) if neighbourhood else []
     ctx = load_context(run_dir, plain_run=plain_run, members=members, max_samples=max_samples,
-                       cache_dir=out / "cache", log=log, device=device, data_root=data_root)
+                       cache_dir=out / "cache", log=log, device=device, data_root=data_root, configs=configs)
     channels = ctx.images["members"].shape[1]
     pairs = [EXACT] + parse_spec(transforms, channels)  # bad arguments fail before any work
     classes = get_scorers(scorers)
     target = ctx.run.config.target_fpr
-    prepared = []
+    prepared: list[Scorer] = []
     skipped = {}
+    work = Work()
     for cls in classes:
         why = cls.applies(ctx)
         if why:
@@ -174,72 +176,55 @@ def run_robustness(
             log(f"skipping {cls.key}: {why}")
             continue
         sc = cls()
-        # Scorers learn / index the auditor's D: all members, whatever subset is evaluated.
-        sc.prepare(Context(ctx.run, {**ctx.images, "members": ctx.images["all_members"]}, ctx.cache_dir, ctx.plain, ctx.log))
+        work.add(sc.prepare(ctx))  # scorers learn / index the auditor's D: all members (ctx.known)
         prepared.append(sc)
     if not prepared:
         raise RobustnessError(f"no scorer applies to {run_dir}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    wrapped: dict[str, list[NeighbourhoodScorer]] = {}
+    rowed: list[Scorer] = list(prepared)
+    timing = {"seconds": 0.0, "queries": 0, "plain_seconds": 0.0}  # neighbourhood scoring, plain scoring of the same
     if views is not None:
         for sc in prepared:
             why = wraps(sc)
             if why:
                 skipped[f"{sc.key}@{views.name}"] = why
                 continue
-            wrapped[sc.key] = [NeighbourhoodScorer(sc, views, a) for a in aggs]
+            # the aggregations of one scorer share its view scores (computed once per images)
+            shared = {"timing": timing}
+            ws = [NeighbourhoodScorer(sc, views, a, shared=shared) for a in aggs]
+            sc.score_images = _timed(sc.score_images, timing)  # the plain scoring of the same queries, for the ratio
             if any(a.needs_fit for a in aggs):  # zmax: per-view statistics of external data E, once per scorer
-                ref = wrapped[sc.key][0].reference_view_scores(ctx)
-                for w in wrapped[sc.key]:
+                ref = ws[0].reference_view_scores(ctx)
+                for w in ws:
                     w.fit(ref)
+            rowed += ws
         log(f"neighbourhood {views.name}: {views.cost()}; aggregations {', '.join(a.name for a in aggs)}")
-    t_nb = [0.0, 0, 0.0]  # seconds on neighbourhood scoring, queries scored, seconds on plain scoring of the same
+    transform_views = [View("none", "exact") if p == EXACT else
+                       View(p[0], p[1], functools.partial(apply_transform, name=p[0], level=p[1], seed=seed)) for p in pairs]
 
-    def score_all(images: torch.Tensor) -> dict[str, np.ndarray]:
-        """Every scorer's (and every neighbourhood row's) scores of ``images``, by row key."""
-        got = {}
-        for sc in prepared:
-            t = time.time()
-            got[sc.key] = sc.score_images(images)
-            if sc.key in wrapped:
-                t_nb[2] += time.time() - t
-                t = time.time()
-                vs = wrapped[sc.key][0].view_scores(images)
-                t_nb[0] += time.time() - t
-                t_nb[1] += len(images)
-                for w in wrapped[sc.key]:
-                    got[w.key] = w.aggregate(vs)
-        return got
-
-    all_rows = [(sc.key, sc.name, sc.needs) for sc in prepared]
-    all_rows += [(w.key, w.name, w.needs) for ws in wrapped.values() for w in ws]
-    exact_cal = score_all(ctx.images["calibration"])
+    scored, _ = score_views(ctx, rowed, transform_views, prepared=True, desc="robustness: transformed copies")
+    exact_cal = {sc.key: s["calibration"] for sc, s in zip(rowed, scored[0])}
     rows: list[Row] = []
     saved: dict[str, np.ndarray] = {}
-    from activemint.progress import progress
-
-    bar = progress(pairs, desc="transformed copies", unit="copy", leave=False)
-    for name, level in bar:
-        if (name, level) == EXACT:
-            copies = {r: ctx.images[r] for r in ROLES}
-        else:
-            copies = {r: apply_transform(ctx.images[r], name, level, seed=seed) for r in ROLES}
-        scored = {r: (exact_cal if (name, level) == EXACT and r == "calibration" else score_all(copies[r])) for r in ROLES}
-        for key, method, needs in all_rows:
-            sm, sn, scal = (scored[r][key] for r in ROLES)
+    for view, got in zip(transform_views, scored):
+        name, level = view.name, view.level
+        for sc, s in zip(rowed, got):
+            key = sc.key
+            sm, sn, scal = (s[r] for r in ROLES)
             if save_scores:
-                saved.update({f"{key}|{name}:{level}|{r}": np.asarray(scored[r][key], dtype=np.float64) for r in ROLES})
+                saved.update({f"{key}|{name}:{level}|{r}": np.asarray(s[r], dtype=np.float64) for r in ROLES})
             m = membership_metrics(sm, sn, calibration_scores=scal, target_fpr=target, bootstrap=bootstrap, seed=seed)
             t_exact = calibrate_threshold(exact_cal[key], target)
             rows.append(Row(
-                key, method, needs, name, level, m.auc, m.auc_ci_low, m.auc_ci_high, m.tpr_at_1pct_fpr,
+                key, sc.name, sc.needs, name, level, m.auc, m.auc_ci_low, m.auc_ci_high, m.tpr_at_1pct_fpr,
                 m.tpr_at_0_1pct_fpr, t_exact, float((sm > t_exact).mean()), float((sn > t_exact).mean()),
                 float(m.calibrated_threshold), float(m.tpr_at_calibrated), float(m.fpr_at_calibrated), len(sm), len(sn),
             ))
-        log(f"{name}:{level}  " + "  ".join(f"{r.scorer} {r.auc:.3f}" for r in rows[-len(all_rows):]))
+        log(f"{name}:{level}  " + "  ".join(f"{r.scorer} {r.auc:.3f}" for r in rows[-len(rowed):]))
+    t_nb = [timing["seconds"], timing["queries"], timing["plain_seconds"]]
     info = {"run_dir": str(Path(run_dir)), "plain_run": str(plain_run) if plain_run else None, "members": members,
             "seed": seed, "target_fpr": target, "transforms": transforms, "skipped": skipped,
             "max_samples": max_samples, "seconds": round(time.time() - t0, 1), "command": command,
-            "test_accuracy": _test_accuracy(ctx.run)}
+            "test_accuracy": run_test_accuracy(ctx.run)}
     if views is not None:
         info["neighbourhood"] = {**views.describe(), "seed": neighbourhood_seed, "aggregates": [a.name for a in aggs],
                                  "cost_per_query": views.cost(),
@@ -255,11 +240,13 @@ def run_robustness(
     return rows
 
 
-def _test_accuracy(run: Run) -> float | None:
-    try:
-        return float((RunDir(run.run_dir).read_metrics() or {})["test_accuracy"])
-    except (OSError, ValueError, KeyError, TypeError, RunError):
-        return None
+def _timed(score_images: Callable[[torch.Tensor], np.ndarray], timing: dict) -> Callable[[torch.Tensor], np.ndarray]:
+    def timed(images: torch.Tensor) -> np.ndarray:
+        t = time.time()
+        out = score_images(images)
+        timing["plain_seconds"] += time.time() - t
+        return out
+    return timed
 
 
 # ------------------------------------------------------------------- outputs

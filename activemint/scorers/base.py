@@ -51,14 +51,48 @@ class ScorerError(UserError):
 
 
 # ------------------------------------------------------------------- context
+@dataclass(frozen=True)
+class EngineOptions:
+    """Where shared expensive work (the reference models) runs: :func:`activemint.engine.run_tasks`."""
+
+    workers: int = 1
+    engine: str = "local"
+    ray_address: str | None = None
+    cpus_per_task: int | None = None
+    gpus_per_task: float = 0
+
+    def kwargs(self) -> dict[str, Any]:
+        """The engine keyword arguments (without ``workers``)."""
+        return {"engine": self.engine, "ray_address": self.ray_address, "cpus_per_task": self.cpus_per_task,
+                "gpus_per_task": self.gpus_per_task}
+
+
+@dataclass
+class Work:
+    """What a scorer's ``prepare`` trained and what it reused (one line each, for the reports)."""
+
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+    def add(self, other: Work | None) -> None:
+        """Append ``other``'s lines that are not here yet (shared work is reported once)."""
+        if other is not None:
+            self.trained += [t for t in other.trained if t not in self.trained]
+            self.reused += [r for r in other.reused if r not in self.reused]
+
+
 @dataclass
 class Context:
-    """What scorers may use: the audited (active) run, an optional plain run with the same splits,
-    uint8 images per role (members, external, calibration, eval_nonmembers), a cache folder.
+    """What scorers may use, input only: the audited (active) run, an optional plain run with the
+    same splits, uint8 images per role (members, external, calibration, eval_nonmembers) with
+    their labels and sample indices, a cache folder, the scorers' configs (by config key,
+    :meth:`Scorer.config_key`), the shared reference models' config and the engine options.
 
-    ``compare`` also fills the labels and sample indices per role, the methods' configs
-    (``options``, by name) and the lists of what was trained / reused; ``shared`` memoises
-    what several scorers use (class logits, gradient features, reference models).
+    ``known`` holds what the auditor knows to fit on (D: ``members``, E: ``external``); by
+    default the evaluated images themselves (``robustness`` evaluates a subset of D but fits on
+    all of it).  Scorers never write into a context: ``prepare`` returns what it trained or
+    reused (:class:`Work`).  :meth:`memo` caches derived values several scorers share (class
+    logits, gradient features, the reference models' logits).
     """
 
     run: Run
@@ -68,12 +102,21 @@ class Context:
     log: Callable[[str], None] = field(default=lambda m: None)
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     indices: dict[str, np.ndarray] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
+    configs: Mapping[str, Any] = field(default_factory=dict)
+    reference: Any = None  # activemint.attacks.reference.ReferenceConfig, or None: no reference models
+    engine: EngineOptions = field(default_factory=EngineOptions)
     roles: tuple[str, ...] = EVAL_ROLES
-    trained: list[str] = field(default_factory=list)
-    reused: list[str] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-    shared: dict[Any, Any] = field(default_factory=dict)
+    known: dict[str, torch.Tensor] | None = None
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.known is None:
+            self.known = self.images
+
+    def config(self, cls: type[Scorer]) -> Any:
+        """``cls``'s config: the one given for its config key, else its ``Config()`` defaults."""
+        got = self.configs.get(cls.config_key())
+        return got if got is not None else cls.Config()
 
     def model(self, name: str) -> Run:
         """The run behind a model name: ``active`` (the audited run) or ``plain``."""
@@ -84,9 +127,13 @@ class Context:
         raise ScorerError(f"no {name} model in this context")
 
     def memo(self, key: Any, make: Callable[[], Any]) -> Any:
-        if key not in self.shared:
-            self.shared[key] = make()
-        return self.shared[key]
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def memoised(self, key: Any) -> Any:
+        """What :meth:`memo` holds under ``key`` (``None``: not computed in this context)."""
+        return self._memo.get(key)
 
     def labels_np(self, role: str) -> np.ndarray:
         return self.memo(("labels", role), lambda: self.labels[role].numpy())
@@ -94,7 +141,16 @@ class Context:
     def logits(self, model: str, role: str) -> np.ndarray:
         """(n, K) float64 class logits of ``model`` on ``role``'s images (computed once)."""
         run = self.model(model)
-        return self.memo(("logits", model, role), lambda: run.class_logits(self.images[role]).double().numpy())
+        return self.memo(("logits", model, role), lambda: run.class_logits(self.image(role)).double().numpy())
+
+    def image(self, role: str) -> torch.Tensor:
+        """The images of ``role`` (an evaluated role, else a shared one such as the reference population)."""
+        if role in self.images:
+            return self.images[role]
+        got = self.memoised(("images", role))
+        if got is None:
+            raise ScorerError(f"no {role} images in this context")
+        return got
 
     def taps(self) -> list[str]:
         from activemint.models import tap_points
@@ -117,7 +173,14 @@ class Context:
 # ------------------------------------------------------------------- protocol
 class Scorer:
     """Base of every scorer: subclasses set the class attributes and implement ``prepare`` and
-    ``score`` (or ``score_images``)."""
+    ``score`` (or ``score_images``).
+
+    ``Config`` (a :class:`~activemint.config.ConfigBase` dataclass, usually nested in the
+    scorer's class) holds the method's parameters: their defaults, bounds and descriptions are
+    written there once.  Every field with a ``help`` in its metadata becomes the command-line
+    flag ``--<config key>-<field>`` of ``compare`` and ``robustness``
+    (:mod:`activemint.cli.scorers`); :meth:`Context.config` gives the value in use.
+    """
 
     key: ClassVar[str] = ""
     name: ClassVar[str] = ""  # a long name (robustness tables); ``method`` is the compare row
@@ -127,9 +190,16 @@ class Scorer:
     half_threshold: float | None = None  # the score of P(member) = 0.5, if any
     suites: ClassVar[tuple[str, ...]] = ("compare",)
     models: ClassVar[tuple[str, ...]] = MODELS
+    Config: ClassVar[type | None] = None
+    #: Scorers that share one config (and its flags) name the same key; default: ``key``.
+    config_name: ClassVar[str] = ""
 
     def __init__(self, model: str = "active") -> None:
         self.model = model
+
+    @classmethod
+    def config_key(cls) -> str:
+        return cls.config_name or cls.key
 
     @classmethod
     def instances(cls, ctx: Context) -> list[Scorer]:
@@ -161,8 +231,10 @@ class Scorer:
         """What ``prepare`` trained, saved beside cached scores (weights only)."""
         return None
 
-    def prepare(self, ctx: Context) -> None:
+    def prepare(self, ctx: Context) -> Work | None:
+        """Everything expensive; returns what it trained or reused (``None``: nothing to say)."""
         self.run = ctx.model(self.model)
+        return None
 
     def score(self, ctx: Context) -> Scores:
         return ctx.wrap({r: self.score_images(ctx.images[r]) for r in ctx.roles})
@@ -170,21 +242,24 @@ class Scorer:
     def score_images(self, images: torch.Tensor) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError(f"{type(self).__name__} scores samples of the context, not bare images")
 
-    def run_scores(self, ctx: Context, cache: ScorerCache | None = None) -> Scores:
-        """``prepare`` + ``score``, or the cached scores when :meth:`cache_key` names them."""
+    def run_scores(self, ctx: Context, cache: ScorerCache | None = None) -> tuple[Scores, Work]:
+        """``prepare`` + ``score``, or the cached scores when :meth:`cache_key` names them; and
+        what was trained or reused on the way."""
+        work = Work()
         key = self.cache_key(ctx) if cache is not None else None
         if key is not None:
             got = cache.load(key, ctx.roles)
             if got is not None:
-                ctx.reused.append(f"{self.what()} {cache.path(key)}")
+                work.reused.append(f"{self.what()} {cache.path(key)}")
                 ctx.log(f"{self.what()}: reusing the trained scores from {cache.path(key)}")
-                return ctx.wrap(got.scores)
-        self.prepare(ctx)
+                return ctx.wrap(got.scores), work
+        work.add(self.prepare(ctx))
+        self.prepared = True
         scores = self.score(ctx)
         if key is not None:
             d = cache.save(key, scores, self.module())
-            ctx.trained.append(f"{self.what()} {d}")
-        return scores
+            work.trained.append(f"{self.what()} {d}")
+        return scores, work
 
 
 # ------------------------------------------------------------------- registry

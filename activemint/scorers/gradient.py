@@ -26,11 +26,12 @@ class GradientMintScorer(FittedScorer):
     method = "gMINT"
     family = "MINT"
     half_threshold = 0.0
+    Config = GradientMintConfig
 
     def _setup(self, ctx: Context) -> None:
         if hasattr(self, "params"):
             return
-        self.config: GradientMintConfig = ctx.options.get("gradient") or GradientMintConfig()
+        self.config: GradientMintConfig = ctx.config(type(self))
         self.fold_seed = self.config.seed
         run = ctx.model(self.model)
         self.backbone = clean_backbone(run)

@@ -47,7 +47,13 @@ class ActiveMintScorer(Scorer):
 
 @register
 class PassiveMintScorer(FittedScorer):
-    """A MINT head on the frozen plain model, trained on D (1) / E (0) with the active run's recipe."""
+    """A MINT head on the frozen plain model, trained on D (1) / E (0) with the active run's recipe.
+
+    The one passive head: ``compare``'s Passive MINT rows (+ cross-fit) and ``robustness``'s
+    post-hoc heads (:class:`PostHocHeadScorer`, :class:`RobustPostHocHeadScorer`) are this class,
+    one config (``--passive-mint-*``) and one training loop
+    (:func:`activemint.training.head.train_head`).
+    """
 
     key = "passive_mint"
     name = "Passive MINT"
@@ -55,6 +61,8 @@ class PassiveMintScorer(FittedScorer):
     family = "MINT"
     half_threshold = 0.0
     models = ("plain",)
+    Config = PassiveMintConfig
+    config_name = "passive_mint"
 
     @classmethod
     def applies(cls, ctx: Context) -> str | None:
@@ -64,10 +72,14 @@ class PassiveMintScorer(FittedScorer):
     def config(self) -> PassiveMintConfig:
         return self._config
 
+    def policy(self, ctx: Context):
+        """The transformed views the head trains on (``None``: the exact images)."""
+        return None
+
     def _setup(self, ctx: Context) -> None:
         if hasattr(self, "params"):
             return
-        c: PassiveMintConfig = ctx.options.get("passive") or PassiveMintConfig()
+        c: PassiveMintConfig = ctx.config(type(self))
         acfg = ctx.run.config
         self._config, self.fold_seed = c, c.seed
         self.epochs = c.epochs or acfg.epochs
@@ -93,15 +105,24 @@ class PassiveMintScorer(FittedScorer):
         ctx.log(f"{self.what()}: training on the frozen plain model ({self.epochs} epochs)")
 
     def fit(self, ctx: Context, members: np.ndarray, k: int) -> torch.nn.Module:
+        """A fresh head (seed + k) on the frozen plain model, trained on the known members at ``members``."""
         plain, acfg = ctx.model(self.model), ctx.run.config
         seed = self.config.seed + k
         model = wrap_frozen(clean_backbone(plain).cpu(), self.params["taps"], plain.input_shape, head_width=acfg.head_width,
                             head_hidden=acfg.head_hidden, seed=seed)
-        train_passive_head(model, ctx.images["members"][torch.as_tensor(members)], ctx.images["external"],
-                           epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                           external_batch_size=self.external_batch_size, seed=seed, device=plain.device, log=ctx.log,
-                           log_every=10)
-        return model
+        policy = self.policy(ctx)
+        if policy is None:
+            return train_passive_head(model, ctx.known["members"][torch.as_tensor(members)], ctx.known["external"],
+                                      epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                                      external_batch_size=self.external_batch_size, seed=seed, device=plain.device,
+                                      log=ctx.log, log_every=10, progress=True)
+        from activemint.training.head import train_head
+
+        # The robust head: the audited run's transformed views, its head epochs too, one batch size.
+        return train_head(model, ctx.known["members"][torch.as_tensor(members)], ctx.known["external"],
+                          epochs=self.epochs + acfg.head_epochs, lr=self.lr, batch_size=self.batch_size, policy=policy,
+                          seed=seed, device=plain.device, log=ctx.log, log_every=10, what=f"{self.key} head",
+                          progress=True)
 
     def apply(self, fitted: torch.nn.Module, ctx: Context, role: str, pos: np.ndarray) -> np.ndarray:
         return passive_mint_scores(fitted, ctx.images[role][torch.as_tensor(pos)], ctx.model(self.model).device)

@@ -36,15 +36,25 @@ def wraps(scorer: Scorer) -> str | None:
     return None
 
 
+#: How many image sets the wrappers of one scorer keep the view scores of (the roles of one view).
+SHARED_RECENT = 4
+
+
 class NeighbourhoodScorer(Scorer):
     """``inner`` scored over the views of ``views``, aggregated by ``aggregate``."""
 
-    def __init__(self, inner: Scorer, views: ViewSet | str, aggregate: Aggregate | str = "max") -> None:
+    def __init__(self, inner: Scorer, views: ViewSet | str, aggregate: Aggregate | str = "max",
+                 shared: dict | None = None) -> None:
+        """``shared``: one dict given to the wrappers of one scorer (several aggregations), so that
+        they compute the view scores of the same images once; its ``timing`` (if any) adds up the
+        seconds and queries of neighbourhood scoring."""
         why = wraps(inner)
         if why:
             raise ScorerError(why)
         super().__init__(inner.model)
         self.inner = inner
+        self._inner_score = inner.score_images
+        self.shared = shared
         self.views = get_view_set(views)
         self.aggregate = parse_aggregate(aggregate) if isinstance(aggregate, str) else aggregate
         self.key = f"{inner.key}@{self.views.name}/{self.aggregate.name}"
@@ -80,10 +90,10 @@ class NeighbourhoodScorer(Scorer):
 
     def reference_view_scores(self, ctx: Context) -> np.ndarray:
         """(V, M): the wrapped scorer on the views of a seeded subset of the run's external data E."""
-        ext = ctx.images.get("external")
+        ext = (ctx.known or ctx.images).get("external")
         if ext is None or len(ext) < 2:
             raise NeighbourhoodError(f"{self.aggregate.name} needs the run's external data E (reference non-members)")
-        return self.view_scores(ext[torch.as_tensor(reference_subset(len(ext)))])
+        return view_scores(self._inner_score, ext[torch.as_tensor(reference_subset(len(ext)))], self.views)
 
     def fit(self, reference_view_scores: np.ndarray) -> None:
         """Fit the aggregation's per-view statistics (zmax) on reference non-member view scores."""
@@ -92,7 +102,21 @@ class NeighbourhoodScorer(Scorer):
 
     def view_scores(self, images: torch.Tensor) -> np.ndarray:
         """(V, N): the wrapped scorer on every view (one aggregation of them is :meth:`score_images`)."""
-        return view_scores(self.inner.score_images, images, self.views)
+        if self.shared is None:
+            return view_scores(self._inner_score, images, self.views)
+        recent = self.shared.setdefault("recent", [])  # (images, view scores): the roles of the view in hand
+        for imgs, vs in recent:
+            if imgs is images:
+                return vs
+        import time
+
+        t = time.time()
+        vs = view_scores(self._inner_score, images, self.views)
+        recent[:] = [*recent[-(SHARED_RECENT - 1):], (images, vs)]
+        if "timing" in self.shared:
+            self.shared["timing"]["seconds"] += time.time() - t
+            self.shared["timing"]["queries"] += len(images)
+        return vs
 
     def score_images(self, images: torch.Tensor) -> np.ndarray:
         return self.aggregate(self.view_scores(images))

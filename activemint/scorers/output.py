@@ -1,6 +1,7 @@
 """Output attacks: fixed functions of a model's class outputs (loss, confidence, entropy, ...)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from activemint.attacks.output import SIGNALS, OutputAttackConfig, output_scores
@@ -12,6 +13,7 @@ class OutputAttackScorer(Scorer):
     key = "output"
     name = "Output attacks"
     family = "output"
+    Config = OutputAttackConfig
 
     def __init__(self, model: str = "active", config: OutputAttackConfig | None = None) -> None:
         super().__init__(model)
@@ -20,7 +22,8 @@ class OutputAttackScorer(Scorer):
 
     @classmethod
     def instances(cls, ctx: Context) -> list[Scorer]:
-        return [cls(m, OutputAttackConfig(signal=s)) for s in SIGNALS for m in cls.models]
+        base = ctx.config(cls)
+        return [cls(m, dataclasses.replace(base, signal=s)) for s in SIGNALS for m in cls.models]
 
     def describe(self) -> dict[str, Any]:
         return self.config.describe()

@@ -5,6 +5,7 @@ The reference models are trained (or reused) once per context by :func:`referenc
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from activemint.attacks.reference import (
     reference_logits,
 )
 from activemint.attacks.rmia import RmiaConfig, rmia_from_config
-from activemint.scorers.base import EVAL_ROLES, Context, Scorer, Scores, register
+from activemint.scorers.base import EVAL_ROLES, Context, Scorer, Scores, Work, register
 
 
 def reference_models(ctx: Context) -> ReferenceLogits:
@@ -26,30 +27,43 @@ def reference_models(ctx: Context) -> ReferenceLogits:
     return ctx.memo("reference", lambda: _load_reference(ctx))
 
 
+def reference_work(ctx: Context) -> Work:
+    """What loading the reference models trained or reused (the same lines for every scorer using them)."""
+    refs = reference_models(ctx)
+    work = Work(trained=[f"reference model {i} {refs.cache_dir / f'model-{i:02d}'}" for i in refs.trained])
+    if not refs.trained:
+        work.reused.append(f"{ctx.reference.n_models} reference models {refs.cache_dir}")
+    return work
+
+
+def reference_info(ctx: Context) -> dict[str, Any]:
+    """The reference models of this context, for the report (``{}``: none were used)."""
+    refs = ctx.memoised("reference")
+    if refs is None:
+        return {}
+    reference: ReferenceConfig = ctx.reference
+    return {"cache_dir": str(refs.cache_dir), "key": refs.key, "config": reference.to_dict(),
+            "description": reference.description, "epochs": reference.epochs or ctx.run.config.epochs,
+            "training_sizes": refs.training_sizes, "test_accuracy": refs.test_accuracy,
+            "population": int(refs.logits["population"].shape[0]), "trained_now": refs.trained,
+            "logits_computed_now": refs.ran}
+
+
 def _load_reference(ctx: Context) -> ReferenceLogits:
-    reference: ReferenceConfig = ctx.options["reference"]
+    reference: ReferenceConfig = ctx.reference
     acfg, data = ctx.run.config, ctx.run.data
     s = data.splits
     refs = reference_logits(acfg, s, reference, ctx.cache_dir, train=data.train, test=data.test,
-                            workers=ctx.options.get("workers", 1), **ctx.options.get("engine", {}), log=ctx.log)
+                            workers=ctx.engine.workers, **ctx.engine.kwargs(), log=ctx.log)
     for r in EVAL_ROLES:
         if not np.array_equal(refs.indices[r][1], getattr(s, r)):
             raise RuntimeError(f"reference logits of {r} do not belong to the run's {r} split")
-    for i in refs.trained:
-        ctx.trained.append(f"reference model {i} {refs.cache_dir / f'model-{i:02d}'}")
-    if not refs.trained:
-        ctx.reused.append(f"{reference.n_models} reference models {refs.cache_dir}")
-    ctx.info["reference_models"] = {
-        "cache_dir": str(refs.cache_dir), "key": refs.key, "config": reference.to_dict(),
-        "description": reference.description, "epochs": reference.epochs or acfg.epochs,
-        "training_sizes": refs.training_sizes, "test_accuracy": refs.test_accuracy,
-        "population": int(refs.logits["population"].shape[0]), "trained_now": refs.trained, "logits_computed_now": refs.ran}
     for r in EVAL_ROLES:
         if not np.array_equal(refs.labels[r], ctx.labels_np(r)):
             raise RuntimeError(f"reference logits of {r} are not aligned with the run's samples")
     # Population images (RMIA's z): the audited models' logits on them, through the context.
     split, idx = refs.indices["population"]
-    ctx.images["population"] = (data.test if split == "test" else data.train).images[torch.as_tensor(idx)]
+    ctx.memo(("images", "population"), lambda: (data.test if split == "test" else data.train).images[torch.as_tensor(idx)])
     return refs
 
 
@@ -67,19 +81,20 @@ class _ReferenceScorer(Scorer):
 
     @classmethod
     def applies(cls, ctx: Context) -> str | None:
-        return None if ctx.options.get("reference") is not None else "no reference models (--reference-models 0)"
+        return None if ctx.reference is not None else "no reference models (--reference-models 0)"
 
     def describe(self) -> dict[str, Any]:
         return self.config.describe()
 
-    def prepare(self, ctx: Context) -> None:
-        reference_models(ctx)
+    def prepare(self, ctx: Context) -> Work:
+        return reference_work(ctx)
 
 
 @register
 class LiraScorer(_ReferenceScorer):
     key = "lira"
     name = "LiRA"
+    Config = LiraConfig
 
     def __init__(self, model: str = "active", config: LiraConfig | None = None) -> None:
         super().__init__(model)
@@ -90,8 +105,8 @@ class LiraScorer(_ReferenceScorer):
 
     @classmethod
     def instances(cls, ctx: Context) -> list[Scorer]:
-        min_std = ctx.options.get("lira_min_std", 1e-3)
-        return [cls(m, LiraConfig(variant=v, fixed_variance=f, min_std=min_std))
+        base = ctx.config(cls)
+        return [cls(m, dataclasses.replace(base, variant=v, fixed_variance=f))
                 for v in ("online", "offline") for f in (False, True) for m in cls.models]
 
     def score(self, ctx: Context) -> Scores:
@@ -104,6 +119,7 @@ class LiraScorer(_ReferenceScorer):
 class RmiaScorer(_ReferenceScorer):
     key = "rmia"
     name = "RMIA"
+    Config = RmiaConfig
 
     def __init__(self, model: str = "active", config: RmiaConfig | None = None) -> None:
         super().__init__(model)
@@ -112,8 +128,8 @@ class RmiaScorer(_ReferenceScorer):
 
     @classmethod
     def instances(cls, ctx: Context) -> list[Scorer]:
-        a = ctx.options.get("rmia_a", 0.3)
-        return [cls(m, RmiaConfig(variant=v, a=a)) for v in ("offline", "online") for m in cls.models]
+        base = ctx.config(cls)
+        return [cls(m, dataclasses.replace(base, variant=v)) for v in ("offline", "online") for m in cls.models]
 
     def score(self, ctx: Context) -> Scores:
         refs, ref_p = reference_models(ctx), _ref_stat(ctx, "p", true_label_prob)
