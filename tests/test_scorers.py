@@ -203,3 +203,10 @@ def test_neighbourhood_rows_of_one_scorer_share_its_view_scores():
     assert sum(calls) == 9 * sum(len(x) for x in roles)  # 9 views of each image, once for both rows
     assert timing["queries"] == sum(len(x) for x in roles)
     np.testing.assert_array_equal(rows[0].score_images(roles[0]), NeighbourhoodScorer(Mean(), "shift1", "max").score_images(roles[0]))
+
+
+def test_no_progress_context_prints_no_bars(contexts, capfd):
+    """``compare --no-progress`` reaches the scoring loop and the passive head's training: nothing on stderr."""
+    ctx = dataclasses.replace(contexts(reference=False), progress=False)
+    score_views(ctx, REGISTRY["passive_mint"].instances(ctx))
+    assert capfd.readouterr().err == ""

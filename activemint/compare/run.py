@@ -55,9 +55,10 @@ def _runs(cfg: TrainConfig | None, active_run, plain_run, cache_root: Path, prog
 
 def compare_context(active: Run, plain: Run, cache_root: Path, *, configs: Mapping[str, ScorerConfig] | None = None,
                     reference: ReferenceConfig | None = None, engine: EngineOptions | None = None,
-                    log: Callable[[str], None] = lambda m: None) -> Context:
+                    log: Callable[[str], None] = lambda m: None, progress: bool = True) -> Context:
     """Images, labels and sample indices of every role of the active run's splits."""
-    return run_context(active, plain, cache_root, configs=configs, reference=reference, engine=engine, log=log)
+    return run_context(active, plain, cache_root, configs=configs, reference=reference, engine=engine, log=log,
+                       progress=progress)
 
 
 def score_rows(ctx: Context, scorers: list[type[Scorer]], *, bootstrap: int,
@@ -124,7 +125,8 @@ def run_compare(
     active, plain = _runs(cfg, active_run, plain_run, cache_root, progress, log, trained, reused)
     for r in reused:
         log(f"reusing {r}")
-    ctx = compare_context(active, plain, cache_root, configs=configs, reference=reference, engine=engine, log=log)
+    ctx = compare_context(active, plain, cache_root, configs=configs, reference=reference, engine=engine, log=log,
+                          progress=progress)
     chosen = [COMPARE_SCORERS[k] for k in (scorers if scorers is not None else list(COMPARE_SCORERS))]
     rows, work = score_rows(ctx, chosen, bootstrap=bootstrap, cache=ScorerCache(cache_root))
     trained += work.trained

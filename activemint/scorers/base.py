@@ -100,6 +100,7 @@ class Context:
     cache_dir: Path
     plain: Run | None = None
     log: Callable[[str], None] = field(default=lambda m: None)
+    progress: bool = True  # progress bars on the scorers' long steps (compare --no-progress: off)
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     indices: dict[str, np.ndarray] = field(default_factory=dict)
     configs: Mapping[str, Any] = field(default_factory=dict)

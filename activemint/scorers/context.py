@@ -26,7 +26,8 @@ SOURCE = {"members": "train", "eval_nonmembers": "test", "calibration": "train",
 
 def run_context(run: Run, plain: Run | None, cache_dir: str | Path, *, indices: Mapping[str, np.ndarray] | None = None,
                 roles: tuple[str, ...] = EVAL_ROLES, configs: Mapping[str, Any] | None = None, reference: Any = None,
-                engine: EngineOptions | None = None, log: Callable[[str], None] = lambda m: None) -> Context:
+                engine: EngineOptions | None = None, log: Callable[[str], None] = lambda m: None,
+                progress: bool = True) -> Context:
     """Images, labels and sample indices of every role of ``run``'s splits (``indices``: of these
     samples instead), and all of D and E to fit on."""
     known_keys = {cls.config_key() for cls in REGISTRY.values()}
@@ -45,7 +46,7 @@ def run_context(run: Run, plain: Run | None, cache_dir: str | Path, *, indices: 
     known = {r: images[r] if np.array_equal(idx[r], full[r]) else take(r, "images", full[r]) for r in ("members", "external")}
     return Context(run=run, plain=plain, cache_dir=Path(cache_dir), log=log, images=images, labels=labels, indices=idx,
                    roles=roles, known=known, configs=dict(configs or {}), reference=reference,
-                   engine=engine or EngineOptions())
+                   engine=engine or EngineOptions(), progress=progress)
 
 
 def check_plain_twin(run: Run, plain: Run, what: str) -> None:

@@ -53,12 +53,12 @@ def score_views(ctx: Context, scorers: Sequence[Scorer], views: Sequence[View] =
     work = Work()
     ready = [prepared] * len(scorers)
     out: list[list[Scores]] = []
-    steps = progress(views, desc=desc, unit="view", leave=False) if len(views) > 1 else views
+    steps = progress(views, desc=desc, unit="view", leave=False, disable=not ctx.progress) if len(views) > 1 else views
     for view in steps:
         got: list[Scores] = []
         copies: dict[str, torch.Tensor] | None = None
         bar = progress(scorers, desc=f"{desc} {view.name}:{view.level}" if len(views) > 1 else desc, unit="scorer",
-                       leave=False)
+                       leave=False, disable=not ctx.progress)
         for i, sc in enumerate(bar):
             if view.exact and not ready[i]:
                 scores, w = sc.run_scores(ctx, cache)

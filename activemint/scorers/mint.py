@@ -115,14 +115,14 @@ class PassiveMintScorer(FittedScorer):
             return train_passive_head(model, ctx.known["members"][torch.as_tensor(members)], ctx.known["external"],
                                       epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
                                       external_batch_size=self.external_batch_size, seed=seed, device=plain.device,
-                                      log=ctx.log, log_every=10, progress=True)
+                                      log=ctx.log, log_every=10, progress=ctx.progress)
         from activemint.training.head import train_head
 
         # The robust head: the audited run's transformed views, its head epochs too, one batch size.
         return train_head(model, ctx.known["members"][torch.as_tensor(members)], ctx.known["external"],
                           epochs=self.epochs + acfg.head_epochs, lr=self.lr, batch_size=self.batch_size, policy=policy,
                           seed=seed, device=plain.device, log=ctx.log, log_every=10, what=f"{self.key} head",
-                          progress=True)
+                          progress=ctx.progress)
 
     def apply(self, fitted: torch.nn.Module, ctx: Context, role: str, pos: np.ndarray) -> np.ndarray:
         return passive_mint_scores(fitted, ctx.images[role][torch.as_tensor(pos)], ctx.model(self.model).device)
