@@ -907,6 +907,11 @@ def audit_dir_replaceable(out: Path, run_dir: Path | None = None) -> str | None:
         listed = set(doc["files"])
     except (OSError, ValueError, KeyError, TypeError):
         return f"{out} was not written by `activemint audit` (no {AUDIT_MARKER} marker)"
+    odd = [str(k) for k in doc if k not in ("format", "files")]  # doc is a dict with "files" here
+    odd += [str(n) for n in doc["files"] if n not in AUDIT_FILES.values()] if isinstance(doc["files"], list) \
+        else ["'files' (not a list)"]
+    if odd:  # unknown keys, or names no audit writes (../run/model.safetensors, /etc/passwd)
+        return f"{marker} has unknown entries {[n[:60] for n in odd[:3]]} (an audit lists only {', '.join(AUDIT_FILES.values())})"
     others = sorted(p.name for p in out.iterdir() if p.name not in listed and p.name != AUDIT_MARKER)
     if others:
         return f"{out} holds files that are not the previous audit's ({', '.join(others[:3])})"
