@@ -221,7 +221,9 @@ def write_manifest(path: str | os.PathLike, splits: Splits, train: ArrayDataset,
     """Write the manifest CSV: ``role,source_split,index,label,sha256[,id]``, one row per sample.
 
     ``path`` is the CSV file, or an existing folder (then ``<folder>/manifest.csv``).  The ``id``
-    column is written when either data set has ``ids``.  Returns the file written.
+    column is written when either data set has ``ids`` (an id a spreadsheet would run as a formula,
+    ``=...``, gets a leading ``'`` that reading removes; an id with a line break is refused).
+    Returns the file written.
     """
     path = Path(path)
     if path.is_dir():
