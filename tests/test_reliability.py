@@ -999,6 +999,8 @@ def _npy_bytes(a: np.ndarray) -> bytes:
 
 
 def _same(a, b) -> bool:
+    # Exact on purpose: both read-backs run in this process (same thread count, same batch of 8, same float32
+    # kernels) on byte-identical weights, so the logits are the same bits; a value read differently is a silent change.
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
