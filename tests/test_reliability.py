@@ -790,6 +790,7 @@ def zygote():
 RANDOM_KILLS = 10
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file() or not hasattr(os, "fork"), reason="needs Linux /proc and fork")
 @pytest.mark.parametrize("kind", ["score", "robustness", "power", "report", "audit", "compare"])
 def test_sigkill_at_random_instants_leaves_old_absent_or_complete_output(run, tiny_plain_run, tmp_path, zygote, kind):
     import random
