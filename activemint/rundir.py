@@ -251,17 +251,24 @@ def atomic_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def commit_dir(staging: Path, final: Path) -> None:
-    """Rename a completely written folder into place (atomic), then fsync the parent."""
+def _fsync_files(folder: Path) -> None:
+    """fsync every file of ``folder`` and the folder itself (OSError propagates)."""
+    for p in folder.iterdir():
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _fsync_dir(folder)
+
+
+def commit_dir(staging: Path, final: Path, *, synced: bool = False) -> None:
+    """Rename a completely written folder into place (atomic), then fsync the parent.
+    ``synced``: the caller already fsynced the folder's files (:func:`_fsync_files`)."""
     try:
-        for p in staging.iterdir():
-            if p.is_file():
-                fd = os.open(p, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        _fsync_dir(staging)
+        if not synced:
+            _fsync_files(staging)
         os.rename(staging, final)
         _fsync_dir(final.parent)
     except OSError as e:
@@ -400,11 +407,12 @@ def output_dir(final: str | os.PathLike, names: Iterable[str], *, carry: Sequenc
                 for name in carry:
                     if (final / name).exists() and not (tmp / name).exists():
                         os.rename(final / name, tmp / name)
+                _fsync_files(tmp)  # before the old folder goes aside: the window without an output stays two renames wide
                 kill_point("partial", final.name)  # the new folder is complete, not yet in place
                 if final.exists():
                     os.rename(final, trash)
                     kill_point("write", f"{final.name}.old")  # the old folder set aside, the new one not yet in
-                commit_dir(tmp, final)
+                commit_dir(tmp, final, synced=True)
             except RunWriteError as e:
                 raise RunWriteError(str(e).replace(str(tmp), str(final))) from e
             except OSError as e:
@@ -907,6 +915,11 @@ def audit_dir_replaceable(out: Path, run_dir: Path | None = None) -> str | None:
         listed = set(doc["files"])
     except (OSError, ValueError, KeyError, TypeError):
         return f"{out} was not written by `activemint audit` (no {AUDIT_MARKER} marker)"
+    odd = [str(k) for k in doc if k not in ("format", "files")]  # doc is a dict with "files" here
+    odd += [str(n) for n in doc["files"] if n not in AUDIT_FILES.values()] if isinstance(doc["files"], list) \
+        else ["'files' (not a list)"]
+    if odd:  # unknown keys, or names no audit writes (../run/model.safetensors, /etc/passwd)
+        return f"{marker} has unknown entries {[n[:60] for n in odd[:3]]} (an audit lists only {', '.join(AUDIT_FILES.values())})"
     others = sorted(p.name for p in out.iterdir() if p.name not in listed and p.name != AUDIT_MARKER)
     if others:
         return f"{out} holds files that are not the previous audit's ({', '.join(others[:3])})"

@@ -31,11 +31,15 @@ def test_vmap_per_sample_gradients_equal_a_loop_of_autograd(audited_run_dir):
         ref = torch.autograd.grad(loss, [params[n] for n in names])
         for n, g in zip(names, ref):
             assert batched[n].shape[1:] == g.shape
+            # Tolerance: vmap'd and looped autograd sum the same float32 products in different orders (~1e-7 relative per op, 784
+            # spatial terms per filter gradient): rtol 1e-4 / atol 1e-6 is >= 100x that, on any CPU and thread count.
             torch.testing.assert_close(batched[n][i], g, rtol=1e-4, atol=1e-6)
     # Samples differ (it is not one batch gradient broadcast), and the features are per filter.
+    # Two different samples' gradients differ by far more than allclose's 1e-5 relative (float error is ~1e-7).
     assert not torch.allclose(batched[names[1]][0], batched[names[1]][1])
     feats = reduce_per_filter(batched, ("mean", "mean_abs"))
     assert feats.shape == (5, 2 * (32 + 32))
+    # Same float32 tensors reduced by the same torch ops: default float32 tolerance (1.3e-6 rel) covers summation order.
     torch.testing.assert_close(feats[:, :32], batched[names[0]].flatten(2).mean(2))
     torch.testing.assert_close(feats[:, 32:64], batched[names[0]].flatten(2).abs().mean(2))
 

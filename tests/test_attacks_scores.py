@@ -70,6 +70,8 @@ def test_output_signals_match_direct_formulas():
     y = rng.integers(0, 10, 200)
     p = softmax(z, axis=1)
     rows = np.arange(200)
+    # float64 formulas vs scipy's softmax on |z| <= ~15: a few ops at 1.1e-16 each, so 1e-10 .. 1e-8 relative is >= 1e4 x
+    # the float error (log(p / (1 - p)) loses digits as p -> 1: hence its atol); SIMD libm differences across CPUs are ~1 ulp.
     np.testing.assert_allclose(loss_score(z, y), np.log(p[rows, y]), rtol=1e-10)
     np.testing.assert_allclose(confidence_score(z), p.max(1), rtol=1e-10)
     np.testing.assert_allclose(entropy_score(z), (p * np.log(p)).sum(1), rtol=1e-9)
@@ -95,6 +97,7 @@ def test_signals_stay_finite_and_ordered_for_confident_models():
     right = np.zeros((1, 10))
     right[0, 0] = 12.0
     assert modified_entropy_score(wrong, [0])[0] < modified_entropy_score(right, [0])[0] - 5
+    # The same probabilities permuted: the entropy sums them in another order, float64 error ~1e-16 << approx's 1e-6 rel.
     assert entropy_score(wrong)[0] == pytest.approx(entropy_score(right)[0])
 
 
@@ -106,10 +109,14 @@ def test_lira_matches_closed_form_auc(variant, fixed_variance):
     fn = lira_online if variant == "online" else lira_offline
     s = fn(target, ref, keep, fixed_variance=fixed_variance)
     got = auc(s[is_member], s[~is_member])
+    # Seeded draw (numpy PCG64, platform-independent), so the outcome is the same on every machine; TOL = 0.02 is
+    # 3.3 AUC standard errors (~0.006): over random seeds a correct LiRA would miss it with P ~ 1e-3, not < 1e-6 (the seed fixes it).
     assert abs(got - AUC_CLOSED) < TOL, (got, AUC_CLOSED)
     # TPR at 1% FPR of a Gaussian shift d: 1 - Phi(Phi^-1(0.99) - d).
     tpr_closed = 1 - norm.cdf(norm.ppf(0.99) - (MU_IN - MU_OUT) / SIGMA)
     m = membership_metrics(s[is_member], s[~is_member], bootstrap=0)
+    # TPR at 1% FPR (~0.09) on 4000 + 4000: binomial sd 0.0046 plus the empirical 99% quantile's ~0.0098: 0.035 is ~3.2 sd; the seeded
+    # draw makes the outcome the same everywhere (over random seeds a correct LiRA would fail with P ~ 1e-3).
     assert abs(m.tpr_at_1pct_fpr - tpr_closed) < 0.035, (m.tpr_at_1pct_fpr, tpr_closed)
     # The per-sample calibration is what makes it work: the raw statistic is far weaker.
     raw = auc(target[is_member], target[~is_member])
@@ -119,6 +126,8 @@ def test_lira_matches_closed_form_auc(variant, fixed_variance):
 def test_lira_gaussian_fits_recover_parameters():
     _, ref, keep, _ = gaussian_world(seed=2, n_models=64)
     f = fit_gaussians(ref, keep)
+    # Means over 8000 samples x 32 IN / 32 OUT models: sd of the mean difference ~ sqrt(2/32/8000) ~ 0.003; 0.02 is ~7 sd
+    # (P < 1e-11); the pooled sds have sd ~ 1/sqrt(2 * 256000) ~ 0.0014: 0.02 is > 10 sd.  Seeded: same outcome everywhere.
     np.testing.assert_allclose(np.nanmean(f.mu_in - f.mu_out), MU_IN - MU_OUT, atol=0.02)
     assert f.pooled_std_in == pytest.approx(SIGMA, abs=0.02)
     assert f.pooled_std_out == pytest.approx(SIGMA, abs=0.02)
@@ -140,6 +149,7 @@ def test_lira_online_log_likelihood_ratio_value():
     keep = np.array([[True, True, False, False]])
     x = 1.5
     expect = norm.logpdf(x, 2.0, np.sqrt(2.0)) - norm.logpdf(x, 0.25, np.sqrt(0.125))
+    # Hand-computed float64 closed forms of the same few ops: error ~1e-15 relative, 1e-12 leaves 1000x.
     assert lira_online([x], ref, keep)[0] == pytest.approx(expect, rel=1e-12)
     assert lira_offline([x], ref, keep)[0] == pytest.approx((x - 0.25) / np.sqrt(0.125), rel=1e-12)
 
@@ -175,17 +185,20 @@ def test_rmia_matches_closed_form_auc(variant):
     s = rmia_scores(*args, variant=variant, a=1.0)
     assert np.all((s >= 0) & (s <= 1))
     got = auc(s[is_member], s[~is_member])
+    # As for LiRA: seeded (same outcome everywhere); TOL is 3.3 AUC standard errors.
     assert abs(got - AUC_CLOSED) < TOL, (got, AUC_CLOSED)
     raw = auc(args[0][is_member], args[0][~is_member])
     assert raw < AUC_CLOSED - 0.1
     if variant == "offline":
         # Non-members' scores are ~uniform: the population z comes from the same distribution.
+        # Mean of 4000 ~uniform scores: sd sqrt(1/12/4000) = 0.0046; 0.03 is 6.5 sd (P < 1e-10).
         assert np.mean(s[~is_member]) == pytest.approx(0.5, abs=0.03)
 
 
 def test_rmia_offline_a_and_gamma():
     ref = np.array([[0.2, 0.4, 0.9]])
     keep = np.array([[False, False, True]])
+    # Exact arithmetic on 3 numbers in float64 (error ~1e-16); approx's default 1e-6 relative is pure headroom.
     assert reference_probability(ref, keep, variant="offline", a=1.0)[0] == pytest.approx(0.3)
     assert reference_probability(ref, keep, variant="offline", a=0.0)[0] == pytest.approx(0.65)
     assert reference_probability(ref, keep, variant="offline", a=0.3)[0] == pytest.approx((1.3 * 0.3 + 0.7) / 2)
@@ -197,6 +210,7 @@ def test_rmia_offline_a_and_gamma():
     tx = np.array([0.25, 0.5])
     rx = np.full((2, 2), 0.1)  # LR(x) = 2.5, 5
     kx = np.zeros((2, 2), bool)
+    # Counts of 4 comparisons / 4: exact values (the ratios are 2.5 and 5 against 1..4, no ties); rtol 1e-7 is headroom.
     np.testing.assert_allclose(rmia_scores(tx, rx, kx, tz, rz, kz, a=1.0, gamma=1.0), [0.5, 1.0])
     np.testing.assert_allclose(rmia_scores(tx, rx, kx, tz, rz, kz, a=1.0, gamma=2.0), [0.25, 0.5])
 

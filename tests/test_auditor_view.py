@@ -111,6 +111,7 @@ def test_tpr_interval_and_unsupported_mark():
 
     lo, hi = tpr_interval(0.42, 2000)
     ci = binomtest(840, 2000).proportion_ci(0.95, method="exact")  # the same Clopper-Pearson, computed apart
+    # The same Clopper-Pearson interval from scipy's beta quantiles, two code paths: float64 root-finding agrees to ~1e-12.
     assert lo == pytest.approx(ci.low, abs=1e-9) and hi == pytest.approx(ci.high, abs=1e-9)
     assert fpr_supported(1000, 0.01) and not fpr_supported(999, 0.01) and not fpr_supported(2000, 0.001)
     assert fmt_tpr(0.42, 2000, 2000, 0.01) == f"0.420 [{lo:.3f}, {hi:.3f}] (n = 2000 / 2000)"

@@ -66,10 +66,14 @@ def test_compare_rows_files_and_headline(first, small_runs):
     active = res.row("Active MINT", "active")
     saved = json.loads((audited_run_dir / "metrics.json").read_text())
     # One metrics engine: Active MINT's figures are exactly the run's own evaluation.
+    # Bit-for-bit (1e-12 is float64 noise on a ratio of counts): compare scores the run's images again with the same
+    # float32 weights and batches as training's evaluation; holds at one thread count (the fixture trained in this session,
+    # or cached by one at the same count), not against a cache trained at another (a near-tie could flip: 1/(400*400)).
     assert active.metrics.auc == pytest.approx(saved["membership"]["auc"], abs=1e-12)
     assert active.metrics.accuracy_at_calibrated == pytest.approx(saved["membership"]["accuracy_at_calibrated"], abs=1e-12)
     assert active.test_accuracy == pytest.approx(saved["test_accuracy"])
     plain_acc = json.loads((plain_run_dir / "metrics.json").read_text())["test_accuracy"]
+    # test_accuracy is read from the runs' metrics.json, not recomputed: equal floats; approx is headroom.
     assert res.row("Loss", "plain").test_accuracy == pytest.approx(plain_acc)
     # The 15-epoch models overfit: the loss attack is clearly better than chance (higher = member).
     assert res.row("Loss", "plain").metrics.auc > 0.6

@@ -109,6 +109,7 @@ def test_loss_is_the_trainers_multitask_loss():
     logits, mm, me = amint.forward_train(xm, xe)
     want, parts = ref(logits, y, mm, me)
     assert torch.equal(loss, want) and amint.last_losses == parts
+    # Exact in IEEE arithmetic: each term divided by itself is exactly 1.0, and 1.0 + 1.0 == 2.0.
     assert float(loss.detach()) == 2.0  # the first batch normalises both terms to 1: 1 + 1
     assert set(amint.state_dict()) == set(state)  # the loss's normalisers are not in the model's weights
 
@@ -394,6 +395,8 @@ def test_a_plain_module_is_saved_as_a_plain_run(tmp_path, capsys):
     net.eval()
     with torch.no_grad():
         acc = float((net(to_input(run.data.test.images)).argmax(1) == run.data.test.labels).float().mean())
+    # A count / 32 computed twice in this process from the same weights; the batches differ, so float32 logits may
+    # differ by ~1e-6 and only an argmax gap below that could flip a prediction (seeded: the same on every run here).
     assert acc == metrics["test_accuracy"]
     assert main(["evaluate", str(tmp_path / "plain"), "--device", "cpu"]) == 0
 
@@ -446,6 +449,7 @@ def test_library_loop_gives_the_figures_of_activemint_train_bit_for_bit(tmp_path
         assert np.array_equal(sa[role], sb[role])
     assert trained.metrics["membership"] == saved["membership"]
     # test accuracy: over the whole test split both ways (a count of 0/1 values: exact in any order)
+    # metrics.json written with json (shortest repr) and read back: the same float64, exactly.
     assert (saved["test_accuracy"], saved["n_test"]) == (trained.metrics["test_accuracy"], trained.metrics["n_test"])
 
 

@@ -130,6 +130,7 @@ def test_the_earlier_rule_fails_the_same_simulation():
 
 def test_tpr_at_fpr_and_errors():
     fpr, tpr, _ = roc([3, 2, 1.5], [0, 1, 2.5])
+    # A ratio of counts (1 of 3): exact up to one float64 rounding.
     assert tpr_at_fpr(fpr, tpr, 0.0) == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="NaN"):
         membership_metrics([1, np.nan], [0, 1])

@@ -49,6 +49,8 @@ def test_truncated_forward_matches_full_and_stops_early():
     assert len(calls) == 1
     trunc = eam.membership_logit(x)
     assert len(calls) == 1  # the tail did not run
+    # Same float32 ops on the same inputs in one process: bit-identical in practice; assert_close's float32 default
+    # (rtol 1.3e-6, atol 1e-5) only absorbs a different kernel path.
     torch.testing.assert_close(full, trunc)
     h.remove()
 
@@ -60,6 +62,8 @@ def test_forward_train_split_equals_separate_passes_in_eval():
     logits, mm, me = eam.forward_train(xm, xe)
     assert logits.shape == (3, 10) and mm.shape == (3,) and me.shape == (2,)
     ref_logits, ref_m = eam(xm)
+    # One joint forward vs separate forwards of the same float32 model: batch composition may change the kernel's summation
+    # order (~1e-7 relative); the float32 default tolerance (rtol 1.3e-6) covers it on any CPU and thread count.
     torch.testing.assert_close(logits, ref_logits)
     torch.testing.assert_close(mm, ref_m)
     torch.testing.assert_close(me, eam.membership_logit(xe))
@@ -90,6 +94,7 @@ def test_to_standard_module_is_the_users_model_without_hooks():
     # copy=True: a hook-free copy with the same outputs; the audited model still scores
     clean = eam.to_standard_module(copy=True)
     assert clean is not user and _hook_count(clean) == n_user_hooks
+    # A copy of the same weights on the same input: same float32 ops, default tolerance is headroom.
     torch.testing.assert_close(clean(x), logits)
     assert eam.membership_logit(x).shape == (3,)
     # copy=False: the user's very module, its hooks removed (Opacus' to_standard_module)
@@ -108,6 +113,7 @@ def test_plain_and_audited_models_answer_the_same_calls():
     for model in (plain, eam):
         logits, mint_m, mint_e = model.forward_train(xm, xe)
         assert logits.shape == (3, 10)
+        # classify runs the same layers as forward_train on the same batch: float32 default tolerance covers kernel choice.
         torch.testing.assert_close(model.classify(xm), logits)
         assert (mint_m is None) == (not model.audited) == (mint_e is None)
         assert model.to_standard_module(copy=True)(xm).shape == (3, 10)
@@ -128,10 +134,12 @@ def test_multitask_loss_normalises_by_first_batch():
     logits, y = torch.randn(8, 10), torch.randint(0, 10, (8,))
     mm, me = torch.randn(8), torch.randn(8)
     total, parts = loss(logits, y, mm, me)
+    # Each term divided by its own first value: 1 up to float32 rounding (~6e-8 each); rel 1e-5 is > 100x that.
     assert total.item() == pytest.approx(2.0, rel=1e-5)  # both terms start at 1
     assert set(parts) == {"task_loss", "mint_loss"}
     # Members labelled 1, externals 0: perfect logits drive the MINT term to ~0.
     total2, parts2 = loss(logits, y, torch.full((8,), 20.0), torch.full((8,), -20.0))
+    # Logits +-20: BCE = log(1 + e^-20) = 2.1e-9 < 1e-6; the total is 1 + that / its first value (~1e-9 / 0.7) -> rel 1e-4 holds.
     assert parts2["mint_loss"] < 1e-6 and total2.item() == pytest.approx(1.0, rel=1e-4)
     with pytest.raises(ValueError):
         MultitaskLoss(lambda_task=0, lambda_mint=0)
@@ -163,6 +171,7 @@ def test_head_stride_makes_the_head_cheaper_on_large_maps_only():
     strided_s = MintHead(small, width=8, stride=2).eval()
     strided_s.load_state_dict(plain_s.state_dict())
     feats_s = [torch.randn(3, *s) for s in small]
+    # Stride 2 on a map it cannot stride is the same computation: float32 default tolerance.
     torch.testing.assert_close(strided_s(feats_s), plain_s(feats_s))
     # Through the Enhanced Audited Model (16 px and 8 px maps): cheaper, same outputs shape.
     torch.manual_seed(0)
@@ -177,6 +186,7 @@ def test_head_stride_makes_the_head_cheaper_on_large_maps_only():
 
 def _batch_dependent(head: MintHead, feats) -> bool:
     """Whether the first sample's output changes with the batch it is scored in."""
+    # Batch statistics change outputs by O(0.1) in train mode; batch-independent heads differ only by float32 order (~1e-7).
     return not torch.allclose(head(feats)[:2], head([f[:2] for f in feats]), atol=1e-6)
 
 
@@ -201,6 +211,7 @@ def test_head_norm_and_unnormalised_loss():
     loss = MultitaskLoss(lambda_task=2.0, lambda_mint=3.0, normalize=False)
     logits, y, mm, me = torch.randn(8, 10), torch.randint(0, 10, (8,)), torch.randn(8), torch.randn(8)
     total, parts = loss(logits, y, mm, me)
+    # The same float32 terms weighted and summed in float32 (parts are their .item() values): ~1e-7 relative; 1e-5 holds.
     assert total.item() == pytest.approx(2.0 * parts["task_loss"] + 3.0 * parts["mint_loss"], rel=1e-5)
 
 
@@ -214,6 +225,7 @@ def test_external_grad_off_keeps_the_externals_out_of_the_backbone_gradient():
     ref = eam.forward_train(xm, xe)
     eam.external_grad = False
     out = eam.forward_train(xm, xe)
+    # external_grad only changes the backward pass; the forward is the same float32 computation (default tolerance).
     for a, b in zip(ref, out):
         torch.testing.assert_close(a, b)
     backbone = [p for p in eam.backbone.parameters()]
@@ -242,6 +254,7 @@ def test_separable_head_convs_keep_resolution_for_fewer_flops():
     # Receptive field: a change at one pixel reaches the output through both 3x3 stages.
     x = [f.clone() for f in feats]
     x[0][:, :, 7, 7] += 5.0
+    # A +5 change at one pixel moves the output by O(0.01+), far above allclose's 1e-5 + 1e-8 (float32 order is ~1e-7).
     assert not torch.allclose(sep.eval()(x), sep(feats))
     with pytest.raises(ValueError, match="head conv"):
         MintHead(shapes, conv="dilated")

@@ -121,6 +121,7 @@ def test_quantisation_edits_store_what_they_say_and_run_quantised(tiny_run, tmp_
                 for ch in v.flatten(1):
                     assert len(torch.unique(ch)) <= 256, k
                     amax = float(ch.abs().max())  # the largest weight is q * scale with |q| 127 or 128
+                    # int8 codes rescaled in float32: q * scale / scale is an integer up to float32 error (~127 x 6e-8 < 1e-5); 1e-3 holds.
                     assert amax == 0 or any(torch.allclose(ch * q / amax, torch.round(ch * q / amax), atol=1e-3)
                                             for q in (127, 128)), k
             # the runtime rounds activations: the loaded model's taps lie on the calibrated 8-bit grid
@@ -130,6 +131,7 @@ def test_quantisation_edits_store_what_they_say_and_run_quantised(tiny_run, tmp_
 
             tap = model.tap_features(to_input(x))[0].float()
             q = tap / scale + zp
+            # Dequantised activations divided back by their scale: integers up to float32 error (|q| <= 255 x 6e-8 ~ 2e-5).
             assert torch.allclose(q, torch.round(q), atol=1e-3) and q.min() >= qmin - 1e-3 and q.max() <= qmax + 1e-3
 
 
@@ -210,9 +212,12 @@ def test_model_edits_table(capsys, tiny_run, tmp_path):
     saved = RunDir(tiny_run).read_metrics()
     base = rows[0]
     # the unedited head row recomputes the run's own figures from the same model and samples
+    # Bit-for-bit in practice: the unedited head re-scores the run's samples with the same float32 weights and batches as
+    # training's evaluation, at the thread count the fixture was trained at (this session, or a cache made at the same count).
     assert abs(base["auc"] - saved["membership"]["auc"]) < 1e-9 and base["accuracy_lost"] == 0
     for r in rows:
         edited = RunDir(r["edited_run"]).read_metrics()
+        # The table copies each edited run's own metrics.json value: equal floats.
         assert abs(r["test_accuracy"] - edited["test_accuracy"]) < 1e-12
         assert 0 <= r["p_value_100"] <= 1 and 0 <= r["null_flag_rate"] <= 1 and 0 <= r["member_detect_rate"] <= 1
     for f in ("model-edits.md", "model-edits.csv", "model-edits.png"):

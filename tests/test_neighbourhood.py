@@ -86,6 +86,7 @@ def test_unknown_view_set_and_aggregation_are_one_line_errors():
 def test_aggregations_match_their_definitions(s, k, f):
     v = len(s)
     np.testing.assert_array_equal(parse_aggregate("max")(s), s.max(axis=0))
+    # float64 means / sorts of the same few values in possibly another order: ~1e-15 x |s|; 1e-12 holds (numpy, no threads).
     np.testing.assert_allclose(parse_aggregate("mean")(s), s.mean(axis=0), rtol=1e-12, atol=1e-12)
     top = np.array([np.mean(sorted(col)[::-1][:min(k, v)]) for col in s.T])
     np.testing.assert_allclose(Aggregate("topk", k)(s), top, rtol=1e-12, atol=1e-12)
@@ -104,11 +105,13 @@ def test_zmax_standardises_each_view_on_the_reference():
     s = rng.normal(size=(4, 7))
     agg = parse_aggregate("zmax").fit(ref)
     expect = ((s - ref.mean(axis=1, keepdims=True)) / ref.std(axis=1, keepdims=True)).max(axis=0)
+    # The same float64 z-scores (mean, std of 4 x 7 values): ~1e-15 relative apart.
     np.testing.assert_allclose(agg(s), expect, rtol=1e-12, atol=1e-12)
     # a view that scores every image higher by a constant no longer decides the maximum
     shifted_ref, shifted_s = ref.copy(), s.copy()
     shifted_ref[1] += 100.0
     shifted_s[1] += 100.0
+    # Adding 100 loses ~log2(100) ~ 7 bits of the float64 mantissa: error ~100 x 1.1e-16 x a few ops ~1e-13; 1e-9 holds.
     np.testing.assert_allclose(parse_aggregate("zmax").fit(shifted_ref)(shifted_s), expect, rtol=1e-9, atol=1e-9)
     with pytest.raises(NeighbourhoodError):
         parse_aggregate("zmax")(s)  # not fitted

@@ -14,8 +14,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -384,6 +386,92 @@ def test_checkpoint_json_refuses_unknown_entries(run, capsys):
     one_line_error(capsys, rc, str(ck.manifest_path), "unknown entries", "etc/passwd")
 
 
+@pytest.mark.parametrize("mutation", ["path", "absolute", "unknown-key", "not-a-list"])
+def test_an_audit_marker_with_unknown_or_path_like_entries_is_not_replaced(run, tmp_path, capsys, mutation):
+    """The audit folder's marker is the manifest --force trusts: it lists only the files an audit writes."""
+    out = tmp_path / "aud"
+    argv = ["audit", str(run), "split:members", "--out", str(out), "--device", "cpu", "--force"]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    marker = out / rundir.AUDIT_MARKER
+    doc = json.loads(marker.read_text())
+    if mutation == "path":
+        doc["files"].append("../run/model.safetensors")
+    elif mutation == "absolute":
+        doc["files"].append("/etc/passwd")
+    elif mutation == "unknown-key":
+        doc["delete"] = ["../run"]
+    else:
+        doc["files"] = {n: 1 for n in doc["files"]}
+    marker.write_text(json.dumps(doc))
+    before = _snapshot(out)
+    one_line_error(capsys, main(argv), str(marker), "unknown entries")
+    assert _snapshot(out) == before and (run / "model.safetensors").is_file()
+
+
+def test_manifest_ids_are_neutralised_and_read_back_exactly(tmp_path):
+    """Image ids (file names) go into manifest.csv: a spreadsheet must not run them, and the
+    manifest must still verify the same ids (the neutralising is undone on reading)."""
+    from activemint.data import ArrayDataset
+    from activemint.data.splits import SplitSizes, make_splits, read_manifest, verify_manifest, write_manifest
+
+    ids = ["=HYPERLINK(\"http://x\")", "+1+cmd", "-2+3", "@SUM(A1)", "\tx.png", "'=quoted", "'", "-1.5",
+           "plain.png"]
+    ids += [f"img{i}.png" for i in range(30 - len(ids))]
+    g = torch.Generator().manual_seed(0)
+    tr = ArrayDataset(torch.randint(0, 256, (30, 1, 4, 4), dtype=torch.uint8, generator=g), torch.arange(30) % 3,
+                      ["a", "b", "c"], "x", "train", ids=ids)
+    te = ArrayDataset(torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8, generator=g), torch.arange(10) % 3,
+                      ["a", "b", "c"], "x", "test", ids=[f"t{i}" for i in range(10)])
+    splits = make_splits(30, 10, SplitSizes(10, 10, 2, 2, 5), seed=1)
+    path = write_manifest(tmp_path / "manifest.csv", splits, tr, te)
+    import csv as _csv
+
+    with open(path, newline="") as f:
+        cells = [row[5] for row in _csv.reader(f)][1:]
+    written = {c for c in cells if c}
+    assert all(not c.startswith(("=", "+", "@", "\t", "\r")) for c in written), written
+    assert all(not c.startswith("-") or c == "-1.5" for c in written), written  # a number stays a number
+    assert read_manifest(path) == splits and verify_manifest(path, tr, te) == []
+    swapped = ArrayDataset(tr.images, tr.labels, tr.classes, "x", "train", ids=[i.lstrip("'=") + "x" for i in ids])
+    used = set(splits.members.tolist()) | set(splits.external.tolist()) | set(splits.validation.tolist()) \
+        | set(splits.calibration.tolist())
+    assert len([p for p in verify_manifest(path, swapped, te) if " id " in p]) == len(used)  # ids still compared
+    broken = ArrayDataset(tr.images, tr.labels, tr.classes, "x", "train", source="/data/x", ids=[*ids[:-1], "\rx.png"])
+    with pytest.raises(UserError, match=r"^/data/x: sample id '\\rx.png' contains a line break"):
+        write_manifest(tmp_path / "m2.csv", splits, broken, te)  # a row it would split in two
+
+
+def test_model_edits_csv_cells_are_neutralised(tmp_path):
+    from activemint.edits.table import FILES, EditRow, write_outputs
+
+    row = EditRow(edit="prune", level="0.5", reattach=0, scorer="active_mint", test_accuracy=0.9, accuracy_lost=-1.5, auc=0.8,
+                  tpr_at_1pct_fpr=0.1, p_value_100=1e-3, null_draws=0, null_flag_rate=None, null_flag_upper95=None,
+                  member_detect_rate=None, edited_run="=cmd|' /C calc'!A0")
+    info = {"run_dir": "r", "suspect": 100, "null_draws": 0, "alpha": 0.01, "base_test_accuracy": 0.9, "options": {}, "about": {}}
+    write_outputs(tmp_path, [row], info)
+    text = (tmp_path / FILES["csv"]).read_text()
+    assert ",'=cmd|" in text and ",=cmd" not in text and ",-1.5," in text, text
+
+
+def test_robustness_saved_scores_are_in_the_folder_when_it_appears(run, tmp_path, capsys):
+    """--save-scores's scores.npz is written in the staging folder: the output is complete the
+    instant it is renamed into place (killed right then), and a second run may replace it."""
+    out = tmp_path / "rob"
+    argv = ["robustness", str(run), "--out", str(out), "--transforms", "hflip", "--scorers", "active_mint",
+            "--bootstrap", "2", "--max-samples", "40", "--save-scores", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "ACTIVEMINT_KILL_AT": f"write@{out.name}:1"}  # right after the folder's rename
+    r = subprocess.run([sys.executable, "-m", "activemint", *argv], env=env, capture_output=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted([*rundir.ROBUSTNESS_FILES.values(), "scores.npz"])
+    with np.load(out / "scores.npz", allow_pickle=False) as z:
+        assert {len(z[k]) for k in z.files if k.endswith("|members")} == {40}
+    assert main([*argv[:-5], "--max-samples", "41", "--save-scores", "--device", "cpu"]) == 0, capsys.readouterr().err
+    with np.load(out / "scores.npz", allow_pickle=False) as z:
+        assert {len(z[k]) for k in z.files if k.endswith("|members")} == {41}
+
+
 # ----------------------------------------------------------------- 1. atomic outputs
 def test_score_output_is_replaced_whole_or_not_at_all(run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "scores.csv"
@@ -520,6 +608,254 @@ def test_sigkill_while_writing_leaves_old_absent_or_complete_output(run, tmp_pat
     assert _complete(kind, out)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.") and not p.name.endswith(".lock")] \
         == [], leftovers
+
+
+# SIGKILL at random instants (acceptance 2): each of the six output-writing commands is started
+# 10 times and killed at a seeded random instant while it writes its output.  A watcher polls the
+# output path (the output itself and its ``.NAME.*`` siblings: temp file, temp folder, the old
+# folder set aside); the instant is a uniform draw in [0, W] after the first change it sees, W
+# being how long the writing lasted (first to last change) in an undisturbed run of the same
+# command.  After each kill the output must be absent, the previous output byte for byte, or
+# complete (the file set and each file's shape of an undisturbed run: CSV header and row count,
+# JSON keys, Markdown line count, a closed HTML page, a PNG up to its IEND chunk, an npz whose
+# members read back).  The commands run as forks of one process that imported the package once
+# (the "zygote" below: ``activemint.cli.main(argv)`` in a fresh child, nothing shared but the
+# imports), so the 6 x 13 runs cost their work, not 78 imports of torch.
+ZYGOTE = r"""
+import json, os, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot
+import activemint.audit, activemint.compare, activemint.report, activemint.robustness, activemint.scorers
+from activemint.cli import main
+null = os.open(os.devnull, os.O_WRONLY)
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
+    req = json.loads(line)
+    if "run" in req:
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            try:
+                rc = main(req["run"])
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                rc = 70
+            os._exit(rc)
+        print(pid, flush=True)
+    else:
+        print(os.waitstatus_to_exitcode(os.waitpid(req["wait"], 0)[1]), flush=True)
+"""
+
+
+class Zygote:
+    """Runs ``activemint`` commands as forked children of one pre-imported process."""
+
+    def __init__(self):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+        self.p = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, env=env)
+
+    def _ask(self, req) -> int:
+        self.p.stdin.write(json.dumps(req) + "\n")
+        self.p.stdin.flush()
+        answer = self.p.stdout.readline()
+        assert answer, f"the zygote died (exit {self.p.wait()})"
+        return int(answer)
+
+    def start(self, argv: list[str]) -> int:
+        return self._ask({"run": argv})
+
+    def wait(self, pid: int) -> int:
+        """The child's exit status (-9: killed); reaps it."""
+        return self._ask({"wait": pid})
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def _running(pid: int) -> bool:
+    """The (unreaped) child is still running: not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _seen(out: Path) -> frozenset:
+    """What a watcher sees of output ``out``: it and its ``.NAME.*`` siblings (not the lock), with
+    each entry's (and a folder's files', not its subfolders') inode, size and mtime."""
+    seen = set()
+    try:
+        for e in os.scandir(out.parent):
+            if (e.name == out.name or e.name.startswith(f".{out.name}.")) and not e.name.endswith(".lock"):
+                st = e.stat(follow_symlinks=False)
+                seen.add((e.name, "", st.st_ino, st.st_size, st.st_mtime_ns))
+                if e.is_dir(follow_symlinks=False):
+                    for c in os.scandir(e.path):
+                        if c.is_file(follow_symlinks=False):  # not a cache folder inside (robustness's cache)
+                            cs = c.stat(follow_symlinks=False)
+                            seen.add((e.name, c.name, cs.st_ino, cs.st_size, cs.st_mtime_ns))
+    except OSError:  # renamed or removed while listed: a change
+        seen.add(("?", time.monotonic()))
+    return frozenset(seen)
+
+
+def _watch(pid: int, out: Path, kill_after: float | None = None) -> tuple[float | None, float | None]:
+    """Poll ``out`` while child ``pid`` runs.  ``kill_after`` None: return (first, last) change
+    times; else SIGKILL ``kill_after`` seconds after the first change.  Returns when the child ends."""
+    last = _seen(out)
+    first = last_t = None
+    while _running(pid):
+        s = _seen(out)
+        now = time.monotonic()
+        if s != last:
+            first = now if first is None else first
+            last, last_t = s, now
+        if first is not None and kill_after is not None and now >= first + kill_after:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.0005)
+    return first, last_t
+
+
+def _shape(name: str, data: bytes):
+    """What a complete file of this kind has, a cut one not: the check of 'complete'."""
+    try:
+        if name.endswith(".json"):
+            return sorted(json.loads(data))
+        if name.endswith(".csv"):
+            lines = data.decode().splitlines()
+            return lines[0], len(lines), data.endswith(b"\n")
+        if name.endswith(".html"):
+            return data.rstrip().endswith(b"</html>")
+        if name.endswith(".png"):
+            return data.startswith(b"\x89PNG") and data.endswith(b"IEND\xaeB`\x82")
+        if name.endswith(".npz"):
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                return sorted(z.namelist()), z.testzip()
+        return len(data.splitlines()), data.endswith(b"\n")  # Markdown, the audit marker
+    except (ValueError, IndexError, zipfile.BadZipFile):
+        return "unreadable"
+
+
+def _shapes(got, name: str):
+    """The shape of output ``name`` as snapshotted (a file's bytes or a folder's files)."""
+    if isinstance(got, dict):
+        return {n: _shape(n, data) for n, data in got.items()}
+    return None if got is None else _shape(name, got)
+
+
+def _random_kill_commands(run: Path, plain: Path, work: Path) -> dict:
+    """kind -> (output path, variant -> argv): the six commands with their tiniest options; the
+    two variants write different outputs to the same path."""
+    return {
+        "score": (work / "s.csv", lambda v: ["score", str(run), "split:members", *(["split:calibration"] if v else []),
+                                             "-o", str(work / "s.csv"), "--device", "cpu"]),
+        "robustness": (work / "rob", lambda v: ["robustness", str(run), "--out", str(work / "rob"), "--transforms", "hflip",
+                                                "--scorers", "active_mint", "--bootstrap", "2", "--max-samples", str(40 + v),
+                                                "--device", "cpu"]),
+        "power": (work / "p.json", lambda v: ["power", str(run), "--draws", "5", "--size", "10", "--seed", str(v),
+                                              "--json", str(work / "p.json")]),
+        "report": (work / "r.html", lambda v: ["report", str(plain if v else run), "--out", str(work / "r.html")]),
+        "audit": (work / "aud", lambda v: ["audit", str(run), "split:members" if v else "split:calibration", "--out",
+                                           str(work / "aud"), "--device", "cpu", "--force"]),
+        "compare": (work / "cmp", lambda v: ["compare", "--active-run", str(run), "--plain-run", str(plain),
+                                             "--reference-models", "0", "--passive-epochs", "1", "--gmint-epochs", str(1 + v),
+                                             "--cache-dir", str(work / "cache"), "--out", str(work / "cmp"), "--device", "cpu",
+                                             "--no-progress"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_plain_run(tmp_path_factory) -> Path:
+    require_fashion_mnist()
+    out = tmp_path_factory.mktemp("reliability") / "plain"
+    Trainer(TrainConfig(**{**TINY, "mint": False}), out, progress=False, log=lambda m: None).run()
+    return out
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    z = Zygote()
+    yield z
+    z.close()
+
+
+RANDOM_KILLS = 10
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file() or not hasattr(os, "fork"), reason="needs Linux /proc and fork")
+@pytest.mark.parametrize("kind", ["score", "robustness", "power", "report", "audit", "compare"])
+def test_sigkill_at_random_instants_leaves_old_absent_or_complete_output(run, tiny_plain_run, tmp_path, zygote, kind):
+    import random
+
+    out, argv_of = _random_kill_commands(run, tiny_plain_run, tmp_path)[kind]
+    # Two undisturbed runs: the previous output, then the other variant, timed by the watcher.
+    shapes, full, window = [], [], 0.0
+    for v in (0, 1):
+        pid = zygote.start(argv_of(v))
+        first, last = _watch(pid, out)
+        assert zygote.wait(pid) == 0, (kind, v)
+        assert first is not None, f"{kind}: the watcher saw no write"
+        window = last - first
+        full.append(_snapshot(out))
+        shapes.append(_shapes(full[-1], out.name))
+    assert shapes[0] is not None and shapes[1] is not None
+    # Files the two variants write alike (an audit's marker): the only ones a new output may share with the old.
+    alike = {n for n in full[0] if full[1].get(n) == full[0][n]} if isinstance(full[0], dict) else set()
+
+    def whole(got, before) -> bool:
+        """``got`` is one complete output: every file's shape of an undisturbed run, and nothing left of
+        the old output but what both variants write alike (no mix of old and new files)."""
+        if _shapes(got, out.name) not in shapes:
+            return False
+        return not isinstance(before, dict) or {n for n in got if before.get(n) == got[n]} <= alike
+
+    def which(snap) -> int | None:
+        """The variant whose undisturbed output ``snap`` repeats (None: absent, or nothing in it repeats)."""
+        if isinstance(snap, dict):
+            hits = [sum(snap[n] == full[v].get(n) for n in snap if n not in alike) for v in (0, 1)]
+        else:
+            hits = [int(snap is not None and snap == full[v]) for v in (0, 1)]
+        return hits.index(max(hits)) if max(hits) > 0 and hits[0] != hits[1] else None
+
+    rng = random.Random(f"activemint-kill-{kind}")  # the instants are reproducible, where they land is the scheduler's
+    outcome = {"absent": 0, "previous": 0, "complete": 0, "finished": 0}
+    for _ in range(RANDOM_KILLS):
+        before = _snapshot(out)
+        variant = 1 - (which(before) or 0)  # the other variant than the one in place: every repeatable file changes
+        at = rng.uniform(0, window)
+        pid = zygote.start(argv_of(variant))
+        _watch(pid, out, kill_after=at)
+        rc = zygote.wait(pid)
+        got = _snapshot(out)
+        if rc != -signal.SIGKILL:
+            assert rc == 0, (kind, rc)
+            kind_of = "finished"
+        elif got is None:
+            kind_of = "absent"
+        elif got == before:
+            kind_of = "previous"
+        else:
+            kind_of = "complete"
+        assert got is None or got == before or whole(got, before), \
+            f"{kind}: killed {at * 1000:.1f} ms after writing began: {_shapes(got, out.name)} is no complete output"
+        outcome[kind_of] += 1
+    print(kind, f"writing lasted {window * 1000:.1f} ms;", outcome)
+    # Not vacuous: some kill came while the command ran (each comes at most W after the first change
+    # the watcher sees; a child that finished first was still checked: it must have left a whole output).
+    assert outcome["finished"] < RANDOM_KILLS, outcome
+    pid = zygote.start(argv_of(0))  # an undisturbed run after the kills: succeeds and cleans up
+    _watch(pid, out)
+    assert zygote.wait(pid) == 0
+    assert _shapes(_snapshot(out), out.name) == shapes[0]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.") and not p.name.endswith(".lock")] == []
 
 
 # ---------------------------------------------------------------- 5. run-file fuzzing
@@ -664,6 +1000,8 @@ def _npy_bytes(a: np.ndarray) -> bytes:
 
 
 def _same(a, b) -> bool:
+    # Exact on purpose: both read-backs run in this process (same thread count, same batch of 8, same float32
+    # kernels) on byte-identical weights, so the logits are the same bits; a value read differently is a silent change.
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from activemint.rundir import MANIFEST
+from activemint.rundir import MANIFEST, csv_cell
 
 from .base import ArrayDataset, DatasetError
 from .registry import dataset_info
@@ -207,16 +207,33 @@ def _source(role: str) -> str:
     return "test" if role == "eval_nonmembers" else "train"
 
 
+def _id_cell(sample_id: str) -> str:
+    """An id as the manifest writes it: neutralised for spreadsheets (:func:`activemint.rundir.csv_cell`),
+    reversibly: an id that starts with ``'`` gets one more, so reading strips exactly one (:func:`_id_value`)."""
+    return "'" + sample_id if sample_id.startswith("'") else csv_cell(sample_id)
+
+
+def _id_value(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") else cell
+
+
 def write_manifest(path: str | os.PathLike, splits: Splits, train: ArrayDataset, test: ArrayDataset) -> Path:
     """Write the manifest CSV: ``role,source_split,index,label,sha256[,id]``, one row per sample.
 
     ``path`` is the CSV file, or an existing folder (then ``<folder>/manifest.csv``).  The ``id``
-    column is written when either data set has ``ids``.  Returns the file written.
+    column is written when either data set has ``ids`` (an id a spreadsheet would run as a formula,
+    ``=...``, gets a leading ``'`` that reading removes; an id with a line break is refused).
+    Returns the file written.
     """
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_NAME
     with_ids = train.ids is not None or test.ids is not None
+    for ds in (train, test):  # the writer ends lines with \n and would not quote a lone \r: the row would split
+        bad = next((i for i in ds.ids or () if "\r" in i or "\n" in i), None)
+        if bad is not None:
+            raise DatasetError(f"{ds.source or ds.name}: sample id {bad[:60]!r} contains a line break; it cannot be "
+                               f"recorded in {MANIFEST}: rename the file")
     arrays: dict[int, np.ndarray] = {}
     data = {"train": train, "test": test}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +250,7 @@ def write_manifest(path: str | os.PathLike, splits: Splits, train: ArrayDataset,
             for i, label, h in zip(idx.tolist(), labels, _sample_digests(ds, arrays, idx)):
                 row = [role, src, i, label, h]
                 if with_ids:
-                    row.append(ds.ids[i] if ds.ids is not None else "")
+                    row.append(_id_cell(ds.ids[i]) if ds.ids is not None else "")
                 w.writerow(row)
     os.replace(tmp, path)
     return path
@@ -271,7 +288,7 @@ def _read_rows(path: str | os.PathLike) -> tuple[list[tuple[str, int, int, str, 
                                        f"out of range (below 2^62)")
                 if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
                     raise DatasetError(f"manifest {path} line {line_no}: sha256 {sha!r} is not 64 lower-case hex digits")
-                rows.append((role, i, lab, sha, rec[5] if has_id else None))
+                rows.append((role, i, lab, sha, _id_value(rec[5]) if has_id else None))
     except FileNotFoundError as e:
         raise DatasetError(f"manifest {path} does not exist; expected a {MANIFEST_NAME} written by write_manifest") from e
     except (OSError, UnicodeDecodeError, csv.Error) as e:

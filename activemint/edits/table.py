@@ -32,7 +32,7 @@ from activemint.attacks.output import output_scores
 from activemint.audit.calibration import make_calibration
 from activemint.audit.settest import MixtureModel, set_tests
 from activemint.metrics import membership_metrics
-from activemint.rundir import RunDir, atomic_json, atomic_write, atomic_write_via, make_dir
+from activemint.rundir import RunDir, atomic_json, atomic_write, atomic_write_via, csv_cell, make_dir
 from activemint.runs import Run, load_run
 
 from .apply import EDITS, EditOptions, edit_label, edit_run, load_source, parse_edits
@@ -202,7 +202,7 @@ def write_outputs(out: Path, rows: list[EditRow], info: dict) -> None:
     w = csv.DictWriter(buf, fieldnames=COLUMNS)
     w.writeheader()
     for r in rows:
-        w.writerow(asdict(r))
+        w.writerow({k: csv_cell(v) for k, v in asdict(r).items()})  # an --out folder named '=...' is no formula
     atomic_write(out / FILES["csv"], buf.getvalue())
     atomic_json(out / FILES["json"], {"info": info, "rows": [asdict(r) for r in rows]})
     md = [f"# The audit after model edits: `{info['run_dir']}`", "",

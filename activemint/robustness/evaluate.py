@@ -157,7 +157,7 @@ def run_robustness(
     """
     t0 = time.time()
     out = Path(out_dir) if out_dir else Path(run_dir) / "robustness"
-    check_output_dir(out, ROBUSTNESS_FILES.values(), carry=("cache",))  # before any work
+    check_output_dir(out, OUTPUT_NAMES, carry=("cache",))  # before any work
     views = get_view_set(neighbourhood, neighbourhood_seed) if neighbourhood else None  # bad arguments fail first
     aggs = parse_aggregates(aggregate) if neighbourhood else []
     ctx = load_context(run_dir, plain_run=plain_run, members=members, max_samples=max_samples,
@@ -232,11 +232,7 @@ def run_robustness(
                                  "seconds_per_1000_queries_plain": round(1000 * t_nb[2] / max(1, t_nb[1]), 3),
                                  "timing_note": "all wrapped scorers together, measured in this run (a shared machine: ratios only)",
                                  "queries_scored": t_nb[1]}
-    write_outputs(out, rows, info)
-    if save_scores:
-        from activemint.rundir import atomic_write
-
-        atomic_write(out / "scores.npz", lambda f: np.savez(f, **saved))
+    write_outputs(out, rows, info, scores=saved if save_scores else None)
     return rows
 
 
@@ -266,11 +262,16 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(out: Path, rows: list[Row], info: dict) -> None:
-    """Write the tables, plot and page into ``out`` as one folder, built beside it and renamed into place
-    (its ``cache`` folder moves into the new one)."""
-    with output_dir(out, ROBUSTNESS_FILES.values(), carry=("cache",), what="robustness") as tmp:
+OUTPUT_NAMES = [*ROBUSTNESS_FILES.values(), "scores.npz"]  # scores.npz: with --save-scores
+
+
+def write_outputs(out: Path, rows: list[Row], info: dict, scores: dict[str, np.ndarray] | None = None) -> None:
+    """Write the tables, plot and page (and ``scores``, as scores.npz) into ``out`` as one folder, built
+    beside it and renamed into place (its ``cache`` folder moves into the new one)."""
+    with output_dir(out, OUTPUT_NAMES, carry=("cache",), what="robustness") as tmp:
         _write_files(tmp, rows, info)
+        if scores is not None:
+            np.savez(tmp / "scores.npz", **scores)
 
 
 def _write_files(out: Path, rows: list[Row], info: dict) -> None:
