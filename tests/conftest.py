@@ -51,7 +51,11 @@ def trained_run(**overrides) -> Path:
 
     require_fashion_mnist()
     params = {**AUDITED_RUN, **overrides}
-    identity = {"params": params, "format": RUN_FORMAT, "fixture_version": FIXTURE_VERSION}
+    import torch
+
+    # The thread count changes float sums, so a run trained at another count holds other figures (tests compare
+    # some of them to 1e-9 against what they recompute in this process).
+    identity = {"params": params, "format": RUN_FORMAT, "fixture_version": FIXTURE_VERSION, "threads": torch.get_num_threads()}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     run_dir = CACHE / key
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -60,6 +64,19 @@ def trained_run(**overrides) -> Path:
             shutil.rmtree(run_dir, ignore_errors=True)
             Trainer(TrainConfig(**params), run_dir, progress=False, log=lambda m: None).run()
     return run_dir
+
+
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """Restore torch's thread count after each test: ``main([..., "--threads", "1"])`` in-process sets it for
+    the whole process, and every later test (and fixture run) would silently run at one thread (test_baseline
+    skips below two)."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
