@@ -121,6 +121,28 @@ def test_calibration_is_saved_and_reused(run_copy):
         load_calibration(run_copy)
 
 
+def test_calibration_files_with_unknown_or_mistyped_entries_are_refused(audited_run_dir, tmp_path):
+    """calibration.json / .npz hold exactly what save_calibration writes: anything else is one line naming the file."""
+    from activemint.runs import load_run
+
+    run_copy = copy_run(audited_run_dir, tmp_path / "run")
+    calibrate_run(load_run(run_copy, device="cpu"), 0.01)
+    jpath, npath = run_copy / CALIBRATION_JSON, run_copy / CALIBRATION_NPZ
+    good = jpath.read_text()
+    for change, match in (({"../../etc/passwd": "x"}, "unknown entries"), ({"target_fpr": "ten"}, "'target_fpr' is not a number"),
+                          ({"delta": 2.0}, "'delta' is not a number"), ({"thresholds_by_target_fpr": [1]}, "not an object")):
+        jpath.write_text(json.dumps({**json.loads(good), **change}))
+        with pytest.raises(CalibrationError, match=match) as e:
+            load_calibration(run_copy)
+        assert str(jpath) in str(e.value) and "\n" not in str(e.value)
+    jpath.write_text(good)
+    with np.load(npath) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(npath, **arrays, extra=np.zeros(3))
+    with pytest.raises(CalibrationError, match="unknown arrays"):
+        load_calibration(run_copy)
+
+
 def test_calibration_without_scores_file_scores_the_manifest(run_copy, scores, tmp_path):
     """A run without scores.npz is calibrated by scoring its calibration split with the model."""
     from activemint.runs import load_run

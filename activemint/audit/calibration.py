@@ -222,6 +222,14 @@ def save_calibration(run_dir: str | os.PathLike, cal: Calibration) -> None:
     _atomic_write_bytes(run_dir / CALIBRATION_JSON, lambda p: p.write_text(json.dumps(doc, indent=2)))
 
 
+#: Every key ``calibration.json`` holds, and every array of ``calibration.npz``: anything else is refused.
+CALIBRATION_KEYS = frozenset({
+    "format", "activemint", "rule", "target_fpr", "delta", "threshold_logit", "threshold_probability", "n_calibration",
+    "n_calibration_above_threshold", "expected_fpr_on_fresh_nonmembers", "observed_fpr_eval_nonmembers",
+    "n_eval_nonmembers", "tpr_members", "n_members", "model_sha256", "source", "thresholds_by_target_fpr", "scores_sha256"})
+CALIBRATION_ARRAYS = frozenset({"calibration", "calibration_index", "eval_nonmembers", "members"})
+
+
 def load_calibration(run_dir: str | os.PathLike, target_fpr: float | None = None) -> Calibration:
     """Read a saved calibration; ``target_fpr`` re-thresholds the saved scores if it differs."""
     run_dir = Path(run_dir)
@@ -238,12 +246,23 @@ def load_calibration(run_dir: str | os.PathLike, target_fpr: float | None = None
         raise OutdatedCalibration(f"{jpath} was made with the earlier calibration rule; it is recomputed")
     if doc.get("format") != FORMAT:
         raise CalibrationError(f"{jpath}: unknown format {doc.get('format')!r}, expected {FORMAT}")
+    odd = sorted(str(k)[:40] for k in set(doc) - CALIBRATION_KEYS)
+    if odd:
+        raise CalibrationError(f"{jpath}: unknown entries {odd[:3]}; delete it and {CALIBRATION_NPZ} to recalibrate")
+    bad = [k for k in ("target_fpr", "delta") if not isinstance(doc.get(k), (int, float)) or isinstance(doc.get(k), bool)
+           or not 0 < doc[k] < 1]
+    if bad or not isinstance(doc.get("thresholds_by_target_fpr", {}), dict):
+        what = f"'{bad[0]}' is not a number in (0, 1)" if bad else "'thresholds_by_target_fpr' is not an object"
+        raise CalibrationError(f"{jpath}: {what}; delete it and {CALIBRATION_NPZ} to recalibrate")
     try:
         with np.load(npath, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise CalibrationError(f"{npath} is not a readable .npz file ({type(e).__name__}: {e}); delete it and "
                                f"{CALIBRATION_JSON} to recalibrate") from e
+    odd = sorted(set(arrays) - CALIBRATION_ARRAYS)
+    if odd:
+        raise CalibrationError(f"{npath}: unknown arrays {odd[:3]}; delete it and {CALIBRATION_JSON} to recalibrate")
     if "calibration" not in arrays:
         raise CalibrationError(f"{npath} has no 'calibration' array; delete it and {CALIBRATION_JSON} to recalibrate")
     check_finite_scores(arrays, npath)
@@ -255,7 +274,7 @@ def load_calibration(run_dir: str | os.PathLike, target_fpr: float | None = None
         scores, target, model_sha256=doc.get("model_sha256", ""), source=doc.get("source", ""),
         index=arrays.get("calibration_index"), eval_nonmember_scores=arrays.get("eval_nonmembers"),
         member_scores=arrays.get("members"), thresholds=doc.get("thresholds_by_target_fpr"),
-        delta=float(doc.get("delta", CALIBRATION_DELTA)),
+        delta=float(doc["delta"]),
     )
     saved = cal.thresholds.get(f"{target:g}")
     if saved is not None and saved != cal.threshold:
