@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from activemint.grid_matrix import PLAIN, Cell, Matrix, cell_config, cell_status
-from activemint.rundir import RunDir, RunError, csv_cell, make_dir, write_output
+from activemint.io import csv_cell, make_dir, write_output
+from activemint.rundir import RunDir, RunError
 
 
 # ------------------------------------------------------------------------- table

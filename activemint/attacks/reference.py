@@ -43,15 +43,8 @@ import torch
 
 from activemint.attacks.config import ScorerConfig
 from activemint.data import ArrayDataset, Splits, load_dataset
-from activemint.rundir import (
-    CACHE_KEY,
-    CACHE_REFERENCE,
-    PLAN,
-    RunDir,
-    atomic_json,
-    atomic_write,
-    sha256_json,
-)
+from activemint.io import atomic_json, atomic_write, sha256_json
+from activemint.rundir import CACHE_KEY, CACHE_REFERENCE, PLAN, RunDir
 from activemint.training.checkpoint import load_weights
 from activemint.training.config import TrainConfig
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"activemint score: warning: no calibrated decisions ({e}); the CSV has scores only", file=sys.stderr)
     to_file = args.output not in (None, "-")
     if to_file:  # atomic: a kill or a full disk leaves the old file (or none), never a cut CSV
-        from activemint.rundir import write_output
+        from activemint.io import write_output
 
         buf = io.StringIO(newline="")
         scores.write_csv(buf)

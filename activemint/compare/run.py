@@ -19,8 +19,9 @@ from activemint.compare.results import (
     write_outputs,
 )
 from activemint.data import read_manifest
+from activemint.io import check_output_dir
 from activemint.metrics import membership_metrics
-from activemint.rundir import CACHE_RUNS, COMPARE_FILES, RunDir, check_output_dir
+from activemint.rundir import CACHE_RUNS, COMPARE_FILES, RunDir
 from activemint.runs import Run, RunError, ensure_run, load_run
 from activemint.scorers import EVAL_ROLES, MODELS, Context, Scorer, ScorerCache, Suite
 from activemint.training import TrainConfig

@@ -20,20 +20,11 @@ from typing import Any
 import numpy as np
 
 from activemint.errors import UserError, not_a_directory
+from activemint.io import file_sha256, write_output
 from activemint.metrics import fmt_tpr, fpr_supported, membership_metrics, unsupported_note
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
-from activemint.rundir import (
-    COMPARE_FILES,
-    LOG,
-    METRICS,
-    MODEL,
-    REPORT,
-    RunDir,
-    RunError,
-    file_sha256,
-    write_output,
-)
+from activemint.rundir import COMPARE_FILES, LOG, METRICS, MODEL, REPORT, RunDir, RunError
 
 
 class ReportError(UserError, ValueError):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from activemint.data import read_manifest
+from activemint.io import check_output_dir, csv_cell, output_dir
 from activemint.metrics import (
     calibrate_threshold,
     fmt_tpr,
@@ -37,7 +38,7 @@ from activemint.metrics import (
     unsupported_note,
 )
 from activemint.neighbourhood import get_view_set, parse_aggregates
-from activemint.rundir import ROBUSTNESS_FILES, RunDir, RunError, check_output_dir, csv_cell, output_dir
+from activemint.rundir import ROBUSTNESS_FILES, RunDir, RunError
 from activemint.runs import Run, load_run
 from activemint.scorers import Context, NeighbourhoodScorer, ScorerError, get_scorers, wraps
 from activemint.transforms import apply_transform, parse_spec
@@ -249,7 +250,7 @@ def run_robustness(
                                  "queries_scored": t_nb[1]}
     write_outputs(out, rows, info)
     if save_scores:
-        from activemint.rundir import atomic_write
+        from activemint.io import atomic_write
 
         atomic_write(out / "scores.npz", lambda f: np.savez(f, **saved))
     return rows

@@ -22,14 +22,8 @@ import torch
 from torch import nn
 
 from activemint.data import pixel_sha256
-from activemint.rundir import (
-    FEATURES,
-    POSTHOC_HEADS,
-    WEIGHTS_SUFFIX,
-    RunDir,
-    file_sha256,
-    sha256_json,
-)
+from activemint.io import file_sha256, sha256_json
+from activemint.rundir import FEATURES, POSTHOC_HEADS, WEIGHTS_SUFFIX, RunDir
 from activemint.runs import Run
 from activemint.scorers.base import Context, Scorer, ScorerError, register
 

@@ -247,7 +247,7 @@ class TrainConfig(ConfigBase):
         """The one config fingerprint: SHA-256 (64 hex digits) of :meth:`fingerprint_fields` as
         compact sorted JSON.  Run caches (``compare``, reference models) use it whole; grid cell
         folders its first 12 digits."""
-        from activemint.rundir import sha256_json
+        from activemint.io import sha256_json
 
         return sha256_json(self.fingerprint_fields())
 

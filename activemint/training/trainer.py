@@ -39,10 +39,11 @@ from activemint.data import (
     write_manifest,
 )
 from activemint.data.streaming import plan_batches
+from activemint.io import atomic_write_via, kill_point, make_dir
 from activemint.metrics import membership_metrics
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss
 from activemint.progress import progress
-from activemint.rundir import RunDir, RunError, RunExistsError, kill_point
+from activemint.rundir import RunDir, RunError, RunExistsError
 from activemint.training import distributed
 from activemint.training.batches import cycled_permutation, random_shift_flip, to_input
 from activemint.training.build import build_model, checkpoint_metadata, preflight, provenance
@@ -210,7 +211,7 @@ class Trainer:
         model = build_model(cfg, data.train.input_shape, data.train.num_classes).to(self.device)  # so do bad archs / taps
         ckpt_root = rd.checkpoints
         if main:
-            rundir.make_dir(ckpt_root)
+            make_dir(ckpt_root)
             rd.clean_partials()
             if not resume:
                 rd.write_text(rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -223,7 +224,7 @@ class Trainer:
                 if read_manifest(rd.manifest) != data.splits:
                     raise RunError(f"--resume: {rd.manifest} does not list the splits this config draws; refusing to mix them")
             else:
-                rundir.atomic_write_via(rd.manifest, lambda p: write_manifest(p, data.splits, data.train, data.test))
+                atomic_write_via(rd.manifest, lambda p: write_manifest(p, data.splits, data.train, data.test))
         distributed.barrier()  # the other ranks read the run directory once rank 0 has checked and prepared it
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
