@@ -21,7 +21,8 @@ from conftest import FASHION_ROOT, require_fashion_mnist
 
 from activemint import transforms as T
 from activemint.training import TrainConfig
-from activemint.training.trainer import _scheduler, resolve_data_path
+from activemint.training.optim import build_scheduler
+from activemint.training.trainer import resolve_data_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,7 +116,7 @@ def test_lr_scaling_rules_and_warmup():
     assert math.isclose(TrainConfig(batch_size=256, lr=1e-3, lr_scaling="sqrt").effective_lr(), 2e-3)
     cfg = TrainConfig(batch_size=64, lr=1.0, epochs=4, warmup_epochs=1, schedule="cosine")
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = _scheduler(cfg, opt, steps_per_epoch=10)
+    sched = build_scheduler(cfg, opt, steps_per_epoch=10)
     lrs = []
     for _ in range(40):
         lrs.append(opt.param_groups[0]["lr"])
