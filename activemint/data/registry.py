@@ -26,7 +26,8 @@ from .gtsrb import read_gtsrb
 from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, read_idx_dataset
 from .imagefolder import read_imagefolder
 from .images import ImageSize, convert_channels, resize_images
-from .streaming import FileDataset, resolve_budget
+from .memory import resolve_budget
+from .streaming import FileDataset
 from .tensors import read_tensor_split
 from .tiny_imagenet import read_tiny_imagenet
 
@@ -284,7 +285,7 @@ def load_dataset(
             (``dataset_info(name).input_shape``).
         channels: 1 or 3 to convert; default: the data set's own.
         max_memory: byte budget of the decoded split (``"2GB"``, an int, ``"auto"`` = half the
-            available memory, ``"off"`` = no limit; see :func:`~activemint.data.streaming.parse_memory`).
+            available memory, ``"off"`` = no limit; see :func:`~activemint.data.memory.parse_memory`).
             A folder-based set (imagefolder, casia-webface, gtsrb, tiny-imagenet) above it is
             returned as a :class:`~activemint.data.streaming.FileDataset` that decodes on demand;
             the array formats (idx, CIFAR, digits) are always in memory.

@@ -206,7 +206,7 @@ class TrainConfig(ConfigBase):
             raise ConfigError(f"taps must be a non-empty list of dotted module names, got {self.taps!r}")
         parse_device(self.device)
         try:
-            from activemint.data.streaming import parse_memory
+            from activemint.data.memory import parse_memory
 
             parse_memory(self.max_memory)
         except (TypeError, ValueError) as e:
