@@ -95,7 +95,7 @@ def drifted_root(tmp_path, audited_run_dir, monkeypatch):
         raw[16 + int(i) * 784 + 400] ^= 0xFF
     (root / name).write_bytes(bytes(raw))
     info = registry_mod.dataset_info("fashion-mnist")
-    monkeypatch.setitem(registry_mod._REGISTRY, "fashion-mnist", dataclasses.replace(info, default_root=str(root)))
+    monkeypatch.setitem(registry_mod.DATASETS, "fashion-mnist", dataclasses.replace(info, default_root=str(root)))
     clear_dataset_cache()
     yield root
     clear_dataset_cache()

@@ -30,8 +30,9 @@ from activemint.transforms.images import (
     get_transform,
     image_rng,
     parse_spec,
+    register_transform,
 )
-from activemint.transforms.policy import POLICIES, AuditPolicy, get_policy
+from activemint.transforms.policy import POLICIES, AuditPolicy, get_policy, register_policy
 
 __all__ = ["POLICIES", "TRANSFORMS", "AuditPolicy", "Transform", "TransformError", "apply_transform", "available",
-           "get_policy", "get_transform", "image_rng", "jpeg_tensor", "parse_spec"]
+           "get_policy", "get_transform", "image_rng", "jpeg_tensor", "parse_spec", "register_policy", "register_transform"]

@@ -18,90 +18,6 @@ class TransformError(UserError):
     """An unknown transformation or severity level, or images it cannot take."""
 
 
-# ----------------------------------------------------------------- single images
-# Each op: (image uint8 (C, H, W), severity value, numpy Generator) -> uint8 (C, H, W).
-
-def _to_pil(img: torch.Tensor) -> Image.Image:
-    a = img.permute(1, 2, 0).numpy()
-    return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
-
-
-def _from_pil(im: Image.Image, channels: int) -> torch.Tensor:
-    a = np.array(im)  # a writable copy
-    if a.ndim == 2:
-        a = a[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[:channels].contiguous()
-
-
-def _jpeg(img: torch.Tensor, quality: float, rng: np.random.Generator) -> torch.Tensor:
-    buf = io.BytesIO()
-    _to_pil(img).save(buf, format="JPEG", quality=round(quality))
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return _from_pil(im.convert("L" if img.shape[0] == 1 else "RGB"), img.shape[0])
-
-
-_DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
-
-
-def _translate(img: torch.Tensor, px: float, rng: np.random.Generator) -> torch.Tensor:
-    """Shift by ``px`` pixels in one of the four axis directions (drawn), zero fill."""
-    if px == 0:
-        return img.clone()
-    dx, dy = _DIRECTIONS[int(rng.integers(4))]
-    return TF.affine(img, angle=0.0, translate=[round(dx * px), round(dy * px)], scale=1.0, shear=[0.0, 0.0], fill=0)
-
-
-def _crop_resize(img: torch.Tensor, keep: float, rng: np.random.Generator) -> torch.Tensor:
-    """Keep a ``keep`` fraction of each side at a drawn position, resize back (bilinear)."""
-    _, h, w = img.shape
-    ch, cw = max(1, round(h * keep)), max(1, round(w * keep))
-    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    return TF.resized_crop(img, top, left, ch, cw, [h, w], antialias=True)
-
-
-def _resize(img: torch.Tensor, factor: float, rng: np.random.Generator) -> torch.Tensor:
-    """Resize down by ``factor`` and back to the original size (bilinear, antialiased)."""
-    _, h, w = img.shape
-    small = TF.resize(img, [max(1, round(h * factor)), max(1, round(w * factor))], antialias=True)
-    return TF.resize(small, [h, w], antialias=True)
-
-
-def _hflip(img: torch.Tensor, value: float, rng: np.random.Generator) -> torch.Tensor:
-    return TF.horizontal_flip(img)
-
-
-def _rotate(img: torch.Tensor, degrees: float, rng: np.random.Generator) -> torch.Tensor:
-    """Rotate by ``±degrees`` (sign drawn), bilinear, zero fill."""
-    sign = 1.0 if rng.integers(2) else -1.0
-    return TF.rotate(img, sign * degrees, interpolation=TF.InterpolationMode.BILINEAR, fill=0)
-
-
-def _noise(img: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
-    """Add Gaussian noise of standard deviation ``sigma`` (in units of the 0..1 range), round, clip."""
-    x = img.numpy().astype(np.float64) + rng.normal(0.0, sigma * 255.0, size=img.shape)
-    return torch.from_numpy(np.clip(np.rint(x), 0, 255).astype(np.uint8))
-
-
-def _brightness_contrast(img: torch.Tensor, delta: float, rng: np.random.Generator) -> torch.Tensor:
-    """Brightness and contrast factors ``1 ± delta`` (signs drawn)."""
-    b = 1.0 + delta * (1.0 if rng.integers(2) else -1.0)
-    c = 1.0 + delta * (1.0 if rng.integers(2) else -1.0)
-    return TF.adjust_contrast(TF.adjust_brightness(img, b), c)
-
-
-def _blur(img: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
-    """Gaussian blur of standard deviation ``sigma`` pixels (kernel 2 * ceil(2 sigma) + 1)."""
-    if sigma <= 0:
-        return img.clone()
-    k = 2 * int(np.ceil(2 * sigma)) + 1
-    return TF.gaussian_blur(img, [k, k], [sigma, sigma])
-
-
-def _grayscale(img: torch.Tensor, value: float, rng: np.random.Generator) -> torch.Tensor:
-    return TF.rgb_to_grayscale(img, num_output_channels=3)
-
-
 @dataclass(frozen=True)
 class Transform:
     """One transformation: what its severity value means and its named levels."""
@@ -130,18 +46,113 @@ class Transform:
         return float(level)
 
 
-TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
-    Transform("jpeg", "JPEG quality", {"q90": 90, "q70": 70, "q50": 50, "q30": 30}, _jpeg, (1, 100)),
-    Transform("translate", "shift in pixels", {"1px": 1, "2px": 2, "4px": 4}, _translate, (0, 16)),
-    Transform("crop", "kept fraction of each side, resized back", {"0.95": 0.95, "0.9": 0.9, "0.8": 0.8}, _crop_resize, (0.3, 1.0)),
-    Transform("resize", "down-and-back factor", {"0.9": 0.9, "0.75": 0.75, "0.5": 0.5}, _resize, (0.2, 1.0)),
-    Transform("hflip", "horizontal flip", {"on": 1.0}, _hflip, (0.0, 1.0)),
-    Transform("rotate", "degrees", {"5deg": 5, "10deg": 10, "15deg": 15}, _rotate, (0, 45)),
-    Transform("noise", "Gaussian sigma (0..1 scale)", {"4/255": 4 / 255, "8/255": 8 / 255, "16/255": 16 / 255}, _noise, (0.0, 0.5)),
-    Transform("brightness_contrast", "factor change ±", {"0.1": 0.1, "0.2": 0.2, "0.3": 0.3}, _brightness_contrast, (0.0, 0.9)),
-    Transform("gaussian_blur", "Gaussian blur sigma in pixels", {"0.5": 0.5, "1.0": 1.0, "1.5": 1.5}, _blur, (0.0, 5.0)),
-    Transform("grayscale", "RGB to gray", {"on": 1.0}, _grayscale, (0.0, 1.0), rgb_only=True),
-)}
+#: The registered transformations, in registration order (``activemint robustness --transforms all``).
+TRANSFORMS: dict[str, Transform] = {}
+
+
+def register_transform(name: str, parameter: str, levels: dict[str, float], bounds: tuple[float, float] = (0.0, 1.0), *,
+                       rgb_only: bool = False) -> Callable[[Callable], Callable]:
+    """Register the decorated op ``(image uint8 (C, H, W), value, rng) -> uint8 (C, H, W)`` as transformation ``name``."""
+    def add(op: Callable[[torch.Tensor, float, np.random.Generator], torch.Tensor]) -> Callable:
+        if name in TRANSFORMS:
+            raise ValueError(f"transformation {name!r} is already registered")
+        TRANSFORMS[name] = Transform(name, parameter, levels, op, bounds, rgb_only)
+        return op
+    return add
+
+
+# ----------------------------------------------------------------- single images
+# Each op: (image uint8 (C, H, W), severity value, numpy Generator) -> uint8 (C, H, W).
+
+def _to_pil(img: torch.Tensor) -> Image.Image:
+    a = img.permute(1, 2, 0).numpy()
+    return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+
+
+def _from_pil(im: Image.Image, channels: int) -> torch.Tensor:
+    a = np.array(im)  # a writable copy
+    if a.ndim == 2:
+        a = a[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[:channels].contiguous()
+
+
+@register_transform("jpeg", "JPEG quality", {"q90": 90, "q70": 70, "q50": 50, "q30": 30}, (1, 100))
+def _jpeg(img: torch.Tensor, quality: float, rng: np.random.Generator) -> torch.Tensor:
+    buf = io.BytesIO()
+    _to_pil(img).save(buf, format="JPEG", quality=round(quality))
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return _from_pil(im.convert("L" if img.shape[0] == 1 else "RGB"), img.shape[0])
+
+
+_DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+@register_transform("translate", "shift in pixels", {"1px": 1, "2px": 2, "4px": 4}, (0, 16))
+def _translate(img: torch.Tensor, px: float, rng: np.random.Generator) -> torch.Tensor:
+    """Shift by ``px`` pixels in one of the four axis directions (drawn), zero fill."""
+    if px == 0:
+        return img.clone()
+    dx, dy = _DIRECTIONS[int(rng.integers(4))]
+    return TF.affine(img, angle=0.0, translate=[round(dx * px), round(dy * px)], scale=1.0, shear=[0.0, 0.0], fill=0)
+
+
+@register_transform("crop", "kept fraction of each side, resized back", {"0.95": 0.95, "0.9": 0.9, "0.8": 0.8}, (0.3, 1.0))
+def _crop_resize(img: torch.Tensor, keep: float, rng: np.random.Generator) -> torch.Tensor:
+    """Keep a ``keep`` fraction of each side at a drawn position, resize back (bilinear)."""
+    _, h, w = img.shape
+    ch, cw = max(1, round(h * keep)), max(1, round(w * keep))
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return TF.resized_crop(img, top, left, ch, cw, [h, w], antialias=True)
+
+
+@register_transform("resize", "down-and-back factor", {"0.9": 0.9, "0.75": 0.75, "0.5": 0.5}, (0.2, 1.0))
+def _resize(img: torch.Tensor, factor: float, rng: np.random.Generator) -> torch.Tensor:
+    """Resize down by ``factor`` and back to the original size (bilinear, antialiased)."""
+    _, h, w = img.shape
+    small = TF.resize(img, [max(1, round(h * factor)), max(1, round(w * factor))], antialias=True)
+    return TF.resize(small, [h, w], antialias=True)
+
+
+@register_transform("hflip", "horizontal flip", {"on": 1.0}, (0.0, 1.0))
+def _hflip(img: torch.Tensor, value: float, rng: np.random.Generator) -> torch.Tensor:
+    return TF.horizontal_flip(img)
+
+
+@register_transform("rotate", "degrees", {"5deg": 5, "10deg": 10, "15deg": 15}, (0, 45))
+def _rotate(img: torch.Tensor, degrees: float, rng: np.random.Generator) -> torch.Tensor:
+    """Rotate by ``±degrees`` (sign drawn), bilinear, zero fill."""
+    sign = 1.0 if rng.integers(2) else -1.0
+    return TF.rotate(img, sign * degrees, interpolation=TF.InterpolationMode.BILINEAR, fill=0)
+
+
+@register_transform("noise", "Gaussian sigma (0..1 scale)", {"4/255": 4 / 255, "8/255": 8 / 255, "16/255": 16 / 255}, (0.0, 0.5))
+def _noise(img: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
+    """Add Gaussian noise of standard deviation ``sigma`` (in units of the 0..1 range), round, clip."""
+    x = img.numpy().astype(np.float64) + rng.normal(0.0, sigma * 255.0, size=img.shape)
+    return torch.from_numpy(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+
+
+@register_transform("brightness_contrast", "factor change ±", {"0.1": 0.1, "0.2": 0.2, "0.3": 0.3}, (0.0, 0.9))
+def _brightness_contrast(img: torch.Tensor, delta: float, rng: np.random.Generator) -> torch.Tensor:
+    """Brightness and contrast factors ``1 ± delta`` (signs drawn)."""
+    b = 1.0 + delta * (1.0 if rng.integers(2) else -1.0)
+    c = 1.0 + delta * (1.0 if rng.integers(2) else -1.0)
+    return TF.adjust_contrast(TF.adjust_brightness(img, b), c)
+
+
+@register_transform("gaussian_blur", "Gaussian blur sigma in pixels", {"0.5": 0.5, "1.0": 1.0, "1.5": 1.5}, (0.0, 5.0))
+def _blur(img: torch.Tensor, sigma: float, rng: np.random.Generator) -> torch.Tensor:
+    """Gaussian blur of standard deviation ``sigma`` pixels (kernel 2 * ceil(2 sigma) + 1)."""
+    if sigma <= 0:
+        return img.clone()
+    k = 2 * int(np.ceil(2 * sigma)) + 1
+    return TF.gaussian_blur(img, [k, k], [sigma, sigma])
+
+
+@register_transform("grayscale", "RGB to gray", {"on": 1.0}, (0.0, 1.0), rgb_only=True)
+def _grayscale(img: torch.Tensor, value: float, rng: np.random.Generator) -> torch.Tensor:
+    return TF.rgb_to_grayscale(img, num_output_channels=3)
 
 
 def get_transform(name: str) -> Transform:

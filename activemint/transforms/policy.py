@@ -95,14 +95,23 @@ _NEAR_COPY_RANGES: dict[str, tuple[float, float]] = {
 }
 _GEOMETRIC = ("translate", "crop", "resize")
 
-# Named policies; ``TrainConfig.audit_policy`` picks one.
-POLICIES: dict[str, AuditPolicy] = {
-    "robust": AuditPolicy(_NEAR_COPY_RANGES, p=0.5),
-    # The same ranges, a transformed view 80% of the time.
-    "robust-strong": AuditPolicy(_NEAR_COPY_RANGES, p=0.8),
-    # Geometry only (shift, crop, resize).
-    "geometric": AuditPolicy({k: _NEAR_COPY_RANGES[k] for k in _GEOMETRIC}, p=0.5),
-}
+#: The registered audit policies; ``TrainConfig.audit_policy`` picks one.
+POLICIES: dict[str, AuditPolicy] = {}
+
+
+def register_policy(name: str, policy: AuditPolicy) -> AuditPolicy:
+    """Register ``policy`` as the audit policy ``name`` (``train --audit-policy NAME``)."""
+    if name in POLICIES:
+        raise ValueError(f"audit policy {name!r} is already registered")
+    POLICIES[name] = policy
+    return policy
+
+
+register_policy("robust", AuditPolicy(_NEAR_COPY_RANGES, p=0.5))
+# The same ranges, a transformed view 80% of the time.
+register_policy("robust-strong", AuditPolicy(_NEAR_COPY_RANGES, p=0.8))
+# Geometry only (shift, crop, resize).
+register_policy("geometric", AuditPolicy({k: _NEAR_COPY_RANGES[k] for k in _GEOMETRIC}, p=0.5))
 
 
 def get_policy(name: str) -> AuditPolicy:
