@@ -172,7 +172,7 @@ def test_formula_ids_are_neutralised_in_score_and_audit_csvs(run, tmp_path, monk
 
 
 def test_a_symlink_leaving_an_image_folder_is_refused_unless_asked(tmp_path):
-    from activemint.scoring import InputError, image_paths
+    from activemint.inputs import InputError, image_paths
 
     outside = tmp_path / "secret.png"
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(outside)

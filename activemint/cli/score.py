@@ -35,9 +35,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from activemint.audit.calibration import calibrate_run
+    from activemint.inputs import score_inputs
     from activemint.metrics import CalibrationError
     from activemint.runs import load_run
-    from activemint.scoring import score_inputs
 
     r = load_run(args.run_dir, device=args.device, data_root=args.data_root)
     scores = score_inputs(r, args.inputs, resize=args.resize, convert_channels=args.convert_channels,
