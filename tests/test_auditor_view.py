@@ -294,13 +294,13 @@ def test_grid_applies_device_and_data_root_to_its_cells():
     import argparse
 
     from activemint import grid
-    from activemint.cli.grid import _with_runtime
+    from activemint.cli.grid import with_runtime
 
     cells = grid.expand(grid.load_matrix(None), "cpu", datasets=["fashion-mnist"], archs=["small_cnn"], setups=["entry"])
     assert cells
-    same = _with_runtime(cells, argparse.Namespace(device="auto", data_root=None))
+    same = with_runtime(cells, argparse.Namespace(device="auto", data_root=None))
     assert [c.key for c in same] == [c.key for c in cells]  # nothing given: each cell's own config, same keys
-    got = _with_runtime(cells, argparse.Namespace(device="cpu", data_root="/data/x"))
+    got = with_runtime(cells, argparse.Namespace(device="cpu", data_root="/data/x"))
     assert {(c.config.device, c.config.data_root) for c in got} == {("cpu", "/data/x")}
 
 

@@ -73,7 +73,7 @@ def test_single_transform_policies_match_the_host_ops(images):
     import torchvision.transforms.v2.functional as TF
 
     shifts = [TF.affine(images, angle=0.0, translate=[2 * dx, 2 * dy], scale=1.0, shear=[0.0, 0.0], fill=0)
-              for dx, dy in TI._DIRECTIONS]
+              for dx, dy in TI.DIRECTIONS]
     match = torch.stack([(shifted == s).flatten(1).all(1) for s in shifts], 1)
     assert match.any(1).all()
     assert (match.sum(0) > 0).sum() >= 3  # the directions are drawn, not one fixed
@@ -90,7 +90,7 @@ def test_crop_matches_resized_crop(images):
         ref = TF.resized_crop(images, top, left, ch, ch, [28, 28], antialias=True).float()
         a = torch.full((len(images),), (top + 0.5) / (28 - ch + 1))
         a2 = torch.full((len(images),), (left + 0.5) / (28 - ch + 1))
-        ours = TB._b_crop(images.float(), torch.full((len(images),), keep), a, a2, None, 0.85, 1.0).round()
+        ours = TB.BATCH_OPS["crop"](images.float(), torch.full((len(images),), keep), a, a2, None, 0.85, 1.0).round()
         assert (ours - ref).abs().max() <= 1  # torchvision's uint8 bilinear rounds its own way
 
 

@@ -10,7 +10,7 @@ import torch
 def _b_translate(x, value, a, a2, generator, lo, hi):
     b, c, h, w = x.shape
     px = (lo + (a2 * (int(hi) - int(lo) + 1)).floor().clamp_max(int(hi) - int(lo))).long()  # integer in [lo, hi]
-    d = (a * 4).long().clamp_max(3)  # _DIRECTIONS: +x, -x, +y, -y (arithmetic: no host-to-device copy)
+    d = (a * 4).long().clamp_max(3)  # DIRECTIONS: +x, -x, +y, -y (arithmetic: no host-to-device copy)
     dx = ((d == 0).long() - (d == 1).long()) * px
     dy = ((d == 2).long() - (d == 3).long()) * px
     pad = int(hi)
@@ -102,7 +102,8 @@ def _b_grayscale(x, value, a, a2, generator, lo, hi):
     return g.expand_as(x)
 
 
-_BATCH_OPS = {"translate": _b_translate, "crop": _b_crop, "resize": _b_resize, "jpeg": _b_jpeg, "noise": _b_noise,
+#: The batched op of each transformation, by name (:meth:`AuditPolicy.on_device`).
+BATCH_OPS = {"translate": _b_translate, "crop": _b_crop, "resize": _b_resize, "jpeg": _b_jpeg, "noise": _b_noise,
               "hflip": _b_hflip, "rotate": _b_rotate, "brightness_contrast": _b_brightness_contrast, "grayscale": _b_grayscale}
 
 # libjpeg's standard quantisation tables (ITU-T T.81, Annex K), luminance and chrominance.

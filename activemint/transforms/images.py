@@ -85,7 +85,8 @@ def _jpeg(img: torch.Tensor, quality: float, rng: np.random.Generator) -> torch.
         return _from_pil(im.convert("L" if img.shape[0] == 1 else "RGB"), img.shape[0])
 
 
-_DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+#: The four directions of a shift (dx, dy), drawn per image by ``translate``.
+DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 @register_transform("translate", "shift in pixels", {"1px": 1, "2px": 2, "4px": 4}, (0, 16))
@@ -93,7 +94,7 @@ def _translate(img: torch.Tensor, px: float, rng: np.random.Generator) -> torch.
     """Shift by ``px`` pixels in one of the four axis directions (drawn), zero fill."""
     if px == 0:
         return img.clone()
-    dx, dy = _DIRECTIONS[int(rng.integers(4))]
+    dx, dy = DIRECTIONS[int(rng.integers(4))]
     return TF.affine(img, angle=0.0, translate=[round(dx * px), round(dy * px)], scale=1.0, shear=[0.0, 0.0], fill=0)
 
 

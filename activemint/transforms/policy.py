@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from activemint.transforms.batched import _BATCH_OPS
+from activemint.transforms.batched import BATCH_OPS
 from activemint.transforms.images import TRANSFORMS, TransformError, _check_images, get_transform
 
 
@@ -84,7 +84,7 @@ class AuditPolicy:
                 continue
             lo, hi = self.ranges[name]
             value = lo + (hi - lo) * u
-            y = _BATCH_OPS[name](x, value, a, a2, generator, lo, hi)
+            y = BATCH_OPS[name](x, value, a, a2, generator, lo, hi)
             out = torch.where((apply & (pick == k))[:, None, None, None], y.round().clamp(0, 255), out)
         return out.to(torch.uint8)
 
