@@ -18,7 +18,7 @@ from activemint.cli import build_parser, main
 #: The commands that load or train a model (run torch); each takes the shared runtime options.
 MODEL_COMMANDS = {"train", "evaluate", "score", "grid", "audit", "compare", "robustness", "power", "model-edits"}
 #: The commands that only read files or registries.
-OTHER_COMMANDS = {"report", "datasets", "archs"}
+OTHER_COMMANDS = {"report", "datasets", "archs", "transforms"}
 SHARED = ("--threads", "--device", "--data-root")
 RUN_FILES = ("config.yaml", "manifest.csv", "model.safetensors", "model.json", "scores.npz", "metrics.json", "metrics.jsonl")
 
