@@ -22,3 +22,16 @@ def not_a_directory(path: str | os.PathLike, what: str = "directory") -> str:
     if p.exists():
         return f"{what} {p} is a file, not a directory"
     return f"{what} {p} does not exist"
+
+
+class RunError(UserError):
+    """A run directory is missing a file, is inconsistent or is in the wrong state."""
+
+
+class RunLockedError(RunError):
+    """Another process holds the run directory's lock."""
+
+
+class RunWriteError(RunError):
+    """A file of a run could not be written (read-only folder, disk full, ...)."""
+

@@ -31,6 +31,7 @@ from activemint import rundir
 from activemint.data import ArrayDataset, Splits, clear_dataset_cache, write_manifest
 from activemint.data.tensors import SPLIT_FILES, collect, write_tensor_split
 from activemint.errors import UserError
+from activemint.io import atomic_write_via, make_dir
 from activemint.mint import EnhancedAuditedModel, PlainModel
 from activemint.models import create_model
 from activemint.models.external import USER_PREFIX, is_user_arch
@@ -231,14 +232,14 @@ def save_run(
         if rd.config.exists():
             raise RunExistsError(f"{rd.path} already holds a run; choose another folder")
         say(f"writing the run into {rd.path}")
-        rundir.make_dir(data_root)
+        make_dir(data_root)
         for split, ds in (("train", train), ("test", test_ds)):
-            rundir.atomic_write_via(data_root / SPLIT_FILES[split],
+            atomic_write_via(data_root / SPLIT_FILES[split],
                                     lambda p, ds=ds: write_tensor_split(p, ds.images, ds.labels, ds.classes))
         clear_dataset_cache()  # a previous run saved at this path in this process must not be read back
         rd.write_text(rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         rd.write_text(rundir.PROVENANCE, yaml.safe_dump(provenance(), sort_keys=False))
-        rundir.atomic_write_via(rd.manifest, lambda p: write_manifest(p, splits, train, test_ds))
+        atomic_write_via(rd.manifest, lambda p: write_manifest(p, splits, train, test_ds))
         if log:
             rd.write_log([dict(r) for r in log])
         meta = checkpoint_metadata(cfg, input_shape, num_classes, cfg.epochs)

@@ -1,7 +1,7 @@
 """Training throughput on a GPU: today's (host) data path against the device data path.
 
 For each architecture and setup, in one run on one device, times the trainer's own epoch code
-(``Trainer._host_epoch`` / ``Trainer._device_epoch``, the very loops ``train`` runs, on a
+(``Trainer.host_epoch`` / ``Trainer.device_epoch``, the very loops ``train`` runs, on a
 paper-scale split: 25,000 members, 35,000 externals by default) and reports
 
 * member images/s (one member image = one member + one external through an aMINT step);
@@ -43,14 +43,17 @@ import torch  # noqa: E402
 
 from activemint.mint import MultitaskLoss  # noqa: E402
 from activemint.training import TrainConfig, Trainer, build_model, load_run_data  # noqa: E402
-from activemint.training.trainer import _DeviceBatches, _optimizer, _param_groups, _sync, train_forward  # noqa: E402
+from activemint.training.batches import DeviceBatches  # noqa: E402
+from activemint.training.forward import train_forward  # noqa: E402
+from activemint.training.optim import build_optimizer, param_groups  # noqa: E402
+from activemint.training.timing import sync  # noqa: E402
 
 
 def count_step_flops(tr: Trainer, model, loss_fn, opt, xm, ym, xe) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        tr._step(model, loss_fn, opt, xm, ym, xe)
+        tr.step(model, loss_fn, opt, xm, ym, xe)
     return int(counter.get_total_flops())
 
 
@@ -84,7 +87,7 @@ def bench(arch: str, setup: str, path: str, batch: int, compile_: bool, args, da
         model = model.to(memory_format=torch.channels_last)
     model.train()
     loss_fn = MultitaskLoss().to(device)
-    opt = _optimizer(cfg, _param_groups(cfg, model), fused=tr._fused())
+    opt = build_optimizer(cfg, param_groups(cfg, model), fused=tr.fused())
     s = data.splits
     members = data.train.rows(s.members).to(device)
     labels = data.train.labels[torch.as_tensor(s.members)].to(device)
@@ -96,23 +99,23 @@ def bench(arch: str, setup: str, path: str, batch: int, compile_: bool, args, da
     if path == "device":
         dgen = torch.Generator(device=device).manual_seed(0) if device.type != "cpu" else gen
         if compile_:
-            tr._forward = torch.compile(train_forward)
+            tr.forward = torch.compile(train_forward)
         loss_fn.sync = False
-        batches = _DeviceBatches(cfg, members, labels, external, seen, None, dgen, tr.channels_last)
+        batches = DeviceBatches(cfg, members, labels, external, seen, None, dgen, tr.channels_last)
 
         def run(n):
-            tr._device_epoch(model, loss_fn, opt, None, batches, steps_per_epoch, 0, steps=n, probe=True)
+            tr.device_epoch(model, loss_fn, opt, None, batches, steps_per_epoch, 0, steps=n, probe=True)
     else:
         def run(n):
-            tr._host_epoch(model, loss_fn, opt, None, gen, 0, steps_per_epoch, members, labels, external, seen, seen_host,
+            tr.host_epoch(model, loss_fn, opt, None, gen, 0, steps_per_epoch, members, labels, external, seen, seen_host,
                            None, steps=n, probe=True)
     t = time.perf_counter()
     run(args.warmup)
-    _sync(device)
+    sync(device)
     warm_s = time.perf_counter() - t
     t = time.perf_counter()
     run(args.steps)
-    _sync(device)
+    sync(device)
     step_s = (time.perf_counter() - t) / args.steps
     syncs = count_syncs(run, device)
     # FLOPs of one step at this batch (the eager step: compile does not change the arithmetic)
@@ -121,7 +124,7 @@ def bench(arch: str, setup: str, path: str, batch: int, compile_: bool, args, da
     if tr.channels_last:
         xm = xm.contiguous(memory_format=torch.channels_last)
         xe = xe.contiguous(memory_format=torch.channels_last) if xe is not None else None
-    tr._forward = train_forward
+    tr.forward = train_forward
     flops = count_step_flops(tr, model, loss_fn, opt, xm, labels[:batch], xe)
     tflops = flops / step_s / 1e12
     row = {"arch": arch, "setup": setup, "path": "new" if path == "device" else "old", "batch": batch,

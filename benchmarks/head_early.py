@@ -39,10 +39,10 @@ def run_variant(name, overrides, base, runs, threads):
     import torch
 
     from activemint.training import TrainConfig, Trainer
-    from activemint.training.checkpoint import load_weights
+    from activemint.training.build import build_model
+    from activemint.training.checkpoint import latest_checkpoint, load_weights
     from activemint.training.data import load_run_data
     from activemint.training.evaluation import evaluate
-    from activemint.training.trainer import build_model
 
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict({**base, **overrides})
@@ -59,7 +59,7 @@ def run_variant(name, overrides, base, runs, threads):
     if res.get("selected_epoch") != cfg.epochs:
         data = load_run_data(cfg)
         model = build_model(cfg, data.train.input_shape, data.train.num_classes)
-        load_weights(model, run_dir / "checkpoints" / "last.safetensors")
+        load_weights(model, latest_checkpoint(run_dir / "checkpoints").weights)  # the last epoch's weights
         last, _ = evaluate(model, cfg, data, torch.device("cpu"))
     return {
         "name": name, "overrides": overrides, "train_s": round(secs),
@@ -75,16 +75,16 @@ def run_variant(name, overrides, base, runs, threads):
 
 
 def evaluate_checkpoint(run_dir: str, checkpoint: str, threads: int) -> dict:
-    """Final figures of one saved checkpoint of a run (e.g. an epoch's ``last.safetensors``
+    """Final figures of one saved checkpoint of a run (e.g. an epoch's ``checkpoints/epoch-NNNN/weights.safetensors``
     copied aside while the run went on: with a constant learning rate, epoch k of an N-epoch
     run is the model a k-epoch run ends with)."""
     import torch
 
     from activemint.training import TrainConfig
+    from activemint.training.build import build_model
     from activemint.training.checkpoint import load_weights
     from activemint.training.data import load_run_data
     from activemint.training.evaluation import evaluate
-    from activemint.training.trainer import build_model
 
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_yaml(Path(run_dir) / "config.yaml")

@@ -47,7 +47,7 @@ import activemint
 import torch
 from activemint.training import TrainConfig, build_model
 from activemint.mint import MultitaskLoss
-from activemint.training.trainer import _optimizer, _param_groups
+from activemint.training.optim import build_optimizer, param_groups
 from activemint.training.batches import to_input
 if {threads}:
     torch.set_num_threads({threads})
@@ -55,7 +55,7 @@ cfg = TrainConfig(arch="{arch}", setup="{setup}", lr=1e-3)
 model = build_model(cfg, (1, 28, 28), 10)
 model.train()
 loss_fn = MultitaskLoss()
-opt = _optimizer(cfg, _param_groups(cfg, model))
+opt = build_optimizer(cfg, param_groups(cfg, model))
 g = torch.Generator().manual_seed(0)
 xm = to_input(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g))
 xe = to_input(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g))

@@ -56,7 +56,7 @@ from activemint.data import load_dataset  # noqa: E402
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss  # noqa: E402
 from activemint.training import TrainConfig, Trainer, build_model  # noqa: E402
 from activemint.training.batches import to_input  # noqa: E402
-from activemint.training.trainer import _optimizer, _param_groups  # noqa: E402
+from activemint.training.optim import build_optimizer, param_groups  # noqa: E402
 
 SETUPS = ("entry", "middle", "output")
 
@@ -112,7 +112,7 @@ def make_bench(arch: str, setup: str | None, images: torch.Tensor, labels: torch
     model.train()
     trainer = Trainer(cfg, tempfile.gettempdir(), progress=False, log=lambda m: None)
     loss_fn = MultitaskLoss().to(device)
-    opt = _optimizer(cfg, _param_groups(cfg, model))
+    opt = build_optimizer(cfg, param_groups(cfg, model))
     b, eb = args.batch, args.external_batch
     members, ym = images[:b].to(device), labels[:b].to(device)
     external = images[b : b + eb].to(device)
@@ -121,7 +121,7 @@ def make_bench(arch: str, setup: str | None, images: torch.Tensor, labels: torch
     def train_step():
         xm = to_input(members)
         xe = to_input(external) if setup is not None else None
-        return trainer._step(model, loss_fn, opt, xm, ym, xe)
+        return trainer.step(model, loss_fn, opt, xm, ym, xe)
 
     autocast = dict(device_type=device.type, dtype=trainer.autocast_dtype, enabled=trainer.autocast_dtype is not None)
 

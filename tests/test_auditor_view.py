@@ -19,7 +19,7 @@ from activemint.cli import build_parser, main
 #: The commands that load or train a model (run torch); each takes the shared runtime options.
 MODEL_COMMANDS = {"train", "evaluate", "score", "grid", "audit", "compare", "robustness", "power", "model-edits"}
 #: The commands that only read files or registries.
-OTHER_COMMANDS = {"report", "datasets", "archs"}
+OTHER_COMMANDS = {"report", "datasets", "archs", "transforms"}
 SHARED = ("--threads", "--device", "--data-root")
 RUN_FILES = ("config.yaml", "manifest.csv", "model.safetensors", "model.json", "scores.npz", "metrics.json", "metrics.jsonl")
 
@@ -313,7 +313,7 @@ def test_catches_line_is_marked_when_the_calibration_cannot_support_the_fpr():
 
 def test_grid_table_gives_tpr_with_interval_and_n_and_marks_unsupported_rows():
     """Before: the grid's TPR@1%FPR cell was a bare 0.420 whatever the number of non-members."""
-    from activemint.grid_table import TABLE_COLUMNS, table_markdown
+    from activemint.grid.table import TABLE_COLUMNS, table_markdown
     from activemint.metrics import tpr_interval
 
     base = {k: None for k in TABLE_COLUMNS} | {"arch": "small_cnn", "setup": "entry", "epochs": 1, "status": "done",
@@ -379,13 +379,13 @@ def test_grid_applies_device_and_data_root_to_its_cells():
     import argparse
 
     from activemint import grid
-    from activemint.cli.grid import _with_runtime
+    from activemint.cli.grid import with_runtime
 
     cells = grid.expand(grid.load_matrix(None), "cpu", datasets=["fashion-mnist"], archs=["small_cnn"], setups=["entry"])
     assert cells
-    same = _with_runtime(cells, argparse.Namespace(device="auto", data_root=None))
+    same = with_runtime(cells, argparse.Namespace(device="auto", data_root=None))
     assert [c.key for c in same] == [c.key for c in cells]  # nothing given: each cell's own config, same keys
-    got = _with_runtime(cells, argparse.Namespace(device="cpu", data_root="/data/x"))
+    got = with_runtime(cells, argparse.Namespace(device="cpu", data_root="/data/x"))
     assert {(c.config.device, c.config.data_root) for c in got} == {("cpu", "/data/x")}
 
 

@@ -3,7 +3,7 @@ two `train` processes into one --out: exactly one runs.
 
 Both drive the real command line in subprocesses (``python -m activemint.cli train``) on a
 tiny real Fashion-MNIST run, with one torch thread.  Kill instants are chosen with the
-ACTIVEMINT_KILL_AT=NAME:N hook of :mod:`activemint.rundir`.  Bit-identical weights are
+ACTIVEMINT_KILL_AT=NAME:N hook of :mod:`activemint.io`.  Bit-identical weights are
 compared within one machine and one process setup (valid: same code, same CPU, same threads).
 """
 from __future__ import annotations

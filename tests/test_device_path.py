@@ -21,7 +21,10 @@ from conftest import FASHION_ROOT, require_fashion_mnist
 
 from activemint import transforms as T
 from activemint.training import TrainConfig
-from activemint.training.trainer import _scheduler, resolve_data_path
+from activemint.training.optim import build_scheduler
+from activemint.training.trainer import resolve_data_path
+from activemint.transforms import batched as TB
+from activemint.transforms import images as TI
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,7 +73,7 @@ def test_single_transform_policies_match_the_host_ops(images):
     import torchvision.transforms.v2.functional as TF
 
     shifts = [TF.affine(images, angle=0.0, translate=[2 * dx, 2 * dy], scale=1.0, shear=[0.0, 0.0], fill=0)
-              for dx, dy in T._DIRECTIONS]
+              for dx, dy in TI.DIRECTIONS]
     match = torch.stack([(shifted == s).flatten(1).all(1) for s in shifts], 1)
     assert match.any(1).all()
     assert (match.sum(0) > 0).sum() >= 3  # the directions are drawn, not one fixed
@@ -89,7 +92,7 @@ def test_crop_matches_resized_crop(images):
         ref = TF.resized_crop(images, top, left, ch, ch, [28, 28], antialias=True).float()
         a = torch.full((len(images),), (top + 0.5) / (28 - ch + 1))
         a2 = torch.full((len(images),), (left + 0.5) / (28 - ch + 1))
-        ours = T._b_crop(images.float(), torch.full((len(images),), keep), a, a2, None, 0.85, 1.0).round()
+        ours = TB.BATCH_OPS["crop"](images.float(), torch.full((len(images),), keep), a, a2, None, 0.85, 1.0).round()
         assert (ours - ref).abs().max() <= 1  # torchvision's uint8 bilinear rounds its own way
 
 
@@ -118,7 +121,7 @@ def test_lr_scaling_rules_and_warmup():
     assert math.isclose(TrainConfig(batch_size=256, lr=1e-3, lr_scaling="sqrt").effective_lr(), 2e-3)
     cfg = TrainConfig(batch_size=64, lr=1.0, epochs=4, warmup_epochs=1, schedule="cosine")
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = _scheduler(cfg, opt, steps_per_epoch=10)
+    sched = build_scheduler(cfg, opt, steps_per_epoch=10)
     lrs = []
     for _ in range(40):
         lrs.append(opt.param_groups[0]["lr"])

@@ -95,7 +95,7 @@ def drifted_root(tmp_path, audited_run_dir, monkeypatch):
         raw[16 + int(i) * 784 + 400] ^= 0xFF
     (root / name).write_bytes(bytes(raw))
     info = registry_mod.dataset_info("fashion-mnist")
-    monkeypatch.setitem(registry_mod._REGISTRY, "fashion-mnist", dataclasses.replace(info, default_root=str(root)))
+    monkeypatch.setitem(registry_mod.DATASETS, "fashion-mnist", dataclasses.replace(info, default_root=str(root)))
     clear_dataset_cache()
     yield root
     clear_dataset_cache()
@@ -197,11 +197,11 @@ def test_structurally_wrong_train_state_is_one_clear_line(tmp_path, mutation):
 
 
 def test_cli_never_passes_on_weights_only_advice():
-    from activemint.cli import _one_line
+    from activemint.cli import one_line
 
     torch_msg = ("Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` argument in "
                  "`torch.load` from `False` to `True`. Re-running `torch.load` with `weights_only` set to `False` will likely "
                  "succeed, but it can result in arbitrary code execution. Do it only if you got the file from a trusted source.")
-    cleaned = _one_line(ValueError(f"x.pt is not valid: {torch_msg}"))
+    cleaned = one_line(ValueError(f"x.pt is not valid: {torch_msg}"))
     assert "set to `False`" not in cleaned and "x.pt" in cleaned
     assert json.dumps(cleaned)  # one printable line

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from activemint.cli import main
 from activemint.edits import EDITS, EditError, EditOptions, edit_run, parse_edits
-from activemint.rundir import RunDir, file_sha256
+from activemint.io import file_sha256
+from activemint.rundir import RunDir
 from activemint.runs import load_run, verify_run
 from tests.conftest import trained_run
 

@@ -22,8 +22,8 @@ from activemint.models import (
     register_arch,
     resolve_taps,
     tap_points,
+    unregister_arch,
 )
-from activemint.models import registry as registry_mod
 
 EXPECTED_ARCHS = {"small_cnn", "small_cnn_half", "mobilenet_v2", "resnet50", "resnet101", "densenet121", "xception", "vit"}
 B = 2
@@ -126,7 +126,7 @@ def test_register_arch_validates_and_rejects_duplicates():
         assert not model[1].inplace  # create_model disables in-place activations
         assert tap_points("tmp_mlp", "output") == ["2", "3"]
     finally:
-        registry_mod._REGISTRY.pop("tmp_mlp", None)
+        unregister_arch("tmp_mlp")
     assert "tmp_mlp" not in list_archs()
 
 

@@ -32,6 +32,7 @@ from PIL import Image
 from activemint import rundir
 from activemint.cli import build_parser, main
 from activemint.errors import UserError
+from activemint.io import clean_stale, csv_cell, file_sha256
 from activemint.rundir import RunDir
 from activemint.training import TrainConfig, Trainer
 
@@ -69,7 +70,7 @@ def rebind(run: Path) -> None:
     """Re-sign metrics.json's file digests after a file was changed (an attacker's or a bad copy's
     'fix'): only the content checks can catch what was changed then."""
     m = json.loads((run / "metrics.json").read_text())
-    m["files"] = {n: rundir.file_sha256(run / n) for n in m["files"]}
+    m["files"] = {n: file_sha256(run / n) for n in m["files"]}
     (run / "metrics.json").write_text(json.dumps(m))
 
 
@@ -151,7 +152,7 @@ def test_the_reported_option_values_name_their_option(argv, needle, capsys):
 
 # ------------------------------------------------------------------------ 4. CSV cells
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised():
-    assert [rundir.csv_cell(v) for v in ["=1+2", "+A1", "-cmd", "@SUM(A1)", "\tx", "\rx", "ok", "-1.5", "+3", 7, None]] == \
+    assert [csv_cell(v) for v in ["=1+2", "+A1", "-cmd", "@SUM(A1)", "\tx", "\rx", "ok", "-1.5", "+3", 7, None]] == \
         ["'=1+2", "'+A1", "'-cmd", "'@SUM(A1)", "'\tx", "'\rx", "ok", "-1.5", "+3", 7, None]
 
 
@@ -173,7 +174,7 @@ def test_formula_ids_are_neutralised_in_score_and_audit_csvs(run, tmp_path, monk
 
 
 def test_a_symlink_leaving_an_image_folder_is_refused_unless_asked(tmp_path):
-    from activemint.scoring import InputError, image_paths
+    from activemint.inputs import InputError, image_paths
 
     outside = tmp_path / "secret.png"
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(outside)
@@ -543,9 +544,9 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next(run, tmp_path, cap
     (tmp_path / f".s.csv.{dead}-0e0f.part").write_text("cut")
     (tmp_path / ".a.tmp-keepme").mkdir()  # not a name our writers use: left alone
     (tmp_path / ".a.tmp-k2j_x9qz").mkdir()  # an older audit's mkdtemp folder (the issue's leftover)
-    rundir.clean_stale(a, locked=True)
+    clean_stale(a, locked=True)
     assert (a / "audit.json").read_text() == "old"  # put back
-    rundir.clean_stale(tmp_path / "s.csv")
+    clean_stale(tmp_path / "s.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".a.tmp-keepme", "a", "run"]
     assert main(["score", str(run), "split:members", "-o", str(tmp_path / "s.csv"), "--device", "cpu"]) == 0
 
@@ -1027,7 +1028,7 @@ def _refill(src: Path, d: Path) -> None:
 def _resign(d: Path) -> None:
     """Re-sign metrics.json's file digests (not its figures digest: a re-signed figure is not detectable)."""
     m = json.loads((d / "metrics.json").read_text())
-    m["files"] = {n: rundir.file_sha256(d / n) for n in m["files"] if (d / n).is_file()}
+    m["files"] = {n: file_sha256(d / n) for n in m["files"] if (d / n).is_file()}
     (d / "metrics.json").write_text(json.dumps(m))
 
 

@@ -21,6 +21,7 @@ from conftest import FASHION_ROOT, require_fashion_mnist
 
 from activemint import rundir
 from activemint.cli import main
+from activemint.io import file_sha256, kill_passes, kill_point, reset_kill_points
 from activemint.rundir import RunDir, RunError
 from activemint.training import TrainConfig, Trainer
 from activemint.training.checkpoint import CheckpointError, list_checkpoints
@@ -114,7 +115,7 @@ def _rewrite_state(run: Path, **changes) -> None:
     torch.save(state, buf)
     (ck / "train_state.pt").write_bytes(buf.getvalue())
     doc = json.loads((ck / "checkpoint.json").read_text())
-    doc["files"]["train_state.pt"] = rundir.file_sha256(ck / "train_state.pt")
+    doc["files"]["train_state.pt"] = file_sha256(ck / "train_state.pt")
     (ck / "checkpoint.json").write_text(json.dumps(doc))
 
 
@@ -131,7 +132,7 @@ def test_checkpoint_epoch_outside_config_is_refused(run, capsys):
         doc["epoch"] = 999
         (ck / name).write_text(json.dumps(doc))
     doc = json.loads((ck / "checkpoint.json").read_text())
-    doc["files"]["weights.json"] = rundir.file_sha256(ck / "weights.json")
+    doc["files"]["weights.json"] = file_sha256(ck / "weights.json")
     (ck / "checkpoint.json").write_text(json.dumps(doc))
     ck.rename(run / "checkpoints/epoch-0999")
     one_line_error(capsys, main(resume_args(run)), "epoch 999, outside 1..2")
@@ -143,7 +144,7 @@ def test_structurally_wrong_train_state_is_refused(run, capsys):
     torch.save({"epoch": 2}, buf)
     (ck / "train_state.pt").write_bytes(buf.getvalue())
     doc = json.loads((ck / "checkpoint.json").read_text())
-    doc["files"]["train_state.pt"] = rundir.file_sha256(ck / "train_state.pt")
+    doc["files"]["train_state.pt"] = file_sha256(ck / "train_state.pt")
     (ck / "checkpoint.json").write_text(json.dumps(doc))
     one_line_error(capsys, main(resume_args(run)), "not a valid training state", "missing optimizer")
 
@@ -163,7 +164,7 @@ def test_metrics_json_binds_the_final_files(run):
     assert m["run_format"] == rundir.RUN_FORMAT
     assert set(m["files"]) == {"model.safetensors", "model.json", "scores.npz"}
     for name, digest in m["files"].items():
-        assert rundir.file_sha256(run / name) == digest
+        assert file_sha256(run / name) == digest
     with np.load(run / "scores.npz") as z:
         assert str(z["model_sha256"]) == m["files"]["model.safetensors"]
 
@@ -201,7 +202,7 @@ def test_scores_of_another_model_are_refused(run, capsys):
     arrays["model_sha256"] = np.asarray("0" * 64)
     np.savez(run / "scores.npz", **arrays)
     m = json.loads((run / "metrics.json").read_text())
-    m["files"]["scores.npz"] = rundir.file_sha256(run / "scores.npz")  # re-signed: only the binding is wrong
+    m["files"]["scores.npz"] = file_sha256(run / "scores.npz")  # re-signed: only the binding is wrong
     (run / "metrics.json").write_text(json.dumps(m))
     one_line_error(capsys, main(["audit", str(run), "split:members", "--out", str(run.parent / "a"), "--device", "cpu"]),
                    "was made by another model")
@@ -362,18 +363,18 @@ def test_lock_names_its_holder_in_process_reentrant(tmp_path):
 
 
 def test_kill_point_hook_is_inert_when_unset(monkeypatch):
-    monkeypatch.setattr(rundir, "_KILL", False)
     monkeypatch.delenv("ACTIVEMINT_KILL_AT", raising=False)
+    reset_kill_points()
     for _ in range(3):
-        rundir.kill_point("write", "x")
-    assert rundir._KILL is None
-    monkeypatch.setattr(rundir, "_KILL", False)
+        kill_point("write", "x")
+    assert kill_passes("write") == kill_passes("write@x") == 0
     monkeypatch.setenv("ACTIVEMINT_KILL_AT", "write@y:2")
-    rundir.kill_point("write", "x")  # another label: not counted
-    rundir.kill_point("write", "y")  # first passing: not yet
-    assert rundir._PASSES.get("write@y") == 1
-    monkeypatch.setattr(rundir, "_KILL", None)
-    rundir._PASSES.clear()
+    reset_kill_points()
+    kill_point("write", "x")  # another label: not counted
+    kill_point("write", "y")  # first passing: not yet
+    assert kill_passes("write@y") == 1 and kill_passes("write@x") == 0
+    monkeypatch.delenv("ACTIVEMINT_KILL_AT")
+    reset_kill_points()
 
 
 def test_checkpoint_error_is_a_user_error():

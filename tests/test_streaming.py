@@ -15,6 +15,7 @@ from activemint.data import (
     clear_dataset_cache,
     load_dataset,
 )
+from activemint.data.memory import parse_memory
 from activemint.data.splits import (
     SplitSizes,
     make_splits,
@@ -24,7 +25,6 @@ from activemint.data.splits import (
 from activemint.data.streaming import (
     FileDataset,
     StreamedRows,
-    parse_memory,
     plan_batches,
 )
 
@@ -141,16 +141,16 @@ def test_manifest_identical_and_hashes_computed_once(folder, tmp_path, monkeypat
 
 
 def test_selection_by_memory_budget(folder, monkeypatch):
-    from activemint.data import streaming
+    from activemint.data import memory
 
     mem = load(folder, "train", "off")
     nbytes = mem.images.numel()
     assert not load(folder, "train", nbytes).streamed  # fits exactly
     assert load(folder, "train", nbytes - 1).streamed
     assert load(folder, "train", f"{nbytes / 1e6 * 0.5}MB").streamed
-    monkeypatch.setattr(streaming, "available_memory", lambda: 2 * nbytes - 2)  # auto = half of it
+    monkeypatch.setattr(memory, "available_memory", lambda: 2 * nbytes - 2)  # auto = half of it
     assert load(folder, "train", "auto").streamed
-    monkeypatch.setattr(streaming, "available_memory", lambda: 2 * nbytes)
+    monkeypatch.setattr(memory, "available_memory", lambda: 2 * nbytes)
     assert not load(folder, "train", "auto").streamed
     # the array formats stay in memory whatever the budget
     assert not load_dataset("digits", "train", max_memory=0).streamed

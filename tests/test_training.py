@@ -228,11 +228,12 @@ def test_score_prints_one_line_per_input(audited_run_dir, tmp_path, capsys):
 
 
 def test_head_lr_scale_gives_the_head_its_own_learning_rate():
-    from activemint.training.trainer import _optimizer, _param_groups, build_model
+    from activemint.training.build import build_model
+    from activemint.training.optim import build_optimizer, param_groups
 
     cfg = TrainConfig(lr=1e-3, head_lr_scale=3.0)
     model = build_model(cfg, (1, 28, 28), 10)
-    opt = _optimizer(cfg, _param_groups(cfg, model))
+    opt = build_optimizer(cfg, param_groups(cfg, model))
     lrs = [g["lr"] for g in opt.param_groups]
     # lr and lr x head_lr_scale: one float64 multiplication; approx's 1e-6 is headroom.
     assert lrs == [pytest.approx(1e-3), pytest.approx(3e-3)]

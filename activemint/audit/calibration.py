@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 import activemint
+from activemint.io import file_sha256
 from activemint.metrics import (
     CALIBRATION_DELTA,
     CalibrationError,
@@ -43,13 +44,7 @@ from activemint.metrics import (
     calibration_rank,
     min_calibration_size,
 )
-from activemint.rundir import (
-    CALIBRATION_JSON,
-    CALIBRATION_NPZ,
-    MODEL,
-    SCORES,
-    file_sha256,
-)
+from activemint.rundir import CALIBRATION_JSON, CALIBRATION_NPZ, MODEL, SCORES
 from activemint.scores import EVAL_ROLES, Scores
 
 FORMAT = "activemint-calibration/2"  # /1: the earlier conformal-mean rule (recomputed when met)
@@ -193,7 +188,7 @@ def make_calibration(
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
-    from activemint.rundir import atomic_write_via
+    from activemint.io import atomic_write_via
 
     atomic_write_via(path, write)  # same folder, fsync, rename; an ordinary 0644 file, not mkstemp's 0600
 

@@ -31,6 +31,7 @@ from activemint.audit.limits import Limits, detection_limits
 from activemint.audit.settest import DEFAULT_TEST, SetTestReport, set_tests
 from activemint.audit.suspect import SuspectSet, load_suspect
 from activemint.errors import UserError
+from activemint.io import csv_row, file_sha256, hold_lock, make_dir, output_dir
 from activemint.progress import counted
 from activemint.rundir import RunDir
 
@@ -156,7 +157,7 @@ class AuditResult:
                                                               self.probabilities, self.pvalues, self.flagged)):
                 dup = "" if h not in first else self.suspect.ids[first[h]]
                 first.setdefault(h, i)
-                w.writerow(rundir.csv_row([sid, h, f"{s:.6f}", f"{pr:.6f}", f"{pv:.6g}", int(fl), dup]))
+                w.writerow(csv_row([sid, h, f"{s:.6f}", f"{pr:.6f}", f"{pv:.6g}", int(fl), dup]))
 
     def write(self, out_dir: str | os.PathLike, *, force: bool = False,
               documents: Mapping[str, Callable[[AuditResult], str]] | None = None) -> Path:
@@ -171,8 +172,8 @@ class AuditResult:
         complete beside ``out_dir`` and renamed into place, under a lock beside it.
         """
         out = Path(out_dir)
-        rundir.make_dir(out.parent)
-        with rundir.hold_lock(out.parent / f".{out.name}.lock", f"audit into {out}", target=out, remove=lambda: True):
+        make_dir(out.parent)
+        with hold_lock(out.parent / f".{out.name}.lock", f"audit into {out}", target=out, remove=lambda: True):
             if out.exists() or out.is_symlink():
                 empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
                 if not empty and not force:
@@ -182,7 +183,7 @@ class AuditResult:
                 if why is not None:
                     raise AuditError(f"--force will not replace {out}: {why}")
             names = rundir.AUDIT_FILES
-            with rundir.output_dir(out, [*names.values(), *(documents or {}), rundir.AUDIT_MARKER], what="audit") as tmp:
+            with output_dir(out, [*names.values(), *(documents or {}), rundir.AUDIT_MARKER], what="audit") as tmp:
                 self.write_csv(tmp / names["samples"])
                 (tmp / names["json"]).write_text(json.dumps(self.to_dict(), indent=2))
                 for name, render in (documents or {}).items():
@@ -198,7 +199,7 @@ def model_identity(run) -> dict[str, Any]:
     return {
         "arch": meta.get("arch"), "setup": meta.get("setup"), "taps": meta.get("taps"), "dataset": meta.get("dataset"),
         "input_shape": meta.get("input_shape"), "num_classes": meta.get("num_classes"), "epoch": meta.get("epoch"),
-        "weights_file": rundir.MODEL, "weights_sha256": rundir.file_sha256(RunDir(run.run_dir).model),
+        "weights_file": rundir.MODEL, "weights_sha256": file_sha256(RunDir(run.run_dir).model),
     }
 
 

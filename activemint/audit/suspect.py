@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from activemint.data import DatasetError, ImageInputError, load_image_checked, pixel_sha256
-from activemint.scoring import IMAGE_SUFFIXES, image_paths, resolve_inputs
+from activemint.inputs import IMAGE_SUFFIXES, image_paths, resolve_inputs
 
 
 class AuditInputError(DatasetError):

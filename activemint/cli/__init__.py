@@ -82,7 +82,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     """An exception's message on one line (newlines folded); OSErrors name their file."""
     if isinstance(e, OSError) and not isinstance(e, UserError) and e.strerror:
         files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
@@ -128,12 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             PermissionError, ValueError) as e:
         if debug:
             raise
-        print(f"{prog}: error: {fit_advice(_one_line(e), options)}", file=sys.stderr)
+        print(f"{prog}: error: {fit_advice(one_line(e), options)}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, read-only file system, I/O error: the environment, not a bug
         if debug:
             raise
-        print(f"{prog}: error: {fit_advice(_one_line(e), options)}", file=sys.stderr)
+        print(f"{prog}: error: {fit_advice(one_line(e), options)}", file=sys.stderr)
         return 2
     except MemoryError:
         if debug:
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line, non-zero; --debug shows where
         if debug:
             raise
-        print(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+        print(f"{prog}: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
 

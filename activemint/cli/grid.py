@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cells = grid.expand(matrix, args.profile, datasets=split(args.datasets), archs=split(args.archs),
                         setups=split(args.setups), baselines=not args.no_baselines)
-    cells = _with_runtime(cells, args)
+    cells = with_runtime(cells, args)
     out = Path(args.out or f"runs/grid-{args.profile}")
     if args.only_index is not None:  # one cell, in this process: a SLURM array task (docs/scaling.md)
         if not 0 <= args.only_index < len(cells):
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _with_runtime(cells: list, args: argparse.Namespace) -> list:
+def with_runtime(cells: list, args: argparse.Namespace) -> list:
     """The cells with ``--device`` / ``--data-root`` applied when given (else each cell's own config)."""
     import dataclasses
 

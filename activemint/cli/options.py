@@ -71,7 +71,7 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('head_lr_scale', "the MINT head's learning rate as a multiple of --lr"),
         ('loss_norm', 'first: each loss term divided by its first-batch value (paper); none: raw sum'),
         ('mint_members', 'fraction of D whose membership the MINT loss sees (default 1; the task loss always sees all of D)'),
-        ('audit_policy', 'robust aMINT: train the MINT head on transformed views (robust, robust-strong, geometric); default: exact images. With --audit-views all the classifier trains on the views too, also with --mint off (the plain twin of a robust run)'),
+        ('audit_policy', 'robust aMINT: train the MINT head on transformed views ({policies}; see `activemint transforms`); default: exact images. With --audit-views all the classifier trains on the views too, also with --mint off (the plain twin of a robust run)'),
         ('audit_views', 'with --audit-policy: transform the inputs of both losses (all, default) or of the MINT loss only (mint)'),
         ('head_epochs', 'extra epochs training only the MINT head, backbone frozen (default 0)'),
         ('select', 'which epoch to keep, judged on the validation split: best accuracy + membership AUC (default), best accuracy, best membership AUC, or the last epoch'),
@@ -112,6 +112,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group(group)
         for name, help_ in options:
             flag = "--" + name.replace("_", "-")
+            if name == "audit_policy":  # the registered policies' names
+                from activemint.transforms import POLICIES
+
+                help_ = help_.replace("{policies}", ", ".join(POLICIES))
             if name == "config":
                 g.add_argument(flag, help=help_)
             elif name == "threads":

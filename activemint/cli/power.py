@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
                         resample_calibration=args.resample_calibration)
     print(format_study(study))
     if args.json:
-        from activemint.rundir import write_output
+        from activemint.io import write_output
 
         write_output(args.json, json.dumps(study, indent=2) + "\n")
     return 0

@@ -18,10 +18,12 @@ def add_parser(sub) -> None:
                                     "(MD/CSV/JSON), a plot and HTML.")
     rb.add_argument("run_dir")
     rb.add_argument("--out", help="output folder (default RUN_DIR/robustness)")
-    rb.add_argument("--transforms", default="all", help="comma-separated NAME[:LEVEL] (default all); names: jpeg, translate, crop, "
-                                                        "resize, hflip, rotate, noise, brightness_contrast, gaussian_blur, grayscale (RGB); a composition: crop:0.9+jpeg:q50")
     from activemint.scorers import Suite
+    from activemint.transforms import TRANSFORMS
 
+    names = ", ".join(t.name + (" (RGB)" if t.rgb_only else "") for t in TRANSFORMS.values())  # the registered ones
+    rb.add_argument("--transforms", default="all", help=f"comma-separated NAME[:LEVEL] (default all); names: {names}; "
+                                                        "a composition: crop:0.9+jpeg:q50 (see `activemint transforms`)")
     rb.add_argument("--scorers", help="comma-separated scorer keys (default: every one that applies): "
                                       + ", ".join(Suite("robustness")))
     rb.add_argument("--plain-run", help="the same splits trained without aMINT (enables the post-hoc head rows; it is read, never "

@@ -35,9 +35,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from activemint.audit.calibration import calibrate_run
+    from activemint.inputs import score_inputs
     from activemint.metrics import CalibrationError
     from activemint.runs import load_run
-    from activemint.scoring import score_inputs
 
     r = load_run(args.run_dir, device=args.device, data_root=args.data_root)
     scores = score_inputs(r, args.inputs, resize=args.resize, convert_channels=args.convert_channels,
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"activemint score: warning: no calibrated decisions ({e}); the CSV has scores only", file=sys.stderr)
     to_file = args.output not in (None, "-")
     if to_file:  # atomic: a kill or a full disk leaves the old file (or none), never a cut CSV
-        from activemint.rundir import write_output
+        from activemint.io import write_output
 
         buf = io.StringIO(newline="")
         scores.write_csv(buf)

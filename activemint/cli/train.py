@@ -41,7 +41,7 @@ class _LazyLog:
         if not s:
             return
         if self.f is None:
-            from activemint.rundir import make_dir
+            from activemint.io import make_dir
 
             make_dir(self.path.parent)
             self.f = open(self.path, "a")  # noqa: SIM115 (closed by close())

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from activemint.compare.plots import plot_rocs
+from activemint.io import csv_row, output_dir
 from activemint.metrics import MembershipMetrics, fpr_supported, tpr_interval, unsupported_note
-from activemint.rundir import COMPARE_FILES, csv_row, output_dir
+from activemint.rundir import COMPARE_FILES
 from activemint.scorers import EVAL_ROLES, Scores
 
 

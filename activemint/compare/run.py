@@ -13,8 +13,9 @@ from activemint.compare.results import (
     headline_line,
     write_outputs,
 )
+from activemint.io import check_output_dir
 from activemint.metrics import membership_metrics
-from activemint.rundir import CACHE_RUNS, COMPARE_FILES, check_output_dir
+from activemint.rundir import CACHE_RUNS, COMPARE_FILES
 from activemint.runs import Run, RunError, ensure_run, load_run
 from activemint.scorers import EVAL_ROLES, EXACT, MODELS, Context, EngineOptions, Scorer, ScorerCache, Suite, Work, score_views
 from activemint.scorers.context import check_plain_twin, run_context, run_test_accuracy

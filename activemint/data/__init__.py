@@ -17,7 +17,7 @@ from .images import (
     open_image,
     resize_images,
 )
-from .registry import DatasetInfo, clear_dataset_cache, dataset_info, list_datasets, load_dataset
+from .registry import DATASETS, DatasetInfo, clear_dataset_cache, dataset_info, list_datasets, load_dataset, register_dataset
 from .splits import (
     ROLES,
     Splits,
@@ -32,6 +32,7 @@ from .splits import (
 from .streaming import FileDataset
 
 __all__ = [
+    "DATASETS",
     "MAX_IMAGE_PIXELS",
     "ArrayDataset",
     "DatasetError",
@@ -48,6 +49,7 @@ __all__ = [
     "load_dataset",
     "load_image",
     "load_image_checked",
+    "register_dataset",
     "load_image_files",
     "make_splits",
     "manifest_fingerprint",

@@ -26,7 +26,8 @@ from .gtsrb import read_gtsrb
 from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, read_idx_dataset
 from .imagefolder import read_imagefolder
 from .images import ImageSize, convert_channels, resize_images
-from .streaming import FileDataset, resolve_budget
+from .memory import resolve_budget
+from .streaming import FileDataset
 from .tensors import read_tensor_split
 from .tiny_imagenet import read_tiny_imagenet
 
@@ -131,94 +132,107 @@ def _sizes(members: int, external: int, eval_nonmembers: int) -> dict[str, int]:
     return {"members": members, "external": external, "eval_nonmembers": eval_nonmembers}
 
 
-_REGISTRY: dict[str, DatasetInfo] = {
-    info.name: info
-    for info in [
-        DatasetInfo(
-            "fashion-mnist", "Fashion-MNIST: 70k 28x28 greyscale clothing images, 10 classes (idx files)",
-            (1, 28, 28), 10, "/usr/share/datasets/fashion-mnist", _sizes(25000, 35000, 10000),
-            _idx_loader("fashion-mnist", FASHION_MNIST_CLASSES, "FashionMNIST"),
-            _torchvision_downloader("FashionMNIST"),
-            layout="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or raw, or under raw/ or FashionMNIST/raw/)",
-        ),
-        DatasetInfo(
-            "mnist", "MNIST: 70k 28x28 greyscale handwritten digits, 10 classes (idx files)",
-            (1, 28, 28), 10, None, _sizes(25000, 35000, 10000),
-            _idx_loader("mnist", MNIST_CLASSES, "MNIST"), _torchvision_downloader("MNIST"),
-            layout="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or raw, or under raw/ or MNIST/raw/)",
-        ),
-        DatasetInfo(
-            "cifar10", "CIFAR-10: 60k 32x32 colour images, 10 classes (python pickle batches)",
-            (3, 32, 32), 10, None, _sizes(20000, 30000, 10000),
-            _array_loader(lambda root, split: read_cifar10(root, split)), _torchvision_downloader("CIFAR10"),
-            layout="cifar-10-batches-py/ with data_batch_1..5, test_batch, batches.meta",
-        ),
-        DatasetInfo(
-            "cifar100", "CIFAR-100: 60k 32x32 colour images, 100 fine classes (python pickle batches)",
-            (3, 32, 32), 100, None, _sizes(20000, 30000, 10000),
-            _array_loader(lambda root, split: read_cifar100(root, split)), _torchvision_downloader("CIFAR100"),
-            layout="cifar-100-python/ with train, test, meta",
-        ),
-        DatasetInfo(
-            "gtsrb", "GTSRB: German traffic signs, 43 classes, .ppm + GT CSVs, resized to 64x64 RGB",
-            (3, 64, 64), 43, None, _sizes(11000, 15640, 12630),
-            _file_loader(read_gtsrb, "gtsrb", 64), _torchvision_downloader("GTSRB"),
-            layout="GTSRB/Final_Training/Images/<class>/GT-<class>.csv + .ppm, GTSRB/Final_Test/Images/ + GT-final_test.csv",
-        ),
-        DatasetInfo(
-            "tiny-imagenet", "Tiny ImageNet: 64x64 RGB, 200 classes; 'test' = the official val set",
-            (3, 64, 64), 200, None, _sizes(40000, 60000, 10000),
-            _file_loader(read_tiny_imagenet, "tiny-imagenet", 64),
-            layout="tiny-imagenet-200/ with wnids.txt, train/<wnid>/images/*.JPEG, val/images/, val/val_annotations.txt",
-        ),
-        DatasetInfo(
-            "imagefolder", "Any folder of class sub-folders (train/ + test/ or one folder split 90/10), resized RGB",
-            (3, 64, 64), 0, None, {},
-            _file_loader(read_imagefolder, "imagefolder", 64),
-            layout="train/<class>/* and test/<class>/* (or val/), or one folder per class",
-        ),
-        DatasetInfo(
-            "casia-webface", "CASIA-WebFace read as an image folder (one folder per identity), 64x64 RGB",
-            (3, 64, 64), 10575, None, _sizes(200000, 250000, 44406),
-            _file_loader(read_imagefolder, "casia-webface", 64),
-            layout="one folder per identity (or train/ and test/ folders of identities)",
-        ),
-        DatasetInfo(
-            "tensors", "A run's own data saved from the user's Dataset (activemint.save_run): train/test .safetensors",
-            (3, 32, 32), 0, None, {}, lambda root, split, image_size, channels: read_tensor_split(root, split),
-            layout="train.safetensors and test.safetensors (images uint8 N,C,H,W; labels int64), as save_run writes them",
-        ),
-        DatasetInfo(
-            "digits", "scikit-learn's bundled 8x8 digits upscaled to 16x16, 1437/360 split, 10 classes",
-            (1, 16, 16), 10, None, _sizes(600, 600, 360), _digits_loader, needs_root=False,
-        ),
-    ]
-}
+#: The registered data sets, in registration order (``activemint datasets``).
+DATASETS: dict[str, DatasetInfo] = {}
+#: Other spellings of registered names (``fmnist``): accepted, not listed.
+ALIASES: dict[str, str] = {}
 
-_ALIASES = {
-    "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist",
-    "cifar-10": "cifar10", "cifar-100": "cifar100",
-    "tinyimagenet": "tiny-imagenet", "tiny-imagenet-200": "tiny-imagenet",
-    "image-folder": "imagefolder", "casia": "casia-webface", "casiawebface": "casia-webface",
-}
+
+def register_dataset(info: DatasetInfo, *, aliases: tuple[str, ...] = ()) -> DatasetInfo:
+    """Register a data set under ``info.name`` (and ``aliases``); a name already taken is an error."""
+    for key in (info.name, *aliases):
+        if key in DATASETS or key in ALIASES:
+            raise ValueError(f"data set name {key!r} is already registered")
+    DATASETS[info.name] = info
+    ALIASES.update({a: info.name for a in aliases})
+    return info
+
+
+register_dataset(DatasetInfo(
+    "fashion-mnist", "Fashion-MNIST: 70k 28x28 greyscale clothing images, 10 classes (idx files)",
+    (1, 28, 28), 10, "/usr/share/datasets/fashion-mnist", _sizes(25000, 35000, 10000),
+    _idx_loader("fashion-mnist", FASHION_MNIST_CLASSES, "FashionMNIST"),
+    _torchvision_downloader("FashionMNIST"),
+    layout="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or raw, or under raw/ or FashionMNIST/raw/)",
+), aliases=("fashionmnist", "fmnist"))
+
+register_dataset(DatasetInfo(
+    "mnist", "MNIST: 70k 28x28 greyscale handwritten digits, 10 classes (idx files)",
+    (1, 28, 28), 10, None, _sizes(25000, 35000, 10000),
+    _idx_loader("mnist", MNIST_CLASSES, "MNIST"), _torchvision_downloader("MNIST"),
+    layout="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or raw, or under raw/ or MNIST/raw/)",
+))
+
+register_dataset(DatasetInfo(
+    "cifar10", "CIFAR-10: 60k 32x32 colour images, 10 classes (python pickle batches)",
+    (3, 32, 32), 10, None, _sizes(20000, 30000, 10000),
+    _array_loader(lambda root, split: read_cifar10(root, split)), _torchvision_downloader("CIFAR10"),
+    layout="cifar-10-batches-py/ with data_batch_1..5, test_batch, batches.meta",
+), aliases=("cifar-10",))
+
+register_dataset(DatasetInfo(
+    "cifar100", "CIFAR-100: 60k 32x32 colour images, 100 fine classes (python pickle batches)",
+    (3, 32, 32), 100, None, _sizes(20000, 30000, 10000),
+    _array_loader(lambda root, split: read_cifar100(root, split)), _torchvision_downloader("CIFAR100"),
+    layout="cifar-100-python/ with train, test, meta",
+), aliases=("cifar-100",))
+
+register_dataset(DatasetInfo(
+    "gtsrb", "GTSRB: German traffic signs, 43 classes, .ppm + GT CSVs, resized to 64x64 RGB",
+    (3, 64, 64), 43, None, _sizes(11000, 15640, 12630),
+    _file_loader(read_gtsrb, "gtsrb", 64), _torchvision_downloader("GTSRB"),
+    layout="GTSRB/Final_Training/Images/<class>/GT-<class>.csv + .ppm, GTSRB/Final_Test/Images/ + GT-final_test.csv",
+))
+
+register_dataset(DatasetInfo(
+    "tiny-imagenet", "Tiny ImageNet: 64x64 RGB, 200 classes; 'test' = the official val set",
+    (3, 64, 64), 200, None, _sizes(40000, 60000, 10000),
+    _file_loader(read_tiny_imagenet, "tiny-imagenet", 64),
+    layout="tiny-imagenet-200/ with wnids.txt, train/<wnid>/images/*.JPEG, val/images/, val/val_annotations.txt",
+), aliases=("tinyimagenet", "tiny-imagenet-200"))
+
+register_dataset(DatasetInfo(
+    "imagefolder", "Any folder of class sub-folders (train/ + test/ or one folder split 90/10), resized RGB",
+    (3, 64, 64), 0, None, {},
+    _file_loader(read_imagefolder, "imagefolder", 64),
+    layout="train/<class>/* and test/<class>/* (or val/), or one folder per class",
+), aliases=("image-folder",))
+
+register_dataset(DatasetInfo(
+    "casia-webface", "CASIA-WebFace read as an image folder (one folder per identity), 64x64 RGB",
+    (3, 64, 64), 10575, None, _sizes(200000, 250000, 44406),
+    _file_loader(read_imagefolder, "casia-webface", 64),
+    layout="one folder per identity (or train/ and test/ folders of identities)",
+), aliases=("casia", "casiawebface"))
+
+register_dataset(DatasetInfo(
+    "tensors", "A run's own data saved from the user's Dataset (activemint.save_run): train/test .safetensors",
+    (3, 32, 32), 0, None, {}, lambda root, split, image_size, channels: read_tensor_split(root, split),
+    layout="train.safetensors and test.safetensors (images uint8 N,C,H,W; labels int64), as save_run writes them",
+))
+
+register_dataset(DatasetInfo(
+    "digits", "scikit-learn's bundled 8x8 digits upscaled to 16x16, 1437/360 split, 10 classes",
+    (1, 16, 16), 10, None, _sizes(600, 600, 360), _digits_loader, needs_root=False,
+))
 
 
 def _canonical(name: str) -> str:
     key = str(name).strip().lower().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
+    key = ALIASES.get(key, key)
+    if key not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     return key
 
 
 def list_datasets() -> list[str]:
     """Registered data-set names (aliases such as ``fmnist`` are accepted too but not listed)."""
-    return list(_REGISTRY)
+    return list(DATASETS)
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` of ``name``; unknown names raise :class:`DatasetError` listing the known ones."""
-    return _REGISTRY[_canonical(name)]
+    return DATASETS[_canonical(name)]
 
 
 # --------------------------------------------------------------------------- loading
@@ -284,7 +298,7 @@ def load_dataset(
             (``dataset_info(name).input_shape``).
         channels: 1 or 3 to convert; default: the data set's own.
         max_memory: byte budget of the decoded split (``"2GB"``, an int, ``"auto"`` = half the
-            available memory, ``"off"`` = no limit; see :func:`~activemint.data.streaming.parse_memory`).
+            available memory, ``"off"`` = no limit; see :func:`~activemint.data.memory.parse_memory`).
             A folder-based set (imagefolder, casia-webface, gtsrb, tiny-imagenet) above it is
             returned as a :class:`~activemint.data.streaming.FileDataset` that decodes on demand;
             the array formats (idx, CIFAR, digits) are always in memory.

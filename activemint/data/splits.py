@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from activemint.rundir import MANIFEST, csv_cell
+from activemint.io import csv_cell
+from activemint.rundir import MANIFEST
 
 from .base import ArrayDataset, DatasetError
 from .registry import dataset_info
@@ -208,7 +209,7 @@ def _source(role: str) -> str:
 
 
 def _id_cell(sample_id: str) -> str:
-    """An id as the manifest writes it: neutralised for spreadsheets (:func:`activemint.rundir.csv_cell`),
+    """An id as the manifest writes it: neutralised for spreadsheets (:func:`activemint.io.csv_cell`),
     reversibly: an id that starts with ``'`` gets one more, so reading strips exactly one (:func:`_id_value`)."""
     return "'" + sample_id if sample_id.startswith("'") else csv_cell(sample_id)
 

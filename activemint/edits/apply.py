@@ -47,6 +47,7 @@ import yaml
 
 from activemint import rundir
 from activemint.errors import UserError
+from activemint.io import atomic_write, file_sha256
 from activemint.rundir import RunDir
 from activemint.runs import Run, load_run
 from activemint.training.build import build_model, checkpoint_metadata, provenance
@@ -208,7 +209,7 @@ def edit_run(run_dir: str | Path, name: str, level: str, out_dir: str | Path, *,
     prior = cfg.extra.get(RECORD_KEY) if isinstance(cfg.extra, dict) else None
     record: dict[str, Any] = {
         "name": name, "level": level, "options": dataclasses.asdict(opts),
-        "source_run": str(run.run_dir), "source_model_sha256": rundir.file_sha256(src.model),
+        "source_run": str(run.run_dir), "source_model_sha256": file_sha256(src.model),
         "source_test_accuracy": (src.read_metrics() or {}).get("test_accuracy"),
         "history": ([*prior.get("history", []), {k: prior[k] for k in ("name", "level", "source_run") if k in prior}]
                     if isinstance(prior, dict) else []),
@@ -311,7 +312,7 @@ def _write(out: RunDir, src: RunDir, cfg: TrainConfig, meta: dict[str, Any], mod
         out.write_text(rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         prov = {**provenance(), "edited_from": record["source_run"], "edit": f"{record['name']}:{record['level']}"}
         out.write_text(rundir.PROVENANCE, yaml.safe_dump(prov, sort_keys=False))
-        rundir.atomic_write(out.manifest, src.manifest.read_bytes())
+        atomic_write(out.manifest, src.manifest.read_bytes())
         save_weights(model, out.model, meta)
         run = load_run(out.path, device=str(next(iter(model.parameters())).device))  # as every reader will: runtime applied
         metrics, scores = evaluate(run.model, run.config, run.data, run.device)

@@ -31,8 +31,9 @@ import torch
 from activemint.attacks.output import output_scores
 from activemint.audit.calibration import make_calibration
 from activemint.audit.settest import MixtureModel, set_tests
+from activemint.io import atomic_json, atomic_write, atomic_write_via, csv_cell, make_dir
 from activemint.metrics import membership_metrics
-from activemint.rundir import RunDir, atomic_json, atomic_write, atomic_write_via, csv_cell, make_dir
+from activemint.rundir import RunDir
 from activemint.runs import Run, load_run
 
 from .apply import EDITS, EditOptions, edit_label, edit_run, load_source, parse_edits

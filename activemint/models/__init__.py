@@ -18,6 +18,7 @@ from .registry import (
     register_arch,
     resolve_taps,
     tap_points,
+    unregister_arch,
 )
 from .small_cnn import SmallCNN
 
@@ -33,4 +34,5 @@ __all__ = [
     "register_arch",
     "resolve_taps",
     "tap_points",
+    "unregister_arch",
 ]

@@ -126,6 +126,11 @@ def register_arch(
     return decorator
 
 
+def unregister_arch(name: str) -> None:
+    """Remove a registered architecture (a no-op when ``name`` is not registered), e.g. one a test added."""
+    _REGISTRY.pop(name, None)
+
+
 def list_archs() -> list[str]:
     """Names of all registered architectures, sorted."""
     return sorted(_REGISTRY)

@@ -20,21 +20,12 @@ from typing import Any
 import numpy as np
 
 from activemint.errors import UserError, not_a_directory
+from activemint.io import file_sha256, write_output
 from activemint.metrics import fmt_tpr, fpr_supported, membership_metrics, tpr_interval, unsupported_note
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
 from activemint.report.summary import calibrated_tpr, figures_scope
-from activemint.rundir import (
-    COMPARE_FILES,
-    LOG,
-    METRICS,
-    MODEL,
-    REPORT,
-    RunDir,
-    RunError,
-    file_sha256,
-    write_output,
-)
+from activemint.rundir import COMPARE_FILES, LOG, METRICS, MODEL, REPORT, RunDir, RunError
 
 
 class ReportError(UserError, ValueError):

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from activemint.io import check_output_dir, csv_cell, output_dir
 from activemint.metrics import (
     calibrate_threshold,
     fmt_tpr,
@@ -38,7 +39,7 @@ from activemint.metrics import (
     unsupported_note,
 )
 from activemint.neighbourhood import get_view_set, parse_aggregates
-from activemint.rundir import ROBUSTNESS_FILES, RunDir, check_output_dir, csv_cell, output_dir
+from activemint.rundir import ROBUSTNESS_FILES, RunDir
 from activemint.runs import Run, load_run
 from activemint.scorers import Context, NeighbourhoodScorer, Scorer, ScorerError, View, Work, get_scorers, score_views, wraps
 from activemint.scorers.context import check_plain_twin, run_context, run_test_accuracy

@@ -29,17 +29,8 @@ import numpy as np
 import torch
 
 from activemint.errors import UserError
-from activemint.rundir import (
-    CACHE_KEY,
-    CACHE_SCORERS,
-    MODEL,
-    SCORES,
-    RunDir,
-    atomic_json,
-    atomic_write,
-    file_sha256,
-    sha256_json,
-)
+from activemint.io import atomic_json, atomic_write, file_sha256, sha256_json
+from activemint.rundir import CACHE_KEY, CACHE_SCORERS, MODEL, SCORES, RunDir
 from activemint.runs import Run
 from activemint.scores import EVAL_ROLES, Scores
 

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from activemint.data import pixel_sha256
-from activemint.rundir import FEATURES, RunDir, file_sha256
+from activemint.io import file_sha256
+from activemint.rundir import FEATURES, RunDir
 from activemint.runs import Run
 from activemint.scorers.base import Context, Scorer, ScorerError, register
 

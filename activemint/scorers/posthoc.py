@@ -45,7 +45,8 @@ class PostHocHeadScorer(PassiveMintScorer):
         return f"{self.key} ({self.model})"
 
     def prepare(self, ctx: Context) -> Work:
-        from activemint.rundir import POSTHOC_HEADS, WEIGHTS_SUFFIX, RunDir, file_sha256, sha256_json
+        from activemint.io import file_sha256, sha256_json
+        from activemint.rundir import POSTHOC_HEADS, WEIGHTS_SUFFIX, RunDir
         from activemint.training.checkpoint import load_weights, save_weights
 
         self._setup(ctx)

@@ -34,6 +34,7 @@ from torch import nn
 
 from activemint import rundir
 from activemint.errors import UserError
+from activemint.io import atomic_json, atomic_write, commit_dir, file_sha256, make_dir
 
 CHECKPOINT_FORMAT = "activemint-checkpoint-dir/1"
 _EPOCH_DIR = re.compile(r"^epoch-(\d{4,})$")
@@ -48,8 +49,8 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -
     """Write ``path`` (.safetensors) and ``path`` with suffix .json, each atomically (0644)."""
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    rundir.atomic_write(path, safetensors_bytes(tensors, metadata={"format": "activemint"}))
-    rundir.atomic_write(path.with_suffix(rundir.META_SUFFIX), json.dumps(metadata, indent=2, default=str))
+    atomic_write(path, safetensors_bytes(tensors, metadata={"format": "activemint"}))
+    atomic_write(path.with_suffix(rundir.META_SUFFIX), json.dumps(metadata, indent=2, default=str))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
 def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
-    rundir.atomic_write(Path(path), buf.getvalue())
+    atomic_write(Path(path), buf.getvalue())
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:
@@ -226,7 +227,7 @@ class Checkpoint:
                 raise CheckpointError(f"{self.manifest_path} does not list {name}: the checkpoint is corrupt")
             if not p.is_file():
                 raise CheckpointError(f"checkpoint part {p} is missing")
-            if rundir.file_sha256(p) != doc["files"][name]:
+            if file_sha256(p) != doc["files"][name]:
                 raise CheckpointError(f"checkpoint part {p} is corrupt: its SHA-256 differs from {self.manifest_path} "
                                       f"(a flipped bit or a partial copy); resuming from it would train a different model")
         epochs = {"directory name": self.epoch, rundir.CKPT_MANIFEST: doc.get("epoch"),
@@ -287,18 +288,18 @@ def clean_leftovers(root: Path) -> None:
 def save_checkpoint(root: Path, epoch: int, model: nn.Module, metadata: dict[str, Any], state: dict[str, Any],
                     log: list[dict[str, Any]], *, keep: Iterable[int] = ()) -> Checkpoint:
     """Write ``root/epoch-NNNN`` complete (staging folder + rename), then drop other epochs not in ``keep``."""
-    rundir.make_dir(root)
+    make_dir(root)
     final = root / checkpoint_dirname(epoch)
     staging = root / f".staging-{final.name}-{os.getpid()}-{secrets.token_hex(3)}"
-    rundir.make_dir(staging)
+    make_dir(staging)
     save_weights(model, staging / rundir.CKPT_WEIGHTS, metadata)
     save_train_state(staging / rundir.CKPT_STATE, state)
-    files = {n: rundir.file_sha256(staging / n) for n in (rundir.CKPT_WEIGHTS, rundir.CKPT_META, rundir.CKPT_STATE)}
-    rundir.atomic_json(staging / rundir.CKPT_MANIFEST, {"format": CHECKPOINT_FORMAT, "epoch": epoch, "files": files,
+    files = {n: file_sha256(staging / n) for n in (rundir.CKPT_WEIGHTS, rundir.CKPT_META, rundir.CKPT_STATE)}
+    atomic_json(staging / rundir.CKPT_MANIFEST, {"format": CHECKPOINT_FORMAT, "epoch": epoch, "files": files,
                                                          "log": log})
     if final.exists():  # a stale copy of this epoch (e.g. redone after a refused resume): set it aside first
         _discard(final)
-    rundir.commit_dir(staging, final)
+    commit_dir(staging, final)
     keep = set(keep) | {epoch}
     for c in list_checkpoints(root):
         if c.epoch not in keep:

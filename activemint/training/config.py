@@ -206,7 +206,7 @@ class TrainConfig(ConfigBase):
             raise ConfigError(f"taps must be a non-empty list of dotted module names, got {self.taps!r}")
         parse_device(self.device)
         try:
-            from activemint.data.streaming import parse_memory
+            from activemint.data.memory import parse_memory
 
             parse_memory(self.max_memory)
         except (TypeError, ValueError) as e:
@@ -280,7 +280,7 @@ class TrainConfig(ConfigBase):
         """The one config fingerprint: SHA-256 (64 hex digits) of :meth:`fingerprint_fields` as
         compact sorted JSON.  Run caches (``compare``, reference models) use it whole; grid cell
         folders its first 12 digits."""
-        from activemint.rundir import sha256_json
+        from activemint.io import sha256_json
 
         return sha256_json(self.fingerprint_fields())
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from activemint.data import ArrayDataset, Splits, SplitSizes, load_dataset, make_splits
-from activemint.data.streaming import FileDataset, resolve_budget
+from activemint.data.memory import resolve_budget
+from activemint.data.streaming import FileDataset
 from activemint.training.config import TrainConfig
 
 

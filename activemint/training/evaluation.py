@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from activemint import rundir
 from activemint.data import ArrayDataset
+from activemint.io import file_sha256
 from activemint.metrics import membership_metrics
 from activemint.mint import EnhancedAuditedModel
 from activemint.rundir import RunDir
@@ -87,5 +87,5 @@ def write_evaluation(run_dir: Path, metrics: dict[str, Any], scores: Scores) -> 
     """
     rd = RunDir(run_dir)
     if scores:
-        rd.write_scores(scores, rundir.file_sha256(rd.model))
+        rd.write_scores(scores, file_sha256(rd.model))
     return rd.write_metrics(metrics)

@@ -1,4 +1,4 @@
-"""Evaluate every kept epoch of a run (checkpoints/epoch-NNN.safetensors) with the current code's
+"""Evaluate every kept epoch of a run (kept-epochs/epoch-NNNN.safetensors, see train_keep_epochs.py) with the current code's
 evaluate(): test accuracy and membership figures (current calibration rule). Writes epochs.json."""
 import json
 import sys
@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 
 from activemint.training import TrainConfig
+from activemint.training.build import build_model
 from activemint.training.checkpoint import load_weights
 from activemint.training.data import load_run_data
 from activemint.training.evaluation import evaluate
 from activemint.training.selection import selection_value
-from activemint.training.trainer import build_model
 
 torch.set_num_threads(1)
 run = Path(sys.argv[1])
@@ -32,7 +32,7 @@ epochs = sorted(set(rules.values()) | {int(x) for x in sys.argv[2:]})
 out = []
 for e in epochs:
     model = build_model(cfg, data.train.input_shape, data.train.num_classes)
-    load_weights(model, run / "checkpoints" / f"epoch-{e:03d}.safetensors")
+    load_weights(model, run / "kept-epochs" / f"epoch-{e:04d}.safetensors")
     m, _ = evaluate(model, cfg, data, torch.device("cpu"))
     row = {"epoch": e, "val_accuracy": log[e]["val_accuracy"], "val_membership_auc": log[e].get("val_membership_auc"),
            "test_accuracy": m["test_accuracy"]}

@@ -1,18 +1,24 @@
-"""Train via the CLI, additionally keeping every epoch's weights (checkpoints/epoch-NNN.safetensors),
-so every selection rule (last / val_task / val_mint / ...) can be evaluated after one training run."""
+"""Train via the CLI, additionally keeping every epoch's weights (RUN/kept-epochs/epoch-NNNN.safetensors
++ .json), so every selection rule (last / val_task / val_mint / ...) can be evaluated after one training
+run (the trainer itself keeps only the last and the selected epoch's checkpoint)."""
 import shutil
 import sys
-from pathlib import Path
 
 import activemint.training.trainer as tr
 from activemint.cli import main
+from activemint.rundir import CKPT_META, CKPT_WEIGHTS
 
-_orig = tr.save_weights
-def save_weights(model, path, meta):
-    _orig(model, path, meta)
-    p = Path(path)
-    if p.name == "last.safetensors":
-        shutil.copy(p, p.with_name(f"epoch-{meta['epoch']:03d}.safetensors"))
-        shutil.copy(p.with_suffix(".json"), p.with_name(f"epoch-{meta['epoch']:03d}.json"))
-tr.save_weights = save_weights
+_orig = tr.save_checkpoint
+
+
+def save_checkpoint(root, epoch, *args, **kwargs):
+    ckpt = _orig(root, epoch, *args, **kwargs)
+    kept = root.parent / "kept-epochs"
+    kept.mkdir(exist_ok=True)
+    shutil.copy(ckpt.dir / CKPT_WEIGHTS, kept / f"epoch-{epoch:04d}.safetensors")
+    shutil.copy(ckpt.dir / CKPT_META, kept / f"epoch-{epoch:04d}.json")
+    return ckpt
+
+
+tr.save_checkpoint = save_checkpoint
 sys.exit(main(sys.argv[1:]))

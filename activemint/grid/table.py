@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from activemint.grid_matrix import PLAIN, Cell, Matrix, cell_config, cell_status
+from activemint.grid.matrix import PLAIN, Cell, Matrix, cell_config, cell_status
+from activemint.io import csv_cell, make_dir, write_output
 from activemint.metrics import fmt_tpr, fpr_supported, unsupported_note
-from activemint.rundir import RunDir, RunError, csv_cell, make_dir, write_output
+from activemint.rundir import RunDir, RunError
 
 
 # ------------------------------------------------------------------------- table

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from activemint.data import DatasetError, load_dataset, load_image_checked, verify_manifest
+from activemint.io import csv_row
 from activemint.metrics import sigmoid
-from activemint.rundir import CONFIG, RunDir, csv_row
+from activemint.rundir import CONFIG, RunDir
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
 ROLES = ("members", "external", "validation", "calibration", "eval_nonmembers")
