@@ -233,5 +233,8 @@ def score_inputs(run, inputs: list[str], *, resize: bool = False, convert_channe
     """Score files, folders, ``split:ROLE`` and ``dataset:NAME:SPLIT`` inputs with a run's MINT head."""
     ids, images, groups = resolve_input_groups(run, inputs, resize=resize, convert_channels=convert_channels,
                                                follow_symlinks=follow_symlinks, max_pixels=max_pixels)
-    logits = run.membership_logits(images)
+    from activemint.progress import counted
+
+    with counted(run.membership_logits, len(images), "scoring the inputs") as score:  # a bar once it runs 2 s
+        logits = score(images)
     return InputScores(ids, logits, sigmoid(logits), groups)

@@ -431,6 +431,19 @@ def test_audit_shows_progress_on_its_scoring_steps(run_copy, tmp_path, capsys, m
         assert any(ln.startswith(desc) for ln in err.splitlines()), (desc, err[-2000:])
 
 
+def test_score_shows_progress_on_its_scoring(run_copy, tmp_path, capsys, monkeypatch):
+    """Before: ``score`` scored its inputs without a bar (10,000 test images: silent for seconds on a CPU)."""
+    import activemint.progress as progress
+
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    assert main(["score", str(run_copy), "split:calibration", "-o", str(tmp_path / "s.csv"), "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    n = len((tmp_path / "s.csv").read_text().splitlines()) - 1
+    lines = [ln for ln in err.splitlines() if ln.startswith("scoring the inputs:")]
+    assert "\r" not in err and lines and f"{n}/{n}" in lines[-1], err[-2000:]
+
+
 def test_run_report_and_summary_give_every_tpr_its_interval_and_n(run_copy, tmp_path, capsys):
     """Before: the run page's key figures and the calibrated-threshold TPR were bare numbers."""
     from activemint.metrics import tpr_interval

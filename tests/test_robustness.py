@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from conftest import trained_run
 
@@ -79,3 +80,26 @@ def test_bad_arguments_one_line_exit_2(small_runs, tmp_path, capsys):
     assert "manifest" in err and "\n" not in err
     with pytest.raises(RobustnessError):
         run_robustness(bare, tmp_path / "z")
+
+
+def test_markdown_gives_every_rate_its_interval_and_the_compare_headline_its_n():
+    """Issue 24: every TPR at an FPR carries its interval and n: the robustness table's calibrated columns too,
+    and compare's one headline line."""
+    from activemint.compare.results import MethodResult, headline_line
+    from activemint.metrics import membership_metrics, tpr_interval
+    from activemint.robustness.evaluate import Row, markdown_table
+
+    row = Row("active_mint", "Active MINT", "active run", "none", "exact", 0.9, 0.88, 0.92, 0.4, 0.1, 1.0, 0.35, 0.008,
+              1.1, 0.30, 0.009, 300, 400)
+    md = markdown_table([row])
+    for v, n in ((0.35, 300), (0.008, 400), (0.30, 300), (0.009, 400)):
+        lo, hi = tpr_interval(v, n)
+        assert f"{v:.3f} [{lo:.3f}, {hi:.3f}]" in md, (v, md)
+    rng = np.random.default_rng(0)
+    m = membership_metrics(rng.normal(1, 1, 300), rng.normal(0, 1, 400), bootstrap=0)
+    rows = [MethodResult(method=name, model=model, family=name, description="", needs=[], params={}, half_threshold=None,
+                         metrics=m, test_accuracy=0.9, scores=None)
+            for name, model in (("Active MINT", "active"), ("Loss", "plain"))]
+    line = headline_line(rows)
+    lo, hi = tpr_interval(m.tpr_at_1pct_fpr, 300)
+    assert f"{m.tpr_at_1pct_fpr:.3f} [{lo:.3f}, {hi:.3f}]" in line and "n = 300 members / 400 non-members" in line

@@ -76,8 +76,9 @@ def headline_line(rows: list[MethodResult]) -> str:
     bt = max(others, key=lambda r: (r.metrics.tpr_at_1pct_fpr, r.metrics.auc))
     return (f"Active MINT vs best other method: AUC {act.metrics.auc:.3f} vs {ba.metrics.auc:.3f} "
             f"({ba.method}, {ba.model} model) = {_ratio(act.metrics.auc, ba.metrics.auc)}; "
-            f"TPR@1%FPR {act.metrics.tpr_at_1pct_fpr:.3f} vs {bt.metrics.tpr_at_1pct_fpr:.3f} "
-            f"({bt.method}, {bt.model} model) = {_ratio(act.metrics.tpr_at_1pct_fpr, bt.metrics.tpr_at_1pct_fpr)}"
+            f"TPR@1%FPR {_tpr(act.metrics, 0.01)} vs {_tpr(bt.metrics, 0.01)} "
+            f"({bt.method}, {bt.model} model) = {_ratio(act.metrics.tpr_at_1pct_fpr, bt.metrics.tpr_at_1pct_fpr)} "
+            f"(n = {act.metrics.n_members} members / {act.metrics.n_nonmembers} non-members, 95% intervals)"
             + ("; on exact copies of the head's own training members (the paper's protocol). 'Passive MINT' = a post-hoc "
                "head on the plain model trained on the same D; its cross-fit row = heads tested on members they never saw"
                if any(r.method.startswith("Passive MINT") for r in others) else ""))
