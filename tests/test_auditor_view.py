@@ -332,9 +332,13 @@ def test_grid_table_gives_tpr_with_interval_and_n_and_marks_unsupported_rows():
 
 
 @pytest.mark.slow
-def test_robustness_plain_run_is_only_read_and_the_page_reads_at_a_glance(tmp_path, capsys):
+def test_robustness_plain_run_is_only_read_and_the_page_reads_at_a_glance(tmp_path, capsys, monkeypatch):
     from conftest import trained_run
     from test_robustness import SMALL
+
+    import activemint.progress as progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)  # a line per update off a terminal: the test sees every bar
 
     active, plain = trained_run(**SMALL), trained_run(**SMALL, mint=False)
 
@@ -346,7 +350,10 @@ def test_robustness_plain_run_is_only_read_and_the_page_reads_at_a_glance(tmp_pa
     argv = ["robustness", str(active), "--plain-run", str(plain), "--scorers", "active_mint,posthoc_head",
             "--transforms", "translate:2px", "--max-samples", "150", "--bootstrap", "0", "--out", str(out), "--threads", "1"]
     assert main(argv) == 0
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    # Before: silent for minutes while the post-hoc head trained and the views were scored.
+    assert any(ln.startswith("passive MINT head:") and "epoch" in ln for ln in err.splitlines()), err[-2000:]
+    assert any(ln.startswith("robustness: transformed copies") for ln in err.splitlines()), err[-2000:]
     assert listing(plain) == before  # the post-hoc head is cached in the output folder, not in the input run
     assert list((out / "cache" / "posthoc-heads").glob("*.safetensors"))
     html = (out / "robustness.html").read_text()
