@@ -227,3 +227,52 @@ def test_model_edits_table(capsys, tiny_run, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/model.safetensors")}
     assert main(argv) == 0
     assert before == {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/model.safetensors")}
+
+
+@pytest.mark.slow
+def test_null_sets_are_flagged_at_most_at_the_level_after_an_edit(tiny_run, tmp_path):
+    """Acceptance 3's false-flag half, on a real edited run: after static int8 quantisation (the edit
+    with the most null flags of the loss attack on the main-job model, 10 of 300), 300 suspect sets of
+    100 non-members, each with a fresh calibration split of the pooled non-members, flagged at alpha 0.01
+    by the set-level audit of each scorer (head, loss)."""
+    from scipy import stats
+
+    from activemint.edits.table import flag_bound, role_images, role_labels, scorer_scores, set_level
+
+    path = _edit(tiny_run, tmp_path, "quantize", "int8-static")
+    run = load_run(path, device="cpu")
+    scores = scorer_scores(run, role_images(run), role_labels(run))
+    assert set(scores) == {"head", "loss"}
+    draws, alpha = 300, 0.01
+    # Two scorers, each may fail with probability < 1e-6 / 2 (Bonferroni): a correct level-0.01 test
+    # flags more than `bound` of 300 i.i.d. null sets with probability < 5e-7 (Binomial(300, 0.01)
+    # tail; bound = 15, expected 3 flags).  The draws are i.i.d. given the pool (fresh permutation each).
+    bound = flag_bound(draws, alpha, 1e-6 / 2)
+    assert stats.binom.sf(bound, draws, alpha) < 1e-6 / 2 <= stats.binom.sf(bound - 1, draws, alpha)
+    for name, s in scores.items():
+        _, null, _ = set_level(s, target_fpr=run.config.target_fpr, alpha=alpha, seed=3, suspect=100, null_draws=draws)
+        assert round(null * draws) <= bound, (name, null)
+
+
+@pytest.mark.slow
+def test_model_edits_lira_and_rmia_rows_against_the_source_reference_models(capsys, tiny_run, tmp_path):
+    """--reference-models 4: LiRA and RMIA rows for every edited model, against one set of reference models of the
+    source run (trained once, reused by a second call); fewer than 4 is a one-line error."""
+    out, cache = tmp_path / "table", tmp_path / "cache"
+    argv = ["model-edits", str(tiny_run), "--model-edits", "quantize:bf16", "--out", str(out), "--reference-models", "4",
+            "--reference-epochs", "1", "--cache-dir", str(cache), "--threads", "1"]
+    assert main(argv) == 0
+    doc = json.loads((out / "model-edits.json").read_text())
+    assert [(r["edit"], r["scorer"]) for r in doc["rows"]] == [(e, s) for e in ("none", "quantize")
+                                                               for s in ("head", "loss", "lira", "rmia")]
+    info = doc["info"]["reference_models"]
+    assert info["n_models"] == 4 and info["epochs"] == 1 and len(info["test_accuracy"]) == 4
+    models = sorted(cache.glob("reference-models/*/model-*/model.safetensors"))
+    assert len(models) == 4
+    for r in doc["rows"]:
+        assert 0 <= r["auc"] <= 1 and 0 <= r["p_value_100"] <= 1 and np.isfinite(r["tpr_at_1pct_fpr"])
+    before = {p: p.stat().st_mtime_ns for p in models}
+    assert main(argv) == 0
+    assert before == {p: p.stat().st_mtime_ns for p in models}  # reused, not retrained
+    capsys.readouterr()
+    _one_line(capsys, [*argv[:-4], "--reference-models", "2", "--threads", "1"], "at least 4")

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
         "model-edits", help="edit an aMINT run's model (fine-tune, prune, quantise, distil) and measure the audit on each",
         description="Apply named, seeded model edits to an aMINT run (each written as a run directory under OUT/runs/, "
                     "readable by evaluate, audit, report and robustness) and write a table (MD/CSV/JSON) and a plot of "
-                    "the MINT head's and the loss attack's AUC, TPR@1%%FPR and set-level p-value against the accuracy "
+                    "the MINT head's and the loss attack's (with --reference-models, LiRA's and RMIA's) AUC, TPR@1%%FPR and set-level p-value against the accuracy "
                     "each edit cost.  Edits: " + ", ".join(f"{e.name} (levels {'/'.join(e.levels)})" for e in EDITS.values()))
     p.add_argument("run_dir", help="a finished aMINT run (train --out)")
     p.add_argument("--model-edits", dest="edits", default="all",
@@ -35,6 +35,12 @@ def add_parser(sub) -> None:
     p.add_argument("--suspect", type=POSITIVE, default=100, help="members in the set-level audit's suspect set (default 100)")
     p.add_argument("--null-draws", type=NON_NEGATIVE, default=0,
                    help="also draw this many suspect sets of non-members and of members and report the share flagged")
+    p.add_argument("--reference-models", type=NON_NEGATIVE, default=0,
+                   help="also score LiRA and RMIA against this many reference models of the source run (>= 4; trained once "
+                        "on random halves of its pool and cached under --cache-dir; default 0 = none)")
+    p.add_argument("--reference-epochs", type=POSITIVE, default=None,
+                   help="epochs of each reference model (default: the source run's)")
+    p.add_argument("--cache-dir", default=".cache", help="cache of the reference models (default .cache)")
     p.add_argument("--alpha", type=PROBABILITY, default=0.01, help="level of the set-level decisions (default 0.01)")
     add_runtime_args(p, device="cpu")  # the int8 edits run on the CPU only
     p.set_defaults(func=run)
@@ -49,11 +55,15 @@ def run(args: argparse.Namespace) -> int:
         raise EditError(f"--reattach must be comma-separated integers, got {args.reattach!r}") from None
     if not reattach or min(reattach) < 0:
         raise EditError(f"--reattach must list epochs >= 0, got {args.reattach!r}")
+    if 0 < args.reference_models < 4:
+        raise EditError(f"--reference-models must be 0 or at least 4 (LiRA and RMIA need IN and OUT models), got {args.reference_models}")
     opts = EditOptions(seed=args.seed, lr=args.lr, distill_lr=args.distill_lr, posthoc_epochs=args.posthoc_epochs,
                        calibration_images=args.calibration_images)
     out = Path(args.out) if args.out else Path(args.run_dir) / "model-edits"
     rows = run_model_edits(args.run_dir, out, edits=args.edits, options=opts, reattach=reattach, alpha=args.alpha,
                            suspect=args.suspect, null_draws=args.null_draws, device=args.device, data_root=args.data_root,
+                           reference_models=args.reference_models, reference_epochs=args.reference_epochs,
+                           cache_dir=args.cache_dir,
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"{len(rows)} rows written to {out}/ ({', '.join(FILES.values())})")
     return 0

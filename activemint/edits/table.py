@@ -6,7 +6,13 @@ the evaluation non-members (test split):
 
 * ``head``: the aMINT head of the (edited) model, its membership logit;
 * ``loss``: the black-box loss attack, minus the cross-entropy of the true class
-  (:func:`activemint.attacks.output.output_scores`): it needs only the model's outputs.
+  (:func:`activemint.attacks.output.output_scores`): it needs only the model's outputs;
+* with ``reference_models`` N > 0 also ``lira`` (online, fixed variance) and ``rmia`` (offline,
+  a = 0.3): the edited model's outputs against N reference models of the *source* run's
+  architecture and recipe, trained once on random halves of its pool
+  (:mod:`activemint.attacks.reference`, cached under ``cache_dir``) and shared by every edit.
+  The reference models are not edited: they model the population as the source was trained,
+  which is what an auditor has who meets an edited model.
 
 Per row: the edited model's test accuracy and the accuracy lost, AUC, TPR at 1% FPR, and the
 set-level audit of :mod:`activemint.audit.settest` (its default test, calibrated on the run's
@@ -28,7 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from activemint.attacks.output import output_scores
+from activemint.attacks.lira import LiraConfig, lira_scores
+from activemint.attacks.output import logit_confidence, output_scores, true_label_prob
+from activemint.attacks.reference import ReferenceConfig, ReferenceLogits, reference_logits
+from activemint.attacks.rmia import RmiaConfig, rmia_from_config
 from activemint.audit.calibration import make_calibration
 from activemint.audit.settest import MixtureModel, set_tests
 from activemint.io import atomic_json, atomic_write, atomic_write_via, csv_cell, make_dir
@@ -39,7 +48,10 @@ from activemint.runs import Run, load_run
 from .apply import EDITS, EditOptions, edit_label, edit_run, load_source, parse_edits
 
 FILES = {"json": "model-edits.json", "csv": "model-edits.csv", "markdown": "model-edits.md", "plot": "model-edits.png"}
-SCORERS = ("head", "loss")
+SCORERS = ("head", "loss", "lira", "rmia")
+#: With few reference models (2 IN / 2 OUT per sample at N = 4) a per-sample variance is noise: one global variance.
+LIRA = LiraConfig(variant="online", fixed_variance=True)
+RMIA = RmiaConfig(variant="offline", a=0.3)
 ROLES = ("members", "eval_nonmembers", "calibration")
 
 
@@ -75,13 +87,38 @@ def role_labels(run: Run) -> dict[str, np.ndarray]:
     return {r: ds.labels[torch.as_tensor(np.asarray(idx))].numpy() for r, (ds, idx) in src.items()}
 
 
-def scorer_scores(run: Run, images: dict[str, torch.Tensor], labels: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """{scorer: {role: scores}} for the head (if any) and the loss attack."""
+def scorer_scores(run: Run, images: dict[str, torch.Tensor], labels: dict[str, np.ndarray],
+                  refs: ReferenceLogits | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """{scorer: {role: scores}} for the head (if any), the loss attack and, given reference models, LiRA and RMIA."""
     out: dict[str, dict[str, np.ndarray]] = {}
     if run.is_audited:
         out["head"] = {r: run.membership_logits(images[r]) for r in ROLES}
-    out["loss"] = {r: output_scores(run.class_logits(images[r]).numpy(), labels[r], "loss") for r in ROLES}
+    logits = {r: run.class_logits(images[r]).numpy() for r in ROLES}
+    out["loss"] = {r: output_scores(logits[r], labels[r], "loss") for r in ROLES}
+    if refs is not None:
+        n = refs.logits["members"].shape[1]
+        phi = {r: np.stack([logit_confidence(refs.logits[r][:, j], refs.labels[r]) for j in range(n)], axis=1) for r in refs.logits}
+        ref_p = {r: np.stack([true_label_prob(refs.logits[r][:, j], refs.labels[r]) for j in range(n)], axis=1) for r in refs.logits}
+        tz = true_label_prob(run.class_logits(images["population"]).numpy(), refs.labels["population"])
+        out["lira"] = {r: lira_scores(logit_confidence(logits[r], labels[r]), phi[r], refs.keep[r], LIRA) for r in ROLES}
+        out["rmia"] = {r: rmia_from_config(true_label_prob(logits[r], labels[r]), ref_p[r], refs.keep[r], tz, ref_p["population"],
+                                           refs.keep["population"], RMIA) for r in ROLES}
     return out
+
+
+def source_references(source: Run, n_models: int, epochs: int | None, cache_dir: str | Path,
+                      log: Callable[[str], None]) -> tuple[ReferenceLogits, dict]:
+    """The source run's reference models (trained once, cached; :func:`reference_logits`), checked against its splits."""
+    cfg = ReferenceConfig(n_models=n_models, epochs=epochs)
+    data = source.data
+    refs = reference_logits(source.config, data.splits, cfg, cache_dir, train=data.train, test=data.test, log=log)
+    for r in ROLES:
+        if not np.array_equal(refs.indices[r][1], getattr(data.splits, r)):
+            raise RuntimeError(f"reference logits of {r} do not belong to the run's {r} split")
+    info = {"n_models": n_models, "epochs": epochs or source.config.epochs, "cache_dir": str(refs.cache_dir),
+            "training_sizes": refs.training_sizes, "test_accuracy": refs.test_accuracy,
+            "population": int(refs.logits["population"].shape[0]), "lira": LIRA.display_name, "rmia": RMIA.display_name}
+    return refs, info
 
 
 def clopper_pearson_upper(x: int, n: int, confidence: float = 0.95) -> float:
@@ -131,8 +168,12 @@ def set_level(scores: dict[str, np.ndarray], *, target_fpr: float, alpha: float,
 def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, edits: str = "all",
                     options: EditOptions | None = None, reattach: tuple[int, ...] = (0,), alpha: float = 0.01,
                     suspect: int = 100, null_draws: int = 0, device: str = "cpu", data_root: str | None = None,
+                    reference_models: int = 0, reference_epochs: int | None = None, cache_dir: str | Path = ".cache",
                     log: Callable[[str], None] = lambda m: None) -> list[EditRow]:
-    """Edit the run every way asked (each at each ``reattach`` setting), score, write the table; return its rows."""
+    """Edit the run every way asked (each at each ``reattach`` setting), score, write the table; return its rows.
+
+    ``reference_models`` N > 0 (at least 4) adds LiRA and RMIA rows against N reference models of the
+    source run (``reference_epochs``: their epochs, default the source's), cached under ``cache_dir``."""
     t0 = time.time()
     opts = options or EditOptions()
     pairs = parse_edits(edits)  # bad names fail before any work
@@ -143,13 +184,20 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
     source = load_source(run_dir, device, data_root)
     out = Path(out_dir) if out_dir else source.run_dir / "model-edits"
     make_dir(out)
+    if reference_models and reference_models < 4:
+        raise ValueError(f"LiRA and RMIA need at least 4 reference models, got {reference_models}")
     images, labels = role_images(source), role_labels(source)
+    refs, ref_info = None, None
+    if reference_models:
+        refs, ref_info = source_references(source, reference_models, reference_epochs, cache_dir, log)
+        split, idx = refs.indices["population"]
+        images["population"] = (source.data.test if split == "test" else source.data.train).images[torch.as_tensor(idx)]
     target = source.config.target_fpr
     base_acc = float((RunDir(source.run_dir).read_metrics() or {})["test_accuracy"])
     rows: list[EditRow] = []
 
     def score(run: Run, edit: str, level: str, k: int, acc: float) -> None:
-        for sc, sc_scores in scorer_scores(run, images, labels).items():
+        for sc, sc_scores in scorer_scores(run, images, labels, refs).items():
             m = membership_metrics(sc_scores["members"], sc_scores["eval_nonmembers"], bootstrap=0, seed=opts.seed)
             p, null, hit = set_level(sc_scores, target_fpr=target, alpha=alpha, seed=opts.seed, suspect=suspect,
                                      null_draws=null_draws)
@@ -169,7 +217,7 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
             score(edited, name, level, k, float((RunDir(path).read_metrics() or {})["test_accuracy"]))
     info = {"run_dir": str(source.run_dir), "edits": edits, "reattach": list(reattach), "options": asdict(opts),
             "alpha": alpha, "suspect": suspect, "null_draws": null_draws, "target_fpr": target,
-            "base_test_accuracy": base_acc, "seconds": round(time.time() - t0, 1),
+            "base_test_accuracy": base_acc, "reference_models": ref_info, "seconds": round(time.time() - t0, 1),
             "about": {e.name: e.about for e in EDITS.values()}}
     write_outputs(out, rows, info)
     return rows
@@ -215,6 +263,11 @@ def write_outputs(out: Path, rows: list[EditRow], info: dict) -> None:
               f"{info['null_draws']} null sets with probability < 1e-6 (Binomial({info['null_draws']}, {info['alpha']:g}) tail)."
               if info["null_draws"] else "no null draws.")),
           f"Unedited test accuracy {info['base_test_accuracy']:.4f}; edit options {json.dumps(info['options'])}.", "",
+          *([] if not info.get("reference_models") else [
+              (lambda r: f"LiRA ({r['lira']}) and RMIA ({r['rmia']}) against {r['n_models']} reference models of the source run "
+                         f"(not edited; {r['epochs']} epochs on {r['training_sizes'][0]} samples each, test accuracy "
+                         f"{', '.join(f'{a:.4f}' for a in r['test_accuracy'])}; RMIA population {r['population']}; "
+                         f"cache {r['cache_dir']}).")(info["reference_models"]), ""]),
           "Edits:", ""]
     md += [f"- `{k}`: {v}" for k, v in info["about"].items()]
     md += ["", markdown_table(rows), ""]
