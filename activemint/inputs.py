@@ -19,7 +19,7 @@ import torch
 from activemint.data import DatasetError, load_dataset, load_image_checked, verify_manifest
 from activemint.io import csv_row
 from activemint.metrics import sigmoid
-from activemint.rundir import CONFIG, RunDir
+from activemint.rundir import CONFIG
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
 ROLES = ("members", "external", "validation", "calibration", "eval_nonmembers")
@@ -74,7 +74,7 @@ def verify_split(run, role: str) -> None:
         ManifestMismatchError: how many of how many samples differ, the manifest file and
             the data root, and the first difference.
     """
-    manifest = RunDir(run.run_dir).manifest
+    manifest = run.dir.manifest
     data = run.data
     problems = verify_manifest(manifest, data.train, data.test, roles=[role])
     if problems:

@@ -38,13 +38,23 @@ from activemint.training.trainer import Trainer
 
 @dataclass
 class Run:
-    """A finished training run loaded from disk."""
+    """A finished training run loaded from disk: the one handle on it.
 
-    run_dir: Path
+    ``dir``: its :class:`~activemint.rundir.RunDir` (the path of every file in it);
+    ``data``: its data with the splits of its manifest (``run.data.split(role)``);
+    ``taps``: the layers its membership head reads, as recorded.
+    """
+
+    dir: RunDir
     config: TrainConfig
     model: nn.Module
     metadata: dict[str, Any]
     device: torch.device
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory's path (``run.dir.path``)."""
+        return self.dir.path
 
     @property
     def is_audited(self) -> bool:
@@ -57,7 +67,7 @@ class Run:
     @cached_property
     def data(self) -> RunData:
         """The source data with the splits read from the run's manifest (not re-drawn)."""
-        return load_run_data(self.config, read_manifest(RunDir(self.run_dir).manifest))
+        return load_run_data(self.config, read_manifest(self.dir.manifest))
 
     def membership_logits(self, images: torch.Tensor) -> np.ndarray:
         """(N,) membership logits for uint8 images (N, C, H, W) of the run's input shape."""
@@ -155,7 +165,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL,
     edit = cfg.extra.get("model_edit") if isinstance(cfg.extra, dict) else None
     if isinstance(edit, dict) and edit.get("runtime"):  # a quantised / reduced-precision edit: run it as deployed
         apply_runtime(model, edit["runtime"], where=str(rd.config))
-    return Run(run_dir, cfg, model, meta, dev)
+    return Run(rd, cfg, model, meta, dev)
 
 
 def _check_metadata(meta: dict[str, Any], where: Path) -> None:
@@ -257,7 +267,7 @@ def same_figures(a: dict, b: dict, tol: float = 1e-6) -> bool:
 
 def _verify_data(run: Run, roles: tuple[str, ...]) -> None:
     """Refuse figures computed on other images: the data must match the manifest's pixel SHA-256 (as ``split:ROLE``)."""
-    manifest = RunDir(run.run_dir).manifest
+    manifest = run.dir.manifest
     problems = verify_manifest(manifest, run.data.train, run.data.test, roles=list(roles))
     if problems:
         raise RunError(f"{len(problems)} samples of {', '.join(roles)} differ from {manifest} (data read from "
@@ -270,7 +280,7 @@ def verify_run(run_dir: str | Path, *, device: str = "auto", data_root: str | No
     run = load_run(run_dir, device=device, data_root=data_root)
     _verify_data(run, ("members", "eval_nonmembers", "calibration"))
     metrics, _ = run.evaluate()
-    saved = RunDir(run_dir).read_metrics() or {}
+    saved = run.dir.read_metrics() or {}
     for k, v in saved.items():
         metrics.setdefault(k, v)
     metrics["run_dir"] = str(run_dir)  # the directory evaluated here, not the one stored at training time

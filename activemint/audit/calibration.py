@@ -293,9 +293,8 @@ def run_scores(run) -> tuple[Scores, str]:
     Reads ``scores.npz`` when the trainer wrote it (the final model's scores); otherwise
     scores the manifest's samples with the model.  Returns ``(scores, source)``.
     """
-    from activemint.rundir import RunDir
 
-    saved = RunDir(run.run_dir).read_scores()  # refuses a truncated file or another model's scores
+    saved = run.dir.read_scores()  # refuses a truncated file or another model's scores
     if saved is not None and set(EVAL_ROLES) <= set(saved):
         return Scores.from_arrays(saved), f"{SCORES}:calibration"
     import torch

@@ -199,7 +199,7 @@ def model_identity(run) -> dict[str, Any]:
     return {
         "arch": meta.get("arch"), "setup": meta.get("setup"), "taps": meta.get("taps"), "dataset": meta.get("dataset"),
         "input_shape": meta.get("input_shape"), "num_classes": meta.get("num_classes"), "epoch": meta.get("epoch"),
-        "weights_file": rundir.MODEL, "weights_sha256": file_sha256(RunDir(run.run_dir).model),
+        "weights_file": rundir.MODEL, "weights_sha256": file_sha256(run.dir.model),
     }
 
 

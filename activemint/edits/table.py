@@ -145,7 +145,7 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
     make_dir(out)
     images, labels = role_images(source), role_labels(source)
     target = source.config.target_fpr
-    base_acc = float((RunDir(source.run_dir).read_metrics() or {})["test_accuracy"])
+    base_acc = float((source.dir.read_metrics() or {})["test_accuracy"])
     rows: list[EditRow] = []
 
     def score(run: Run, edit: str, level: str, k: int, acc: float) -> None:

@@ -39,7 +39,7 @@ from activemint.metrics import (
     unsupported_note,
 )
 from activemint.neighbourhood import get_view_set, parse_aggregates
-from activemint.rundir import ROBUSTNESS_FILES, RunDir
+from activemint.rundir import ROBUSTNESS_FILES
 from activemint.runs import Run, load_run
 from activemint.scorers import Context, NeighbourhoodScorer, Scorer, ScorerError, View, Work, get_scorers, score_views, wraps
 from activemint.scorers.context import check_plain_twin, run_context, run_test_accuracy
@@ -100,8 +100,8 @@ def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, me
     :func:`run_robustness` passes ``OUT/cache`` (the output folder's), so a ``--plain-run`` is only
     read.  Its default here is ``RUN_DIR/robustness/cache``, the default output's."""
     run = load_run(run_dir, device=device, data_root=data_root)
-    if not RunDir(run.run_dir).manifest.is_file():
-        raise RobustnessError(f"{run.run_dir} has no {RunDir(run.run_dir).manifest.name}: a robustness evaluation needs "
+    if not run.dir.manifest.is_file():
+        raise RobustnessError(f"{run.run_dir} has no {run.dir.manifest.name}: a robustness evaluation needs "
                               "the run's splits")
     plain = None
     if plain_run is not None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from activemint.data import read_manifest
-from activemint.rundir import RunDir, RunError
+from activemint.rundir import RunError
 from activemint.runs import Run
 from activemint.scorers.base import EVAL_ROLES, REGISTRY, Context, EngineOptions, ScorerError
 
@@ -53,7 +53,7 @@ def check_plain_twin(run: Run, plain: Run, what: str) -> None:
     """``plain`` must be trained with mint off on ``run``'s splits; else one line naming ``what``."""
     if plain.is_audited:
         raise ScorerError(f"{what} {plain.run_dir} is an aMINT run; it must be the same splits trained with mint off")
-    pm = RunDir(plain.run_dir).manifest
+    pm = plain.dir.manifest
     if not pm.is_file() or read_manifest(pm) != run.data.splits:
         raise ScorerError(f"{what} {plain.run_dir} does not share the splits of {run.run_dir} (manifests differ); "
                           "train them with the same data set, sizes and seed")
@@ -62,7 +62,7 @@ def check_plain_twin(run: Run, plain: Run, what: str) -> None:
 def run_test_accuracy(run: Run, *, evaluate: bool = False) -> float | None:
     """The run's test accuracy from its metrics (``evaluate``: else evaluate the model; else ``None``)."""
     try:
-        m = RunDir(run.run_dir).read_metrics() or {}
+        m = run.dir.read_metrics() or {}
     except (OSError, ValueError, TypeError, RunError):
         m = {}
     if "test_accuracy" in m:
