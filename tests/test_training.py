@@ -12,7 +12,7 @@ import torch
 from conftest import require_fashion_mnist
 
 from activemint.cli import main
-from activemint.data import read_manifest, verify_manifest
+from activemint.data import ROLES, pixel_sha256, read_manifest, source_split, verify_manifest
 from activemint.rundir import RunDir
 from activemint.runs import RunError, load_run
 from activemint.training import TrainConfig, Trainer
@@ -31,6 +31,25 @@ def test_audited_run_detects_membership(audited_run_dir):
     # The manifest records exactly the run's samples and their pixels still match.
     run = load_run(audited_run_dir)
     assert verify_manifest(audited_run_dir / "manifest.csv", run.data.train, run.data.test) == []
+
+
+def test_run_is_one_handle_its_dir_and_each_roles_samples_as_the_manifest_lists_them(audited_run_dir):
+    run = load_run(audited_run_dir)
+    assert isinstance(run.dir, RunDir) and run.dir.path == run.run_dir == audited_run_dir
+    with open(run.dir.manifest, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for role in ROLES:
+        listed = [r for r in rows if r["role"] == role]
+        got = run.data.split(role)
+        assert {r["source_split"] for r in listed} == {source_split(role)}
+        assert run.data.source(role) is getattr(run.data, source_split(role))
+        assert got.indices.tolist() == [int(r["index"]) for r in listed]
+        assert got.labels.tolist() == [int(r["label"]) for r in listed]
+        assert pixel_sha256(got.images) == [r["sha256"] for r in listed]
+    some = run.data.indices("eval_nonmembers")[::3]
+    assert run.data.split("eval_nonmembers", some).indices.tolist() == some.tolist()
+    with pytest.raises(ValueError, match="unknown split role 'nope'"):
+        source_split("nope")
 
 
 def test_audited_accuracy_close_to_plain(audited_run_dir, plain_run_dir):
