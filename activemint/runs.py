@@ -28,7 +28,7 @@ from activemint.mint import EnhancedAuditedModel, PlainModel
 from activemint.model_runtime import apply_runtime
 from activemint.models.external import is_user_arch
 from activemint.rundir import CONFIG, DATA, META_SUFFIX, MODEL, RunDir, RunError
-from activemint.training.build import build_model, resolve_device
+from activemint.training.build import build_model, config_taps, resolve_device
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
 from activemint.training.config import TrainConfig
 from activemint.training.data import RunData, load_run_data
@@ -55,6 +55,12 @@ class Run:
     def run_dir(self) -> Path:
         """The run directory's path (``run.dir.path``)."""
         return self.dir.path
+
+    @property
+    def taps(self) -> list[str]:
+        """The layers the membership head reads, as model.json records them (a plain run: its setup's)."""
+        recorded = self.metadata.get("taps")
+        return [str(t) for t in recorded] if recorded else config_taps(self.config)
 
     @property
     def is_audited(self) -> bool:

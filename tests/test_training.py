@@ -36,6 +36,7 @@ def test_audited_run_detects_membership(audited_run_dir):
 def test_run_is_one_handle_its_dir_and_each_roles_samples_as_the_manifest_lists_them(audited_run_dir):
     run = load_run(audited_run_dir)
     assert isinstance(run.dir, RunDir) and run.dir.path == run.run_dir == audited_run_dir
+    assert run.taps == json.loads(run.dir.model_meta.read_text())["taps"] and run.taps  # the record's taps
     with open(run.dir.manifest, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for role in ROLES:

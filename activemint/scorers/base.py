@@ -145,10 +145,8 @@ class Context:
         return got
 
     def taps(self) -> list[str]:
-        from activemint.models import tap_points
-
-        cfg = self.run.config
-        return list(cfg.taps or tap_points(cfg.arch, cfg.setup))
+        """The audited run's taps, as its record holds them (:attr:`activemint.runs.Run.taps`)."""
+        return self.run.taps
 
     def identity(self, model: str) -> dict[str, str]:
         """What identifies a model's scores in a cache: its weights and its splits (SHA-256)."""
