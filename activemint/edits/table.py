@@ -141,7 +141,7 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
     if suspect < 2 or null_draws < 0:
         raise ValueError(f"the suspect set needs >= 2 samples and null draws >= 0, got {suspect} and {null_draws}")
     source = load_source(run_dir, device, data_root)
-    out = Path(out_dir) if out_dir else source.run_dir / "model-edits"
+    out = Path(out_dir) if out_dir else source.dir.model_edits
     make_dir(out)
     images, labels = role_images(source), role_labels(source)
     target = source.config.target_fpr
