@@ -140,11 +140,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL,
     _check_metadata(meta, wpath.with_suffix(META_SUFFIX))
     if meta["arch"] != cfg.arch or bool(meta.get("mint")) != cfg.mint:
         raise RunError(f"{wpath} metadata ({meta['arch']}, mint={meta.get('mint')}) does not match {CONFIG}")
-    if cfg.mint and "head_norm" not in meta:
-        # Saved before the head_norm option (whose default is now "mlp"): the head had none.
-        cfg = dataclasses.replace(cfg, head_norm="none")
-    if cfg.mint and meta.get("taps"):  # model.json's taps, not those of today's registry
-        cfg = dataclasses.replace(cfg, taps=[str(t) for t in meta["taps"]])
+    cfg = _recorded_model(cfg, meta, wpath.with_suffix(META_SUFFIX))
     if cfg.arch_weights:  # initial weights of the training; the run's own weights replace them
         cfg = dataclasses.replace(cfg, arch_weights=None)
     own_data = run_dir / DATA
@@ -172,6 +168,32 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL,
     if isinstance(edit, dict) and edit.get("runtime"):  # a quantised / reduced-precision edit: run it as deployed
         apply_runtime(model, edit["runtime"], where=str(rd.config))
     return Run(rd, cfg, model, meta, dev)
+
+
+#: model.json's fields that describe an audited model's head and taps: the model is rebuilt from them.
+MODEL_FIELDS = ("taps", "head_width", "head_hidden", "head_stride", "head_norm", "head_conv")
+
+
+def _recorded_model(cfg: TrainConfig, meta: dict[str, Any], where: Path) -> TrainConfig:
+    """``cfg`` with the model as model.json records it (the weights were saved from that model), not as
+    today's defaults and registry would make it; a field model.json lacks keeps the config's value.
+
+    A model.json without ``head_norm`` predates that option, whose default is now ``"mlp"``: the
+    head then had no normalisation.
+    """
+    if not cfg.mint:
+        return cfg
+    recorded = {k: meta[k] for k in MODEL_FIELDS if meta.get(k) not in (None, [])}
+    if "head_norm" not in meta:
+        recorded["head_norm"] = "none"
+    if "taps" in recorded:
+        taps = recorded["taps"]
+        if not (isinstance(taps, list) and taps and all(isinstance(t, str) for t in taps)):
+            raise RunError(f"{where}: field 'taps' is {str(taps)[:60]}, expected a list of module names")
+    try:
+        return dataclasses.replace(cfg, **recorded)
+    except (ValueError, TypeError) as e:
+        raise RunError(f"{where}: {' '.join(str(e).split())[:300]}") from e
 
 
 def _check_metadata(meta: dict[str, Any], where: Path) -> None:

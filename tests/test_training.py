@@ -267,6 +267,26 @@ def test_head_lr_scale_gives_the_head_its_own_learning_rate():
         TrainConfig(loss_norm="mean")
 
 
+def test_run_is_rebuilt_from_model_json_not_from_its_config_or_todays_defaults(tmp_path, audited_run_dir):
+    """The head and taps come from model.json (what the weights were saved from): a config.yaml that says
+    otherwise (edited by hand, or written by a newer version with other defaults) does not change the model."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(audited_run_dir, run_dir)
+    meta = json.loads((run_dir / "model.json").read_text())
+    cfg = (run_dir / "config.yaml").read_text()
+    edited = [f"head_hidden: {2 * meta['head_hidden']}" if ln.startswith("head_hidden:") else ln for ln in cfg.splitlines()]
+    assert edited != cfg.splitlines()
+    (run_dir / "config.yaml").write_text("\n".join(edited) + "\n")  # config.yaml is not bound by metrics.json
+    run = load_run(run_dir)
+    assert run.config.head_hidden == meta["head_hidden"] and run.taps == meta["taps"]
+    meta["head_hidden"] = "wide"
+    (run_dir / "model.json").write_text(json.dumps(meta))
+    RunDir(run_dir).write_metrics(RunDir(run_dir).read_metrics())  # re-bind, so only the field's value is wrong
+    with pytest.raises(RunError, match=r"model\.json: .*head_hidden") as e:
+        load_run(run_dir)
+    assert "\n" not in str(e.value)
+
+
 def test_run_saved_before_head_norm_still_loads(tmp_path):
     """A run whose checkpoint metadata has no head_norm (saved before the option existed,
     when the head had no BatchNorm) loads with that head, not with today's default."""
