@@ -106,9 +106,9 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL,
              data_root: str | None = None) -> Run:
     """Load a run directory written by :class:`activemint.training.Trainer` or :func:`activemint.save_run`.
 
-    The model is rebuilt from what the run recorded: the architecture of config.yaml (a
-    registry name, ``timm:NAME`` or ``torchvision:NAME``) with the taps of model.json, not
-    today's registry taps.  ``model``: the backbone, freshly built by the caller's code (for a
+    The model is rebuilt from what the run recorded: the architecture (a registry name,
+    ``timm:NAME`` or ``torchvision:NAME``) with the taps and head of model.json
+    (:data:`MODEL_FIELDS`), not today's registry taps or defaults.  ``model``: the backbone, freshly built by the caller's code (for a
     run whose architecture only the user's code builds, ``user:...``); its weights are replaced
     by the run's.
 
