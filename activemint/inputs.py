@@ -19,7 +19,7 @@ import torch
 from activemint.data import DatasetError, load_dataset, load_image_checked, verify_manifest
 from activemint.io import csv_row
 from activemint.metrics import sigmoid
-from activemint.rundir import CONFIG, RunDir
+from activemint.rundir import CONFIG
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
 ROLES = ("members", "external", "validation", "calibration", "eval_nonmembers")
@@ -74,12 +74,12 @@ def verify_split(run, role: str) -> None:
         ManifestMismatchError: how many of how many samples differ, the manifest file and
             the data root, and the first difference.
     """
-    manifest = RunDir(run.run_dir).manifest
+    manifest = run.dir.manifest
     data = run.data
     problems = verify_manifest(manifest, data.train, data.test, roles=[role])
     if problems:
         total = len(getattr(data.splits, role))
-        src = data.test if role == "eval_nonmembers" else data.train
+        src = data.source(role)
         raise ManifestMismatchError(
             f"split:{role}: {len(problems)} of {total} samples differ from {manifest} "
             f"(data read from {src.source or run.config.data_root or run.config.dataset}); first: {problems[0]}. "
@@ -119,10 +119,9 @@ def resolve_input_groups(run, inputs: list[str], *, resize: bool = False, conver
             if role not in ROLES:
                 raise InputError(f"unknown split role {role!r} in {item!r}; choose from {', '.join(ROLES)}")
             verify_split(run, role)
-            idx = getattr(run.data.splits, role)
-            src = run.data.test if role == "eval_nonmembers" else run.data.train
-            chunks.append(src.images[torch.as_tensor(idx)])
-            ids.extend(f"{role}:{src.split}:{i}" for i in idx)
+            got, src = run.data.split(role), run.data.source(role)
+            chunks.append(got.images)
+            ids.extend(f"{role}:{src.split}:{i}" for i in got.indices)
         elif item.startswith("dataset:"):
             parts = item.split(":")
             if len(parts) != 3:

@@ -28,7 +28,7 @@ from activemint.mint import EnhancedAuditedModel, PlainModel
 from activemint.model_runtime import apply_runtime
 from activemint.models.external import is_user_arch
 from activemint.rundir import CONFIG, DATA, META_SUFFIX, MODEL, RunDir, RunError
-from activemint.training.build import build_model, resolve_device
+from activemint.training.build import build_model, config_taps, resolve_device
 from activemint.training.checkpoint import CheckpointError, load_weights, read_metadata
 from activemint.training.config import TrainConfig
 from activemint.training.data import RunData, load_run_data
@@ -38,13 +38,29 @@ from activemint.training.trainer import Trainer
 
 @dataclass
 class Run:
-    """A finished training run loaded from disk."""
+    """A finished training run loaded from disk: the one handle on it.
 
-    run_dir: Path
+    ``dir``: its :class:`~activemint.rundir.RunDir` (the path of every file in it);
+    ``data``: its data with the splits of its manifest (``run.data.split(role)``);
+    ``taps``: the layers its membership head reads, as recorded.
+    """
+
+    dir: RunDir
     config: TrainConfig
     model: nn.Module
     metadata: dict[str, Any]
     device: torch.device
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory's path (``run.dir.path``)."""
+        return self.dir.path
+
+    @property
+    def taps(self) -> list[str]:
+        """The layers the membership head reads, as model.json records them (a plain run: its setup's)."""
+        recorded = self.metadata.get("taps")
+        return [str(t) for t in recorded] if recorded else config_taps(self.config)
 
     @property
     def is_audited(self) -> bool:
@@ -57,7 +73,7 @@ class Run:
     @cached_property
     def data(self) -> RunData:
         """The source data with the splits read from the run's manifest (not re-drawn)."""
-        return load_run_data(self.config, read_manifest(RunDir(self.run_dir).manifest))
+        return load_run_data(self.config, read_manifest(self.dir.manifest))
 
     def membership_logits(self, images: torch.Tensor) -> np.ndarray:
         """(N,) membership logits for uint8 images (N, C, H, W) of the run's input shape."""
@@ -90,9 +106,9 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL,
              data_root: str | None = None) -> Run:
     """Load a run directory written by :class:`activemint.training.Trainer` or :func:`activemint.save_run`.
 
-    The model is rebuilt from what the run recorded: the architecture of config.yaml (a
-    registry name, ``timm:NAME`` or ``torchvision:NAME``) with the taps of model.json, not
-    today's registry taps.  ``model``: the backbone, freshly built by the caller's code (for a
+    The model is rebuilt from what the run recorded: the architecture (a registry name,
+    ``timm:NAME`` or ``torchvision:NAME``) with the taps and head of model.json
+    (:data:`MODEL_FIELDS`), not today's registry taps or defaults.  ``model``: the backbone, freshly built by the caller's code (for a
     run whose architecture only the user's code builds, ``user:...``); its weights are replaced
     by the run's.
 
@@ -124,11 +140,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL,
     _check_metadata(meta, wpath.with_suffix(META_SUFFIX))
     if meta["arch"] != cfg.arch or bool(meta.get("mint")) != cfg.mint:
         raise RunError(f"{wpath} metadata ({meta['arch']}, mint={meta.get('mint')}) does not match {CONFIG}")
-    if cfg.mint and "head_norm" not in meta:
-        # Saved before the head_norm option (whose default is now "mlp"): the head had none.
-        cfg = dataclasses.replace(cfg, head_norm="none")
-    if cfg.mint and meta.get("taps"):  # model.json's taps, not those of today's registry
-        cfg = dataclasses.replace(cfg, taps=[str(t) for t in meta["taps"]])
+    cfg = _recorded_model(cfg, meta, wpath.with_suffix(META_SUFFIX))
     if cfg.arch_weights:  # initial weights of the training; the run's own weights replace them
         cfg = dataclasses.replace(cfg, arch_weights=None)
     own_data = run_dir / DATA
@@ -155,7 +167,33 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL,
     edit = cfg.extra.get("model_edit") if isinstance(cfg.extra, dict) else None
     if isinstance(edit, dict) and edit.get("runtime"):  # a quantised / reduced-precision edit: run it as deployed
         apply_runtime(model, edit["runtime"], where=str(rd.config))
-    return Run(run_dir, cfg, model, meta, dev)
+    return Run(rd, cfg, model, meta, dev)
+
+
+#: model.json's fields that describe an audited model's head and taps: the model is rebuilt from them.
+MODEL_FIELDS = ("taps", "head_width", "head_hidden", "head_stride", "head_norm", "head_conv")
+
+
+def _recorded_model(cfg: TrainConfig, meta: dict[str, Any], where: Path) -> TrainConfig:
+    """``cfg`` with the model as model.json records it (the weights were saved from that model), not as
+    today's defaults and registry would make it; a field model.json lacks keeps the config's value.
+
+    A model.json without ``head_norm`` predates that option, whose default is now ``"mlp"``: the
+    head then had no normalisation.
+    """
+    if not cfg.mint:
+        return cfg
+    recorded = {k: meta[k] for k in MODEL_FIELDS if meta.get(k) not in (None, [])}
+    if "head_norm" not in meta:
+        recorded["head_norm"] = "none"
+    if "taps" in recorded:
+        taps = recorded["taps"]
+        if not (isinstance(taps, list) and taps and all(isinstance(t, str) for t in taps)):
+            raise RunError(f"{where}: field 'taps' is {str(taps)[:60]}, expected a list of module names")
+    try:
+        return dataclasses.replace(cfg, **recorded)
+    except (ValueError, TypeError) as e:
+        raise RunError(f"{where}: {' '.join(str(e).split())[:300]}") from e
 
 
 def _check_metadata(meta: dict[str, Any], where: Path) -> None:
@@ -257,7 +295,7 @@ def same_figures(a: dict, b: dict, tol: float = 1e-6) -> bool:
 
 def _verify_data(run: Run, roles: tuple[str, ...]) -> None:
     """Refuse figures computed on other images: the data must match the manifest's pixel SHA-256 (as ``split:ROLE``)."""
-    manifest = RunDir(run.run_dir).manifest
+    manifest = run.dir.manifest
     problems = verify_manifest(manifest, run.data.train, run.data.test, roles=list(roles))
     if problems:
         raise RunError(f"{len(problems)} samples of {', '.join(roles)} differ from {manifest} (data read from "
@@ -270,7 +308,7 @@ def verify_run(run_dir: str | Path, *, device: str = "auto", data_root: str | No
     run = load_run(run_dir, device=device, data_root=data_root)
     _verify_data(run, ("members", "eval_nonmembers", "calibration"))
     metrics, _ = run.evaluate()
-    saved = RunDir(run_dir).read_metrics() or {}
+    saved = run.dir.read_metrics() or {}
     for k, v in saved.items():
         metrics.setdefault(k, v)
     metrics["run_dir"] = str(run_dir)  # the directory evaluated here, not the one stored at training time

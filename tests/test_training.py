@@ -12,7 +12,7 @@ import torch
 from conftest import require_fashion_mnist
 
 from activemint.cli import main
-from activemint.data import read_manifest, verify_manifest
+from activemint.data import ROLES, pixel_sha256, read_manifest, source_split, verify_manifest
 from activemint.rundir import RunDir
 from activemint.runs import RunError, load_run
 from activemint.training import TrainConfig, Trainer
@@ -31,6 +31,26 @@ def test_audited_run_detects_membership(audited_run_dir):
     # The manifest records exactly the run's samples and their pixels still match.
     run = load_run(audited_run_dir)
     assert verify_manifest(audited_run_dir / "manifest.csv", run.data.train, run.data.test) == []
+
+
+def test_run_is_one_handle_its_dir_and_each_roles_samples_as_the_manifest_lists_them(audited_run_dir):
+    run = load_run(audited_run_dir)
+    assert isinstance(run.dir, RunDir) and run.dir.path == run.run_dir == audited_run_dir
+    assert run.taps == json.loads(run.dir.model_meta.read_text())["taps"] and run.taps  # the record's taps
+    with open(run.dir.manifest, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for role in ROLES:
+        listed = [r for r in rows if r["role"] == role]
+        got = run.data.split(role)
+        assert {r["source_split"] for r in listed} == {source_split(role)}
+        assert run.data.source(role) is getattr(run.data, source_split(role))
+        assert got.indices.tolist() == [int(r["index"]) for r in listed]
+        assert got.labels.tolist() == [int(r["label"]) for r in listed]
+        assert pixel_sha256(got.images) == [r["sha256"] for r in listed]
+    some = run.data.indices("eval_nonmembers")[::3]
+    assert run.data.split("eval_nonmembers", some).indices.tolist() == some.tolist()
+    with pytest.raises(ValueError, match="unknown split role 'nope'"):
+        source_split("nope")
 
 
 def test_audited_accuracy_close_to_plain(audited_run_dir, plain_run_dir):
@@ -245,6 +265,26 @@ def test_head_lr_scale_gives_the_head_its_own_learning_rate():
         TrainConfig(head_lr_scale=0)
     with pytest.raises(ValueError, match="loss_norm"):
         TrainConfig(loss_norm="mean")
+
+
+def test_run_is_rebuilt_from_model_json_not_from_its_config_or_todays_defaults(tmp_path, audited_run_dir):
+    """The head and taps come from model.json (what the weights were saved from): a config.yaml that says
+    otherwise (edited by hand, or written by a newer version with other defaults) does not change the model."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(audited_run_dir, run_dir)
+    meta = json.loads((run_dir / "model.json").read_text())
+    cfg = (run_dir / "config.yaml").read_text()
+    edited = [f"head_hidden: {2 * meta['head_hidden']}" if ln.startswith("head_hidden:") else ln for ln in cfg.splitlines()]
+    assert edited != cfg.splitlines()
+    (run_dir / "config.yaml").write_text("\n".join(edited) + "\n")  # config.yaml is not bound by metrics.json
+    run = load_run(run_dir)
+    assert run.config.head_hidden == meta["head_hidden"] and run.taps == meta["taps"]
+    meta["head_hidden"] = "wide"
+    (run_dir / "model.json").write_text(json.dumps(meta))
+    RunDir(run_dir).write_metrics(RunDir(run_dir).read_metrics())  # re-bind, so only the field's value is wrong
+    with pytest.raises(RunError, match=r"model\.json: .*head_hidden") as e:
+        load_run(run_dir)
+    assert "\n" not in str(e.value)
 
 
 def test_run_saved_before_head_norm_still_loads(tmp_path):

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from activemint.attacks.config import ScorerConfig
-from activemint.data.splits import Splits
+from activemint.data.splits import Splits, source_split
 from activemint.training.config import TrainConfig
 
 #: The samples every reference model is evaluated on (class logits saved per role).
@@ -100,7 +100,7 @@ class ReferencePlan:
         """What decides the models' training data (the population is not part of it)."""
         d = {role: {"split": self.samples[role][0], "n": len(self.samples[role][1]), "sha256": sha256_indices(self.samples[role][1])}
              for role in POOL_ROLES}
-        d["validation"] = {"split": "train", "n": len(self.validation), "sha256": sha256_indices(self.validation)}
+        d["validation"] = {"split": source_split("validation"), "n": len(self.validation), "sha256": sha256_indices(self.validation)}
         d["keep_sha256"] = hashlib.sha256(np.packbits(self.keep).tobytes()).hexdigest()
         return d
 
@@ -119,9 +119,10 @@ def make_plan(splits: Splits, config: ReferenceConfig) -> ReferencePlan:
     if len(rest) == 0:
         raise ValueError("no external samples are left for RMIA's population after filling the reference pool")
     population = np.sort(rest if config.population is None else rest[: config.population])
+    ext = source_split("external")  # fill and population are drawn from E
     samples = {
-        "members": ("train", splits.members), "eval_nonmembers": ("test", splits.eval_nonmembers),
-        "calibration": ("train", splits.calibration), "fill": ("train", fill), "population": ("train", population),
+        **{r: (source_split(r), getattr(splits, r)) for r in ("members", "eval_nonmembers", "calibration")},
+        "fill": (ext, fill), "population": (ext, population),
     }
     n_pool = sum(len(samples[r][1]) for r in POOL_ROLES)
     n = config.n_models

@@ -293,23 +293,21 @@ def run_scores(run) -> tuple[Scores, str]:
     Reads ``scores.npz`` when the trainer wrote it (the final model's scores); otherwise
     scores the manifest's samples with the model.  Returns ``(scores, source)``.
     """
-    from activemint.rundir import RunDir
 
-    saved = RunDir(run.run_dir).read_scores()  # refuses a truncated file or another model's scores
+    saved = run.dir.read_scores()  # refuses a truncated file or another model's scores
     if saved is not None and set(EVAL_ROLES) <= set(saved):
         return Scores.from_arrays(saved), f"{SCORES}:calibration"
-    import torch
 
     from activemint.progress import counted
 
-    data, s = run.data, run.data.splits
+    data = run.data
     out = Scores()
-    splits = (("members", data.train, s.members), ("eval_nonmembers", data.test, s.eval_nonmembers),
-              ("calibration", data.train, s.calibration))
-    with counted(run.membership_logits, sum(len(idx) for _, _, idx in splits), "scoring the run's members and non-members") as score:
-        for role, src, idx in splits:
-            out.scores[role] = score(src.images[torch.as_tensor(idx)])
-            out.indices[role] = np.asarray(idx)
+    with counted(run.membership_logits, sum(len(data.indices(r)) for r in EVAL_ROLES),
+                 "scoring the run's members and non-members") as score:
+        for role in EVAL_ROLES:
+            got = data.split(role)
+            out.scores[role] = score(got.images)
+            out.indices[role] = got.indices
     return out, "model on the manifest's calibration split"
 
 
@@ -359,7 +357,6 @@ def neighbourhood_calibration(run, target_fpr: float, views, aggregate, *, weigh
     guarantee.  Never saved: the run's saved calibration is that of the plain score.  Costs
     ``len(views)`` scorings per sample of the three splits.
     """
-    import torch
 
     from activemint.neighbourhood import neighbourhood_scores
 
@@ -370,13 +367,11 @@ def neighbourhood_calibration(run, target_fpr: float, views, aggregate, *, weigh
     from activemint.progress import counted
 
     got = {}
-    splits = (("members", data.train, s.members), ("eval_nonmembers", data.test, s.eval_nonmembers),
-              ("calibration", data.train, s.calibration))
-    total = sum(len(idx) for _, _, idx in splits) * len(views)
+    total = sum(len(data.indices(r)) for r in EVAL_ROLES) * len(views)
     with counted(run.membership_logits, total, f"calibrating: the run's members and non-members, {len(views)} views",
                  unit="view") as score:
-        for role, src, idx in splits:
-            got[role] = neighbourhood_scores(score, src.images[torch.as_tensor(np.asarray(idx))], views, aggregate)
+        for role in EVAL_ROLES:
+            got[role] = neighbourhood_scores(score, data.split(role).images, views, aggregate)
     check_finite_scores(got, f"the neighbourhood scores of {run_dir}'s model")
     return make_calibration(
         got["calibration"], target_fpr, model_sha256=file_sha256(run_dir / weights),

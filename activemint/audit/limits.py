@@ -101,9 +101,9 @@ def _int(v: Any) -> int | None:
 
 def own_figures(run_dir: str | Path) -> Limits | None:
     """The ``active_mint`` rows of ``RUN_DIR/robustness/robustness.json``, or None (missing or unreadable)."""
-    from activemint.rundir import ROBUSTNESS_FILES
+    from activemint.rundir import ROBUSTNESS_FILES, RunDir
 
-    path = Path(run_dir) / "robustness" / ROBUSTNESS_FILES["json"]
+    path = RunDir(run_dir).robustness / ROBUSTNESS_FILES["json"]
     try:
         rows = [r for r in json.loads(path.read_text())["rows"] if r.get("scorer") == "active_mint"]
         found = {(str(r["transform"]), str(r["level"])): (float(r["auc"]), float(r["tpr_at_1pct_fpr"]),

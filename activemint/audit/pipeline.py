@@ -199,7 +199,7 @@ def model_identity(run) -> dict[str, Any]:
     return {
         "arch": meta.get("arch"), "setup": meta.get("setup"), "taps": meta.get("taps"), "dataset": meta.get("dataset"),
         "input_shape": meta.get("input_shape"), "num_classes": meta.get("num_classes"), "epoch": meta.get("epoch"),
-        "weights_file": rundir.MODEL, "weights_sha256": file_sha256(RunDir(run.run_dir).model),
+        "weights_file": rundir.MODEL, "weights_sha256": file_sha256(run.dir.model),
     }
 
 
@@ -258,11 +258,9 @@ def audit(
         with counted(run.membership_logits, len(sus), "scoring the suspect set") as score:
             scores = score(sus.images)
     else:
-        import torch
-
         from activemint.neighbourhood import reference_subset
 
-        externals = run.data.train.images[torch.as_tensor(np.asarray(run.data.splits.external))]
+        externals = run.data.split("external").images
         if agg.needs_fit and agg.mu is None:  # zmax: standardised on (a seeded subset of) E only
             n_ref = len(reference_subset(len(externals)))
             with counted(run.membership_logits, n_ref * len(views), f"fitting {agg.name} on externals, {len(views)} views",

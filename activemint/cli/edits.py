@@ -48,6 +48,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from activemint.edits import FILES, EditError, EditOptions, run_model_edits
+    from activemint.rundir import RunDir
 
     try:
         reattach = tuple(dict.fromkeys(int(k) for k in args.reattach.split(",") if k.strip()))
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise EditError(f"--reference-models must be 0 or at least 4 (LiRA and RMIA need IN and OUT models), got {args.reference_models}")
     opts = EditOptions(seed=args.seed, lr=args.lr, distill_lr=args.distill_lr, posthoc_epochs=args.posthoc_epochs,
                        calibration_images=args.calibration_images)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "model-edits"
+    out = Path(args.out) if args.out else RunDir(args.run_dir).model_edits
     rows = run_model_edits(args.run_dir, out, edits=args.edits, options=opts, reattach=reattach, alpha=args.alpha,
                            suspect=args.suspect, null_draws=args.null_draws, device=args.device, data_root=args.data_root,
                            reference_models=args.reference_models, reference_epochs=args.reference_epochs,

@@ -51,9 +51,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from activemint.robustness import run_robustness
+    from activemint.rundir import RunDir
 
     scorers = [k.strip() for k in args.scorers.split(",") if k.strip()] if args.scorers else None
-    out = Path(args.out) if args.out else Path(args.run_dir) / "robustness"
+    out = Path(args.out) if args.out else RunDir(args.run_dir).robustness
     rows = run_robustness(args.run_dir, out, transforms=args.transforms, scorers=scorers, plain_run=args.plain_run,
                           members=args.members, seed=args.seed, max_samples=args.max_samples, bootstrap=args.bootstrap,
                           neighbourhood=args.neighbourhood, aggregate=args.aggregate, neighbourhood_seed=args.neighbourhood_seed,

@@ -20,12 +20,14 @@ from .images import (
 from .registry import DATASETS, DatasetInfo, clear_dataset_cache, dataset_info, list_datasets, load_dataset, register_dataset
 from .splits import (
     ROLES,
+    SOURCE_SPLIT,
     Splits,
     SplitSizes,
     make_splits,
     manifest_fingerprint,
     pixel_sha256,
     read_manifest,
+    source_split,
     verify_manifest,
     write_manifest,
 )
@@ -40,6 +42,7 @@ __all__ = [
     "FileDataset",
     "ImageInputError",
     "ROLES",
+    "SOURCE_SPLIT",
     "SplitSizes",
     "Splits",
     "clear_dataset_cache",
@@ -57,6 +60,7 @@ __all__ = [
     "pixel_sha256",
     "read_manifest",
     "resize_images",
+    "source_split",
     "verify_manifest",
     "write_manifest",
 ]

@@ -31,6 +31,8 @@ from .registry import dataset_info
 
 ROLES = ("members", "external", "validation", "calibration", "eval_nonmembers")
 TRAIN_ROLES = ROLES[:4]
+#: The source split (of the data set) each role's samples come from: the one place this is written.
+SOURCE_SPLIT = {role: "train" if role in TRAIN_ROLES else "test" for role in ROLES}
 MANIFEST_COLUMNS = ["role", "source_split", "index", "label", "sha256"]
 MANIFEST_NAME = MANIFEST  # the run directory's name for it (activemint.rundir)
 
@@ -204,8 +206,12 @@ def pixel_sha256(images: torch.Tensor) -> list[str]:
 
 # --------------------------------------------------------------------------- manifest
 
-def _source(role: str) -> str:
-    return "test" if role == "eval_nonmembers" else "train"
+def source_split(role: str) -> str:
+    """``"train"`` or ``"test"``: the data set split a role's samples come from (:data:`SOURCE_SPLIT`)."""
+    try:
+        return SOURCE_SPLIT[role]
+    except KeyError:
+        raise ValueError(f"unknown split role {role!r}; choose from {', '.join(ROLES)}") from None
 
 
 def _id_cell(sample_id: str) -> str:
@@ -243,7 +249,7 @@ def write_manifest(path: str | os.PathLike, splits: Splits, train: ArrayDataset,
         w = csv.writer(f, lineterminator="\n")
         w.writerow(MANIFEST_COLUMNS + (["id"] if with_ids else []))
         for role, idx in splits.items():
-            src = _source(role)
+            src = source_split(role)
             ds = data[src]
             if len(idx) and (idx.min() < 0 or idx.max() >= len(ds)):
                 raise ValueError(f"{role} indices span {idx.min()}..{idx.max()} but the {src} split has {len(ds)} samples")
@@ -276,8 +282,8 @@ def _read_rows(path: str | os.PathLike) -> tuple[list[tuple[str, int, int, str, 
                 role, src, index, label, sha = rec[:5]
                 if role not in ROLES:
                     raise DatasetError(f"manifest {path} line {line_no}: role {role!r}, expected one of {', '.join(ROLES)}")
-                if src != _source(role):
-                    raise DatasetError(f"manifest {path} line {line_no}: {role} rows must have source_split {_source(role)!r}, got {src!r}")
+                if src != source_split(role):
+                    raise DatasetError(f"manifest {path} line {line_no}: {role} rows must have source_split {source_split(role)!r}, got {src!r}")
                 try:
                     i, lab = int(index), int(label)
                 except ValueError:
@@ -334,13 +340,13 @@ def verify_manifest(path: str | os.PathLike, train: ArrayDataset, test: ArrayDat
     digests: dict[str, dict[int, str]] = {}  # a streamed split: its digests at once (each file read once)
     for src, ds in data.items():
         if getattr(ds, "streamed", False):
-            wanted = np.unique(np.asarray([i for r, i, *_ in rows if _source(r) == src and i < len(ds)], dtype=np.int64))
+            wanted = np.unique(np.asarray([i for r, i, *_ in rows if source_split(r) == src and i < len(ds)], dtype=np.int64))
             digests[src] = dict(zip(wanted.tolist(), ds.sha256(wanted)))  # type: ignore[attr-defined]
         else:
             arrays[src] = _pixel_array(ds.images)
     problems: list[str] = []
     for role, i, label, sha, sid in rows:
-        src = _source(role)
+        src = source_split(role)
         ds = data[src]
         where = f"{role} {src}[{i}]"
         if i >= len(ds):

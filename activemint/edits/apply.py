@@ -203,7 +203,7 @@ def edit_run(run_dir: str | Path, name: str, level: str, out_dir: str | Path, *,
     opts.check()
     level = check_level(name, level)
     run = load_source(run_dir, device)
-    src = RunDir(run.run_dir)
+    src = run.dir
     out = RunDir(out_dir)
     cfg, meta, dev = run.config, dict(run.metadata), run.device
     prior = cfg.extra.get(RECORD_KEY) if isinstance(cfg.extra, dict) else None

@@ -182,7 +182,7 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
     if suspect < 2 or null_draws < 0:
         raise ValueError(f"the suspect set needs >= 2 samples and null draws >= 0, got {suspect} and {null_draws}")
     source = load_source(run_dir, device, data_root)
-    out = Path(out_dir) if out_dir else source.run_dir / "model-edits"
+    out = Path(out_dir) if out_dir else source.dir.model_edits
     make_dir(out)
     if reference_models and reference_models < 4:
         raise ValueError(f"LiRA and RMIA need at least 4 reference models, got {reference_models}")
@@ -193,7 +193,7 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
         split, idx = refs.indices["population"]
         images["population"] = (source.data.test if split == "test" else source.data.train).images[torch.as_tensor(idx)]
     target = source.config.target_fpr
-    base_acc = float((RunDir(source.run_dir).read_metrics() or {})["test_accuracy"])
+    base_acc = float((source.dir.read_metrics() or {})["test_accuracy"])
     rows: list[EditRow] = []
 
     def score(run: Run, edit: str, level: str, k: int, acc: float) -> None:

@@ -175,7 +175,7 @@ def run_report_html(run_dir: str | os.PathLike) -> str:
                              "ROC curves, linear and log-log"))
     from activemint.report.robustness import robustness_section
 
-    parts.append(robustness_section(run_dir / "robustness", ids=False))  # empty unless `activemint robustness` ran
+    parts.append(robustness_section(RunDir(run_dir).robustness, ids=False))  # empty unless `activemint robustness` ran
     for key, label in (("membership_seen", "members the MINT loss saw"), ("membership_unseen", "held-out members (task loss only)")):
         if key in metrics:
             parts.append(f"<h2>Membership test: {label}</h2>")

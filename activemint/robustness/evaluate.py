@@ -40,7 +40,7 @@ from activemint.metrics import (
     unsupported_note,
 )
 from activemint.neighbourhood import get_view_set, parse_aggregates
-from activemint.rundir import ROBUSTNESS_FILES, RunDir
+from activemint.rundir import ROBUSTNESS_CACHE, ROBUSTNESS_FILES, RunDir
 from activemint.runs import Run, load_run
 from activemint.scorers import Context, NeighbourhoodScorer, Scorer, ScorerError, View, Work, get_scorers, score_views, wraps
 from activemint.scorers.context import check_plain_twin, run_context, run_test_accuracy
@@ -101,8 +101,8 @@ def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, me
     :func:`run_robustness` passes ``OUT/cache`` (the output folder's), so a ``--plain-run`` is only
     read.  Its default here is ``RUN_DIR/robustness/cache``, the default output's."""
     run = load_run(run_dir, device=device, data_root=data_root)
-    if not RunDir(run.run_dir).manifest.is_file():
-        raise RobustnessError(f"{run.run_dir} has no {RunDir(run.run_dir).manifest.name}: a robustness evaluation needs "
+    if not run.dir.manifest.is_file():
+        raise RobustnessError(f"{run.run_dir} has no {run.dir.manifest.name}: a robustness evaluation needs "
                               "the run's splits")
     plain = None
     if plain_run is not None:
@@ -120,7 +120,7 @@ def load_context(run_dir: str | Path, *, plain_run: str | Path | None = None, me
         for r in ROLES:
             if len(idx[r]) > keep[r]:
                 idx[r] = np.sort(rng.choice(idx[r], keep[r], replace=False))
-    cache = cache_dir or (run.run_dir / "robustness" / "cache")
+    cache = cache_dir or run.dir.robustness_cache
     # the scorers fit on all members (the auditor's D) and E, whatever subset is evaluated
     return run_context(run, plain, cache, indices=idx, roles=ROLES, configs=configs, log=log)
 
@@ -158,12 +158,12 @@ def run_robustness(
     ``<scorer>|<transform>:<level>|<role>`` (roles: members, eval_nonmembers, calibration).
     """
     t0 = time.time()
-    out = Path(out_dir) if out_dir else Path(run_dir) / "robustness"
-    check_output_dir(out, OUTPUT_NAMES, carry=("cache",))  # before any work
+    out = Path(out_dir) if out_dir else RunDir(run_dir).robustness
+    check_output_dir(out, OUTPUT_NAMES, carry=(ROBUSTNESS_CACHE,))  # before any work
     views = get_view_set(neighbourhood, neighbourhood_seed) if neighbourhood else None  # bad arguments fail first
     aggs = parse_aggregates(aggregate) if neighbourhood else []
     ctx = load_context(run_dir, plain_run=plain_run, members=members, max_samples=max_samples,
-                       cache_dir=out / "cache", log=log, device=device, data_root=data_root, configs=configs)
+                       cache_dir=out / ROBUSTNESS_CACHE, log=log, device=device, data_root=data_root, configs=configs)
     channels = ctx.images["members"].shape[1]
     pairs = [EXACT] + parse_spec(transforms, channels)  # bad arguments fail before any work
     classes = get_scorers(scorers)
@@ -277,7 +277,7 @@ OUTPUT_NAMES = [*ROBUSTNESS_FILES.values(), "scores.npz"]  # scores.npz: with --
 def write_outputs(out: Path, rows: list[Row], info: dict, scores: dict[str, np.ndarray] | None = None) -> None:
     """Write the tables, plot and page (and ``scores``, as scores.npz) into ``out`` as one folder, built
     beside it and renamed into place (its ``cache`` folder moves into the new one)."""
-    with output_dir(out, OUTPUT_NAMES, carry=("cache",), what="robustness") as tmp:
+    with output_dir(out, OUTPUT_NAMES, carry=(ROBUSTNESS_CACHE,), what="robustness") as tmp:
         _write_files(tmp, rows, info)
         if scores is not None:
             np.savez(tmp / "scores.npz", **scores)

@@ -18,6 +18,21 @@ A run directory (``activemint train --out RUN``)::
       data/              only in a run saved from the user's own loop (activemint.save_run):
                          its data set ``tensors``, train.safetensors and test.safetensors
 
+    What later commands write into it (none of it is bound by metrics.json):
+
+      calibration.json   `activemint audit`'s calibration cache (thresholds by target FPR, the
+      calibration.npz    model's SHA-256) and the calibration scores; recomputed when stale
+      audits/            `activemint audit`'s default output folders, <UTC time>-<data hash>/
+      robustness/        `activemint robustness`'s default output folder (robustness.json ...);
+        cache/           its scorers' cache: features.npz, posthoc-heads/, scorers/
+      model-edits/       `activemint model-edits`'s default output folder
+      report.html        `activemint report`'s default output
+      baseline/          `activemint train --baseline`: the utility baseline, itself a run
+      train.log          a grid cell's log (`activemint grid`)
+      logits.npz         a reference model's class logits (compare's cache of reference models)
+
+:class:`RunDir` has a property for each of these (``RunDir(p).calibration_json``, ``.robustness`` ...).
+
 Every file is written atomically (:mod:`activemint.io`, which also has the kill points for
 tests).  A reader sees a file's old content or its new content, never a mix, and after a crash at
 any instant the directory is in one of the states of :meth:`RunDir.state`:
@@ -64,10 +79,13 @@ from activemint.rundir.layout import (  # noqa: F401
     META_SUFFIX,
     METRICS,
     MODEL,
+    MODEL_EDITS,
     MODEL_META,
     PLAN,
     POSTHOC_HEADS,
     PROVENANCE,
+    ROBUSTNESS,
+    ROBUSTNESS_CACHE,
     ROBUSTNESS_FILES,
     RUN_FORMAT,
     SCORE_ARRAYS_KEY,

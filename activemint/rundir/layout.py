@@ -26,7 +26,10 @@ CKPT_MANIFEST = "checkpoint.json"
 AUDIT_MARKER = ".activemint-audit"
 
 TRAIN_LOG = "train.log"  # a grid cell's log (the grid appends every message of the cell)
-POSTHOC_HEADS = "posthoc-heads"  # robustness: post-hoc heads cached beside the plain model they read
+ROBUSTNESS = "robustness"  # `activemint robustness RUN`'s default output folder, in the run
+ROBUSTNESS_CACHE = "cache"  # inside it: what its scorers trained or computed (FEATURES, POSTHOC_HEADS, CACHE_SCORERS)
+MODEL_EDITS = "model-edits"  # `activemint model-edits RUN`'s default output folder, in the run
+POSTHOC_HEADS = "posthoc-heads"  # a scoring cache's post-hoc heads (robustness: RUN/robustness/cache/posthoc-heads)
 WEIGHTS_SUFFIX = ".safetensors"
 
 # Files of the caches and outputs beside run directories (every file name lives in this module).

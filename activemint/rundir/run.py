@@ -26,6 +26,8 @@ from activemint.rundir.layout import (
     AUDITS,
     BASELINE,
     BOUND_FILES,
+    CALIBRATION_JSON,
+    CALIBRATION_NPZ,
     CHECKPOINTS,
     CONFIG,
     FIGURES_KEY,
@@ -35,9 +37,12 @@ from activemint.rundir.layout import (
     MANIFEST,
     METRICS,
     MODEL,
+    MODEL_EDITS,
     MODEL_META,
     PROVENANCE,
     REPORT,
+    ROBUSTNESS,
+    ROBUSTNESS_CACHE,
     RUN_FORMAT,
     SCORE_ARRAYS_KEY,
     SCORES,
@@ -89,6 +94,12 @@ class RunDir:
     lock_file = property(lambda self: self.path / LOCK)
     train_log = property(lambda self: self.path / TRAIN_LOG)
     logits = property(lambda self: self.path / LOGITS)
+    # what later commands write into the run (the layout: activemint.rundir)
+    calibration_json = property(lambda self: self.path / CALIBRATION_JSON)
+    calibration_npz = property(lambda self: self.path / CALIBRATION_NPZ)
+    robustness = property(lambda self: self.path / ROBUSTNESS)
+    robustness_cache = property(lambda self: self.path / ROBUSTNESS / ROBUSTNESS_CACHE)
+    model_edits = property(lambda self: self.path / MODEL_EDITS)
 
     def has_checkpoint(self) -> bool:
         """Whether ``checkpoints/`` holds a committed epoch directory (``train --resume`` continues from it)."""

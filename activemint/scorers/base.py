@@ -30,7 +30,7 @@ import torch
 
 from activemint.errors import UserError
 from activemint.io import atomic_json, atomic_write, file_sha256, sha256_json
-from activemint.rundir import CACHE_KEY, CACHE_SCORERS, MODEL, SCORES, RunDir
+from activemint.rundir import CACHE_KEY, CACHE_SCORERS, MODEL, SCORES
 from activemint.runs import Run
 from activemint.scores import EVAL_ROLES, Scores
 
@@ -145,17 +145,15 @@ class Context:
         return got
 
     def taps(self) -> list[str]:
-        from activemint.models import tap_points
-
-        cfg = self.run.config
-        return list(cfg.taps or tap_points(cfg.arch, cfg.setup))
+        """The audited run's taps, as its record holds them (:attr:`activemint.runs.Run.taps`)."""
+        return self.run.taps
 
     def identity(self, model: str) -> dict[str, str]:
         """What identifies a model's scores in a cache: its weights and its splits (SHA-256)."""
         from activemint.data.splits import manifest_fingerprint
 
         run = self.model(model)
-        return self.memo(("identity", model), lambda: {"model_sha256": file_sha256(RunDir(run.run_dir).model),
+        return self.memo(("identity", model), lambda: {"model_sha256": file_sha256(run.dir.model),
                                                        "manifest_sha256": manifest_fingerprint(run.run_dir)})
 
     def wrap(self, scores: dict[str, np.ndarray]) -> Scores:

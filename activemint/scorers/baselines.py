@@ -22,7 +22,7 @@ from torch import nn
 
 from activemint.data import pixel_sha256
 from activemint.io import file_sha256
-from activemint.rundir import FEATURES, RunDir
+from activemint.rundir import FEATURES
 from activemint.runs import Run
 from activemint.scorers.base import Context, Scorer, ScorerError, register
 
@@ -36,7 +36,7 @@ class ExactHashScorer(Scorer):
     suites = ("robustness",)
 
     def prepare(self, ctx: Context) -> None:
-        path = RunDir(ctx.run.run_dir).manifest
+        path = ctx.run.dir.manifest
         if not path.is_file():
             raise ScorerError(f"{ctx.run.run_dir} has no {path.name}: the exact-lookup baseline needs the members' hashes")
         with open(path, newline="") as f:
@@ -116,7 +116,7 @@ class FeatureNNScorer(Scorer):
     def prepare(self, ctx: Context) -> None:
         self.run = ctx.run
         path = ctx.cache_dir / FEATURES
-        digest = file_sha256(RunDir(ctx.run.run_dir).model)
+        digest = file_sha256(ctx.run.dir.model)
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
                 if str(z["model_sha256"]) == digest and len(z["members"]) == len(ctx.known["members"]):

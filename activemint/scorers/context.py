@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from activemint.data import read_manifest
-from activemint.rundir import RunDir, RunError
+from activemint.rundir import RunError
 from activemint.runs import Run
 from activemint.scorers.base import EVAL_ROLES, REGISTRY, Context, EngineOptions, ScorerError
 
-#: Where each role's samples come from (the run's train or test split).
-SOURCE = {"members": "train", "eval_nonmembers": "test", "calibration": "train", "external": "train"}
+#: The roles a context holds (each from its source split: :func:`activemint.data.source_split`).
+CONTEXT_ROLES = ("members", "eval_nonmembers", "calibration", "external")
 
 
 def run_context(run: Run, plain: Run | None, cache_dir: str | Path, *, indices: Mapping[str, np.ndarray] | None = None,
@@ -34,16 +33,13 @@ def run_context(run: Run, plain: Run | None, cache_dir: str | Path, *, indices: 
     unknown = sorted(set(configs or {}) - known_keys)
     if unknown:
         raise ScorerError(f"scorer configs for unknown scorer(s) {', '.join(unknown)}; known: {', '.join(sorted(known_keys))}")
-    data, s = run.data, run.data.splits
-    full = {r: np.asarray(getattr(s, r)) for r in SOURCE}
+    data = run.data
+    full = {r: data.indices(r) for r in CONTEXT_ROLES}
     idx = {**full, **(indices or {})}
-
-    def take(role: str, what: str, at: np.ndarray) -> torch.Tensor:
-        return getattr(getattr(data, SOURCE[role]), what)[torch.as_tensor(at)]
-
-    images = {r: take(r, "images", idx[r]) for r in SOURCE}
-    labels = {r: take(r, "labels", idx[r]) for r in SOURCE}
-    known = {r: images[r] if np.array_equal(idx[r], full[r]) else take(r, "images", full[r]) for r in ("members", "external")}
+    got = {r: data.split(r, idx[r]) for r in CONTEXT_ROLES}
+    images = {r: got[r].images for r in CONTEXT_ROLES}
+    labels = {r: got[r].labels for r in CONTEXT_ROLES}
+    known = {r: images[r] if np.array_equal(idx[r], full[r]) else data.split(r).images for r in ("members", "external")}
     return Context(run=run, plain=plain, cache_dir=Path(cache_dir), log=log, images=images, labels=labels, indices=idx,
                    roles=roles, known=known, configs=dict(configs or {}), reference=reference,
                    engine=engine or EngineOptions(), progress=progress)
@@ -53,7 +49,7 @@ def check_plain_twin(run: Run, plain: Run, what: str) -> None:
     """``plain`` must be trained with mint off on ``run``'s splits; else one line naming ``what``."""
     if plain.is_audited:
         raise ScorerError(f"{what} {plain.run_dir} is an aMINT run; it must be the same splits trained with mint off")
-    pm = RunDir(plain.run_dir).manifest
+    pm = plain.dir.manifest
     if not pm.is_file() or read_manifest(pm) != run.data.splits:
         raise ScorerError(f"{what} {plain.run_dir} does not share the splits of {run.run_dir} (manifests differ); "
                           "train them with the same data set, sizes and seed")
@@ -62,7 +58,7 @@ def check_plain_twin(run: Run, plain: Run, what: str) -> None:
 def run_test_accuracy(run: Run, *, evaluate: bool = False) -> float | None:
     """The run's test accuracy from its metrics (``evaluate``: else evaluate the model; else ``None``)."""
     try:
-        m = RunDir(run.run_dir).read_metrics() or {}
+        m = run.dir.read_metrics() or {}
     except (OSError, ValueError, TypeError, RunError):
         m = {}
     if "test_accuracy" in m:
@@ -70,4 +66,4 @@ def run_test_accuracy(run: Run, *, evaluate: bool = False) -> float | None:
     return float(run.evaluate()[0]["test_accuracy"]) if evaluate else None
 
 
-__all__ = ["SOURCE", "check_plain_twin", "run_context", "run_test_accuracy"]
+__all__ = ["CONTEXT_ROLES", "check_plain_twin", "run_context", "run_test_accuracy"]

@@ -46,7 +46,7 @@ class PostHocHeadScorer(PassiveMintScorer):
 
     def prepare(self, ctx: Context) -> Work:
         from activemint.io import file_sha256, sha256_json
-        from activemint.rundir import POSTHOC_HEADS, WEIGHTS_SUFFIX, RunDir
+        from activemint.rundir import POSTHOC_HEADS, WEIGHTS_SUFFIX
         from activemint.training.checkpoint import load_weights, save_weights
 
         self._setup(ctx)
@@ -55,7 +55,7 @@ class PostHocHeadScorer(PassiveMintScorer):
         params = {"taps": self.params["taps"], "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
                   "external_batch_size": self.external_batch_size, "head_width": acfg.head_width,
                   "head_hidden": acfg.head_hidden, "seed": self.config.seed,
-                  "plain_model": file_sha256(RunDir(plain.run_dir).model),
+                  "plain_model": file_sha256(plain.dir.model),
                   "policy": acfg.audit_policy if policy is not None else None}
         # Cached in the output's cache folder (never in the plain run, an input that is only read);
         # the key names the plain model's weights and the recipe.

@@ -81,13 +81,22 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes
         load_local_weights(backbone, cfg.arch_weights)
     if not cfg.mint:
         return PlainModel(backbone)
-    taps = cfg.taps or tap_points(cfg.arch, cfg.setup)
+    taps = config_taps(cfg)
     model = EnhancedAuditedModel(
         backbone, taps, input_shape=input_shape, head_width=cfg.head_width, head_hidden=cfg.head_hidden,
         head_stride=cfg.head_stride, head_norm=cfg.head_norm, head_conv=cfg.head_conv,
     )
     model.external_grad = cfg.external_grad
     return model
+
+
+def config_taps(cfg: TrainConfig) -> list[str]:
+    """The layers a config taps: its explicit ``taps``, else its setup's on its architecture.
+
+    The one place this is derived; a saved run's taps are those its model.json records
+    (:attr:`activemint.runs.Run.taps`).
+    """
+    return list(cfg.taps) if cfg.taps else tap_points(cfg.arch, cfg.setup)
 
 
 def provenance() -> dict[str, Any]:
@@ -111,7 +120,7 @@ def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: 
     return {
         "format": "activemint-checkpoint/1", "arch": cfg.arch, "mint": cfg.mint,
         "setup": cfg.setup if cfg.mint else None,
-        "taps": (cfg.taps or tap_points(cfg.arch, cfg.setup)) if cfg.mint else None,
+        "taps": config_taps(cfg) if cfg.mint else None,
         "dataset": cfg.dataset, "input_shape": list(input_shape), "num_classes": num_classes,
         "head_width": cfg.head_width, "head_hidden": cfg.head_hidden, "head_stride": cfg.head_stride,
         "head_norm": cfg.head_norm, "head_conv": cfg.head_conv, "activemint": activemint.__version__,

@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
-from activemint.data import ArrayDataset, Splits, SplitSizes, load_dataset, make_splits
+from activemint.data import ArrayDataset, Splits, SplitSizes, load_dataset, make_splits, source_split
 from activemint.data.memory import resolve_budget
 from activemint.data.streaming import FileDataset
 from activemint.training.config import TrainConfig
@@ -27,11 +28,38 @@ def mint_seen_mask(cfg: TrainConfig, n_members: int) -> np.ndarray:
 # --------------------------------------------------------------------------- data
 @dataclass
 class RunData:
-    """The two source splits of a data set and the run's carve-up of them."""
+    """The two source splits of a data set and the run's carve-up of them.
+
+    ``split(role)`` gives a role's samples; ``source(role)`` the split they come from
+    (:func:`activemint.data.source_split`).
+    """
 
     train: ArrayDataset | FileDataset
     test: ArrayDataset | FileDataset
     splits: Splits
+
+    def source(self, role: str) -> ArrayDataset | FileDataset:
+        """The data set split (``train`` or ``test``) that ``role``'s samples come from."""
+        return self.test if source_split(role) == "test" else self.train
+
+    def indices(self, role: str) -> np.ndarray:
+        """``role``'s sample indices into :meth:`source`, in the manifest's order."""
+        return np.asarray(getattr(self.splits, role))
+
+    def split(self, role: str, at: np.ndarray | None = None) -> RoleSamples:
+        """``role``'s samples (``at``: these indices into its source split instead of all of the role's)."""
+        idx = self.indices(role) if at is None else np.asarray(at)
+        src, rows = self.source(role), torch.as_tensor(idx)
+        return RoleSamples(src.images[rows], src.labels[rows], idx)
+
+
+@dataclass(frozen=True)
+class RoleSamples:
+    """One role's samples: uint8 images (N, C, H, W), int64 labels (N,), indices into the source split (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: np.ndarray
 
 
 def split_sizes(cfg: TrainConfig, n_train: int | None = None, n_test: int | None = None) -> SplitSizes:

@@ -13,7 +13,7 @@ from activemint.io import file_sha256
 from activemint.metrics import membership_metrics
 from activemint.mint import EnhancedAuditedModel
 from activemint.rundir import RunDir
-from activemint.scores import Scores
+from activemint.scores import EVAL_ROLES, Scores
 from activemint.training.batches import to_input
 from activemint.training.config import TrainConfig
 from activemint.training.data import RunData, mint_seen_mask
@@ -56,13 +56,10 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: RunData, device: torch.de
     result: dict[str, Any] = {"test_accuracy": accuracy(model, data.test, test_index, device), "n_test": n_test}
     scores = Scores()
     if model.audited:
-        for role, src, idx in (
-            ("members", data.train, s.members),
-            ("eval_nonmembers", data.test, s.eval_nonmembers),
-            ("calibration", data.train, s.calibration),
-        ):
-            scores.scores[role] = membership_scores(model, src.rows(idx), device)
-            scores.indices[role] = np.asarray(idx)
+        for role in EVAL_ROLES:  # each from its source split (rows: a streamed split is decoded in batches)
+            idx = data.indices(role)
+            scores.scores[role] = membership_scores(model, data.source(role).rows(idx), device)
+            scores.indices[role] = idx
         m = membership_metrics(
             scores["members"], scores["eval_nonmembers"], calibration_scores=scores["calibration"],
             target_fpr=cfg.target_fpr, half_threshold=0.0, seed=cfg.seed,
