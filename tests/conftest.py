@@ -11,6 +11,7 @@ cache train each run once.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -64,6 +65,48 @@ def trained_run(**overrides) -> Path:
             shutil.rmtree(run_dir, ignore_errors=True)
             Trainer(TrainConfig(**params), run_dir, progress=False, log=lambda m: None).run()
     return run_dir
+
+
+#: The smallest real aMINT run: what the run-directory and reliability tests copy and tamper with.
+TINY_RUN = dict(dataset="fashion-mnist", data_root=str(FASHION_ROOT), arch="small_cnn", setup="entry", members=200,
+                external=200, validation=100, calibration=300, eval_nonmembers=100, test_samples=200, epochs=2, lr=1e-3,
+                seed=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """TINY_RUN trained once per session into a fresh folder (tests copy it before changing anything)."""
+    from activemint.training import TrainConfig, Trainer
+
+    require_fashion_mnist()
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    Trainer(TrainConfig(**TINY_RUN), out, progress=False, log=lambda m: None).run()
+    return out
+
+
+def refused_in_one_line(capsys, rc: int, *needles: str) -> str:
+    """A command returned ``rc`` 2 with exactly one stderr line holding every needle; the line."""
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def drifted_fashion_copy(root: Path, members, n: int = 7) -> Path:
+    """A copy of Fashion-MNIST at ``root`` whose training images at the first ``n`` of ``members`` have
+    one pixel inverted (the raw idx file replaces the .gz): a data root that drifted under a run."""
+    root.mkdir()
+    for f in FASHION_ROOT.glob("*.gz"):
+        shutil.copy2(f, root / f.name)
+    name = "train-images-idx3-ubyte"
+    raw = bytearray(gzip.decompress((FASHION_ROOT / f"{name}.gz").read_bytes()))
+    (root / f"{name}.gz").unlink()
+    for i in members[:n]:
+        raw[16 + int(i) * 784 + 400] ^= 0xFF
+    (root / name).write_bytes(bytes(raw))
+    return root
 
 
 @pytest.fixture(autouse=True)

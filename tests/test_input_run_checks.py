@@ -6,7 +6,6 @@ private copy or a private data root, never on the cached run itself.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FASHION_ROOT
+from conftest import drifted_fashion_copy
 from PIL import Image
 from test_input_errors import one_line_error
 
@@ -83,17 +82,7 @@ def drifted_root(tmp_path, audited_run_dir, monkeypatch):
     """A copy of Fashion-MNIST with 7 of the run's 1000 members changed, made the default root."""
     from activemint.data import read_manifest
 
-    members = read_manifest(audited_run_dir / "manifest.csv").members
-    root = tmp_path / "fmnist"
-    root.mkdir()
-    for f in FASHION_ROOT.glob("*.gz"):
-        shutil.copy2(f, root / f.name)
-    name = "train-images-idx3-ubyte"
-    raw = bytearray(gzip.decompress((FASHION_ROOT / f"{name}.gz").read_bytes()))
-    (root / f"{name}.gz").unlink()
-    for i in members[:7]:
-        raw[16 + int(i) * 784 + 400] ^= 0xFF
-    (root / name).write_bytes(bytes(raw))
+    root = drifted_fashion_copy(tmp_path / "fmnist", read_manifest(audited_run_dir / "manifest.csv").members)
     info = registry_mod.dataset_info("fashion-mnist")
     monkeypatch.setitem(registry_mod.DATASETS, "fashion-mnist", dataclasses.replace(info, default_root=str(root)))
     clear_dataset_cache()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import gzip
 import io
 import json
 import os
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FASHION_ROOT, require_fashion_mnist
+from conftest import FASHION_ROOT, TINY_RUN, drifted_fashion_copy, require_fashion_mnist
+from conftest import refused_in_one_line as one_line_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -37,17 +37,7 @@ from activemint.rundir import RunDir
 from activemint.training import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = dict(dataset="fashion-mnist", data_root=str(FASHION_ROOT), arch="small_cnn", setup="entry", members=200,
-            external=200, validation=100, calibration=300, eval_nonmembers=100, test_samples=200, epochs=2, lr=1e-3,
-            seed=5)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    require_fashion_mnist()
-    out = tmp_path_factory.mktemp("reliability") / "run"
-    Trainer(TrainConfig(**TINY), out, progress=False, log=lambda m: None).run()
-    return out
+TINY = TINY_RUN
 
 
 @pytest.fixture
@@ -55,15 +45,6 @@ def run(tiny_run, tmp_path) -> Path:
     d = tmp_path / "run"
     shutil.copytree(tiny_run, d)
     return d
-
-
-def one_line_error(capsys, rc: int, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 def rebind(run: Path) -> None:
@@ -284,17 +265,7 @@ def test_evaluate_checks_the_manifest_pixel_hashes(run, tmp_path, capsys):
     """S3: the data root changed (7 member images altered): evaluate refuses instead of 'matches: yes'."""
     from activemint.data import clear_dataset_cache, read_manifest
 
-    members = read_manifest(run / "manifest.csv").members
-    root = tmp_path / "fmnist"
-    root.mkdir()
-    for f in FASHION_ROOT.glob("*.gz"):
-        shutil.copy2(f, root / f.name)
-    name = "train-images-idx3-ubyte"
-    raw = bytearray(gzip.decompress((FASHION_ROOT / f"{name}.gz").read_bytes()))
-    (root / f"{name}.gz").unlink()
-    for i in members[:7]:
-        raw[16 + int(i) * 784 + 400] ^= 0xFF
-    (root / name).write_bytes(bytes(raw))
+    root = drifted_fashion_copy(tmp_path / "fmnist", read_manifest(run / "manifest.csv").members)
     cfg = (run / "config.yaml").read_text()
     assert str(FASHION_ROOT) in cfg
     (run / "config.yaml").write_text(cfg.replace(str(FASHION_ROOT), str(root)))

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FASHION_ROOT, require_fashion_mnist
+from conftest import TINY_RUN
+from conftest import refused_in_one_line as one_line_error
 
 from activemint import rundir
 from activemint.cli import main
@@ -27,17 +28,7 @@ from activemint.training import TrainConfig, Trainer
 from activemint.training.checkpoint import CheckpointError, list_checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = dict(dataset="fashion-mnist", data_root=str(FASHION_ROOT), arch="small_cnn", setup="entry", members=200,
-            external=200, validation=100, calibration=300, eval_nonmembers=100, test_samples=200, epochs=2, lr=1e-3,
-            seed=5)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    require_fashion_mnist()
-    out = tmp_path_factory.mktemp("rundir") / "run"
-    Trainer(TrainConfig(**TINY), out, progress=False, log=lambda m: None).run()
-    return out
+TINY = TINY_RUN
 
 
 @pytest.fixture
@@ -45,15 +36,6 @@ def run(tiny_run, tmp_path) -> Path:
     d = tmp_path / "run"
     shutil.copytree(tiny_run, d)
     return d
-
-
-def one_line_error(capsys, rc: int, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 def resume_args(d: Path) -> list[str]:
