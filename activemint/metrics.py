@@ -181,6 +181,12 @@ def fpr_supported(n_nonmembers: int | None, fpr: float) -> bool:
     return n_nonmembers is not None and n_nonmembers >= NONMEMBERS_PER_FPR / fpr - 1e-9
 
 
+def fmt_rate(rate: float, n: int, digits: int = 3) -> str:
+    """``0.420 [0.398, 0.442]``: a rate over ``n`` samples with its 95% Clopper-Pearson interval."""
+    lo, hi = tpr_interval(rate, n)
+    return f"{rate:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def fmt_tpr(tpr: float, n_members: int | None, n_nonmembers: int | None, fpr: float, digits: int = 3) -> str:
     """``0.420 [0.398, 0.442] (n = 2000 / 2000)``: a TPR at ``fpr`` with its 95% interval and its n.
 
@@ -188,9 +194,8 @@ def fmt_tpr(tpr: float, n_members: int | None, n_nonmembers: int | None, fpr: fl
     """
     if n_members is None:
         return f"{tpr:.{digits}f}"
-    lo, hi = tpr_interval(tpr, n_members)
     mark = "" if fpr_supported(n_nonmembers, fpr) else " *"
-    return f"{tpr:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n = {n_members} / {n_nonmembers}){mark}"
+    return f"{fmt_rate(tpr, n_members, digits)} (n = {n_members} / {n_nonmembers}){mark}"
 
 
 def unsupported_note(fpr: float) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 
 from activemint.compare.plots import plot_rocs
 from activemint.io import csv_row, output_dir
-from activemint.metrics import MembershipMetrics, fpr_supported, tpr_interval, unsupported_note
+from activemint.metrics import MembershipMetrics, fmt_rate, fpr_supported, unsupported_note
 from activemint.rundir import COMPARE_FILES
 from activemint.scorers import EVAL_ROLES, Scores
 
@@ -118,8 +118,7 @@ def _tpr(m, fpr: float) -> str:
     v = m.tpr_at_1pct_fpr if fpr == 0.01 else m.tpr_at_0_1pct_fpr
     if v is None:
         return "–"
-    lo, hi = tpr_interval(v, m.n_members)
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" + ("" if fpr_supported(m.n_nonmembers, fpr) else " *")
+    return fmt_rate(v, m.n_members) + ("" if fpr_supported(m.n_nonmembers, fpr) else " *")
 
 
 def _descriptions(rows: list[MethodResult]) -> list[str]:

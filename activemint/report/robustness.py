@@ -9,7 +9,7 @@ import base64
 import json
 from pathlib import Path
 
-from activemint.metrics import fmt_tpr, fpr_supported, tpr_interval, unsupported_note
+from activemint.metrics import fmt_rate, fmt_tpr, fpr_supported, unsupported_note
 from activemint.report.html import esc, img, page, table
 from activemint.report.summary import figures_scope
 from activemint.rundir import ROBUSTNESS_FILES
@@ -38,8 +38,7 @@ def takeaways(rows: list) -> list[str]:
 
 def _with_ci(tpr: float, n_members: int) -> str:
     """A TPR at a calibrated threshold with its 95% Clopper-Pearson interval over the members."""
-    lo, hi = tpr_interval(tpr, n_members)
-    return f"{tpr:.3f} [{lo:.3f}, {hi:.3f}]"
+    return fmt_rate(tpr, n_members)
 
 
 ID_LIMITS, ID_TAKEAWAY = ' id="limits"', ' id="takeaway"'

@@ -21,7 +21,7 @@ import numpy as np
 
 from activemint.errors import UserError, not_a_directory
 from activemint.io import file_sha256, write_output
-from activemint.metrics import fmt_tpr, fpr_supported, membership_metrics, tpr_interval, unsupported_note
+from activemint.metrics import fmt_rate, fmt_tpr, fpr_supported, membership_metrics, unsupported_note
 from activemint.report import plots
 from activemint.report.html import esc, img, keyfigs, page, table
 from activemint.report.summary import calibrated_tpr, figures_scope
@@ -63,9 +63,8 @@ def _tpr_keyfig(m: Mapping[str, Any], key: str, fpr: float) -> tuple[str, str]:
     v, nm, nn = m[key], m.get("n_members"), m.get("n_nonmembers")
     if not nm:
         return f"{v:.3f}", f"TPR at {100 * fpr:g}% FPR"
-    lo, hi = tpr_interval(v, nm)
     mark = "" if fpr_supported(nn, fpr) else " *"
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]{mark}", f"TPR at {100 * fpr:g}% FPR, 95% CI (n = {nm} members / {nn} non-members)"
+    return f"{fmt_rate(v, nm)}{mark}", f"TPR at {100 * fpr:g}% FPR, 95% CI (n = {nm} members / {nn} non-members)"
 
 
 def _train_commands(rd: RunDir) -> list[str]:

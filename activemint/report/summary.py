@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from activemint.metrics import fmt_tpr, fpr_supported, tpr_interval, unsupported_note
+from activemint.metrics import fmt_rate, fmt_tpr, fpr_supported, unsupported_note
 
 
 def describe_selection(sel: dict[str, Any] | None) -> str:
@@ -61,9 +61,8 @@ def calibrated_tpr(m: dict[str, Any], digits: int = 3) -> str:
         return "TPR n/a"
     text = f"TPR {tpr:.{digits}f}"
     if nm:
-        lo, hi = tpr_interval(tpr, nm)
         n_cal, target = m.get("n_calibration"), m.get("calibration_target_fpr")
-        text += f" [{lo:.{digits}f}, {hi:.{digits}f}] (n = {nm} members" + (f" / {n_cal} calibration non-members)" if n_cal else ")")
+        text = f"TPR {fmt_rate(tpr, nm, digits)} (n = {nm} members" + (f" / {n_cal} calibration non-members)" if n_cal else ")")
         if n_cal and target and not fpr_supported(n_cal, target):
             text += " *"
     fpr = m.get("fpr_at_calibrated")

@@ -33,10 +33,10 @@ import torch
 from activemint.io import check_output_dir, csv_cell, output_dir
 from activemint.metrics import (
     calibrate_threshold,
+    fmt_rate,
     fmt_tpr,
     membership_metrics,
     min_calibration_size,
-    tpr_interval,
     unsupported_note,
 )
 from activemint.neighbourhood import get_view_set, parse_aggregates
@@ -259,16 +259,10 @@ def markdown_table(rows: list[Row]) -> str:
         lines.append(
             f"| {r.transform}:{r.level} | {r.scorer} ({r.needs}) | {r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}] "
             f"| {fmt_tpr(r.tpr_at_1pct_fpr, r.n_members, r.n_nonmembers, 0.01)} "
-            f"| {fmt_tpr(r.tpr_at_0_1pct_fpr, r.n_members, r.n_nonmembers, 0.001)} | {_rate(r.tpr_at_exact_cal, r.n_members)} / "
-            f"{_rate(r.fpr_at_exact_cal, r.n_nonmembers)} | {_rate(r.tpr_at_transformed_cal, r.n_members)} / "
-            f"{_rate(r.fpr_at_transformed_cal, r.n_nonmembers)} |")
+            f"| {fmt_tpr(r.tpr_at_0_1pct_fpr, r.n_members, r.n_nonmembers, 0.001)} | {fmt_rate(r.tpr_at_exact_cal, r.n_members)} / "
+            f"{fmt_rate(r.fpr_at_exact_cal, r.n_nonmembers)} | {fmt_rate(r.tpr_at_transformed_cal, r.n_members)} / "
+            f"{fmt_rate(r.fpr_at_transformed_cal, r.n_nonmembers)} |")
     return "\n".join(lines)
-
-
-def _rate(v: float, n: int) -> str:
-    """A rate over ``n`` samples with its 95% Clopper-Pearson interval."""
-    lo, hi = tpr_interval(v, n)
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 OUTPUT_NAMES = [*ROBUSTNESS_FILES.values(), "scores.npz"]  # scores.npz: with --save-scores
