@@ -156,6 +156,24 @@ def _grayscale(img: torch.Tensor, value: float, rng: np.random.Generator) -> tor
     return TF.rgb_to_grayscale(img, num_output_channels=3)
 
 
+@register_transform("perspective", "largest corner displacement, fraction of the side", {"0.05": 0.05, "0.1": 0.1, "0.15": 0.15},
+                    (0.0, 0.4))
+def _perspective(img: torch.Tensor, d: float, rng: np.random.Generator) -> torch.Tensor:
+    """A keystone warp (a photo of a print or a screen): each corner moves inward by a drawn ``[0, d]`` of each side.
+
+    Bilinear, zero fill; the corners' displacements are drawn per image.
+    """
+    _, h, w = img.shape
+    if d <= 0:
+        return img.clone()
+    corners = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
+    inward = [(1, 1), (-1, 1), (-1, -1), (1, -1)]
+    u = rng.uniform(0.0, d, size=(4, 2))
+    ends = [[x + sx * float(u[i, 0]) * w, y + sy * float(u[i, 1]) * h]
+            for i, ((x, y), (sx, sy)) in enumerate(zip(corners, inward))]
+    return TF.perspective(img, corners, ends, interpolation=TF.InterpolationMode.BILINEAR, fill=0)
+
+
 def get_transform(name: str) -> Transform:
     try:
         return TRANSFORMS[name]
