@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({r['members_matched_draws_p_below_1e-6']}/{a.draws} < 1e-6), non-members flagged at 0.01 / 1e-4 "
                   f"{r['nonmembers_matched_flagged_at_0.01']} / {r['nonmembers_matched_flagged_at_1e-4']}", flush=True)
     bounds = {
-        "note": ("matched calibration: a valid test at level a rejects in a count stochastically below Binomial(draws, a); "
+        "note": ("matched calibration: a valid test at level a flags each draw with probability <= a; given the pool the count is "
+                 "Binomial(draws, p_pool) with p_pool <= a on average over pools; "
                  "bound_at_a = the smallest k with P(Binomial(draws, a) > k) < 1e-6, so a correct implementation exceeds it "
                  "with probability < 1e-6"),
         "bound_at_0.01": binomial_bound(a.draws, 0.01), "bound_at_1e-4": binomial_bound(a.draws, 1e-4),
