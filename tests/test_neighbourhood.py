@@ -206,3 +206,17 @@ def test_cli_unknown_view_set_is_one_line_exit_2(tmp_path, capsys):
             assert err.startswith(f"activemint {cmd[0]}: error:") and "\n" not in err, err
             assert extra[-1] in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("command", ["robustness", "audit"])
+def test_cli_help_names_every_view_set_and_aggregation(command, capsys):
+    # The help texts are written out (the CLI does not import torch to build its parser): this
+    # keeps them from going stale when a view set or an aggregation is added.
+    from activemint.cli import main
+    from activemint.neighbourhood import AGGREGATES, VIEW_SETS
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in [*VIEW_SETS, *AGGREGATES]:
+        assert name in text, name

@@ -30,8 +30,9 @@ def add_parser(sub) -> None:
     a.add_argument("--neighbourhood", metavar="VIEWSET",
                    help="score every suspect image over a neighbourhood of views (shifts, zoom-outs, rotations, filters) and "
                         "aggregate; the threshold and p-values are calibrated on the calibration non-members scored the same "
-                        "way. View sets: exact, shift1, shift2, compact, geometric, photometric, all, random:N; cost: one scoring per view")
-    a.add_argument("--aggregate", default="max", help="with --neighbourhood: max, mean, topk:K or trimmed:F (default max)")
+                        "way. View sets: exact, shift1, shift2, axis, compact, geometric, photometric, all, random:N; cost: one scoring "
+                        "per view")
+    a.add_argument("--aggregate", default="max", help="with --neighbourhood: max, mean, topk:K, trimmed:F or zmax (default max)")
     a.add_argument("--neighbourhood-seed", type=SEED, default=0, help="seed of a random:N view set (default 0)")
     add_image_args(a)
     add_runtime_args(a)

@@ -37,11 +37,11 @@ def add_parser(sub) -> None:
     rb.add_argument("--neighbourhood", metavar="VIEWSET",
                     help="also score every image scorer over a neighbourhood of each image (members, non-members and "
                          "calibration alike) and aggregate: rows SCORER@VIEWSET/AGG. View sets: exact, shift1 (9 views), "
-                         "shift2 (25), compact (17), geometric (47), photometric (5), all (51), random:N (seeded); cost per query: one "
-                         "scoring per view")
+                         "shift2 (25), axis (10), compact (17), geometric (47), photometric (5), all (51), random:N (seeded); "
+                         "cost per query: one scoring per view")
     rb.add_argument("--aggregate", default="max",
                     help="with --neighbourhood: comma-separated aggregations of the view scores, one row each: max, mean, "
-                         "topk:K, trimmed:F (default max)")
+                         "topk:K, trimmed:F, zmax (default max)")
     rb.add_argument("--neighbourhood-seed", type=SEED, default=0, help="seed of a random:N view set (default 0)")
     rb.add_argument("--save-scores", action="store_true",
                     help="also write every row's scores to OUT/scores.npz (SCORER|TRANSFORM:LEVEL|ROLE arrays)")
