@@ -186,8 +186,8 @@ class TrainConfig(ConfigBase):
     # Multiplicative Gaussian noise on the tapped activations the MINT head reads while it trains
     # (joint training, head_epochs, a re-attached head): each activation a -> a * (1 + tap_noise * N(0, 1)),
     # drawn from a generator seeded by ``seed``; the backbone's own forward and every evaluation see
-    # the exact activations.  0 = none (the paper).  A lever for a head that survives pruning and
-    # quantisation of the backbone (docs/model-edits.md).
+    # the exact activations.  0 = none (the paper).  Tried as a lever for a head that survives
+    # pruning of the backbone; on the main job it did not help (docs/model-edits.md).
     tap_noise: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
