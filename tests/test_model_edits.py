@@ -236,14 +236,16 @@ def test_unknown_edit_or_level_is_a_one_line_error_before_any_work(capsys, tmp_p
 
 def test_bad_reattach_options_are_one_line_errors(capsys, tmp_path):
     out = tmp_path / "out"
-    for bad in ("0", "1.5", "nan"):
+    for option, bad in [("--reattach-members", v) for v in ("0", "1.5", "nan")] + [("--reattach-lr", "0")]:
         with pytest.raises(SystemExit) as e:  # argparse's own error: exit status 2, one line naming the option
             main(["model-edits", str(tmp_path / "nosuch"), "--model-edits", "quantize:bf16", "--reattach", "3",
-                  "--reattach-members", bad, "--out", str(out)])
+                  option, bad, "--out", str(out)])
         err = capsys.readouterr().err.strip()
-        assert e.value.code == 2 and len(err.splitlines()) == 1 and "--reattach-members" in err, err
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and option in err, err
     with pytest.raises(EditError, match="reattach_members"):
         EditOptions(reattach_members=0.0).check()
+    with pytest.raises(EditError, match="learning rates"):
+        EditOptions(reattach_lr=0.0).check()
     assert not out.exists()
 
 

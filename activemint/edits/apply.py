@@ -159,6 +159,7 @@ class EditOptions:
     # Fraction of D a re-attached or post-hoc head trains on (a seeded random part); the rest of D is
     # what the audit of that edited run scores.  1.0: all of D (an upper bound: scored on its own training members).
     reattach_members: float = 0.5
+    reattach_lr: float = 1e-3  # Adam learning rate of the re-attached and post-hoc heads
     batch_size: int | None = None  # None: the run's batch size
 
     def check(self) -> None:
@@ -170,8 +171,8 @@ class EditOptions:
         if not 0 < self.reattach_members <= 1:
             raise EditError(f"reattach_members must be in (0, 1] (the fraction of D the re-attached head trains on), "
                             f"got {self.reattach_members}")
-        if not self.lr > 0 or not self.distill_lr > 0:
-            raise EditError(f"learning rates must be > 0, got {self.lr} and {self.distill_lr}")
+        if not self.lr > 0 or not self.distill_lr > 0 or not self.reattach_lr > 0:
+            raise EditError(f"learning rates must be > 0, got {self.lr}, {self.distill_lr} and {self.reattach_lr}")
 
 
 def edit_label(name: str, level: str, reattach: int = 0, all_members: bool = False) -> str:
@@ -326,7 +327,7 @@ def edit_run(run_dir: str | Path, name: str, level: str, out_dir: str | Path, *,
                     device=dev, log=log)
         if name == "distill-small":
             ops.reattach_head(student, members, external, epochs=opts.posthoc_epochs, batch_size=bs, seed=opts.seed + 2,
-                              device=dev, log=log)
+                              device=dev, lr=opts.reattach_lr, log=log)
             head = (f"post hoc: a new head trained {opts.posthoc_epochs} epochs on the student (E = 0, D = 1: "
                     f"{len(head_members)} of {len(s.members)} members)")
             meta = checkpoint_metadata(out_cfg, meta["input_shape"], int(meta["num_classes"]), int(meta.get("epoch", 0)))
@@ -337,7 +338,7 @@ def edit_run(run_dir: str | Path, name: str, level: str, out_dir: str | Path, *,
     if opts.reattach:
         deployed = apply_runtime_copy(out_cfg, meta, model, runtime, dev)
         ops.reattach_head(deployed, members, external, epochs=opts.reattach, batch_size=bs, seed=opts.seed + 3,
-                          device=dev, log=log)
+                          device=dev, lr=opts.reattach_lr, log=log)
         model.head.load_state_dict(deployed.head.state_dict())
         head += (f"; then re-attached: {opts.reattach} head-only epochs on the edited model (E = 0, D = 1: "
                  f"{len(head_members)} of {len(s.members)} members"
