@@ -220,6 +220,7 @@ def _wrap(cfg: TrainConfig, backbone: nn.Module, input_shape: tuple[int, ...]) -
                                  head_hidden=cfg.head_hidden, head_stride=cfg.head_stride, head_norm=cfg.head_norm,
                                  head_conv=cfg.head_conv)
     model.external_grad = cfg.external_grad
+    model.set_tap_noise(cfg.tap_noise, cfg.seed)
     return model
 
 

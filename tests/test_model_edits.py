@@ -163,6 +163,46 @@ def test_reattach_retrains_only_the_head(tiny_run, tmp_path):
     assert any(not torch.equal(b[k], v) for k, v in _head(a).items())
 
 
+def test_head_training_members_are_a_seeded_part_of_d():
+    from activemint.edits import head_training_members
+
+    d = np.arange(1000, 3000)
+    a, b, c = (head_training_members(d, 0.5, s) for s in (0, 0, 1))
+    assert len(a) == 1000 and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert set(a) <= set(d) and np.array_equal(a, np.sort(a))
+    assert np.array_equal(head_training_members(d, 1.0, 0), d)  # all of D: the upper-bound setting
+    assert 1 <= len(head_training_members(d[:3], 0.01, 0)) <= 2  # at least one seen and one held out
+
+
+@pytest.mark.slow
+def test_reattached_head_is_scored_on_members_it_never_saw(tiny_run, tmp_path):
+    """Held-out re-attachment: the head trains on a seeded half of D, the edited run records which members,
+    and every scorer of that run is measured on the other half only (disjoint, together all of D)."""
+    from activemint.edits import scored_members
+    from activemint.edits.table import run_model_edits
+
+    path = _edit(tiny_run, tmp_path / "h", "quantize", "bf16", reattach=1)
+    run = load_run(path, device="cpu")
+    rec = run.config.extra["model_edit"]
+    d = np.asarray(run.data.splits.members)
+    seen = np.asarray(rec["head_trained_members"])
+    keep = scored_members(run)
+    assert len(seen) == round(0.5 * len(d)) and rec["head_heldout_members"] == len(d) - len(seen)
+    assert set(seen) <= set(d) and not set(seen) & set(d[keep]) and len(seen) + keep.sum() == len(d)
+    assert "the audit scores the other members" in rec["head"]
+    # the table scores exactly those members, for the head and the loss attack alike
+    rows = run_model_edits(tiny_run, tmp_path / "t", edits="quantize:bf16", reattach=(0, 1), suspect=50)
+    by = {(r.reattach, r.scorer): r for r in rows if r.edit == "quantize"}
+    assert by[(0, "head")].members_scored == len(d) and by[(1, "head")].members_scored == keep.sum()
+    assert by[(1, "loss")].members_scored == keep.sum() and not by[(1, "head")].all_members_head
+    # reattach_members=1: the old behaviour, on all of D, labelled as an upper bound
+    rows = run_model_edits(tiny_run, tmp_path / "t", edits="quantize:bf16", reattach=(1,), suspect=50,
+                           options=EditOptions(reattach_members=1.0))
+    r = rows[-1]
+    assert r.members_scored == len(d) and r.all_members_head and r.edited_run.endswith("+reattach1-allD")
+    assert "upper bound" in load_run(r.edited_run, device="cpu").config.extra["model_edit"]["head"]
+
+
 @pytest.mark.slow
 def test_same_seed_same_edited_weights_other_seed_other_weights(tiny_run, tmp_path):
     for name in ("finetune-external", "distill-same"):
@@ -192,6 +232,21 @@ def test_unknown_edit_or_level_is_a_one_line_error_before_any_work(capsys, tmp_p
     with pytest.raises(EditError):
         parse_edits("finetune-external:0")
     assert len(parse_edits("all")) == sum(len(e.levels) for e in EDITS.values())
+
+
+def test_bad_reattach_options_are_one_line_errors(capsys, tmp_path):
+    out = tmp_path / "out"
+    for option, bad in [("--reattach-members", v) for v in ("0", "1.5", "nan")] + [("--reattach-lr", "0")]:
+        with pytest.raises(SystemExit) as e:  # argparse's own error: exit status 2, one line naming the option
+            main(["model-edits", str(tmp_path / "nosuch"), "--model-edits", "quantize:bf16", "--reattach", "3",
+                  option, bad, "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and option in err, err
+    with pytest.raises(EditError, match="reattach_members"):
+        EditOptions(reattach_members=0.0).check()
+    with pytest.raises(EditError, match="learning rates"):
+        EditOptions(reattach_lr=0.0).check()
+    assert not out.exists()
 
 
 @pytest.mark.slow
@@ -276,3 +331,48 @@ def test_model_edits_lira_and_rmia_rows_against_the_source_reference_models(caps
     assert before == {p: p.stat().st_mtime_ns for p in models}  # reused, not retrained
     capsys.readouterr()
     _one_line(capsys, [*argv[:-4], "--reference-models", "2", "--threads", "1"], "at least 4")
+
+
+# ------------------------------------------------------------ the training-side lever: noise on the taps
+def _noisy_model(tap_noise: float, seed: int = 0):
+    from activemint.training.build import build_model
+    from activemint.training.config import TrainConfig
+
+    return build_model(TrainConfig(arch="small_cnn", setup="entry", tap_noise=tap_noise, seed=seed), (1, 28, 28), 10)
+
+
+def test_tap_noise_is_seeded_training_only_and_leaves_the_global_rng_alone():
+    x = torch.rand(8, 1, 28, 28)
+    plain, noisy, twin, other = _noisy_model(0.0), _noisy_model(0.5), _noisy_model(0.5), _noisy_model(0.5, seed=1)
+    other.load_state_dict(noisy.state_dict())  # same weights, other noise seed
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), noisy.state_dict().values()))
+    for m in (plain, noisy, twin, other):
+        m.train()
+    state = torch.get_rng_state()
+    a, b, c, ref = (m.membership_logit(x) for m in (noisy, twin, other, plain))
+    assert torch.equal(torch.get_rng_state(), state)  # its own generator: the global draws are unchanged
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, ref)  # seeded, and really noisy
+    assert torch.equal(plain.membership_logit(x), ref)  # no noise at 0: the same output every call
+    # the class logits (the backbone's forward) never see the noise, nor does any evaluation
+    assert torch.equal(noisy.forward_train(x, x)[0], plain.forward_train(x, x)[0])
+    noisy.load_state_dict(plain.state_dict())  # the train-mode calls moved the head's BatchNorm statistics apart
+    for m in (plain, noisy):
+        m.eval()
+    assert torch.equal(noisy.membership_logit(x), plain.membership_logit(x))
+
+
+def test_tap_noise_option_is_checked_and_off_by_default_in_the_fingerprint():
+    from activemint.config import ConfigError
+    from activemint.training.config import TrainConfig
+
+    assert TrainConfig().tap_noise == 0.0 and "tap_noise" not in TrainConfig().fingerprint_fields()
+    assert TrainConfig(tap_noise=0.3).fingerprint() != TrainConfig().fingerprint()
+    with pytest.raises(ConfigError, match="tap_noise"):
+        TrainConfig(tap_noise=-0.1).validate()
+
+
+@pytest.mark.slow
+def test_tap_noise_run_records_the_noise_and_trains_other_weights(tiny_run):
+    noisy = trained_run(**{**TINY, "tap_noise": 0.3})
+    assert load_run(noisy, device="cpu").config.tap_noise == 0.3
+    assert file_sha256(RunDir(noisy).model) != file_sha256(RunDir(tiny_run).model)

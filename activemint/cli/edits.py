@@ -30,6 +30,11 @@ def add_parser(sub) -> None:
     p.add_argument("--distill-lr", type=LEARNING_RATE, default=1e-3, help="distillation learning rate, Adam (default 1e-3)")
     p.add_argument("--reattach", default="0",
                    help="comma-separated head-only re-attachment epochs after each edit, 0 = none (default 0; e.g. 0,3)")
+    p.add_argument("--reattach-members", type=real(0.0, 1.0, lo_open=True), default=0.5,
+                   help="fraction of D a re-attached or post-hoc head trains on (a seeded random part); the audit of that "
+                        "edited run scores the other members only (default 0.5; 1 = all of D, an upper bound)")
+    p.add_argument("--reattach-lr", type=LEARNING_RATE, default=1e-3,
+                   help="Adam learning rate of the re-attached and post-hoc heads (default 1e-3)")
     p.add_argument("--posthoc-epochs", type=POSITIVE, default=5, help="head epochs on the smaller distilled student (default 5)")
     p.add_argument("--calibration-images", type=POSITIVE, default=512, help="static int8 calibration images from E (default 512)")
     p.add_argument("--suspect", type=POSITIVE, default=100, help="members in the set-level audit's suspect set (default 100)")
@@ -59,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if 0 < args.reference_models < 4:
         raise EditError(f"--reference-models must be 0 or at least 4 (LiRA and RMIA need IN and OUT models), got {args.reference_models}")
     opts = EditOptions(seed=args.seed, lr=args.lr, distill_lr=args.distill_lr, posthoc_epochs=args.posthoc_epochs,
-                       calibration_images=args.calibration_images)
+                       calibration_images=args.calibration_images, reattach_members=args.reattach_members,
+                       reattach_lr=args.reattach_lr)
     out = Path(args.out) if args.out else RunDir(args.run_dir).model_edits
     rows = run_model_edits(args.run_dir, out, edits=args.edits, options=opts, reattach=reattach, alpha=args.alpha,
                            suspect=args.suspect, null_draws=args.null_draws, device=args.device, data_root=args.data_root,

@@ -31,6 +31,16 @@ Edits (``NAME:LEVEL``; :data:`EDITS` lists each one's default levels):
 
 ``reattach=K`` adds K epochs of head-only training on the edited model (D = members,
 E = non-members), the auditor's re-attachment step after an edit broke the head.
+
+**Held-out members.** A head trained on members of D recognises those very members, whatever
+the model learned from them (a head re-attached to a student that never saw D still flags the
+D it was trained on).  So a re-attached head, and the post-hoc head of ``distill-small``, train
+on a seeded random part of D only (``reattach_members``, default half) and every scorer of that
+edited run is then measured on the *other* members of D alone (:func:`scored_members`); the
+train-split indices of the members the head saw are recorded in the edited run's config
+(``extra.model_edit.head_trained_members``).  ``reattach_members=1`` trains on all of D, as
+before: its figures are then an upper bound (the head is scored on its own training members),
+and its run folders and table rows say so (``+reattachK-allD``).
 """
 from __future__ import annotations
 
@@ -42,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -145,6 +156,10 @@ class EditOptions:
     reattach: int = 0  # epochs of head-only re-attachment after the edit (0: none)
     posthoc_epochs: int = 5  # head epochs on a smaller student
     calibration_images: int = 512  # static int8 calibration images, drawn from E
+    # Fraction of D a re-attached or post-hoc head trains on (a seeded random part); the rest of D is
+    # what the audit of that edited run scores.  1.0: all of D (an upper bound: scored on its own training members).
+    reattach_members: float = 0.5
+    reattach_lr: float = 1e-3  # Adam learning rate of the re-attached and post-hoc heads
     batch_size: int | None = None  # None: the run's batch size
 
     def check(self) -> None:
@@ -153,14 +168,44 @@ class EditOptions:
                 raise EditError(f"{k} must be >= 0, got {getattr(self, k)}")
         if self.calibration_images < 1:
             raise EditError(f"calibration_images must be >= 1, got {self.calibration_images}")
-        if not self.lr > 0 or not self.distill_lr > 0:
-            raise EditError(f"learning rates must be > 0, got {self.lr} and {self.distill_lr}")
+        if not 0 < self.reattach_members <= 1:
+            raise EditError(f"reattach_members must be in (0, 1] (the fraction of D the re-attached head trains on), "
+                            f"got {self.reattach_members}")
+        if not self.lr > 0 or not self.distill_lr > 0 or not self.reattach_lr > 0:
+            raise EditError(f"learning rates must be > 0, got {self.lr}, {self.distill_lr} and {self.reattach_lr}")
 
 
-def edit_label(name: str, level: str, reattach: int = 0) -> str:
+def edit_label(name: str, level: str, reattach: int = 0, all_members: bool = False) -> str:
+    """``prune-global-0.3``, ``...+reattach3`` (head re-attached on part of D, scored on the rest) or
+    ``...+reattach3-allD`` (re-attached on all of D: an upper bound)."""
     if name == "none":
         return "none (unedited)"
-    return f"{name}-{level}" + (f"+reattach{reattach}" if reattach else "")
+    retrained = reattach or name == "distill-small"  # a head trained on members of D
+    return f"{name}-{level}" + (f"+reattach{reattach}" if reattach else "") + ("-allD" if all_members and retrained else "")
+
+
+def head_training_members(members: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The members (train-split indices, sorted) a re-attached or post-hoc head trains on: a seeded random
+    ``fraction`` of ``members`` (all of them at 1.0), at least one and, below 1.0, at most all but one."""
+    members = np.asarray(members)
+    if fraction >= 1:
+        return np.sort(members)
+    k = min(max(1, round(fraction * len(members))), len(members) - 1)
+    pick = np.random.default_rng([seed, 21, 7]).permutation(len(members))[:k]
+    return np.sort(members[pick])
+
+
+def scored_members(run: Run) -> np.ndarray:
+    """Boolean mask over ``run.data.splits.members``: the members an audit of this (edited) run may score.
+
+    All of D, except on a run whose head was re-trained on part of D (a held-out re-attachment or a
+    post-hoc head): then only the members that head did not see."""
+    members = np.asarray(run.data.splits.members)
+    rec = run.config.extra.get(RECORD_KEY) if isinstance(run.config.extra, dict) else None
+    seen = rec.get("head_trained_members") if isinstance(rec, dict) else None
+    if seen is None or len(seen) >= len(members):
+        return np.ones(len(members), dtype=bool)
+    return ~np.isin(members, np.asarray(seen, dtype=np.int64))
 
 
 def load_source(run_dir: str | Path, device: str = "cpu", data_root: str | None = None) -> Run:
@@ -231,14 +276,20 @@ def edit_run(run_dir: str | Path, name: str, level: str, out_dir: str | Path, *,
     data, s = run.data, run.data.splits
     external = data.train.rows(s.external)
     ext_labels = data.train.labels[torch.as_tensor(s.external)]
-    members = data.train.rows(s.members)
+    head_members = None  # train-split indices of the members a re-trained head sees (None: the head is not re-trained)
+    if opts.reattach or name == "distill-small":
+        head_members = head_training_members(np.asarray(s.members), opts.reattach_members, opts.seed)
+        record["head_trained_members"] = [int(i) for i in head_members]
+        record["head_heldout_members"] = int(len(s.members) - len(head_members))
+    members = data.train.rows(head_members if head_members is not None else s.members)
     model: torch.nn.Module = run.model
     out_cfg = cfg
     runtime = None
     head = "carried (as trained; the edit changed the backbone it reads)"
     log(f"editing {run.run_dir}: {name}:{level}")
     if name in ("finetune-external", "finetune-members"):
-        imgs, labels = (external, ext_labels) if name == "finetune-external" else (members, data.train.labels[torch.as_tensor(s.members)])
+        imgs, labels = ((external, ext_labels) if name == "finetune-external"
+                        else (data.train.rows(s.members), data.train.labels[torch.as_tensor(s.members)]))
         ops.finetune_backbone(model, imgs, labels, epochs=int(level), lr=opts.lr, batch_size=bs, seed=opts.seed, device=dev, log=log)
         stored = "float32 weights after fine-tuning"
     elif name.startswith("prune-"):
@@ -276,8 +327,9 @@ def edit_run(run_dir: str | Path, name: str, level: str, out_dir: str | Path, *,
                     device=dev, log=log)
         if name == "distill-small":
             ops.reattach_head(student, members, external, epochs=opts.posthoc_epochs, batch_size=bs, seed=opts.seed + 2,
-                              device=dev, log=log)
-            head = f"post hoc: a new head trained {opts.posthoc_epochs} epochs on the student (D = 1, E = 0)"
+                              device=dev, lr=opts.reattach_lr, log=log)
+            head = (f"post hoc: a new head trained {opts.posthoc_epochs} epochs on the student (E = 0, D = 1: "
+                    f"{len(head_members)} of {len(s.members)} members)")
             meta = checkpoint_metadata(out_cfg, meta["input_shape"], int(meta["num_classes"]), int(meta.get("epoch", 0)))
         else:
             head = "carried: the teacher's head on the student's taps"
@@ -286,9 +338,12 @@ def edit_run(run_dir: str | Path, name: str, level: str, out_dir: str | Path, *,
     if opts.reattach:
         deployed = apply_runtime_copy(out_cfg, meta, model, runtime, dev)
         ops.reattach_head(deployed, members, external, epochs=opts.reattach, batch_size=bs, seed=opts.seed + 3,
-                          device=dev, log=log)
+                          device=dev, lr=opts.reattach_lr, log=log)
         model.head.load_state_dict(deployed.head.state_dict())
-        head += f"; then re-attached: {opts.reattach} head-only epochs on the edited model (D = 1, E = 0)"
+        head += (f"; then re-attached: {opts.reattach} head-only epochs on the edited model (E = 0, D = 1: "
+                 f"{len(head_members)} of {len(s.members)} members"
+                 + (", all of D: figures are an upper bound)" if len(head_members) == len(s.members)
+                    else "; the audit scores the other members)"))
     record.update({"head": head, "runtime": runtime, "stored_weights": stored})
     out_cfg = dataclasses.replace(out_cfg, extra={**(out_cfg.extra or {}), RECORD_KEY: record})
     meta = {**meta, "edit": {"name": name, "level": level}}

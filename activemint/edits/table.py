@@ -14,6 +14,10 @@ the evaluation non-members (test split):
   The reference models are not edited: they model the population as the source was trained,
   which is what an auditor has who meets an edited model.
 
+On an edited run whose head was re-trained on members of D (``--reattach``, the post-hoc head of
+``distill-small``), every scorer is measured on the members that head did not see
+(:func:`activemint.edits.apply.scored_members`; the row's ``members_scored``).
+
 Per row: the edited model's test accuracy and the accuracy lost, AUC, TPR at 1% FPR, and the
 set-level audit of :mod:`activemint.audit.settest` (its default test, calibrated on the run's
 calibration non-members scored by the same scorer) on a suspect set of 100 members drawn
@@ -45,7 +49,7 @@ from activemint.metrics import membership_metrics
 from activemint.rundir import RunDir
 from activemint.runs import Run, load_run
 
-from .apply import EDITS, EditOptions, edit_label, edit_run, load_source, parse_edits
+from .apply import EDITS, EditOptions, edit_label, edit_run, load_source, parse_edits, scored_members
 
 FILES = {"json": "model-edits.json", "csv": "model-edits.csv", "markdown": "model-edits.md", "plot": "model-edits.png"}
 SCORERS = ("head", "loss", "lira", "rmia")
@@ -73,6 +77,10 @@ class EditRow:
     null_flag_upper95: float | None  # one-sided 95% Clopper-Pearson upper bound on the rate of flagging non-member sets
     member_detect_rate: float | None  # share of member suspect sets flagged at alpha
     edited_run: str
+    # Members of D scored (and drawn for the suspect sets): all of D, or on a run whose head was re-trained on
+    # part of D (held-out re-attachment, post-hoc head) only the members that head never saw.
+    members_scored: int = 0
+    all_members_head: bool = False  # the head was re-trained on all of D (reattach_members 1): an upper bound
 
 
 def role_images(run: Run) -> dict[str, torch.Tensor]:
@@ -197,21 +205,26 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
     rows: list[EditRow] = []
 
     def score(run: Run, edit: str, level: str, k: int, acc: float) -> None:
+        keep = scored_members(run)
+        rec = run.config.extra.get("model_edit") if isinstance(run.config.extra, dict) else None
+        seen = rec.get("head_trained_members") if isinstance(rec, dict) else None
+        all_d = seen is not None and len(seen) >= len(keep)
         for sc, sc_scores in scorer_scores(run, images, labels, refs).items():
+            sc_scores = {**sc_scores, "members": sc_scores["members"][keep]}
             m = membership_metrics(sc_scores["members"], sc_scores["eval_nonmembers"], bootstrap=0, seed=opts.seed)
             p, null, hit = set_level(sc_scores, target_fpr=target, alpha=alpha, seed=opts.seed, suspect=suspect,
                                      null_draws=null_draws)
             upper = None if null is None else clopper_pearson_upper(round(null * null_draws), null_draws)
             rows.append(EditRow(edit, level, k, sc, acc, round(100 * (base_acc - acc), 4), m.auc, m.tpr_at_1pct_fpr, p,
-                                null_draws, null, upper, hit, str(run.run_dir)))
-            log(f"{edit_label(edit, level, k)}  {sc}: accuracy {acc:.4f}  AUC {m.auc:.3f}  TPR@1% {m.tpr_at_1pct_fpr:.3f}  "
+                                null_draws, null, upper, hit, str(run.run_dir), int(keep.sum()), all_d))
+            log(f"{edit_label(edit, level, k, all_d)}  {sc} ({int(keep.sum())} members): accuracy {acc:.4f}  AUC {m.auc:.3f}  TPR@1% {m.tpr_at_1pct_fpr:.3f}  "
                 f"p {p:.2g}" + ("" if null is None else f"  null flagged {null:.3f}  members flagged {hit:.3f}"))
 
     score(source, "none", "-", 0, base_acc)
     for name, level in pairs:
         for k in reattach:
             o = EditOptions(**{**asdict(opts), "reattach": k})
-            path = edit_run(source.run_dir, name, level, out / "runs" / edit_label(name, level, k), options=o,
+            path = edit_run(source.run_dir, name, level, out / "runs" / edit_label(name, level, k, o.reattach_members >= 1), options=o,
                             device=device, log=log)
             edited = load_run(path, device=device)
             score(edited, name, level, k, float((RunDir(path).read_metrics() or {})["test_accuracy"]))
@@ -232,13 +245,13 @@ def _fmt_p(p: float) -> str:
 
 
 def markdown_table(rows: list[EditRow]) -> str:
-    lines = ["| edit | scorer | test acc. | acc. lost (points) | AUC | TPR@1%FPR | p (100 members) | null sets flagged "
-             "(draws) [95% upper] | member sets flagged |", "|" + "---|" * 9]
+    lines = ["| edit | scorer | test acc. | acc. lost (points) | members scored | AUC | TPR@1%FPR | p (100 members) | "
+             "null sets flagged (draws) [95% upper] | member sets flagged |", "|" + "---|" * 10]
     for r in rows:
         def rate(v: float | None, n: int = r.null_draws) -> str:
             return "" if v is None else f"{v:.3f} ({n})"
-        lines.append(f"| {edit_label(r.edit, r.level, r.reattach)} | {r.scorer} | {r.test_accuracy:.4f} | {r.accuracy_lost:+.2f} "
-                     f"| {r.auc:.3f} | {r.tpr_at_1pct_fpr:.3f} | {_fmt_p(r.p_value_100)} | {rate(r.null_flag_rate)}"
+        lines.append(f"| {edit_label(r.edit, r.level, r.reattach, r.all_members_head)} | {r.scorer} | {r.test_accuracy:.4f} "
+                     f"| {r.accuracy_lost:+.2f} | {r.members_scored} | {r.auc:.3f} | {r.tpr_at_1pct_fpr:.3f} | {_fmt_p(r.p_value_100)} | {rate(r.null_flag_rate)}"
                      + ("" if r.null_flag_upper95 is None else f" [{r.null_flag_upper95:.3f}]") + " "
                      f"| {rate(r.member_detect_rate)} |")
     return "\n".join(lines)
@@ -263,6 +276,9 @@ def write_outputs(out: Path, rows: list[EditRow], info: dict) -> None:
               f"{info['null_draws']} null sets with probability < 1e-6 (Binomial({info['null_draws']}, {info['alpha']:g}) tail)."
               if info["null_draws"] else "no null draws.")),
           f"Unedited test accuracy {info['base_test_accuracy']:.4f}; edit options {json.dumps(info['options'])}.", "",
+          ("A re-attached (`+reattachK`) or post-hoc head (distill-small) trained on a seeded part of D "
+           f"({info['options']['reattach_members']:g} of it); every scorer of that edited run is measured on the other "
+           "members only (`members scored`). `-allD`: trained on all of D and scored on it, an upper bound." ), "",
           *([] if not info.get("reference_models") else [
               (lambda r: f"LiRA ({r['lira']}) and RMIA ({r['rmia']}) against {r['n_models']} reference models of the source run "
                          f"(not edited; {r['epochs']} epochs on {r['training_sizes'][0]} samples each, test accuracy "
@@ -291,7 +307,7 @@ def plot_edits(rows: list[EditRow], path: Path) -> None:
                        label=sc)
             if k == 0:
                 for r in sel:
-                    ax.annotate(edit_label(r.edit, r.level, r.reattach), (r.accuracy_lost, getattr(r, attr)), fontsize=5,
+                    ax.annotate(edit_label(r.edit, r.level, r.reattach, r.all_members_head), (r.accuracy_lost, getattr(r, attr)), fontsize=5,
                                 alpha=0.8)
     for ax, name in zip(axes, ("AUC", "TPR @ 1% FPR")):
         ax.set_xlabel("test accuracy lost (points)")

@@ -81,6 +81,9 @@ class EnhancedAuditedModel(nn.Module):
     #: Training only: whether the MINT loss on external samples back-propagates into the
     #: backbone (the paper: yes).  False runs the externals' truncated forward without a graph.
     external_grad = True
+    #: Training only: std of the multiplicative Gaussian noise on the taps the head reads while it
+    #: trains (``TrainConfig.tap_noise``; 0 = none).  Set with :meth:`set_tap_noise`.
+    tap_noise = 0.0
 
     def __init__(
         self,
@@ -101,6 +104,7 @@ class EnhancedAuditedModel(nn.Module):
         disable_inplace(backbone)
         shapes, self.split_forward_ok = self._probe()
         self._recorder = TapRecorder(backbone, self.taps)
+        self._noise_seed, self._noise_gens = 0, {}
         self.head = MintHead(shapes, width=head_width, hidden=head_hidden, stride=head_stride, norm=head_norm, conv=head_conv)
 
     @torch.no_grad()
@@ -150,13 +154,32 @@ class EnhancedAuditedModel(nn.Module):
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.head.parameters())
 
+    def set_tap_noise(self, std: float, seed: int = 0) -> None:
+        """Noise on the tapped activations while the head trains: a -> a * (1 + std * N(0, 1)) (0: none).
+
+        The draws come from a generator of their own (one per device), seeded by ``seed``: the
+        global RNG is not touched, so ``std = 0`` trains exactly as without this option."""
+        self.tap_noise = float(std)
+        self._noise_seed = int(seed)
+        self._noise_gens: dict[str, torch.Generator] = {}
+
+    def _head(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The head on ``feats``; while the head trains with ``tap_noise`` > 0, on noisy copies of them."""
+        if self.tap_noise > 0 and self.head.training and torch.is_grad_enabled():
+            dev = feats[0].device
+            gen = self._noise_gens.get(str(dev))
+            if gen is None:
+                gen = self._noise_gens[str(dev)] = torch.Generator(device=dev).manual_seed(self._noise_seed)
+            feats = [f * (1 + self.tap_noise * torch.randn(f.shape, generator=gen, device=dev, dtype=f.dtype)) for f in feats]
+        return self.head(feats)
+
     # --------------------------------------------------------------- forwards
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits (B, K) and membership logits (B,) from one full pass."""
         with self._recorder.recording("full") as rec:
             logits = self.backbone(x)
             feats = rec.take()
-        return logits, self.head(feats)
+        return logits, self._head(feats)
 
     def tap_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The tapped activations (in the order of ``taps``) from a pass that stops after the last tap."""
@@ -166,7 +189,7 @@ class EnhancedAuditedModel(nn.Module):
 
     def membership_logit(self, x: torch.Tensor) -> torch.Tensor:
         """Membership logits (B,) from a pass that stops after the last tap."""
-        return self.head(self.tap_features(x))
+        return self._head(self.tap_features(x))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (B, K) only (the taps are recorded and dropped)."""
@@ -196,13 +219,13 @@ class EnhancedAuditedModel(nn.Module):
             with torch.no_grad():
                 feats_e = self.tap_features(external)
             # One head call over both: its BatchNorm normalises members and externals together.
-            mint = self.head([torch.cat([a, b]) for a, b in zip(feats_m, feats_e)])
+            mint = self._head([torch.cat([a, b]) for a, b in zip(feats_m, feats_e)])
             return logits, mint[:n], mint[n:]
         if self.split_forward_ok:
             with self._recorder.recording("split", keep=n) as rec:
                 logits = self.backbone(torch.cat([members, external]))
                 feats = rec.take()
-            mint = self.head(feats)
+            mint = self._head(feats)
             return logits, mint[:n], mint[n:]
         logits, mint_m = self.forward(members)
         return logits, mint_m, self.membership_logit(external)

@@ -87,6 +87,7 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes
         head_stride=cfg.head_stride, head_norm=cfg.head_norm, head_conv=cfg.head_conv,
     )
     model.external_grad = cfg.external_grad
+    model.set_tap_noise(cfg.tap_noise, cfg.seed)
     return model
 
 

@@ -42,6 +42,7 @@ FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "mint_members": 1.0, "audit_policy": None, "audit_views": "all", "head_epochs": 0,
     "max_memory": None, "external_grad": True, "head_conv": "full", "arch_weights": None,
     "data_path": "auto", "lr_scaling": "none", "warmup_epochs": 0.0,
+    "tap_noise": 0.0,
 }
 
 
@@ -81,6 +82,7 @@ class TrainConfig(ConfigBase):
         **{k: Range(1) for k in ("members", "external", "validation", "calibration", "eval_nonmembers", "test_samples")},
         "target_fpr": Range(0, 1, lo_open=True, hi_open=True), "mint_members": Range(0, 1, lo_open=True),
         "head_epochs": Range(0), "warmup_epochs": Range(0),
+        "tap_noise": Range(0, 10),
     }
     choices: ClassVar[dict[str, Any]] = {
         "setup": SETUPS, "recipe": lambda: tuple(RECIPES), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
@@ -181,6 +183,12 @@ class TrainConfig(ConfigBase):
     # a device generator; losses summed on the device and read once per epoch; channels-last
     # on CUDA) or "auto" = device on CUDA, host elsewhere (the CPU's figures stay the host's).
     data_path: str = "auto"
+    # Multiplicative Gaussian noise on the tapped activations the MINT head reads while it trains
+    # (joint training, head_epochs, a re-attached head): each activation a -> a * (1 + tap_noise * N(0, 1)),
+    # drawn from a generator seeded by ``seed``; the backbone's own forward and every evaluation see
+    # the exact activations.  0 = none (the paper).  Tried as a lever for a head that survives
+    # pruning of the backbone; on the main job it did not help (docs/model-edits.md).
+    tap_noise: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
