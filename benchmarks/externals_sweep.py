@@ -9,6 +9,7 @@ base E = min(|D|, what the train split has left):
     base     E alone
     mixup    half of every external batch replaced by mixups of two externals (fresh each step)
     views    the 'robust' audit policy's views of the externals only (members exact)
+    views-strong  the same, a view 80% of the time ('robust-strong')
     pool     E = every train image not in D / validation / calibration, drawn fresh each epoch
              (at 40k that is E itself: the row says "= base")
     cutmix   as mixup, a pasted box
@@ -38,7 +39,8 @@ from activemint.training.checkpoint import latest_checkpoint
 
 N_TRAIN = 60_000
 LEVERS: dict[str, dict] = {
-    "base": {}, "mixup": {"external_generated": 0.5}, "views": {"external_views": "robust"}, "pool": {},
+    "base": {}, "mixup": {"external_generated": 0.5}, "views": {"external_views": "robust"},
+    "views-strong": {"external_views": "robust-strong"}, "pool": {},
     "cutmix": {"external_generated": 0.5, "external_generator": "cutmix"},
     "source": {"external_source": "digits"}, "combo": {"external_generated": 0.5, "external_views": "robust"},
 }

@@ -1,8 +1,10 @@
 #!/bin/bash
 # Issue 19 item 4 on one GPU in one device call: what each source of externals buys as |D| grows.
-# benchmarks/externals_sweep.py: |D| in 40k, 25k, 8k (hardest first) x levers (base E, mixup, views of E,
-# larger pool, cutmix, digits as another source, mixup + views), small_cnn, exact copies, a fixed
-# epoch budget, one plain twin per |D|; each finished cell becomes a row of the committed record.
+# benchmarks/externals_sweep.py: |D| in 40k, 25k, 8k (hardest first) x levers (base E, views of E,
+# the largest same-distribution pool, stronger views, cutmix, digits as another source, mixup,
+# mixup + views: in the order benchmarks/results/externals-levers-cpu.md ranks them), small_cnn,
+# exact copies, a fixed epoch budget, one plain twin per |D|; each finished cell becomes a row of
+# the committed record.
 #
 # Before the call, once, from the repository root (the idx files travel in an ignored folder):
 #   mkdir -p .data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .data/fashion-mnist/
@@ -37,7 +39,7 @@ if [ -n "${DRY:-}" ]; then  # never the committed record
     rm -rf /tmp/externals-dry-runs "$OUT/externals-sweep.json"
 else
     ARGS="--sizes ${SIZES:-40000,25000,8000} --epochs ${EPOCHS:-20} --batch ${BATCH:-256} --device ${DEVICE:-cuda}"
-    ARGS="$ARGS --levers ${LEVERS:-base,mixup,views,pool,combo,cutmix,source} --out runs/externals-sweep"
+    ARGS="$ARGS --levers ${LEVERS:-base,views,pool,views-strong,cutmix,source,mixup,combo} --out runs/externals-sweep"
     [ -f "$REC" ] && cp "$REC" "$OUT/externals-sweep.json"
 fi
 T0=$(date +%s)
