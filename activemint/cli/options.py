@@ -79,6 +79,15 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('target_fpr', 'FPR of the calibrated threshold (default 0.01)'),
         ('seed', 'seed of splits, initialisation and batch order (default 0)'),
     ]),
+    ('externals (more non-members for the MINT head; docs/what-amint-detects.md)', [
+        ('external_views', "an audit policy's views of the externals only, members exact ({policies})"),
+        ('external_source', "add another data set's train split (converted to this run's images) to the externals, e.g. digits"),
+        ('external_source_root', "--external-source's data root (default: its own)"),
+        ('external_source_size', "a seeded subset of this many --external-source images (default: all)"),
+        ('external_per_epoch', 'each epoch draws its externals from a fresh seeded subset of this many (default: all)'),
+        ('external_generated', 'fraction of each external batch replaced by blends of two externals (default 0)'),
+        ('external_generator', 'how --external-generated blends them: mixup (default) or cutmix'),
+    ]),
     ('hardware', [
         ('device', RUNTIME_HELP['device']),
         ('precision', 'auto: bf16 autocast on GPU, fp32 on CPU'),
@@ -92,7 +101,7 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
 #: Boolean fields spelled ``--field on|off`` (the others are ``--field`` flags).
 ON_OFF = ("mint", "augment", "external_grad")
 #: Fields whose allowed values come from a registry filled at import time: the config checks them.
-NO_CHOICES = ("audit_policy",)
+NO_CHOICES = ("audit_policy", "external_views")
 #: Options that are not TrainConfig fields.
 NOT_FIELDS = ("config", "threads")
 
@@ -113,7 +122,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group(group)
         for name, help_ in options:
             flag = "--" + name.replace("_", "-")
-            if name == "audit_policy":  # the registered policies' names
+            if name in ("audit_policy", "external_views"):  # the registered policies' names
                 from activemint.transforms import POLICIES
 
                 help_ = help_.replace("{policies}", ", ".join(POLICIES))

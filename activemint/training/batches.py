@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from activemint.data.streaming import plan_batches
 from activemint.training import distributed
 from activemint.training.config import TrainConfig
+from activemint.training.externals import external_order, external_policy, generate
 
 MEAN, STD = 0.5, 0.5  # the paper's normalisation
 
@@ -69,10 +70,14 @@ def host_batches(cfg: TrainConfig, members, member_labels, external, seen, seen_
     """
     dev = device
     perm = torch.randperm(len(members), generator=gen)
-    ext_order = (
-        cycled_permutation(len(external), steps_per_epoch * cfg.external_batch_size, gen)
-        if external is not None else None
-    )
+    ext_order = None
+    if external is not None:  # external_per_epoch: a fresh subset of the pool each epoch (activemint.training.externals)
+        need = steps_per_epoch * cfg.external_batch_size
+        ext_order = (cycled_permutation(len(external), need, gen) if cfg.external_per_epoch is None
+                     else external_order(len(external), need, gen, cfg.external_per_epoch))
+    ext_policy = external_policy(cfg)  # external_views: views of the externals only
+    ext_rng = np.random.default_rng([cfg.seed, 12, epoch]) if ext_policy is not None else None
+    ext_whole = ext_policy is not None or cfg.external_generated > 0  # drawn on the global batch, then cut
     if plan:
         plan_batches(members, perm, cfg.batch_size)  # streamed: workers decode this epoch's batches ahead
         plan_batches(external, ext_order, cfg.external_batch_size)
@@ -88,7 +93,11 @@ def host_batches(cfg: TrainConfig, members, member_labels, external, seen, seen_
         ms, es = distributed.shard(len(idx)), distributed.shard(0 if eidx is None else len(eidx))
         cut = policy is None
         xm = members[idx[ms] if cut else idx]
-        xe = None if eidx is None else external[eidx[es] if cut else eidx]
+        xe = None if eidx is None else external[eidx[es] if cut and not ext_whole else eidx]
+        if xe is not None and ext_whole:  # generated externals, external views: of the global batch, then this rank's part
+            xe = generate(xe, cfg.external_generated, cfg.external_generator, gen)
+            xe = ext_policy(xe, ext_rng) if ext_policy is not None else xe
+            xe = xe[es] if cut else xe
         xv = None  # robust aMINT, views for the MINT loss only: transformed members
         if policy is not None:  # robust aMINT: transformed views of members and externals
             if cfg.audit_views == "mint":
@@ -124,6 +133,7 @@ class DeviceBatches:
         self.policy, self.gen, self.channels_last = policy, gen, channels_last
         self.seen = None if bool(seen.all()) else seen  # held-out members: one boolean read-back per step (mint_m[seen])
         self.augment = cfg.resolved("augment")
+        self.ext_policy = external_policy(cfg)  # external_views (activemint.training.externals)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         x = to_input(x)
@@ -137,11 +147,13 @@ class DeviceBatches:
         ext = self.external
         order = None
         if ext is not None:
-            reps = max(1, -(-(steps_per_epoch * eb) // len(ext)))
-            order = torch.cat([torch.randperm(len(ext), generator=gen, device=gen.device) for _ in range(reps)]).to(dev)
+            order = external_order(len(ext), steps_per_epoch * eb, gen, cfg.external_per_epoch).to(dev)
         for step in range(steps):
             idx = perm[step * b : (step + 1) * b]
             xm, xe, xv = self.members[idx], None if order is None else ext[order[step * eb : (step + 1) * eb]], None
+            if xe is not None:  # generated externals, external views (activemint.training.externals)
+                xe = generate(xe, cfg.external_generated, cfg.external_generator, gen)
+                xe = self.ext_policy.on_device(xe, gen) if self.ext_policy is not None else xe
             if self.policy is not None:
                 if cfg.audit_views == "mint":
                     xv = self._input(self.policy.on_device(xm, gen))

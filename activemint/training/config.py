@@ -21,6 +21,8 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 #: The batch size at which ``lr`` is meant (the paper's); ``lr_scaling`` scales from it.
 LR_REFERENCE_BATCH = 64
 AUDIT_VIEWS = ("all", "mint")
+#: How a generated external is made from two externals (activemint.training.externals.generate).
+EXTERNAL_GENERATORS = ("mixup", "cutmix")
 
 # Recipes fill the optimisation fields a user did not set explicitly.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -43,6 +45,8 @@ FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "max_memory": None, "external_grad": True, "head_conv": "full", "arch_weights": None,
     "data_path": "auto", "lr_scaling": "none", "warmup_epochs": 0.0,
     "tap_noise": 0.0,
+    "external_views": None, "external_source": None, "external_source_root": None, "external_source_size": None,
+    "external_per_epoch": None, "external_generated": 0.0, "external_generator": "mixup",
 }
 
 
@@ -83,12 +87,14 @@ class TrainConfig(ConfigBase):
         "target_fpr": Range(0, 1, lo_open=True, hi_open=True), "mint_members": Range(0, 1, lo_open=True),
         "head_epochs": Range(0), "warmup_epochs": Range(0),
         "tap_noise": Range(0, 10),
+        "external_source_size": Range(1), "external_per_epoch": Range(1), "external_generated": Range(0, 1),
     }
     choices: ClassVar[dict[str, Any]] = {
         "setup": SETUPS, "recipe": lambda: tuple(RECIPES), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
         "select": SELECTIONS, "precision": PRECISIONS, "head_norm": HEAD_NORMS, "head_conv": HEAD_CONVS, "loss_norm": LOSS_NORMS,
         "audit_views": AUDIT_VIEWS, "audit_policy": lambda: tuple(_policies()),
         "data_path": DATA_PATHS, "lr_scaling": LR_SCALINGS,
+        "external_views": lambda: tuple(_policies()), "external_generator": EXTERNAL_GENERATORS,
     }
     unknown_what: ClassVar[str] = "config keys"
 
@@ -189,6 +195,21 @@ class TrainConfig(ConfigBase):
     # the exact activations.  0 = none (the paper).  Tried as a lever for a head that survives
     # pruning of the backbone; on the main job it did not help (docs/model-edits.md).
     tap_noise: float = 0.0
+    # Where the externals come from (activemint.training.externals; what each buys:
+    # benchmarks/results/externals-levers-cpu.md).  All at their defaults: the external split, as before.
+    # An audit policy's views of the externals only (members exact); not with audit_policy.
+    external_views: str | None = None
+    # Another registered data set whose train split (converted to the run's channels and size)
+    # is added to the externals; its root (None: its default) and a seeded subset size (None: all).
+    external_source: str | None = None
+    external_source_root: str | None = None
+    external_source_size: int | None = None
+    # Each epoch draws its externals from a fresh seeded subset of this many of them (None: all).
+    external_per_epoch: int | None = None
+    # The fraction of every external batch replaced by blends of two of its externals (never
+    # members), made by external_generator: "mixup" (pixel mix) or "cutmix" (a pasted box).
+    external_generated: float = 0.0
+    external_generator: str = "mixup"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -227,6 +248,26 @@ class TrainConfig(ConfigBase):
             raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed}")
         if self.select == "val_mint" and not self.mint:
             raise ConfigError("select=val_mint needs mint=True")
+        self._validate_externals()
+
+    def _validate_externals(self) -> None:
+        """The externals' fields (activemint.training.externals): what each needs, one line each."""
+        if self.external_views is not None and self.audit_policy is not None:
+            raise ConfigError("external_views with audit_policy: the audit policy already views the externals "
+                              "(use one of them; views of members and externals for the MINT loss: --audit-views mint)")
+        if self.external_source is None:
+            if self.external_source_root is not None or self.external_source_size is not None:
+                raise ConfigError("external_source_root / external_source_size need external_source")
+            return
+        from activemint.data import DatasetError, dataset_info
+
+        try:
+            name = dataset_info(self.external_source).name
+        except DatasetError as e:
+            raise ConfigError(f"external_source: {e}") from None
+        if name == self.dataset:
+            raise ConfigError(f"external_source {self.external_source!r} is the run's own data set, whose train split "
+                              "holds the members; more externals from it: raise --external")
 
     def __post_init__(self) -> None:
         super().__post_init__()  # types first: dataset is a string from here on
@@ -303,5 +344,5 @@ def _policies():
     return POLICIES
 
 
-__all__ = ["AUDIT_VIEWS", "DATA_PATHS", "LR_SCALINGS", "HEAD_CONVS", "HEAD_NORMS", "LOSS_NORMS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECTIONS",
+__all__ = ["AUDIT_VIEWS", "EXTERNAL_GENERATORS", "DATA_PATHS", "LR_SCALINGS", "HEAD_CONVS", "HEAD_NORMS", "LOSS_NORMS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECTIONS",
            "SETUPS", "ConfigError", "TrainConfig", "parse_device", "read_yaml_mapping"]

@@ -43,6 +43,7 @@ from activemint.training.config import TrainConfig
 from activemint.training.data import RunData, load_run_data, mint_seen_mask
 from activemint.training.epochs import Epochs
 from activemint.training.evaluation import evaluate, write_evaluation
+from activemint.training.externals import check_pool, external_pool, levers_on
 from activemint.training.forward import train_forward
 from activemint.training.head import train_head
 from activemint.training.optim import build_optimizer, build_scheduler, param_groups
@@ -101,6 +102,7 @@ class _Training:
     seen_host: Any = None
     policy: Any = None
     batches: DeviceBatches | None = None
+    externals_record: dict[str, Any] | None = None  # the externals' levers, when any is on (metrics.json "externals")
 
 
 class Trainer(Epochs):
@@ -264,7 +266,14 @@ class Trainer(Epochs):
         cfg, data, dev = self.cfg, st.data, self.device
         st.members = data.train.rows(data.splits.members).to(dev)  # a tensor, or a streamed view (same indexing)
         st.member_labels = data.train.labels[torch.as_tensor(data.splits.members)].to(dev)
-        st.external = data.train.rows(data.splits.external).to(dev) if cfg.mint else None
+        st.external = None
+        if cfg.mint:  # the external split, plus what the externals' levers add (activemint.training.externals)
+            pool = external_pool(cfg, data)
+            check_pool(cfg, pool)
+            st.external = pool.images.to(dev)
+            if levers_on(cfg):
+                st.externals_record = pool.record(cfg)
+                self.log(f"externals: {st.externals_record}")
         st.seen_host = mint_seen_mask(cfg, len(st.members))
         st.seen = torch.as_tensor(st.seen_host).to(dev)
         # The audit policy's views: for the MINT loss (and, with audit_views "all", the task loss
@@ -327,7 +336,7 @@ class Trainer(Epochs):
         meta = read_metadata(chosen.weights)
         meta["selected_by"] = cfg.select
         if cfg.mint and cfg.head_epochs:
-            self._train_head(final, data, st.seen, st.policy)
+            self._train_head(final, data, st.seen, st.policy, st.external)
         save_weights(final, rd.model, meta)
         metrics, scores = evaluate(final, cfg, data, self.device)
         metrics.update({"run_dir": str(self.run_dir), "epochs_trained": last.epoch, "selected_epoch": meta["epoch"],
@@ -335,15 +344,18 @@ class Trainer(Epochs):
                         "train_seconds": round(time.time() - t0, 1), "expected_seconds": self.expected_seconds,
                         "data_path": self.data_path, "mint": cfg.mint, "arch": cfg.arch,
                         "setup": cfg.setup if cfg.mint else None, "dataset": cfg.dataset})
+        if st.externals_record is not None:
+            metrics["externals"] = st.externals_record
         metrics = write_evaluation(self.run_dir, metrics, scores)
         distributed.barrier()
         return RunResult(self.run_dir, cfg, metrics, time.time() - t0)
 
-    def _train_head(self, model: EnhancedAuditedModel, data: RunData, seen: torch.Tensor, policy) -> None:
-        """``cfg.head_epochs`` more epochs of the MINT loss alone, backbone frozen (eval mode)."""
+    def _train_head(self, model: EnhancedAuditedModel, data: RunData, seen: torch.Tensor, policy, pool=None) -> None:
+        """``cfg.head_epochs`` more epochs of the MINT loss alone, backbone frozen (eval mode); ``pool``: the
+        run's externals with an external_source (else the external split)."""
         cfg = self.cfg
         members = data.train.rows(data.splits.members[seen.cpu().numpy()])
-        external = data.train.rows(data.splits.external)
+        external = pool.cpu() if cfg.external_source is not None and pool is not None else data.train.rows(data.splits.external)
         train_head(model, members, external, epochs=cfg.head_epochs, lr=1e-3, batch_size=cfg.batch_size,
                    policy=policy, seed=cfg.seed + 10, device=self.device, log=self.log)
 
