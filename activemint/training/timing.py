@@ -1,7 +1,22 @@
-"""Before training: the run's plan (split sizes, steps, where it runs) and its expected wall time, timed here."""
+"""Before training: the run's plan (split sizes, steps, where it runs) and its expected wall time, timed here.
+
+With ``train --baseline`` on a CPU the plain baseline trains beside the run, in a child
+process (:mod:`activemint.training.baseline`), and the run goes through two phases: both
+processes share the cores until the baseline is done, then the run has them alone.  So the
+run times its steps *alone* first, then starts the child (:class:`Beside`), waits until the
+child times its own steps, and times its steps again *while the child times its own*; the
+child writes what it expects (its own estimate, timed beside the run) into a small JSON file
+named by :data:`BESIDE_SIGNAL`.  :func:`two_phase` combines the three.
+"""
 from __future__ import annotations
 
+import json
+import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,13 +35,76 @@ from activemint.training.optim import build_optimizer, param_groups
 #: 7 steps and one validation would be a sizeable part of them).
 MIN_TIMED_RUN_STEPS = 35
 
+#: The environment variable naming the file through which a baseline trained beside a run
+#: (a child process) tells the run that it is timing its steps (``{"stage": "timing"}``)
+#: and then what it expects (``{"stage": "estimated", "expected_end": <unix time or null>}``).
+BESIDE_SIGNAL = "ACTIVEMINT_BESIDE_SIGNAL"
+#: Most seconds the run waits for the child beside it to start timing (it loads its data first).
+BESIDE_WAIT = 300.0
+#: Steps the run times while the child beside it times its own: at least MIN, at most MAX.
+BESIDE_MIN_STEPS, BESIDE_MAX_STEPS = 5, 100
+
+
+@dataclass
+class Beside:
+    """A child process that trains beside this run, started once the run has timed its steps alone.
+
+    ``start`` starts it (called once); ``alive`` says whether it still runs; ``signal`` is the
+    file it writes its stages to (:data:`BESIDE_SIGNAL`).
+    """
+
+    start: Callable[[], None]
+    alive: Callable[[], bool]
+    signal: Path
+    name: str = "the baseline"
+    log_path: Path | None = None
+    started: bool = False
+
+    def ensure_started(self) -> None:
+        if not self.started:
+            self.started = True
+            self.start()
+
+    def read(self) -> dict[str, Any]:
+        """The child's last stage (``{}`` before it wrote one, or if the file is unreadable)."""
+        try:
+            doc = json.loads(self.signal.read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+
+def signal_beside(stage: str, **fields: Any) -> None:
+    """In a child trained beside a run: write ``stage`` (and ``fields``) to the file the run reads (no-op otherwise)."""
+    path = os.environ.get(BESIDE_SIGNAL)
+    if not path:
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"stage": stage, **fields}, f)
+    os.replace(tmp, path)  # the run never reads half a file
+
+
+def two_phase(alone: float, slowdown: float, shared_for: float) -> float:
+    """Seconds to do ``alone`` seconds of (alone-rate) work when it runs ``slowdown`` times slower
+    for the first ``shared_for`` seconds (while the process beside it runs) and at its own rate after."""
+    if slowdown < 1:
+        raise ValueError(f"slowdown {slowdown} < 1")
+    shared_for = max(0.0, shared_for)
+    if alone * slowdown <= shared_for:  # done before the process beside it
+        return alone * slowdown
+    return shared_for + (alone - shared_for / slowdown)
+
 
 def announce(trainer: Epochs, model, loss_fn, data: RunData, members, member_labels, external, seen, seen_host, policy,
-              steps_per_epoch: int, epochs_left: int, dgen: torch.Generator, t0: float) -> float | None:
+              steps_per_epoch: int, epochs_left: int, dgen: torch.Generator, t0: float,
+              beside: Beside | None = None) -> tuple[float | None, float | None]:
     """Log the run's split sizes, epochs and expected wall time (timed on this machine) before training.
 
     Returns the expected seconds of this invocation from ``t0`` (its start: what metrics.json's
-    ``train_seconds`` measures), the set-up and the timing itself included.
+    ``train_seconds`` measures), the set-up and the timing itself included, and with ``beside``
+    the expected seconds until both it and the child beside it are done (else None).  ``beside``
+    is started here, after the run's steps are timed alone (or right away when they are not timed).
     """
     cfg, s = trainer.cfg, data.splits
     n_test = len(data.test) if cfg.test_samples is None else min(cfg.test_samples, len(data.test))
@@ -41,29 +119,58 @@ def announce(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
     if cfg.alias_note():  # TrainConfig stored the canonical name; say so where the run is logged
         trainer.log(cfg.alias_note())
     trainer.log(f"plan: {sizes}\n  {steps}; {where}")
-    if distributed.is_distributed():
-        return None
     total_steps = epochs_left * steps_per_epoch
-    if total_steps < MIN_TIMED_RUN_STEPS:  # the timing (7 steps and a validation) would be a good part of the run
-        trainer.log(f"  expected wall time: not timed ({total_steps} steps in all)")
-        return None
+    if distributed.is_distributed() or total_steps < MIN_TIMED_RUN_STEPS:
+        if not distributed.is_distributed():  # the timing (7 steps and a validation) would be a good part of the run
+            trainer.log(f"  expected wall time: not timed ({total_steps} steps in all)")
+        signal_beside("estimated", expected_end=None)
+        if beside is not None:
+            beside.ensure_started()
+        return None, None
+    signal_beside("timing")
     est = estimate(trainer, model, loss_fn, data, members, member_labels, external, seen, seen_host, policy,
-                         steps_per_epoch, dgen, n_test)
-    total = (time.time() - t0) + epochs_left * (steps_per_epoch * est["step"] + est["validation"] + est["checkpoint"]) + est["evaluation"]
-    extra = [" (+ torch.compile's first compilation, not timed)" if cfg.compile else "",
-             f" (+ {cfg.head_epochs} head-only epochs, not timed)" if cfg.mint and cfg.head_epochs else ""]
-    trainer.log(f"  expected wall time about {_duration(total)}{''.join(extra)}: training {_duration(epochs_left * steps_per_epoch * est['step'])} "
-             f"({1000 * est['step']:.1f} ms a step, timed over {est['timed_steps']} steps), validation {_duration(epochs_left * est['validation'])}, "
-             f"checkpoints {_duration(epochs_left * est['checkpoint'])}, final evaluation {_duration(est['evaluation'])}, set-up and this timing {_duration(time.time() - t0)}")
-    return round(total, 1)
+                   steps_per_epoch, dgen, n_test, beside=beside)
+    now = time.time()
+    alone = epochs_left * (steps_per_epoch * est["step"] + est["validation"] + est["checkpoint"]) + est["evaluation"]
+    extra = "".join([" (+ torch.compile's first compilation, not timed)" if cfg.compile else "",
+                     f" (+ {cfg.head_epochs} head-only epochs, not timed)" if cfg.mint and cfg.head_epochs else ""])
+    parts = (f"training {_duration(epochs_left * steps_per_epoch * est['step'])}, validation {_duration(epochs_left * est['validation'])}, "
+             f"checkpoints {_duration(epochs_left * est['checkpoint'])}, final evaluation {_duration(est['evaluation'])}")
+    side = est.get("beside")
+    if side is None:
+        total = (now - t0) + alone
+        signal_beside("estimated", expected_end=t0 + total)
+        trainer.log(f"  expected wall time about {_duration(total)}{extra}: {parts} ({1000 * est['step']:.1f} ms a step, timed over "
+                    f"{est['timed_steps']} steps), set-up and this timing {_duration(now - t0)}")
+        return round(total, 1), None
+    end = side.get("expected_end")
+    if side.get("contended_step") is None or end is None:  # the child did not time itself: this run's steps alone
+        total = (now - t0) + alone
+        trainer.log(f"  expected wall time about {_duration(total)}{extra}, not counting {beside.name} beside it "
+                    f"({side['why']}): {parts} ({1000 * est['step']:.1f} ms a step alone, timed over {est['timed_steps']} steps), "
+                    f"set-up and this timing {_duration(now - t0)}")
+        return round(total, 1), None
+    slowdown = max(1.0, side["contended_step"] / est["step"])
+    total = (now - t0) + two_phase(alone, slowdown, end - now)
+    command = max(total, end - t0)
+    where = f", in {beside.log_path}" if beside.log_path else ""
+    trainer.log(f"  expected wall time about {_duration(total)}{extra}; with {beside.name} beside it, both done in about "
+                f"{_duration(command)}\n"
+                f"  timed: {1000 * est['step']:.1f} ms a step alone ({est['timed_steps']} steps), {1000 * side['contended_step']:.1f} ms "
+                f"while {beside.name} trains beside it ({side['contended_steps']} steps): {slowdown:.2f}x slower until {beside.name} is done, "
+                f"in {_duration(end - t0)} (its own estimate{where})\n"
+                f"  this run alone would take: {parts}; set-up and this timing {_duration(now - t0)}")
+    return round(total, 1), round(command, 1)
 
 def estimate(trainer: Epochs, model, loss_fn, data: RunData, members, member_labels, external, seen, seen_host, policy,
-              steps_per_epoch: int, dgen: torch.Generator, n_test: int) -> dict[str, float]:
+              steps_per_epoch: int, dgen: torch.Generator, n_test: int, beside: Beside | None = None) -> dict[str, Any]:
     """Seconds per training step, per validation, per checkpoint and for the final evaluation, timed here.
 
     A copy of the model, optimiser and loss trains a few steps of the run's own epoch code
     (2 untimed, then up to 5 timed) on batches from a separate generator, and runs one
     validation (after a small warm-up batch); the run's model, generators and torch's global RNG are left as they were.
+    With ``beside``: then starts it, waits until it times its own steps, and times the copy's
+    steps while it does (:func:`time_beside`); its result is under ``"beside"``.
     """
     import hashlib
     import io
@@ -107,6 +214,7 @@ def estimate(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
         torch.save({"model": probe.state_dict(), "opt": opt.state_dict()}, buf)
         hashlib.sha256(buf.getbuffer()).hexdigest()
         ckpt = 2 * (time.perf_counter() - t)  # written to disk and hashed again from it
+        side = time_beside(beside, run) if beside is not None else None
     finally:
         trainer.forward = forward
         torch.set_rng_state(rng_cpu)
@@ -119,7 +227,36 @@ def estimate(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
     val_units = len(s.validation) + (2 * k if audited else 0)
     eval_units = n_test + (len(s.members) + len(s.eval_nonmembers) + len(s.calibration) if audited else 0)
     return {"step": step, "validation": val, "checkpoint": ckpt, "evaluation": val * eval_units / max(1, val_units),
-            "timed_steps": timed, "probe": time.time() - t_start}
+            "timed_steps": timed, "probe": time.time() - t_start, "beside": side}
+
+
+def time_beside(beside: Beside, run: Callable[[int], None], *, wait: float = BESIDE_WAIT) -> dict[str, Any]:
+    """Start ``beside``, wait until it times its steps, and time ``run(1)`` steps while it does.
+
+    Returns ``{"contended_step": seconds a step or None, "contended_steps": n, "expected_end":
+    the child's own expected end (unix time) or None, "why": what went missing}``; steps are
+    timed from the child's ``timing`` stage until its ``estimated`` one (at least
+    :data:`BESIDE_MIN_STEPS`, at most :data:`BESIDE_MAX_STEPS`).
+    """
+    beside.ensure_started()
+    deadline = time.time() + wait
+    while beside.read().get("stage") is None:  # it loads its data; this run waits, idle
+        if not beside.alive():
+            return {"contended_step": None, "contended_steps": 0, "expected_end": None, "why": "it ended before timing itself"}
+        if time.time() > deadline:
+            return {"contended_step": None, "contended_steps": 0, "expected_end": None, "why": f"it did not time itself within {wait:.0f} s"}
+        time.sleep(0.05)
+    n, t = 0, time.perf_counter()
+    while n < BESIDE_MAX_STEPS and (n < BESIDE_MIN_STEPS or (beside.read().get("stage") != "estimated" and beside.alive())):
+        run(1)
+        n += 1
+    step = (time.perf_counter() - t) / n
+    while beside.read().get("stage") != "estimated" and beside.alive() and time.time() < deadline:
+        time.sleep(0.05)  # (only after BESIDE_MAX_STEPS) its estimate is on its way
+    doc = beside.read()
+    end = doc.get("expected_end") if doc.get("stage") == "estimated" else None
+    why = "" if end is not None else ("it was too short to time" if doc.get("stage") == "estimated" else "its estimate did not come")
+    return {"contended_step": step, "contended_steps": n, "expected_end": end, "why": why}
 
 def warm_inference(trainer: Epochs, model: nn.Module, data: RunData) -> None:
     """One batch through each kind of validation inference (classes, membership)."""
@@ -142,3 +279,46 @@ def _duration(seconds: float) -> str:
     if seconds < 6000:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def time_config(cfg, *, threads: int | None = None) -> dict[str, Any]:
+    """What a run of ``cfg`` would cost on this machine, timed without training it.
+
+    The run is prepared in a temporary folder (data loaded, model built), timed by
+    :func:`estimate` (its steps with ``threads`` torch threads, default this process's), and
+    discarded.  Returns :func:`estimate`'s costs plus ``setup`` (seconds to load and prepare,
+    counted once per run), ``steps_per_epoch`` and ``seconds``: the expected wall time of the
+    whole run as ``train`` counts it (set-up + epochs x (steps x step + validation + checkpoint)
+    + final evaluation; the timing itself not counted).
+    """
+    import tempfile
+
+    from activemint.rundir import RunDir
+    from activemint.training.data import load_run_data
+    from activemint.training.trainer import Trainer
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="activemint-timing-") as tmp:
+            t0 = time.time()
+            trainer = Trainer(cfg, Path(tmp) / "run", progress=False, log=lambda m: None)
+            trainer.data = load_run_data(cfg)
+            st = trainer._prepare(RunDir(trainer.run_dir), False)
+            trainer._batches(st)
+            setup = time.time() - t0
+            n_test = len(st.data.test) if cfg.test_samples is None else min(cfg.test_samples, len(st.data.test))
+            est = estimate(trainer, st.model, st.loss_fn, st.data, st.members, st.member_labels, st.external, st.seen,
+                           st.seen_host, st.policy, st.steps_per_epoch, st.dgen, n_test)
+    finally:
+        torch.set_num_threads(old)
+    est.update(setup=setup, steps_per_epoch=st.steps_per_epoch)
+    est["seconds"] = run_seconds(est, cfg.epochs, st.steps_per_epoch)
+    return est
+
+
+def run_seconds(costs: dict[str, Any], epochs: int, steps_per_epoch: int) -> float:
+    """A run's expected seconds from timed ``costs`` (:func:`time_config`'s): set-up, epochs, final evaluation."""
+    return (costs["setup"] + epochs * (steps_per_epoch * costs["step"] + costs["validation"] + costs["checkpoint"])
+            + costs["evaluation"])
