@@ -96,6 +96,25 @@ def two_phase(alone: float, slowdown: float, shared_for: float) -> float:
     return shared_for + (alone - shared_for / slowdown)
 
 
+def alone_seconds(costs: dict[str, Any], epochs: int, steps_per_epoch: int) -> float:
+    """Seconds of ``epochs`` epochs and the final evaluation at the timed ``costs`` (:func:`estimate`'s), nothing beside."""
+    return epochs * (steps_per_epoch * costs["step"] + costs["validation"] + costs["checkpoint"]) + costs["evaluation"]
+
+
+def with_beside(alone: float, step: float, contended_step: float, elapsed: float, beside_left: float) -> tuple[float, float, float]:
+    """``(this run's seconds, both processes' seconds, slowdown)``, counted from the run's start.
+
+    ``alone``: the run's remaining seconds at its own rate (:func:`alone_seconds`); ``step`` and
+    ``contended_step``: a step's seconds timed alone and while the process beside it ran;
+    ``elapsed``: seconds since the run started; ``beside_left``: seconds until the process beside
+    it expects to be done (its own estimate, timed beside the run).  Every part of an epoch is
+    taken to slow down as its steps do (slowdown = contended / alone, at least 1).
+    """
+    slowdown = max(1.0, contended_step / step)
+    total = elapsed + two_phase(alone, slowdown, beside_left)
+    return total, max(total, elapsed + beside_left), slowdown
+
+
 def announce(trainer: Epochs, model, loss_fn, data: RunData, members, member_labels, external, seen, seen_host, policy,
               steps_per_epoch: int, epochs_left: int, dgen: torch.Generator, t0: float,
               beside: Beside | None = None) -> tuple[float | None, float | None]:
@@ -131,7 +150,7 @@ def announce(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
     est = estimate(trainer, model, loss_fn, data, members, member_labels, external, seen, seen_host, policy,
                    steps_per_epoch, dgen, n_test, beside=beside)
     now = time.time()
-    alone = epochs_left * (steps_per_epoch * est["step"] + est["validation"] + est["checkpoint"]) + est["evaluation"]
+    alone = alone_seconds(est, epochs_left, steps_per_epoch)
     extra = "".join([" (+ torch.compile's first compilation, not timed)" if cfg.compile else "",
                      f" (+ {cfg.head_epochs} head-only epochs, not timed)" if cfg.mint and cfg.head_epochs else ""])
     parts = (f"training {_duration(epochs_left * steps_per_epoch * est['step'])}, validation {_duration(epochs_left * est['validation'])}, "
@@ -150,9 +169,7 @@ def announce(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
                     f"({side['why']}): {parts} ({1000 * est['step']:.1f} ms a step alone, timed over {est['timed_steps']} steps), "
                     f"set-up and this timing {_duration(now - t0)}")
         return round(total, 1), None
-    slowdown = max(1.0, side["contended_step"] / est["step"])
-    total = (now - t0) + two_phase(alone, slowdown, end - now)
-    command = max(total, end - t0)
+    total, command, slowdown = with_beside(alone, est["step"], side["contended_step"], now - t0, end - now)
     where = f", in {beside.log_path}" if beside.log_path else ""
     trainer.log(f"  expected wall time about {_duration(total)}{extra}; with {beside.name} beside it, both done in about "
                 f"{_duration(command)}\n"
@@ -320,5 +337,4 @@ def time_config(cfg, *, threads: int | None = None) -> dict[str, Any]:
 
 def run_seconds(costs: dict[str, Any], epochs: int, steps_per_epoch: int) -> float:
     """A run's expected seconds from timed ``costs`` (:func:`time_config`'s): set-up, epochs, final evaluation."""
-    return (costs["setup"] + epochs * (steps_per_epoch * costs["step"] + costs["validation"] + costs["checkpoint"])
-            + costs["evaluation"])
+    return costs["setup"] + alone_seconds(costs, epochs, steps_per_epoch)
