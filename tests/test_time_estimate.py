@@ -86,7 +86,8 @@ class FakeChild:
 
 
 def beside_for(child: FakeChild, path) -> Beside:
-    return Beside(start=child.start, alive=lambda: not child.dead, signal=path)
+    child.start()  # (the run lets it go, then times its steps while it times its own)
+    return Beside(alive=lambda: not child.dead, signal=path)
 
 
 def test_time_beside_times_steps_from_the_child_s_timing_until_its_estimate(tmp_path):
@@ -112,6 +113,24 @@ def test_time_beside_gives_up_on_a_child_that_dies_before_timing_itself(tmp_path
     got = timing.time_beside(beside_for(child, path), child.step, wait=60)
     assert got == {"contended_step": None, "contended_steps": 0, "expected_end": None, "why": "it ended before timing itself"}
     assert child.steps == 0
+
+
+def test_the_child_says_it_is_ready_and_waits_for_the_run_s_go(tmp_path, monkeypatch):
+    path = tmp_path / "signal.json"
+    monkeypatch.setenv(timing.BESIDE_SIGNAL, str(path))
+    run = Beside(alive=lambda: True, signal=path)
+    child = threading.Thread(target=timing.wait_for_go, kwargs={"wait": 120})
+    child.start()
+    assert run.wait_ready(wait=120)  # the child wrote "ready"
+    assert child.is_alive()  # and waits
+    run.go()
+    child.join(timeout=120)
+    assert not child.is_alive() and timing.go_file(path).exists()
+    assert json.loads(path.read_text()) == {"stage": "ready"}
+
+
+def test_a_run_does_not_wait_for_a_child_that_ended(tmp_path):
+    assert not Beside(alive=lambda: False, signal=tmp_path / "never.json").wait_ready(wait=120)
 
 
 def test_signal_beside_writes_only_under_the_environment_variable(tmp_path, monkeypatch):

@@ -9,8 +9,9 @@ together finish sooner than one after the other (README's main job:
 so its figures do not depend on which finishes first (a thread count changes float sums).
 The baseline's own messages go to ``OUT/baseline/train.log``.
 
-The child starts once the aMINT run has timed its steps alone, and the run's time estimate
-counts the two phases (both running, then the run alone): :mod:`activemint.training.timing`.
+The child waits, once it has loaded its data, until the aMINT run has timed its steps alone,
+and the run's time estimate counts the two phases (both running, then the run alone):
+:mod:`activemint.training.timing`.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def _train_beside(cfg: TrainConfig, bcfg: TrainConfig, out: Path, bdir: Path, *,
 
     import torch
 
-    from activemint.training.timing import BESIDE_SIGNAL, Beside
+    from activemint.training.timing import BESIDE_SIGNAL, Beside, go_file
     from activemint.training.trainer import Trainer
 
     trainer = Trainer(cfg, out, progress=progress)  # config errors surface before the child starts
@@ -99,19 +100,13 @@ def _train_beside(cfg: TrainConfig, bcfg: TrainConfig, out: Path, bdir: Path, *,
     if log is not None:
         log(f"training the same model without aMINT (utility baseline) beside it, on {side} thread{'s' if side > 1 else ''}, "
             f"into {bdir} (its log: {log_path})")
-    procs: list[subprocess.Popen] = []
-
-    def start() -> None:  # called by the run once it has timed its steps alone (or has nothing to time)
-        with open(log_path, "ab") as logf:
-            procs.append(subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env={**os.environ, BESIDE_SIGNAL: signal_path}))
-
-    trainer.beside = Beside(start=start, alive=lambda: bool(procs) and procs[0].poll() is None, signal=Path(signal_path),
-                            log_path=log_path)
+    with open(log_path, "ab") as logf:
+        child = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env={**os.environ, BESIDE_SIGNAL: signal_path})
+    trainer.beside = Beside(alive=lambda: child.poll() is None, signal=Path(signal_path), log_path=log_path)
     try:
         result = trainer.run(resume=resume)
-        trainer.beside.ensure_started()  # (the run starts it itself: a no-op)
-        child = procs[0]
+        trainer.beside.go()  # (the run let it go already; never leave it waiting)
         if child.poll() is None and log is not None:
             log(f"waiting for the baseline ({bdir})")
         code = child.wait()
@@ -119,13 +114,13 @@ def _train_beside(cfg: TrainConfig, bcfg: TrainConfig, out: Path, bdir: Path, *,
         result.metrics["expected_seconds_with_baseline"] = trainer.expected_with_beside
         result.metrics["seconds_with_baseline"] = round(time.time() - trainer.t0, 1)
     except BaseException:
-        for child in procs:
-            child.terminate()
-            child.wait()
+        child.terminate()
+        child.wait()
         raise
     finally:
         Path(cfg_path).unlink(missing_ok=True)
         Path(signal_path).unlink(missing_ok=True)
+        go_file(signal_path).unlink(missing_ok=True)
     base = RunDir(bdir).read_metrics() if code == 0 else None
     if base is None:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]

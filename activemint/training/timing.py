@@ -2,11 +2,12 @@
 
 With ``train --baseline`` on a CPU the plain baseline trains beside the run, in a child
 process (:mod:`activemint.training.baseline`), and the run goes through two phases: both
-processes share the cores until the baseline is done, then the run has them alone.  So the
-run times its steps *alone* first, then starts the child (:class:`Beside`), waits until the
-child times its own steps, and times its steps again *while the child times its own*; the
-child writes what it expects (its own estimate, timed beside the run) into a small JSON file
-named by :data:`BESIDE_SIGNAL`.  :func:`two_phase` combines the three.
+processes share the cores until the baseline is done, then the run has them alone.  Both
+start together and load their data; the child (:class:`Beside`) then says it is ready and
+waits, the run times its steps *alone*, lets the child go, and times its steps again
+*while the child times its own*; the child writes what it expects (its own estimate, timed
+beside the run) into a small JSON file named by :data:`BESIDE_SIGNAL` (the run lets it go
+by creating that name + ``.go``).  :func:`two_phase` combines the three.
 """
 from __future__ import annotations
 
@@ -36,10 +37,12 @@ from activemint.training.optim import build_optimizer, param_groups
 MIN_TIMED_RUN_STEPS = 35
 
 #: The environment variable naming the file through which a baseline trained beside a run
-#: (a child process) tells the run that it is timing its steps (``{"stage": "timing"}``)
-#: and then what it expects (``{"stage": "estimated", "expected_end": <unix time or null>}``).
+#: (a child process) tells the run that it is ready to time its steps (``{"stage": "ready"}``,
+#: then it waits for the file of the same name + ``.go``), that it is timing them
+#: (``{"stage": "timing"}``) and what it expects (``{"stage": "estimated", "expected_end":
+#: <unix time or null>}``).
 BESIDE_SIGNAL = "ACTIVEMINT_BESIDE_SIGNAL"
-#: Most seconds the run waits for the child beside it to start timing (it loads its data first).
+#: Most seconds the run waits for the child beside it (to be ready, to time itself), and the child for the run.
 BESIDE_WAIT = 300.0
 #: Steps the run times while the child beside it times its own: at least MIN, at most MAX.
 BESIDE_MIN_STEPS, BESIDE_MAX_STEPS = 5, 100
@@ -47,23 +50,29 @@ BESIDE_MIN_STEPS, BESIDE_MAX_STEPS = 5, 100
 
 @dataclass
 class Beside:
-    """A child process that trains beside this run, started once the run has timed its steps alone.
+    """A child process training beside this run; it times its steps once the run has timed its own alone.
 
-    ``start`` starts it (called once); ``alive`` says whether it still runs; ``signal`` is the
-    file it writes its stages to (:data:`BESIDE_SIGNAL`).
+    ``alive`` says whether it still runs; ``signal`` is the file it writes its stages to
+    (:data:`BESIDE_SIGNAL`); :meth:`go` lets it time its steps and train.
     """
 
-    start: Callable[[], None]
     alive: Callable[[], bool]
     signal: Path
     name: str = "the baseline"
     log_path: Path | None = None
-    started: bool = False
 
-    def ensure_started(self) -> None:
-        if not self.started:
-            self.started = True
-            self.start()
+    def go(self) -> None:
+        """Let the child go on (idempotent): call it once this run's steps are timed, or when they will not be."""
+        go_file(self.signal).touch()
+
+    def wait_ready(self, wait: float = BESIDE_WAIT) -> bool:
+        """Wait (idle) until the child is ready to time its steps; False if it ended or took longer than ``wait``."""
+        deadline = time.time() + wait
+        while self.read().get("stage") is None:
+            if not self.alive() or time.time() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def read(self) -> dict[str, Any]:
         """The child's last stage (``{}`` before it wrote one, or if the file is unreadable)."""
@@ -72,6 +81,22 @@ class Beside:
         except (OSError, ValueError):
             return {}
         return doc if isinstance(doc, dict) else {}
+
+
+def go_file(signal: str | Path) -> Path:
+    return Path(f"{signal}.go")
+
+
+def wait_for_go(wait: float = BESIDE_WAIT) -> None:
+    """In a child trained beside a run: say it is ready, and wait (idle) until the run lets it go,
+    the run is gone, or ``wait`` seconds have passed (no-op when not a child beside a run)."""
+    path = os.environ.get(BESIDE_SIGNAL)
+    if not path:
+        return
+    parent, deadline = os.getppid(), time.time() + wait
+    signal_beside("ready")
+    while not go_file(path).exists() and os.getppid() == parent and time.time() < deadline:
+        time.sleep(0.05)
 
 
 def signal_beside(stage: str, **fields: Any) -> None:
@@ -123,8 +148,10 @@ def announce(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
     Returns the expected seconds of this invocation from ``t0`` (its start: what metrics.json's
     ``train_seconds`` measures), the set-up and the timing itself included, and with ``beside``
     the expected seconds until both it and the child beside it are done (else None).  ``beside``
-    is started here, after the run's steps are timed alone (or right away when they are not timed).
+    is let go (:meth:`Beside.go`) here, once the run's steps are timed alone (or at once when
+    they are not timed).  In a child beside a run, it first waits for that (:func:`wait_for_go`).
     """
+    wait_for_go()
     cfg, s = trainer.cfg, data.splits
     n_test = len(data.test) if cfg.test_samples is None else min(cfg.test_samples, len(data.test))
     sizes = (f"{len(s.members):,} members, {len(s.external):,} externals, {len(s.validation):,} validation, "
@@ -144,7 +171,7 @@ def announce(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
             trainer.log(f"  expected wall time: not timed ({total_steps} steps in all)")
         signal_beside("estimated", expected_end=None)
         if beside is not None:
-            beside.ensure_started()
+            beside.go()
         return None, None
     signal_beside("timing")
     est = estimate(trainer, model, loss_fn, data, members, member_labels, external, seen, seen_host, policy,
@@ -186,8 +213,9 @@ def estimate(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
     A copy of the model, optimiser and loss trains a few steps of the run's own epoch code
     (2 untimed, then up to 5 timed) on batches from a separate generator, and runs one
     validation (after a small warm-up batch); the run's model, generators and torch's global RNG are left as they were.
-    With ``beside``: then starts it, waits until it times its own steps, and times the copy's
-    steps while it does (:func:`time_beside`); its result is under ``"beside"``.
+    With ``beside``: first waits until it is ready (so that the steps are timed alone), then
+    lets it go and times the copy's steps while it times its own (:func:`time_beside`); the
+    result is under ``"beside"``.
     """
     import hashlib
     import io
@@ -216,6 +244,7 @@ def estimate(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
         sync(dev)
 
     forward, trainer.forward = trainer.forward, train_forward  # the probe runs eager: compiling it would compile twice
+    ready = beside.wait_ready() if beside is not None else False
     try:
         probe.train()
         run(warm)
@@ -231,7 +260,11 @@ def estimate(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
         torch.save({"model": probe.state_dict(), "opt": opt.state_dict()}, buf)
         hashlib.sha256(buf.getbuffer()).hexdigest()
         ckpt = 2 * (time.perf_counter() - t)  # written to disk and hashed again from it
-        side = time_beside(beside, run) if beside is not None else None
+        side = None
+        if beside is not None:
+            beside.go()
+            side = (time_beside(beside, run) if ready else
+                    {"contended_step": None, "contended_steps": 0, "expected_end": None, "why": "it was not ready to time itself"})
     finally:
         trainer.forward = forward
         torch.set_rng_state(rng_cpu)
@@ -248,16 +281,15 @@ def estimate(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
 
 
 def time_beside(beside: Beside, run: Callable[[int], None], *, wait: float = BESIDE_WAIT) -> dict[str, Any]:
-    """Start ``beside``, wait until it times its steps, and time ``run(1)`` steps while it does.
+    """Once ``beside`` is let go: wait until it times its steps, and time ``run(1)`` steps while it does.
 
     Returns ``{"contended_step": seconds a step or None, "contended_steps": n, "expected_end":
     the child's own expected end (unix time) or None, "why": what went missing}``; steps are
     timed from the child's ``timing`` stage until its ``estimated`` one (at least
     :data:`BESIDE_MIN_STEPS`, at most :data:`BESIDE_MAX_STEPS`).
     """
-    beside.ensure_started()
     deadline = time.time() + wait
-    while beside.read().get("stage") is None:  # it loads its data; this run waits, idle
+    while beside.read().get("stage") in (None, "ready"):  # it has not seen the go yet
         if not beside.alive():
             return {"contended_step": None, "contended_steps": 0, "expected_end": None, "why": "it ended before timing itself"}
         if time.time() > deadline:

@@ -48,7 +48,7 @@ from activemint.training.forward import train_forward
 from activemint.training.head import train_head
 from activemint.training.optim import build_optimizer, build_scheduler, param_groups
 from activemint.training.selection import epoch_line, selection_info, selection_value
-from activemint.training.timing import Beside, announce, estimate, run_seconds, signal_beside
+from activemint.training.timing import Beside, announce, estimate, run_seconds, signal_beside, wait_for_go
 from activemint.transforms import get_policy
 
 
@@ -128,8 +128,8 @@ class Trainer(Epochs):
         # channels-last: asked for, or the device path on CUDA (convolutions' fast layout there)
         self.channels_last = self.device.type == "cuda" and (cfg.channels_last or self.data_path == "device")
         self.expected_seconds: float | None = None  # the time estimate logged before training (None: not timed)
-        # A process to start beside this run once its steps are timed alone (train --baseline on a CPU:
-        # activemint.training.baseline), and the estimate of the whole (this run and it; None: not timed).
+        # A process training beside this run, let go once this run's steps are timed alone (train --baseline
+        # on a CPU: activemint.training.baseline), and the estimate of the whole (this run and it; None: not timed).
         self.beside: Beside | None = None
         self.expected_with_beside: float | None = None
         self.t0: float | None = None  # when _run started (train_seconds counts from it)
@@ -169,10 +169,11 @@ class Trainer(Epochs):
             self.expected_seconds, self.expected_with_beside = announce(
                 self, st.model, st.loss_fn, st.data, st.members, st.member_labels, st.external, st.seen, st.seen_host, st.policy,
                 st.steps_per_epoch, cfg.epochs - st.start_epoch, st.dgen, t0, beside=self.beside)
-        else:
-            signal_beside("estimated", expected_end=None)  # nothing left to train: nothing to time
+        elif main:  # nothing left to train: nothing to time
+            wait_for_go()
+            signal_beside("estimated", expected_end=None)
         if self.beside is not None:
-            self.beside.ensure_started()
+            self.beside.go()  # (done in announce when it ran)
         if st.on_device:
             st.loss_fn.sync = False  # the losses stay on the device; summed there and read once per epoch
             st.loss_fn.primed = not bool(torch.isnan(st.loss_fn.task0))  # one read, before the first step
