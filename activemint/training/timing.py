@@ -243,8 +243,8 @@ def estimate(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
                              seen_host, policy, steps=n, probe=True)
         sync(dev)
 
+    ready = beside.wait_ready() if beside is not None else False  # then the steps below are timed alone
     forward, trainer.forward = trainer.forward, train_forward  # the probe runs eager: compiling it would compile twice
-    ready = beside.wait_ready() if beside is not None else False
     try:
         probe.train()
         run(warm)
@@ -306,6 +306,7 @@ def time_beside(beside: Beside, run: Callable[[int], None], *, wait: float = BES
     end = doc.get("expected_end") if doc.get("stage") == "estimated" else None
     why = "" if end is not None else ("it was too short to time" if doc.get("stage") == "estimated" else "its estimate did not come")
     return {"contended_step": step, "contended_steps": n, "expected_end": end, "why": why}
+
 
 def warm_inference(trainer: Epochs, model: nn.Module, data: RunData) -> None:
     """One batch through each kind of validation inference (classes, membership)."""
