@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
                    help="run only cell I (0-based, in --dry-run's order) of the selection, in this process, and write "
                         "no table: one task of a SLURM array (sbatch --array=0-N-1; then --table-only)")
     g.add_argument("--out", help="folder of the cells' run directories (default runs/grid-<profile>)")
+    g.add_argument("--no-estimate", action="store_true", help="start at once, without timing the cells first "
+                   "(by default one probe per data set x arch x aMINT/plain prints the grid's expected wall time)")
     g.add_argument("--dry-run", action="store_true", help="list the selected cells and their status; train nothing")
     g.add_argument("--table-only", action="store_true", help="only (re)write the results table from finished cells")
     g.add_argument("--generate", nargs="?", const="all", help="write configs/<profile>/*.yaml from the matrix (all profiles, or a comma-separated list) and exit")
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         kw = engine_kwargs(args)
         if args.threads and kw.get("cpus_per_task") is None:  # --threads: the torch threads of each cell
             kw["cpus_per_task"] = args.threads
-        outcomes = grid.run_grid(cells, out, workers=args.workers, **kw)
+        outcomes = grid.run_grid(cells, out, workers=args.workers, estimate=not args.no_estimate, **kw)
         failed = [o for o in outcomes if o.status == "failed"]
         for o in failed:
             print(f"FAILED {o.cell}: {o.error}", file=sys.stderr)

@@ -43,6 +43,7 @@ from activemint.grid.matrix import (
 )
 from activemint.grid.runner import (
     CellOutcome,
+    estimate_grid,
     run_cell,
     run_grid,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "cell_config",
     "cell_status",
     "config_hash",
+    "estimate_grid",
     "expand",
     "generate_configs",
     "load_matrix",

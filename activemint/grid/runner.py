@@ -88,6 +88,46 @@ def _cell_task(task: tuple[Cell, str]) -> CellOutcome:
     return run_cell(cell, out_dir, log=lambda m: print(m, flush=True))
 
 
+def estimate_grid(cells: list[Cell], *, workers: int | None, threads: int | None,
+                  log: Callable[[str], None] = print) -> tuple[dict[str, float], float | None]:
+    """Each cell's expected seconds and the grid's expected wall time (None: not known), timed here before it starts.
+
+    One probe (:func:`activemint.training.trainer.time_config`: the run prepared, a few steps
+    and a validation timed, nothing kept) per data set x architecture x aMINT-or-plain, with
+    ``threads`` torch threads (a worker's); the other setups of an architecture are assumed to
+    cost what the probed one does, each cell's epochs and steps counted.  With ``workers``
+    (the local engine) the grid's wall time is the cells in order, each on the first free
+    worker; with None (Ray: workers not known here) only the cells' sum is known.
+    """
+    from activemint.training.timing import _duration, run_seconds
+    from activemint.training.trainer import time_config
+
+    t0 = time.time()
+    probes: dict[tuple, dict] = {}
+    per_cell: dict[str, float] = {}
+    for cell in cells:
+        cfg = cell.config
+        key = (cell.dataset, cell.arch, cell.mint, cfg.members, cfg.batch_size)  # (one per data set x arch x mint in a profile)
+        if key not in probes:
+            probes[key] = time_config(cfg, threads=threads)
+        per_cell[cell.dirname] = run_seconds(probes[key], cfg.epochs, probes[key]["steps_per_epoch"])
+    wall = None
+    if workers:
+        free = [0.0] * workers  # when each worker is next free: cells are handed out in order
+        for cell in cells:
+            i = free.index(min(free))
+            free[i] += per_cell[cell.dirname]
+        wall = max(free, default=0.0)
+    total = sum(per_cell.values())
+    log(f"grid: expected wall time about {_duration(wall) if wall is not None else '(not known: Ray)'}"
+        f" ({len(cells)} cells, {_duration(total)} of training in all"
+        + (f" on {workers} worker{'s' if workers > 1 else ''}" if workers else "") + "); "
+        f"timed by {len(probes)} probe{'s' if len(probes) != 1 else ''} ({_duration(time.time() - t0)}), one per data set x "
+        f"architecture x aMINT/plain on {threads or 'default'} thread{'s' if threads != 1 else ''}, the other setups "
+        f"assumed to cost the same; the machine as it is now")
+    return per_cell, wall
+
+
 def run_grid(
     cells: Iterable[Cell],
     out_dir: str | Path,
@@ -98,6 +138,7 @@ def run_grid(
     cpus_per_task: int | None = None,
     gpus_per_task: float = 0,
     log: Callable[[str], None] = print,
+    estimate: bool = False,
 ) -> list[CellOutcome]:
     """Run ``cells`` into ``out_dir`` as tasks of an engine; returns one outcome per cell.
 
@@ -107,8 +148,11 @@ def run_grid(
     task per cell on a local Ray instance or the cluster at ``ray_address``, each with
     ``cpus_per_task`` CPUs and ``gpus_per_task`` GPUs.  Cells already done are skipped
     without starting a task; the cache and lock rules of :func:`run_cell` hold on both.
+    ``estimate``: time the cells to run and print the grid's expected wall time first
+    (:func:`estimate_grid`), then each finished cell's line says about how long is left.
     """
-    from activemint.engine import TaskFailed, check_options, engine_summary, run_tasks
+    from activemint.engine import TaskFailed, check_options, engine_summary, local_plan, run_tasks
+    from activemint.training.timing import _duration
 
     check_options(engine, workers, cpus_per_task, gpus_per_task, ray_address)
     out_dir = Path(out_dir)
@@ -124,6 +168,25 @@ def run_grid(
     log(f"grid: {len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run "
         f"({sum(cell_status(c, out_dir) == 'partial' for c in todo)} to resume) "
         + engine_summary(engine, workers, cpus_per_task, gpus_per_task, ray_address))
+    expected: dict[str, float] = {}
+    lanes = 1
+    if estimate and todo:
+        if engine == "local":
+            lanes, _, threads = local_plan(workers, cpus_per_task)
+            lanes = min(lanes, len(todo))
+        else:
+            lanes, threads = 0, cpus_per_task or 1
+        expected, _ = estimate_grid(todo, workers=lanes or None, threads=threads, log=log)
+    t_start = time.time()
+
+    def left() -> str:
+        """About how long the unfinished cells will take: their expected seconds, scaled by how the finished cells went."""
+        done = [c for c in todo if c.dirname in outcomes and outcomes[c.dirname].seconds > 0]
+        rest = [expected[c.dirname] for c in todo if c.dirname not in outcomes]
+        if not expected or not lanes or not rest:
+            return ""
+        ratio = sum(outcomes[c.dirname].seconds for c in done) / max(1e-9, sum(expected[c.dirname] for c in done)) if done else 1.0
+        return f"; about {_duration(ratio * sum(rest) / min(lanes, len(rest)))} left (elapsed {_duration(time.time() - t_start)})"
 
     def finished(i: int, res: CellOutcome | TaskFailed) -> None:
         cell = todo[i]
@@ -132,7 +195,7 @@ def run_grid(
             log(f"[{cell.name}] worker failed: {res.error}")
         outcomes[cell.dirname] = res
         n = sum(c.dirname in outcomes for c in todo)
-        log(f"grid: {n}/{len(todo)} finished ({cell.name}: {res.status})")
+        log(f"grid: {n}/{len(todo)} finished ({cell.name}: {res.status}){left()}")
 
     run_tasks(_cell_task, [(c, str(out_dir)) for c in todo], engine=engine, workers=workers, ray_address=ray_address,
               cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, on_result=finished, log=log)

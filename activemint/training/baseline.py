@@ -8,6 +8,10 @@ together finish sooner than one after the other (README's main job:
 ``benchmarks/results/main-job-cpu.md``).  Each run keeps one thread count from start to end,
 so its figures do not depend on which finishes first (a thread count changes float sums).
 The baseline's own messages go to ``OUT/baseline/train.log``.
+
+The child waits, once it has loaded its data, until the aMINT run has timed its steps alone,
+and the run's time estimate counts the two phases (both running, then the run alone):
+:mod:`activemint.training.timing`.
 """
 from __future__ import annotations
 
@@ -73,8 +77,11 @@ def train_with_baseline(cfg: TrainConfig, out: str | Path, *, resume: bool = Fal
 def _train_beside(cfg: TrainConfig, bcfg: TrainConfig, out: Path, bdir: Path, *, resume: bool, progress: bool,
                   log: Callable[[str], None] | None) -> tuple[Any, dict[str, Any]]:
     """The aMINT run here (all its threads) and the baseline in a child process (``activemint train``, half as many)."""
+    import time
+
     import torch
 
+    from activemint.training.timing import BESIDE_SIGNAL, Beside, go_file
     from activemint.training.trainer import Trainer
 
     trainer = Trainer(cfg, out, progress=progress)  # config errors surface before the child starts
@@ -85,6 +92,8 @@ def _train_beside(cfg: TrainConfig, bcfg: TrainConfig, out: Path, bdir: Path, *,
     fd, cfg_path = tempfile.mkstemp(prefix="activemint-baseline-", suffix=".yaml")
     os.close(fd)
     Path(cfg_path).write_text(bcfg.to_yaml())
+    fd, signal_path = tempfile.mkstemp(prefix="activemint-baseline-", suffix=".json")  # its stages (timing.BESIDE_SIGNAL)
+    os.close(fd)
     cmd = [sys.executable, "-m", "activemint", "train", "--config", cfg_path, "--out", str(bdir),
            "--threads", str(side), "--no-progress", *(["--resume"] if bresume else [])]
     log_path = bdir / TRAIN_LOG
@@ -92,18 +101,26 @@ def _train_beside(cfg: TrainConfig, bcfg: TrainConfig, out: Path, bdir: Path, *,
         log(f"training the same model without aMINT (utility baseline) beside it, on {side} thread{'s' if side > 1 else ''}, "
             f"into {bdir} (its log: {log_path})")
     with open(log_path, "ab") as logf:
-        child = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        child = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env={**os.environ, BESIDE_SIGNAL: signal_path})
+    trainer.beside = Beside(alive=lambda: child.poll() is None, signal=Path(signal_path), log_path=log_path)
     try:
         result = trainer.run(resume=resume)
+        trainer.beside.go()  # (the run let it go already; never leave it waiting)
         if child.poll() is None and log is not None:
             log(f"waiting for the baseline ({bdir})")
         code = child.wait()
+        # The run and the baseline beside it, from the run's start: expected before training, and as it went.
+        result.metrics["expected_seconds_with_baseline"] = trainer.expected_with_beside
+        result.metrics["seconds_with_baseline"] = round(time.time() - trainer.t0, 1)
     except BaseException:
         child.terminate()
         child.wait()
         raise
     finally:
         Path(cfg_path).unlink(missing_ok=True)
+        Path(signal_path).unlink(missing_ok=True)
+        go_file(signal_path).unlink(missing_ok=True)
     base = RunDir(bdir).read_metrics() if code == 0 else None
     if base is None:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]

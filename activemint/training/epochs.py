@@ -32,6 +32,7 @@ class Epochs:
     channels_last: bool
     log: Callable[[str], None]
     forward: Callable[..., Any]  # the training forward (activemint.training.forward.train_forward, or compiled)
+    run_bar: Any = None  # the progress bar over the whole run's steps (with its ETA), advanced by each step; None: none
 
     # ---------------------------------------------------------------- epochs
     def host_epoch(self, model, loss_fn, opt, sched, gen, epoch, steps_per_epoch, members, member_labels, external,
@@ -59,6 +60,8 @@ class Epochs:
             if step % 10 == 0:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)  # drawn at the bar's own interval
             if not probe:
+                if self.run_bar is not None:
+                    self.run_bar.update(1)
                 kill_point("step")
         bar.close()
         return sums
@@ -78,6 +81,8 @@ class Epochs:
                 sums[k] = sums[k] + v if k in sums else v.float()
             bar.update(1)
             if not probe:
+                if self.run_bar is not None:
+                    self.run_bar.update(1)
                 kill_point("step")
         bar.close()
         if not sums:

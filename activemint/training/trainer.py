@@ -25,6 +25,7 @@ from activemint import rundir
 from activemint.data import read_manifest, write_manifest
 from activemint.io import atomic_write_via, kill_point, make_dir
 from activemint.mint import EnhancedAuditedModel, MultitaskLoss
+from activemint.progress import progress
 from activemint.rundir import RunDir, RunError, RunExistsError
 from activemint.training import distributed
 from activemint.training.batches import DeviceBatches
@@ -48,7 +49,7 @@ from activemint.training.forward import train_forward
 from activemint.training.head import train_head
 from activemint.training.optim import build_optimizer, build_scheduler, param_groups
 from activemint.training.selection import epoch_line, selection_info, selection_value
-from activemint.training.timing import announce
+from activemint.training.timing import Beside, announce, estimate, run_seconds, signal_beside, wait_for_go
 from activemint.transforms import get_policy
 
 
@@ -129,6 +130,11 @@ class Trainer(Epochs):
         # channels-last: asked for, or the device path on CUDA (convolutions' fast layout there)
         self.channels_last = self.device.type == "cuda" and (cfg.channels_last or self.data_path == "device")
         self.expected_seconds: float | None = None  # the time estimate logged before training (None: not timed)
+        # A process training beside this run, let go once this run's steps are timed alone (train --baseline
+        # on a CPU: activemint.training.baseline), and the estimate of the whole (this run and it; None: not timed).
+        self.beside: Beside | None = None
+        self.expected_with_beside: float | None = None
+        self.t0: float | None = None  # when _run started (train_seconds counts from it)
         self.forward = train_forward  # the training forward (compiled on the device path with cfg.compile)
 
     # The files of a run.
@@ -155,21 +161,34 @@ class Trainer(Epochs):
             return self._run(rd, resume)
 
     def _run(self, rd: RunDir, resume: bool) -> RunResult:
-        t0 = time.time()
+        t0 = self.t0 = time.time()
         st = self._prepare(rd, resume)
         self._restore(rd, st, resume)
         self._wrap(st)
         self._batches(st)
         cfg, main = self.cfg, st.main
         if main and st.start_epoch < cfg.epochs:
-            self.expected_seconds = announce(self, st.model, st.loss_fn, st.data, st.members, st.member_labels, st.external,
-                                             st.seen, st.seen_host, st.policy, st.steps_per_epoch, cfg.epochs - st.start_epoch,
-                                             st.dgen, t0)
+            self.expected_seconds, self.expected_with_beside = announce(
+                self, st.model, st.loss_fn, st.data, st.members, st.member_labels, st.external, st.seen, st.seen_host, st.policy,
+                st.steps_per_epoch, cfg.epochs - st.start_epoch, st.dgen, t0, beside=self.beside)
+        elif main:  # nothing left to train: nothing to time
+            wait_for_go()
+            signal_beside("estimated", expected_end=None)
+        if self.beside is not None:
+            self.beside.go()  # (done in announce when it ran)
         if st.on_device:
             st.loss_fn.sync = False  # the losses stay on the device; summed there and read once per epoch
             st.loss_fn.primed = not bool(torch.isnan(st.loss_fn.task0))  # one read, before the first step
-        for epoch in range(st.start_epoch, cfg.epochs):
-            self._epoch(rd, st, epoch, t0)
+        # One bar over all the run's steps, its ETA from the average rate so far (validations and
+        # checkpoints included: smoothing 0), above each epoch's own bar.
+        self.run_bar = progress(total=(cfg.epochs - st.start_epoch) * st.steps_per_epoch, desc="run", unit="step", smoothing=0,
+                                disable=not (self.progress and main), leave=False)
+        try:
+            for epoch in range(st.start_epoch, cfg.epochs):
+                self._epoch(rd, st, epoch, t0)
+        finally:
+            self.run_bar.close()
+            self.run_bar = None
         return self._finish(rd, st, t0)
 
     # ------------------------------------------------------------- the steps of _run
@@ -361,3 +380,37 @@ class Trainer(Epochs):
 
     def _metadata(self, data: RunData, epoch: int) -> dict[str, Any]:
         return checkpoint_metadata(self.cfg, data.train.input_shape, data.train.num_classes, epoch)
+
+
+def time_config(cfg: TrainConfig, *, threads: int | None = None) -> dict[str, Any]:
+    """What a run of ``cfg`` would cost on this machine, timed without training it.
+
+    The run is prepared in a temporary folder (data loaded, model built), timed by
+    :func:`~activemint.training.timing.estimate` (its steps with ``threads`` torch threads, default this process's), and
+    discarded.  Returns :func:`~activemint.training.timing.estimate`'s costs plus ``setup`` (seconds to load and prepare,
+    counted once per run), ``steps_per_epoch`` and ``seconds``: the expected wall time of the
+    whole run as ``train`` counts it (set-up + epochs x (steps x step + validation + checkpoint)
+    + final evaluation; the timing itself not counted).
+    """
+    import tempfile
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="activemint-timing-") as tmp:
+            t0 = time.time()
+            trainer = Trainer(cfg, Path(tmp) / "run", progress=False, log=lambda m: None)
+            trainer.data = load_run_data(cfg)
+            st = trainer._prepare(RunDir(trainer.run_dir), False)
+            trainer._batches(st)
+            setup = time.time() - t0
+            n_test = len(st.data.test) if cfg.test_samples is None else min(cfg.test_samples, len(st.data.test))
+            est = estimate(trainer, st.model, st.loss_fn, st.data, st.members, st.member_labels, st.external, st.seen,
+                           st.seen_host, st.policy, st.steps_per_epoch, st.dgen, n_test)
+    finally:
+        torch.set_num_threads(old)
+    est.update(setup=setup, steps_per_epoch=st.steps_per_epoch)
+    est["seconds"] = run_seconds(est, cfg.epochs, st.steps_per_epoch)
+    return est
+
