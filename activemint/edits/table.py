@@ -276,9 +276,10 @@ def write_outputs(out: Path, rows: list[EditRow], info: dict) -> None:
               f"{info['null_draws']} null sets with probability < 1e-6 (Binomial({info['null_draws']}, {info['alpha']:g}) tail)."
               if info["null_draws"] else "no null draws.")),
           f"Unedited test accuracy {info['base_test_accuracy']:.4f}; edit options {json.dumps(info['options'])}.", "",
-          ("A re-attached (`+reattachK`) or post-hoc head (distill-small) trained on a seeded part of D "
-           f"({info['options']['reattach_members']:g} of it); every scorer of that edited run is measured on the other "
-           "members only (`members scored`). `-allD`: trained on all of D and scored on it, an upper bound." ), "",
+          *([] if "reattach_members" not in info["options"] else [
+              ("A re-attached (`+reattachK`) or post-hoc head (distill-small) trained on a seeded part of D "
+               f"({info['options']['reattach_members']:g} of it); every scorer of that edited run is measured on the other "
+               "members only (`members scored`). `-allD`: trained on all of D and scored on it, an upper bound."), ""]),
           *([] if not info.get("reference_models") else [
               (lambda r: f"LiRA ({r['lira']}) and RMIA ({r['rmia']}) against {r['n_models']} reference models of the source run "
                          f"(not edited; {r['epochs']} epochs on {r['training_sizes'][0]} samples each, test accuracy "

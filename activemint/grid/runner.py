@@ -92,15 +92,15 @@ def estimate_grid(cells: list[Cell], *, workers: int | None, threads: int | None
                   log: Callable[[str], None] = print) -> tuple[dict[str, float], float | None]:
     """Each cell's expected seconds and the grid's expected wall time (None: not known), timed here before it starts.
 
-    One probe (:func:`activemint.training.trainer.time_config`: the run prepared, a few steps
+    One probe (:func:`activemint.training.cost.time_config`: the run prepared, a few steps
     and a validation timed, nothing kept) per data set x architecture x aMINT-or-plain, with
     ``threads`` torch threads (a worker's); the other setups of an architecture are assumed to
     cost what the probed one does, each cell's epochs and steps counted.  With ``workers``
     (the local engine) the grid's wall time is the cells in order, each on the first free
     worker; with None (Ray: workers not known here) only the cells' sum is known.
     """
+    from activemint.training.cost import time_config
     from activemint.training.timing import _duration, run_seconds
-    from activemint.training.trainer import time_config
 
     t0 = time.time()
     probes: dict[tuple, dict] = {}

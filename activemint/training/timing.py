@@ -332,5 +332,5 @@ def _duration(seconds: float) -> str:
 
 
 def run_seconds(costs: dict[str, Any], epochs: int, steps_per_epoch: int) -> float:
-    """A run's expected seconds from timed ``costs`` (:func:`activemint.training.trainer.time_config`'s): set-up, epochs, final evaluation."""
+    """A run's expected seconds from timed ``costs`` (:func:`activemint.training.cost.time_config`'s): set-up, epochs, final evaluation."""
     return costs["setup"] + alone_seconds(costs, epochs, steps_per_epoch)

@@ -49,7 +49,7 @@ from activemint.training.forward import train_forward
 from activemint.training.head import train_head
 from activemint.training.optim import build_optimizer, build_scheduler, param_groups
 from activemint.training.selection import epoch_line, selection_info, selection_value
-from activemint.training.timing import Beside, announce, estimate, run_seconds, signal_beside, wait_for_go
+from activemint.training.timing import Beside, announce, signal_beside, wait_for_go
 from activemint.transforms import get_policy
 
 
@@ -380,37 +380,3 @@ class Trainer(Epochs):
 
     def _metadata(self, data: RunData, epoch: int) -> dict[str, Any]:
         return checkpoint_metadata(self.cfg, data.train.input_shape, data.train.num_classes, epoch)
-
-
-def time_config(cfg: TrainConfig, *, threads: int | None = None) -> dict[str, Any]:
-    """What a run of ``cfg`` would cost on this machine, timed without training it.
-
-    The run is prepared in a temporary folder (data loaded, model built), timed by
-    :func:`~activemint.training.timing.estimate` (its steps with ``threads`` torch threads, default this process's), and
-    discarded.  Returns :func:`~activemint.training.timing.estimate`'s costs plus ``setup`` (seconds to load and prepare,
-    counted once per run), ``steps_per_epoch`` and ``seconds``: the expected wall time of the
-    whole run as ``train`` counts it (set-up + epochs x (steps x step + validation + checkpoint)
-    + final evaluation; the timing itself not counted).
-    """
-    import tempfile
-
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        with tempfile.TemporaryDirectory(prefix="activemint-timing-") as tmp:
-            t0 = time.time()
-            trainer = Trainer(cfg, Path(tmp) / "run", progress=False, log=lambda m: None)
-            trainer.data = load_run_data(cfg)
-            st = trainer._prepare(RunDir(trainer.run_dir), False)
-            trainer._batches(st)
-            setup = time.time() - t0
-            n_test = len(st.data.test) if cfg.test_samples is None else min(cfg.test_samples, len(st.data.test))
-            est = estimate(trainer, st.model, st.loss_fn, st.data, st.members, st.member_labels, st.external, st.seen,
-                           st.seen_host, st.policy, st.steps_per_epoch, st.dgen, n_test)
-    finally:
-        torch.set_num_threads(old)
-    est.update(setup=setup, steps_per_epoch=st.steps_per_epoch)
-    est["seconds"] = run_seconds(est, cfg.epochs, st.steps_per_epoch)
-    return est
-
