@@ -15,6 +15,7 @@ SELECTIONS = ("val_task_mint", "val_task", "val_mint", "last")
 LOSS_NORMS = ("first", "none")
 HEAD_NORMS = ("none", "mlp", "branch")
 HEAD_CONVS = ("full", "separable")
+HEAD_POOLS = ("max", "blur", "global-max", "global-avg")
 PRECISIONS = ("auto", "fp32", "bf16")
 DATA_PATHS = ("auto", "host", "device")
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -42,6 +43,7 @@ FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "mint_members": 1.0, "audit_policy": None, "audit_views": "all", "head_epochs": 0,
     "max_memory": None, "external_grad": True, "head_conv": "full", "arch_weights": None,
     "data_path": "auto", "lr_scaling": "none", "warmup_epochs": 0.0,
+    "head_pool": "max", "view_curriculum_epochs": 0,
 }
 
 
@@ -81,12 +83,14 @@ class TrainConfig(ConfigBase):
         **{k: Range(1) for k in ("members", "external", "validation", "calibration", "eval_nonmembers", "test_samples")},
         "target_fpr": Range(0, 1, lo_open=True, hi_open=True), "mint_members": Range(0, 1, lo_open=True),
         "head_epochs": Range(0), "warmup_epochs": Range(0),
+        "view_curriculum_epochs": Range(0),
     }
     choices: ClassVar[dict[str, Any]] = {
         "setup": SETUPS, "recipe": lambda: tuple(RECIPES), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
         "select": SELECTIONS, "precision": PRECISIONS, "head_norm": HEAD_NORMS, "head_conv": HEAD_CONVS, "loss_norm": LOSS_NORMS,
         "audit_views": AUDIT_VIEWS, "audit_policy": lambda: tuple(_policies()),
         "data_path": DATA_PATHS, "lr_scaling": LR_SCALINGS,
+        "head_pool": HEAD_POOLS,
     }
     unknown_what: ClassVar[str] = "config keys"
 
@@ -182,6 +186,15 @@ class TrainConfig(ConfigBase):
     # on CUDA) or "auto" = device on CUDA, host elsewhere (the CPU's figures stay the host's).
     data_path: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
+    # How the MINT head's conv branches subsample and reduce a tapped map (activemint.mint.head):
+    # "max" (the paper's max-pool, then a global max), "blur" (anti-aliased max-pool, Zhang
+    # 2019), "global-max" / "global-avg" (no subsampling, one global max / mean).  For shifted
+    # and re-framed copies; docs/near-copy-heads.md.
+    head_pool: str = "max"
+    # A view curriculum for audit_policy: the policy's probability of a transformed view rises
+    # linearly from 0 (exact images) at the first epoch to its own value at this epoch, and
+    # stays there; 0 = none (the policy's probability from the first epoch).
+    view_curriculum_epochs: int = 0
 
     def validate(self) -> None:
         """Check every field's type and range; raises :class:`ConfigError` (a ``ValueError``).
@@ -219,6 +232,8 @@ class TrainConfig(ConfigBase):
             raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed}")
         if self.select == "val_mint" and not self.mint:
             raise ConfigError("select=val_mint needs mint=True")
+        if self.view_curriculum_epochs and not self.audit_policy:
+            raise ConfigError(f"view_curriculum_epochs {self.view_curriculum_epochs} needs an audit_policy (it ramps the policy's views)")
 
     def __post_init__(self) -> None:
         super().__post_init__()  # types first: dataset is a string from here on
@@ -295,5 +310,5 @@ def _policies():
     return POLICIES
 
 
-__all__ = ["AUDIT_VIEWS", "DATA_PATHS", "LR_SCALINGS", "HEAD_CONVS", "HEAD_NORMS", "LOSS_NORMS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECTIONS",
+__all__ = ["AUDIT_VIEWS", "DATA_PATHS", "LR_SCALINGS", "HEAD_CONVS", "HEAD_NORMS", "HEAD_POOLS", "LOSS_NORMS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECTIONS",
            "SETUPS", "ConfigError", "TrainConfig", "parse_device", "read_yaml_mapping"]
