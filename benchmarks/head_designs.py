@@ -70,8 +70,10 @@ def table(runs: list[tuple[str, str]], twin: str | None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from neighbourhood_table import tpr_interval
 
-    twin_acc = json.loads((Path(twin) / "metrics.json").read_text())["test_accuracy"] if twin else None
+    twin_file = Path(twin) / "metrics.json" if twin and Path(twin).is_dir() else twin
+    twin_acc = json.loads(Path(twin_file).read_text())["test_accuracy"] if twin_file else None
     base_seconds = None
+    other: list[tuple[str, list]] = []
     print("Members against the evaluation non-members (2,000 each), both transformed alike (seed 0).")
     print("Cells: AUC [95% CI] / TPR@1%FPR [95% CI] / TPR@0.1%FPR [95% CI]\n")
     header = "| run | test acc. (twin) | train time (ratio) | " + " | ".join(NAMES[c] for c in COPIES) + " |"
@@ -99,6 +101,16 @@ def table(runs: list[tuple[str, str]], twin: str | None) -> int:
                          f"[{a:.2f}, {b:.2f}] / {r['tpr_at_0_1pct_fpr']:.3f} [{e:.3f}, {f:.3f}]")
         acc = f"{metrics['test_accuracy']:.4f}" + (f" ({twin_acc:.4f})" if twin_acc is not None else "")
         print(f"| {label} | {acc} | {secs / 60:.1f} min ({secs / base_seconds:.2f}x) | " + " | ".join(cells) + " |", flush=True)
+        other.append((label, [(c, r) for c, r in rows.items() if c not in COPIES]))
+    if any(o for _, o in other):
+        print("\nCopies outside the audit policy's views (unseen transformations, compositions): AUC [95% CI] / TPR@1%FPR\n")
+        names = list(dict.fromkeys(c for _, o in other for c, _ in o))
+        print("| run | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for label, o in other:
+            got = dict(o)
+            print(f"| {label} | " + " | ".join(f"{r['auc']:.3f} [{r['auc_ci_low']:.3f}, {r['auc_ci_high']:.3f}] / "
+                                             f"{r['tpr_at_1pct_fpr']:.2f}" if (r := got.get(c)) else "" for c in names) + " |")
     return 0
 
 
@@ -110,7 +122,7 @@ def main(argv=None) -> int:
     v.add_argument("--max-samples", type=int, default=2000)
     t = sub.add_parser("table", help="the evaluation table from robustness --save-scores outputs")
     t.add_argument("runs", nargs="+", help="LABEL=RUN_DIR:ROBUSTNESS_DIR")
-    t.add_argument("--twin", help="the plain twin's run directory (its test accuracy)")
+    t.add_argument("--twin", help="the plain twin's run directory or its metrics.json (its test accuracy)")
     a = ap.parse_args(argv)
     if a.cmd == "validate":
         return validate(_pairs(a.runs, ap), a.max_samples)
