@@ -18,6 +18,13 @@ training time relative to the first run::
 
     python benchmarks/head_designs.py table --twin runs/hd/base34/baseline \\
         base=runs/hd/base34:runs/hd/rb-base34 blur=runs/hd/blur:runs/hd/rb-blur ...
+
+``steptime``: the cost of each ``head_pool`` in one process: README's model (small_cnn, Entry,
+64 members + 64 externals a step), one aMINT training step (forward, loss, backward, Adam)
+per design in turn, rounds interleaved; the process's CPU time (one thread), which other jobs
+on a shared machine move far less than wall time; the median per step and its ratio to ``max``::
+
+    python benchmarks/head_designs.py steptime --rounds 7 --steps 10
 """
 from __future__ import annotations
 
@@ -114,6 +121,45 @@ def table(runs: list[tuple[str, str]], twin: str | None) -> int:
     return 0
 
 
+def steptime(rounds: int, steps: int) -> int:
+    import time
+
+    import torch
+
+    from activemint.mint import MultitaskLoss
+    from activemint.mint.head import HEAD_POOLS
+    from activemint.training import TrainConfig
+    from activemint.training.batches import to_input
+    from activemint.training.build import build_model
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    xm = to_input(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g))
+    xe = to_input(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g))
+    y = torch.randint(0, 10, (64,), generator=g)
+    setups = {}
+    for pool in HEAD_POOLS:
+        model = build_model(TrainConfig(head_pool=pool), (1, 28, 28), 10).train()
+        setups[pool] = (model, torch.optim.Adam(model.parameters(), lr=1e-3), MultitaskLoss())
+    times: dict[str, list[float]] = {p: [] for p in HEAD_POOLS}
+    for _ in range(rounds):
+        for pool, (model, opt, loss_fn) in setups.items():
+            t0 = time.process_time()  # CPU time of this one-thread process: little moved by other jobs
+            for _ in range(steps):
+                logits, mm, me = model.forward_train(xm, xe)
+                loss, _ = loss_fn(logits, y, mm, me)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            times[pool].append((time.process_time() - t0) / steps)
+    ref = float(np.median(times["max"]))
+    print("| head_pool | median CPU ms / step | ratio to max | head parameters |\n|---|---|---|---|")
+    for pool, (model, _, _) in setups.items():
+        med = float(np.median(times[pool]))
+        print(f"| {pool} | {1000 * med:.1f} | {med / ref:.2f} | {sum(p.numel() for p in model.head.parameters()):,} |")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -123,7 +169,12 @@ def main(argv=None) -> int:
     t = sub.add_parser("table", help="the evaluation table from robustness --save-scores outputs")
     t.add_argument("runs", nargs="+", help="LABEL=RUN_DIR:ROBUSTNESS_DIR")
     t.add_argument("--twin", help="the plain twin's run directory or its metrics.json (its test accuracy)")
+    st = sub.add_parser("steptime", help="the step cost of each head_pool, interleaved in one process")
+    st.add_argument("--rounds", type=int, default=7)
+    st.add_argument("--steps", type=int, default=10)
     a = ap.parse_args(argv)
+    if a.cmd == "steptime":
+        return steptime(a.rounds, a.steps)
     if a.cmd == "validate":
         return validate(_pairs(a.runs, ap), a.max_samples)
     return table(_pairs(a.runs, ap), a.twin)
