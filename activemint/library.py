@@ -210,7 +210,8 @@ def save_run(
         head = model.head
         fields.update({"taps": list(model.taps), "setup": getattr(model, "setup", None) or "entry",
                        "head_width": head.width, "head_hidden": head.hidden, "head_stride": head.stride,
-                       "head_norm": head.norm, "head_conv": head.conv, "external_grad": bool(model.external_grad)})
+                       "head_norm": head.norm, "head_conv": head.conv, "head_pool": head.pool,
+                       "external_grad": bool(model.external_grad)})
         loss = getattr(model, "multitask", None)
         if loss is not None:
             fields.update({"lambda_task": loss.lambda_task, "lambda_mint": loss.lambda_mint,

@@ -171,7 +171,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = MODEL,
 
 
 #: model.json's fields that describe an audited model's head and taps: the model is rebuilt from them.
-MODEL_FIELDS = ("taps", "head_width", "head_hidden", "head_stride", "head_norm", "head_conv")
+MODEL_FIELDS = ("taps", "head_width", "head_hidden", "head_stride", "head_norm", "head_conv", "head_pool")
 
 
 def _recorded_model(cfg: TrainConfig, meta: dict[str, Any], where: Path) -> TrainConfig:
@@ -218,7 +218,7 @@ def _wrap(cfg: TrainConfig, backbone: nn.Module, input_shape: tuple[int, ...]) -
         return PlainModel(backbone)
     model = EnhancedAuditedModel(backbone, cfg.taps, input_shape=input_shape, head_width=cfg.head_width,
                                  head_hidden=cfg.head_hidden, head_stride=cfg.head_stride, head_norm=cfg.head_norm,
-                                 head_conv=cfg.head_conv)
+                                 head_conv=cfg.head_conv, head_pool=cfg.head_pool)
     model.external_grad = cfg.external_grad
     model.set_tap_noise(cfg.tap_noise, cfg.seed)
     return model

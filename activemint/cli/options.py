@@ -51,6 +51,7 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('head_hidden', "hidden units of the MINT head's MLP (default 128)"),
         ('head_stride', "stride of the MINT head's first convs on maps >= 8 px (default 1; 2 = a lighter head)"),
         ('head_conv', "the MINT head's 3x3 convs: full (default, the paper's) or separable (depthwise + pointwise, lighter)"),
+        ('head_pool', "the MINT head's pooling: max (default, the paper's), blur (anti-aliased), global-max / global-avg (no subsampling, one global max / mean); for shifted copies"),
     ]),
     ('optimisation', [
         ('epochs', 'passes over the members (default 10)'),
@@ -73,6 +74,7 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('mint_members', 'fraction of D whose membership the MINT loss sees (default 1; the task loss always sees all of D)'),
         ('audit_policy', 'robust aMINT: train the MINT head on transformed views ({policies}; see `activemint transforms`); default: exact images. With --audit-views all the classifier trains on the views too, also with --mint off (the plain twin of a robust run)'),
         ('audit_views', 'with --audit-policy: transform the inputs of both losses (all, default) or of the MINT loss only (mint)'),
+        ('view_curriculum_epochs', "with --audit-policy: the policy's probability of a view ramps linearly from 0 (exact images) at the first epoch to its own at this epoch (default 0: none)"),
         ('head_epochs', 'extra epochs training only the MINT head, backbone frozen (default 0)'),
         ('tap_noise', "std of multiplicative Gaussian noise on the taps while the MINT head trains (default 0 = none; tried as a lever against pruning: no help at 0.1 or 0.3, docs/model-edits.md)"),
         ('select', 'which epoch to keep, judged on the validation split: best accuracy + membership AUC (default), best accuracy, best membership AUC, or the last epoch'),

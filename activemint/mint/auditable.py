@@ -32,7 +32,7 @@ from activemint.models.external import setup_taps, tap_candidates
 from activemint.setups import SETUPS
 
 #: The MINT head's options and the defaults ``activemint train`` uses (TrainConfig's head_*).
-HEAD_DEFAULTS = {"width": 64, "hidden": 128, "stride": 1, "norm": "mlp", "conv": "full"}
+HEAD_DEFAULTS = {"width": 64, "hidden": 128, "stride": 1, "norm": "mlp", "conv": "full", "pool": "max"}
 MEAN, STD = 0.5, 0.5  # the normalisation of activemint.training.batches.to_input (the paper's)
 
 
@@ -59,7 +59,8 @@ class AuditableModel(EnhancedAuditedModel):
                  loss_norm: str = "first", external_grad: bool = True) -> None:
         opts = _head_options(head)
         super().__init__(backbone, taps, input_shape=input_shape, head_width=opts["width"], head_hidden=opts["hidden"],
-                         head_stride=opts["stride"], head_norm=opts["norm"], head_conv=opts["conv"])
+                         head_stride=opts["stride"], head_norm=opts["norm"], head_conv=opts["conv"],
+                         head_pool=opts["pool"])
         if loss_norm not in ("first", "none"):
             raise ValueError(f"loss_norm must be 'first' or 'none', got {loss_norm!r}")
         param = next(backbone.parameters(), None)

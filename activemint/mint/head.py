@@ -14,6 +14,14 @@ on maps of >= 8 px) cuts the head's share of an Entry training step (mobilenet_v
 small_cnn: 51% -> 27%; ``benchmarks/results/throughput-cpu.md``) for a loss at low FPR
 (AUC 0.979, TPR@1%FPR 0.45 at width 64); it is an option, not the default.
 
+``pool`` (``TrainConfig.head_pool``) sets how a conv branch subsamples and reduces its map, for
+copies that are shifted or re-framed (issue 20; ``docs/near-copy-heads.md``): ``"max"`` (the
+design above, the default), ``"blur"`` (the max-pool anti-aliased: max over 2x2 at stride 1,
+then a 3x3 binomial blur at stride 2; Zhang, "Making convolutional networks shift-invariant
+again", ICML 2019), ``"global-max"`` / ``"global-avg"`` (no subsampling in the branch: both
+convs at the tap's resolution, then one global max / mean, so the branch is shift-equivariant
+up to its borders and the vector shift-invariant up to them; about 4x the second conv's cost).
+
 ``norm="mlp"`` (the trainer's default, ``TrainConfig.head_norm``) puts a BatchNorm on the
 concatenated branch vectors before the MLP.  Without it the head's output hardly varies
 between samples at initialisation (logit std 0.016 over 256 Fashion-MNIST images): the
@@ -30,9 +38,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 HEAD_NORMS = ("none", "mlp", "branch")
+HEAD_POOLS = ("max", "blur", "global-max", "global-avg")
 
 
 HEAD_CONVS = ("full", "separable")
@@ -48,27 +58,62 @@ def _conv3x3(cin: int, cout: int, stride: int, kind: str) -> nn.Module:
     raise ValueError(f"head conv must be one of {HEAD_CONVS}, got {kind!r}")
 
 
+class BlurPool(nn.Module):
+    """Anti-aliased max-pool (Zhang 2019's MaxBlurPool): max over 2x2 at stride 1, then a 3x3
+    binomial ([1, 2, 1] x [1, 2, 1] / 16) depthwise blur at stride 2 on a reflect-padded map.
+
+    Same output size as ``MaxPool2d(2)`` on even maps (14 -> 7).  The blur is a fixed,
+    non-persistent buffer: the state dict has no extra keys.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k = torch.outer(k, k) / 16.0
+        self.register_buffer("kernel", k.expand(channels, 1, 3, 3).clone(), persistent=False)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(x, 2, stride=1)
+        x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        return F.conv2d(x, self.kernel.to(x.dtype), stride=2, groups=self.channels)
+
+
 class ConvBranch(nn.Module):
     """Conv branch for a (B, C, H, W) map -> (B, width) vector."""
 
     def __init__(self, in_channels: int, spatial: int, width: int, stride: int = 1, norm: bool = False,
-                 conv: str = "full") -> None:
+                 conv: str = "full", pool: str = "max") -> None:
         super().__init__()
+        if pool not in HEAD_POOLS:
+            raise ValueError(f"head pool must be one of {HEAD_POOLS}, got {pool!r}")
         # ``stride`` > 1: the first conv subsamples maps of at least 8 px (a lighter head: the
         # first conv at full resolution is most of the head's cost on early taps).
         stride = stride if spatial >= 8 else 1
         self.conv1 = _conv3x3(in_channels, width, stride, conv)
         # Pool only where there is room for it: late stages of small inputs are 1x1 or 2x2.
-        self.pool = nn.MaxPool2d(2) if -(-spatial // stride) >= 4 else nn.Identity()
+        room = -(-spatial // stride) >= 4
+        self.pool_kind = pool
+        if pool == "max" and room:
+            self.pool: nn.Module = nn.MaxPool2d(2)
+        elif pool == "blur" and room:
+            self.pool = BlurPool(width)
+        else:  # global-max / global-avg: no subsampling inside the branch
+            self.pool = nn.Identity()
         self.norm = nn.BatchNorm2d(width) if norm else nn.Identity()
         self.conv2 = _conv3x3(width, width, 1, conv)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # conv -> ReLU -> max-pool -> conv -> ReLU -> global max-pool, computed with each ReLU
-        # after its max-pool: ReLU and max commute, so the values are the same, but the ReLU
-        # (and its backward) then runs on a 4x smaller map, and on (B, width) at the end.
-        x = self.act(self.norm(self.pool(self.conv1(x))))
+        if self.pool_kind == "blur":  # the blur is linear: ReLU before it (Zhang's conv -> ReLU -> MaxBlurPool)
+            x = self.act(self.norm(self.pool(self.act(self.conv1(x)))))
+        else:
+            # conv -> ReLU -> max-pool -> conv -> ReLU -> global max-pool, computed with each ReLU
+            # after its max-pool: ReLU and max commute, so the values are the same, but the ReLU
+            # (and its backward) then runs on a 4x smaller map, and on (B, width) at the end.
+            x = self.act(self.norm(self.pool(self.conv1(x))))
+        if self.pool_kind == "global-avg":
+            return torch.mean(self.act(self.conv2(x)), dim=(2, 3))
         return self.act(torch.amax(self.conv2(x), dim=(2, 3)))
 
 
@@ -95,20 +140,23 @@ class MintHead(nn.Module):
         norm: "none"; "mlp": batch-normalise the concatenated branch vectors before the MLP;
             "branch": that, and a BatchNorm after each conv branch's first pool.
         conv: the branches' 3x3 convs: "full" (the paper's) or "separable" (depthwise + pointwise).
+        pool: how a conv branch subsamples and reduces its map: "max" (the paper's), "blur"
+            (anti-aliased max-pool), "global-max" / "global-avg" (no subsampling, one global
+            max / mean); token branches always take the max over tokens.
 
     ``forward(features)`` takes the list of tapped tensors (same order as ``shapes``) and
     returns membership logits of shape (B,).  ``sigmoid(logit)`` is P(member).
     """
 
     def __init__(self, shapes: Sequence[Sequence[int]], *, width: int = 64, hidden: int = 128, stride: int = 1,
-                 norm: str = "none", conv: str = "full") -> None:
+                 norm: str = "none", conv: str = "full", pool: str = "max") -> None:
         super().__init__()
         if not shapes:
             raise ValueError("MintHead needs at least one tapped activation")
         branches = []
         for shape in shapes:
             if len(shape) == 3:
-                branches.append(ConvBranch(shape[0], min(shape[1], shape[2]), width, stride, norm == "branch", conv))
+                branches.append(ConvBranch(shape[0], min(shape[1], shape[2]), width, stride, norm == "branch", conv, pool))
             elif len(shape) == 2:
                 branches.append(TokenBranch(shape[1], width))
             else:
@@ -117,6 +165,7 @@ class MintHead(nn.Module):
                 )
         self.shapes = [tuple(int(s) for s in shape) for shape in shapes]
         self.width, self.hidden, self.stride, self.norm, self.conv = width, hidden, stride, norm, conv
+        self.pool = pool
         self.branches = nn.ModuleList(branches)
         n = width * len(branches)
         if norm not in HEAD_NORMS:

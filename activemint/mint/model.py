@@ -73,6 +73,8 @@ class EnhancedAuditedModel(nn.Module):
         input_shape: (C, H, W) of one input, used to infer the tapped shapes.
         head_width, head_hidden, head_stride: size of the :class:`MintHead`, and the stride
             of its branches' first conv.
+        head_norm, head_conv, head_pool: the head's normalisation, 3x3 convs and pooling
+            (:class:`MintHead`'s ``norm``, ``conv``, ``pool``).
 
     Outputs: ``forward(x)`` -> ``(class_logits (B, K), membership_logits (B,))``.
     """
@@ -96,6 +98,7 @@ class EnhancedAuditedModel(nn.Module):
         head_stride: int = 1,
         head_norm: str = "none",
         head_conv: str = "full",
+        head_pool: str = "max",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -105,7 +108,8 @@ class EnhancedAuditedModel(nn.Module):
         shapes, self.split_forward_ok = self._probe()
         self._recorder = TapRecorder(backbone, self.taps)
         self._noise_seed, self._noise_gens = 0, {}
-        self.head = MintHead(shapes, width=head_width, hidden=head_hidden, stride=head_stride, norm=head_norm, conv=head_conv)
+        self.head = MintHead(shapes, width=head_width, hidden=head_hidden, stride=head_stride, norm=head_norm, conv=head_conv,
+                             pool=head_pool)
 
     @torch.no_grad()
     def _probe(self) -> tuple[list[tuple[int, ...]], bool]:

@@ -84,7 +84,7 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes
     taps = config_taps(cfg)
     model = EnhancedAuditedModel(
         backbone, taps, input_shape=input_shape, head_width=cfg.head_width, head_hidden=cfg.head_hidden,
-        head_stride=cfg.head_stride, head_norm=cfg.head_norm, head_conv=cfg.head_conv,
+        head_stride=cfg.head_stride, head_norm=cfg.head_norm, head_conv=cfg.head_conv, head_pool=cfg.head_pool,
     )
     model.external_grad = cfg.external_grad
     model.set_tap_noise(cfg.tap_noise, cfg.seed)
@@ -124,6 +124,6 @@ def checkpoint_metadata(cfg: TrainConfig, input_shape, num_classes: int, epoch: 
         "taps": config_taps(cfg) if cfg.mint else None,
         "dataset": cfg.dataset, "input_shape": list(input_shape), "num_classes": num_classes,
         "head_width": cfg.head_width, "head_hidden": cfg.head_hidden, "head_stride": cfg.head_stride,
-        "head_norm": cfg.head_norm, "head_conv": cfg.head_conv, "activemint": activemint.__version__,
+        "head_norm": cfg.head_norm, "head_conv": cfg.head_conv, "head_pool": cfg.head_pool, "activemint": activemint.__version__,
         "epoch": epoch,
     }

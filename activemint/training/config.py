@@ -15,6 +15,7 @@ SELECTIONS = ("val_task_mint", "val_task", "val_mint", "last")
 LOSS_NORMS = ("first", "none")
 HEAD_NORMS = ("none", "mlp", "branch")
 HEAD_CONVS = ("full", "separable")
+HEAD_POOLS = ("max", "blur", "global-max", "global-avg")
 PRECISIONS = ("auto", "fp32", "bf16")
 DATA_PATHS = ("auto", "host", "device")
 LR_SCALINGS = ("none", "linear", "sqrt")
@@ -47,6 +48,7 @@ FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "tap_noise": 0.0,
     "external_views": None, "external_source": None, "external_source_root": None, "external_source_size": None,
     "external_per_epoch": None, "external_generated": 0.0, "external_generator": "mixup",
+    "head_pool": "max", "view_curriculum_epochs": 0,
 }
 
 
@@ -88,6 +90,7 @@ class TrainConfig(ConfigBase):
         "head_epochs": Range(0), "warmup_epochs": Range(0),
         "tap_noise": Range(0, 10),
         "external_source_size": Range(1), "external_per_epoch": Range(1), "external_generated": Range(0, 1),
+        "view_curriculum_epochs": Range(0),
     }
     choices: ClassVar[dict[str, Any]] = {
         "setup": SETUPS, "recipe": lambda: tuple(RECIPES), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
@@ -95,6 +98,7 @@ class TrainConfig(ConfigBase):
         "audit_views": AUDIT_VIEWS, "audit_policy": lambda: tuple(_policies()),
         "data_path": DATA_PATHS, "lr_scaling": LR_SCALINGS,
         "external_views": lambda: tuple(_policies()), "external_generator": EXTERNAL_GENERATORS,
+        "head_pool": HEAD_POOLS,
     }
     unknown_what: ClassVar[str] = "config keys"
 
@@ -211,6 +215,15 @@ class TrainConfig(ConfigBase):
     external_generated: float = 0.0
     external_generator: str = "mixup"
     extra: dict[str, Any] = field(default_factory=dict)
+    # How the MINT head's conv branches subsample and reduce a tapped map (activemint.mint.head):
+    # "max" (the paper's max-pool, then a global max), "blur" (anti-aliased max-pool, Zhang
+    # 2019), "global-max" / "global-avg" (no subsampling, one global max / mean).  For shifted
+    # and re-framed copies; docs/near-copy-heads.md.
+    head_pool: str = "max"
+    # A view curriculum for audit_policy: the policy's probability of a transformed view rises
+    # linearly from 0 (exact images) at the first epoch to its own value at this epoch, and
+    # stays there; 0 = none (the policy's probability from the first epoch).
+    view_curriculum_epochs: int = 0
 
     def validate(self) -> None:
         """Check every field's type and range; raises :class:`ConfigError` (a ``ValueError``).
@@ -248,6 +261,8 @@ class TrainConfig(ConfigBase):
             raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed}")
         if self.select == "val_mint" and not self.mint:
             raise ConfigError("select=val_mint needs mint=True")
+        if self.view_curriculum_epochs and not self.audit_policy:
+            raise ConfigError(f"view_curriculum_epochs {self.view_curriculum_epochs} needs an audit_policy (it ramps the policy's views)")
         self._validate_externals()
 
     def _validate_externals(self) -> None:
@@ -344,5 +359,5 @@ def _policies():
     return POLICIES
 
 
-__all__ = ["AUDIT_VIEWS", "EXTERNAL_GENERATORS", "DATA_PATHS", "LR_SCALINGS", "HEAD_CONVS", "HEAD_NORMS", "LOSS_NORMS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECTIONS",
+__all__ = ["AUDIT_VIEWS", "EXTERNAL_GENERATORS", "DATA_PATHS", "LR_SCALINGS", "HEAD_CONVS", "HEAD_NORMS", "HEAD_POOLS", "LOSS_NORMS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECTIONS",
            "SETUPS", "ConfigError", "TrainConfig", "parse_device", "read_yaml_mapping"]

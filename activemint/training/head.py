@@ -1,6 +1,8 @@
-"""Training a MINT head alone on a frozen backbone (``TrainConfig.head_epochs``, the robust post-hoc head)."""
+"""Training a MINT head alone on a frozen backbone (``TrainConfig.head_epochs``, the robust post-hoc head),
+and the view curriculum of robust aMINT (``TrainConfig.view_curriculum_epochs``)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -69,3 +71,17 @@ def train_head(model: EnhancedAuditedModel, members: torch.Tensor, external: tor
         p.requires_grad_(flag)
     model.eval()
     return model
+
+
+def curriculum_policy(policy, epoch: int, ramp_epochs: int):
+    """The audit policy of 0-based ``epoch`` under a view curriculum of ``ramp_epochs`` (``TrainConfig.view_curriculum_epochs``).
+
+    Exact images first, then more and more views: the policy's probability of a transformed
+    view is ``p * min(1, epoch / ramp_epochs)`` (0 at the first epoch, the policy's own from
+    epoch ``ramp_epochs`` on); its transformations and severity ranges are unchanged.
+    ``ramp_epochs`` 0 or no policy: ``policy`` itself (the same object: runs without a
+    curriculum draw exactly as before).
+    """
+    if policy is None or ramp_epochs <= 0 or epoch >= ramp_epochs:
+        return policy
+    return dataclasses.replace(policy, p=policy.p * epoch / ramp_epochs)

@@ -46,7 +46,7 @@ from activemint.training.epochs import Epochs
 from activemint.training.evaluation import evaluate, write_evaluation
 from activemint.training.externals import check_pool, external_pool, levers_on
 from activemint.training.forward import train_forward
-from activemint.training.head import train_head
+from activemint.training.head import curriculum_policy, train_head
 from activemint.training.optim import build_optimizer, build_scheduler, param_groups
 from activemint.training.selection import epoch_line, selection_info, selection_value
 from activemint.training.timing import Beside, announce, signal_beside, wait_for_go
@@ -307,11 +307,13 @@ class Trainer(Epochs):
         cfg, model, data = self.cfg, st.model, st.data
         t_epoch = time.time()
         model.train()
+        policy = curriculum_policy(st.policy, epoch, cfg.view_curriculum_epochs)  # the view curriculum's (or st.policy)
         if st.on_device:
+            st.batches.policy = policy
             sums = self.device_epoch(model, st.loss_fn, st.opt, st.sched, st.batches, st.steps_per_epoch, epoch)
         else:
             sums = self.host_epoch(model, st.loss_fn, st.opt, st.sched, st.gen, epoch, st.steps_per_epoch, st.members,
-                                   st.member_labels, st.external, st.seen, st.seen_host, st.policy)
+                                   st.member_labels, st.external, st.seen, st.seen_host, policy)
         sums = distributed.all_reduce_mean(sums)  # the global batches' losses (one process: as they are)
         if not st.main:  # rank 0 validates, logs and checkpoints; the others wait for it
             distributed.barrier()
