@@ -214,3 +214,11 @@ def test_grid_prints_its_expected_wall_time_before_it_starts(tmp_path):
     first = [i for i, m in enumerate(log) if m.startswith("grid: expected wall time about")]
     started = [i for i, m in enumerate(log) if "finished" in m]
     assert first and started and first[0] < started[0]
+
+    # Without the estimate (run_grid's default) a finished cell's line says nothing of time left,
+    # with cells still to run (before: a KeyError from the empty estimate after the first cell).
+    log2: list[str] = []
+    outcomes = grid.run_grid(cells, tmp_path / "grid2", workers=1, cpus_per_task=1, log=log2.append)
+    assert [o.status for o in outcomes] == ["trained"] * 2
+    assert not any("expected wall time" in m or "left (elapsed" in m for m in log2)
+    assert sum("finished" in m for m in log2) == 2

@@ -181,9 +181,11 @@ def run_grid(
 
     def left() -> str:
         """About how long the unfinished cells will take: their expected seconds, scaled by how the finished cells went."""
+        if not expected or not lanes:  # not estimated (the default) or Ray's lanes unknown
+            return ""
         done = [c for c in todo if c.dirname in outcomes and outcomes[c.dirname].seconds > 0]
         rest = [expected[c.dirname] for c in todo if c.dirname not in outcomes]
-        if not expected or not lanes or not rest:
+        if not rest:
             return ""
         ratio = sum(outcomes[c.dirname].seconds for c in done) / max(1e-9, sum(expected[c.dirname] for c in done)) if done else 1.0
         return f"; about {_duration(ratio * sum(rest) / min(lanes, len(rest)))} left (elapsed {_duration(time.time() - t_start)})"
