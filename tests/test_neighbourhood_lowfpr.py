@@ -1,21 +1,14 @@
 """benchmarks/neighbourhood_lowfpr.py: the extra non-members are the training images no role of the run used."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from conftest import load_benchmark
 
 from activemint.data.splits import Splits
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _module():
-    spec = importlib.util.spec_from_file_location("neighbourhood_lowfpr", ROOT / "benchmarks" / "neighbourhood_lowfpr.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("neighbourhood_lowfpr")
 
 
 def test_unused_train_indices_are_exactly_the_untouched_ones():

@@ -1,12 +1,12 @@
 """benchmarks/neighbourhood_settest.py: --matched-only keeps the same draws, --copies selects, errors are one line."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real scores: the 34-epoch robust aMINT run of docs/what-amint-detects.md's fifth round (2,000 of each role).
@@ -15,10 +15,7 @@ SCORES = ROOT / "benchmarks" / "results" / "neighbourhood" / "round5" / "sev-see
 
 @pytest.fixture(scope="module")
 def settest():
-    spec = importlib.util.spec_from_file_location("neighbourhood_settest", ROOT / "benchmarks" / "neighbourhood_settest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("neighbourhood_settest")
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,17 @@
 """benchmarks/severity.py: severity order from the transformation registry, a calibrated 0.1% threshold, the tables."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 from activemint.metrics import calibrate_threshold, min_calibration_size
 from activemint.transforms import TRANSFORMS
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def severity():
-    spec = importlib.util.spec_from_file_location("severity", ROOT / "benchmarks" / "severity.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("severity")
 
 
 def _scores(copies_shift: dict[str, float], n: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
