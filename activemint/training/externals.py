@@ -91,11 +91,6 @@ def source_images(cfg: TrainConfig, shape: tuple[int, int, int]) -> torch.Tensor
     return images
 
 
-def _digests(images: torch.Tensor) -> list[bytes]:
-    arr = np.ascontiguousarray(images.cpu().numpy())
-    return [hashlib.sha256(a).digest() for a in arr]
-
-
 def external_pool(cfg: TrainConfig, data) -> ExternalPool:
     """The run's externals (``data``: its :class:`~activemint.training.data.RunData`): the ``external``
     split's rows, followed by ``external_source``'s images (none pixel-identical to a member)."""
@@ -106,8 +101,10 @@ def external_pool(cfg: TrainConfig, data) -> ExternalPool:
         raise ExternalsError("external_source: not available with a streamed data set (max_memory); "
                              "raise --max-memory or leave external_source unset")
     src = source_images(cfg, tuple(data.train.input_shape))
-    members = set(_digests(data.train.rows(data.splits.members)))
-    keep = np.array([d not in members for d in _digests(src)], dtype=bool)
+    from activemint.data import pixel_sha256
+
+    members = set(pixel_sha256(data.train.rows(data.splits.members)))
+    keep = np.array([d not in members for d in pixel_sha256(src)], dtype=bool)
     dropped = int((~keep).sum())
     if dropped:
         src = src[torch.as_tensor(keep)]
