@@ -109,6 +109,55 @@ def test_20_of_100_members_detected_and_fraction_covered(scores, cal, mixture):
 
 
 # ------------------------------------------------------------- level under H0
+def test_mixture_test_holds_its_level_when_the_head_reads_chance(cal):
+    """The regression of the mixture test's validity defect (docs/audit.md): a head that reads
+    chance (a distilled student's, docs/model-edits.md) gives member scores distributed like the
+    non-members'.  Here the "members" are 1,000 of the run's real evaluation non-member scores, and
+    each of 300 draws takes a fresh calibration split and a suspect set of 400 from the other
+    non-members (pooled, permuted: i.i.d. draws given the pool, exchangeable within each).  The
+    earlier, profiled likelihood ratio with its asymptotic law flagged 18 of 300 such sets at 0.01
+    on a distilled student's scores; the conditional test is exact, so its flags are stochastically
+    below Binomial(300, 0.01), which exceeds 14 with probability 5.3e-7 (binom.sf(14, 300, 0.01)).
+    """
+    rng = np.random.default_rng(11)
+    ev = rng.permutation(cal.eval_nonmember_scores)
+    fake_members, pooled = ev[:1000], np.r_[cal.scores, ev[1000:]]
+    flags = 0
+    for _ in range(300):
+        perm = rng.permutation(len(pooled))
+        c = make_calibration(pooled[perm[: cal.n]], 0.01, member_scores=fake_members)
+        flags += set_tests(pooled[perm[cal.n : cal.n + 400]], c).tests["mixture"].p_value < 0.01
+    assert flags <= 14, flags
+
+
+def test_mixture_test_with_scores_tied_at_a_bin_edge_is_finite():
+    """Many tied scores (a saturated loss or RMIA score) leave a pooled bin empty; the test drops it."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    cal = np.r_[rng.normal(size=1900), np.full(100, 5.0)]
+    suspect = np.r_[rng.normal(size=380), np.full(20, 5.0)]
+    c = make_calibration(cal, 0.01, member_scores=rng.normal(1.0, 1.0, size=2000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        p = set_tests(suspect, c).tests["mixture"].p_value
+    assert 0 < p <= 1
+
+
+def test_mixture_pvalue_is_reproducible_and_states_its_parts(scores, cal, mixture):
+    s = draw_suspect(scores["members"], scores["eval_nonmembers"], 100, 5, np.random.default_rng(4))
+    a, b = set_tests(s, cal, mixture=mixture), set_tests(s, cal, mixture=mixture)
+    assert a.tests["mixture"].p_value == b.tests["mixture"].p_value
+    d = a.tests["mixture"].detail
+    # the reported p-value is the Chernoff bound below the Monte Carlo resolution, else p_mc + 1/(draws + 1)
+    delta = 1 / (d["draws"] + 1)
+    want = d["p_chernoff"] if d["p_chernoff"] < delta else min(1.0, d["p_monte_carlo"] + delta)
+    assert a.tests["mixture"].p_value == want
+    # p_chernoff bounds the exact conditional tail p* from above; p_mc estimates p* with sd
+    # <= 0.5 / sqrt(draws) = 0.005, so p_mc > p_chernoff + 0.05 (10 sd) has probability < 1e-20
+    assert d["p_chernoff"] >= d["p_monte_carlo"] - 0.05
+
+
 def test_pvalues_are_at_least_uniform_under_h0_on_real_nonmember_scores(cal):
     """Every test, on 300 draws of 100 real non-member scores with a fresh calibration split
     each time: the count of p <= a is at most the Binomial(300, a) quantile that a valid test

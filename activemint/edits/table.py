@@ -244,8 +244,9 @@ def _fmt_p(p: float) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def markdown_table(rows: list[EditRow]) -> str:
-    lines = ["| edit | scorer | test acc. | acc. lost (points) | members scored | AUC | TPR@1%FPR | p (100 members) | "
+def markdown_table(rows: list[EditRow], suspect: int = 100) -> str:
+    lines = ["| edit | scorer | test acc. | acc. lost (points) | members scored | AUC | TPR@1%FPR | "
+             f"p ({suspect} members) | "
              "null sets flagged (draws) [95% upper] | member sets flagged |", "|" + "---|" * 10]
     for r in rows:
         def rate(v: float | None, n: int = r.null_draws) -> str:
@@ -287,7 +288,7 @@ def write_outputs(out: Path, rows: list[EditRow], info: dict) -> None:
                          f"cache {r['cache_dir']}).")(info["reference_models"]), ""]),
           "Edits:", ""]
     md += [f"- `{k}`: {v}" for k, v in info["about"].items()]
-    md += ["", markdown_table(rows), ""]
+    md += ["", markdown_table(rows, info["suspect"]), ""]
     atomic_write(out / FILES["markdown"], "\n".join(md))
     atomic_write_via(out / FILES["plot"], lambda p: plot_edits(rows, p))
 
