@@ -250,3 +250,24 @@ def test_bad_alpha_and_unknown_test_are_refused(cal):
         set_tests([1.0, 2.0], cal, default_test="t-test")
     with pytest.raises(ValueError, match="empty"):
         set_tests([], cal)
+
+
+def test_chernoff_bound_is_above_the_exact_hypergeometric_tail():
+    """The bound behind the mixture test's smallest p-values, against the exact tail of a linear
+    statistic of a small multivariate hypergeometric draw (every outcome enumerated)."""
+    from itertools import product
+    from math import comb
+
+    from activemint.audit.mixture_lr import _chernoff_log_tail
+
+    t, m = np.array([6, 4, 3, 2]), 5
+    f0 = t / t.sum()
+    for w in (np.array([-0.5, 0.0, 0.7, 2.0]), np.log(np.array([0.1, 0.2, 0.3, 0.4]) / f0)):
+        outcomes = [c for c in product(*(range(k + 1) for k in t)) if sum(c) == m]
+        pmf = np.array([np.prod([comb(int(k), ci) for k, ci in zip(t, c)]) for c in outcomes]) / comb(int(t.sum()), m)
+        stat = np.array([np.dot(w, c) for c in outcomes])
+        assert pmf.sum() == pytest.approx(1.0, abs=1e-12)
+        for s in np.unique(stat):
+            exact = pmf[stat >= s - 1e-12].sum()
+            # the bound may only be above the exact tail (1e-9: the optimiser's and float slack)
+            assert np.exp(_chernoff_log_tail(w, f0, m, float(s))) >= exact - 1e-9, (w, s)

@@ -15,7 +15,7 @@ from activemint.rundir import AUDIT_FILES
 TEST_TITLES = {
     "exceedance": "Exceedance test: suspect samples above the calibrated threshold vs a beta-binomial null (exact)",
     "mann_whitney": "Mann-Whitney U, one-sided: suspect scores vs calibration non-members (rank test)",
-    "mixture": "Mixture likelihood-ratio test: suspect scores as a mix of non-member and member score distributions (asymptotic)",
+    "mixture": "Mixture likelihood-ratio test: suspect scores as a mix of non-member and member score distributions (exact, calibrated on the pooled scores)",
 }
 
 
