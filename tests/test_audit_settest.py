@@ -224,6 +224,16 @@ def test_betabinomial_tail_is_accurate():
     assert 0 < betabinom_sf_inclusive(90, 100, 11, 990) < 1e-60  # far tail, not 0 from 1 - cdf
 
 
+def test_mixture_pvalue_far_in_the_tail_is_positive():
+    """A bound below double precision's range is reported as the smallest normal double, never 0."""
+    from activemint.audit.mixture_lr import conditional_mixture_test
+    from activemint.audit.settest import mixture_bins
+
+    rng = np.random.default_rng(8)
+    p = conditional_mixture_test(rng.normal(6, 1, 1000), rng.normal(size=2000), rng.normal(6, 1, 2000), mixture_bins)[0]
+    assert 0 < p <= 1e-300
+
+
 def test_mixture_recovers_a_known_fraction_on_synthetic_scores():
     rng = np.random.default_rng(7)
     cal, mem = rng.normal(0, 1, 2000), rng.normal(3, 1, 2000)

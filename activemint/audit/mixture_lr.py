@@ -97,7 +97,9 @@ def conditional_mixture_test(suspect: np.ndarray, calibration: np.ndarray, membe
     tol = 1e-9 * (1.0 + abs(t_obs))
     p_mc = (1 + int(np.sum(t_sim >= t_obs - tol))) / (draws + 1)
     log_ch = special.logsumexp([_chernoff_log_tail(w[j], f0, len(s), t_obs) for j in range(len(w))])
-    p_ch = float(min(1.0, np.exp(log_ch)))
+    # exp() of a bound below ~1e-308 underflows to 0; the smallest normal double is still a valid
+    # (larger) p-value, and 0 would read as "impossible under H0"
+    p_ch = float(min(1.0, max(np.exp(log_ch), np.finfo(np.float64).tiny)))
     p = p_ch if p_ch < delta else min(1.0, p_mc + delta)
     j = int(np.argmax(w @ c))
     detail = {"n_bins": len(t), "pi_at_max": float(PI_GRID[j]), "p_monte_carlo": p_mc, "p_chernoff": p_ch,
