@@ -35,8 +35,9 @@ E = non-members), the auditor's re-attachment step after an edit broke the head.
 **Held-out members.** A head trained on members of D recognises those very members, whatever
 the model learned from them (a head re-attached to a student that never saw D still flags the
 D it was trained on).  So a re-attached head, and the post-hoc head of ``distill-small``, train
-on a seeded random part of D only (``reattach_members``, default half) and every scorer of that
-edited run is then measured on the *other* members of D alone (:func:`scored_members`); the
+on a seeded random part of D only (``reattach_members``, default half) and that head is then
+measured on the *other* members of D alone (:func:`scored_members`; black-box scorers, which
+never saw them, on all of D); the
 train-split indices of the members the head saw are recorded in the edited run's config
 (``extra.model_edit.head_trained_members``).  ``reattach_members=1`` trains on all of D, as
 before: its figures are then an upper bound (the head is scored on its own training members),

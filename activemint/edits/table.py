@@ -219,14 +219,17 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
         seen = rec.get("head_trained_members") if isinstance(rec, dict) else None
         all_d = seen is not None and len(seen) >= len(keep)
         for sc, sc_scores in scorer_scores(run, images, labels, refs).items():
-            sc_scores = {**sc_scores, "members": sc_scores["members"][keep]}
+            # only a head can have seen members (re-attached, post-hoc); a black-box scorer is
+            # scored on all of D
+            kept = keep if sc == "head" else np.ones_like(keep)
+            sc_scores = {**sc_scores, "members": sc_scores["members"][kept]}
             m = membership_metrics(sc_scores["members"], sc_scores["eval_nonmembers"], bootstrap=0, seed=opts.seed)
             p, null, hit = set_level(sc_scores, target_fpr=target, alpha=alpha, seed=opts.seed, suspect=suspect,
                                      null_draws=null_draws)
             upper = None if null is None else clopper_pearson_upper(round(null * null_draws), null_draws)
             rows.append(EditRow(edit, level, k, sc, acc, round(100 * (base_acc - acc), 4), m.auc, m.tpr_at_1pct_fpr, p,
-                                null_draws, null, upper, hit, str(run.run_dir), int(keep.sum()), all_d))
-            log(f"{edit_label(edit, level, k, all_d)}  {sc} ({int(keep.sum())} members): accuracy {acc:.4f}  AUC {m.auc:.3f}  TPR@1% {m.tpr_at_1pct_fpr:.3f}  "
+                                null_draws, null, upper, hit, str(run.run_dir), int(kept.sum()), all_d))
+            log(f"{edit_label(edit, level, k, all_d)}  {sc} ({int(kept.sum())} members): accuracy {acc:.4f}  AUC {m.auc:.3f}  TPR@1% {m.tpr_at_1pct_fpr:.3f}  "
                 f"p {p:.2g}" + ("" if null is None else f"  null flagged {null:.3f}  members flagged {hit:.3f}"))
 
     score(source, "none", "-", 0, base_acc)
@@ -289,8 +292,8 @@ def write_outputs(out: Path, rows: list[EditRow], info: dict) -> None:
           f"Unedited test accuracy {info['base_test_accuracy']:.4f}; edit options {json.dumps(info['options'])}.", "",
           *([] if "reattach_members" not in info["options"] else [
               ("A re-attached (`+reattachK`) or post-hoc head (distill-small) trained on a seeded part of D "
-               f"({info['options']['reattach_members']:g} of it); every scorer of that edited run is measured on the other "
-               "members only (`members scored`). `-allD`: trained on all of D and scored on it, an upper bound."), ""]),
+               f"({info['options']['reattach_members']:g} of it) is measured on the other members only (`members scored`); "
+               "the black-box scorers on all of D. `-allD`: trained on all of D and scored on it, an upper bound."), ""]),
           *([] if not info.get("reference_models") else [
               (lambda r: f"LiRA ({r['lira']}) and RMIA ({r['rmia']}) against {r['n_models']} reference models of the source run "
                          f"(not edited; {r['epochs']} epochs on {r['training_sizes'][0]} samples each, test accuracy "
