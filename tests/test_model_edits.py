@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -377,3 +378,22 @@ def test_tap_noise_run_records_the_noise_and_trains_other_weights(tiny_run):
     noisy = trained_run(**{**TINY, "tap_noise": 0.3})
     assert load_run(noisy, device="cpu").config.tap_noise == 0.3
     assert file_sha256(RunDir(noisy).model) != file_sha256(RunDir(tiny_run).model)
+
+
+def test_the_deciding_test_is_chosen_and_an_unknown_one_refused(tiny_run, tmp_path):
+    from scipy import stats
+
+    from activemint.edits.table import run_model_edits, set_level
+
+    with np.load(Path(tiny_run) / "scores.npz") as z:
+        sc = {k: z[k] for k in ("members", "eval_nonmembers", "calibration")}
+    # set_level's p is the chosen test's: Mann-Whitney's is scipy's on the same seeded draw
+    p = set_level(sc, target_fpr=0.01, alpha=0.01, seed=0, suspect=50, null_draws=0, test="mann_whitney")[0]
+    idx = np.random.default_rng([0, 21]).choice(len(sc["members"]), 50, replace=False)
+    want = stats.mannwhitneyu(sc["members"][idx], sc["calibration"], alternative="greater", method="asymptotic").pvalue
+    assert p == pytest.approx(want, rel=1e-12)
+    run_model_edits(tiny_run, tmp_path / "mw", edits="quantize:bf16", suspect=50, test="mann_whitney")
+    info = json.loads((tmp_path / "mw" / "model-edits.json").read_text())["info"]
+    assert info["test"] == "mann_whitney" and "mann_whitney test" in (tmp_path / "mw" / "model-edits.md").read_text()
+    with pytest.raises(ValueError, match="unknown set-level test"):
+        run_model_edits(tiny_run, tmp_path / "bad", edits="quantize:bf16", test="t-test")

@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
                    help="epochs of each reference model (default: the source run's)")
     p.add_argument("--cache-dir", default=".cache", help="cache of the reference models (default .cache)")
     p.add_argument("--alpha", type=PROBABILITY, default=0.01, help="level of the set-level decisions (default 0.01)")
+    p.add_argument("--test", choices=["mixture", "exceedance", "mann_whitney"], default="mixture",
+                   help="the set-level test that decides, as in `activemint audit` (default mixture; mann_whitney "
+                        "suits a weak shift of every member's score, e.g. a distilled student)")
     add_runtime_args(p, device="cpu")  # the int8 edits run on the CPU only
     p.set_defaults(func=run)
 
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     rows = run_model_edits(args.run_dir, out, edits=args.edits, options=opts, reattach=reattach, alpha=args.alpha,
                            suspect=args.suspect, null_draws=args.null_draws, device=args.device, data_root=args.data_root,
                            reference_models=args.reference_models, reference_epochs=args.reference_epochs,
-                           cache_dir=args.cache_dir,
+                           cache_dir=args.cache_dir, test=args.test,
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"{len(rows)} rows written to {out}/ ({', '.join(FILES.values())})")
     return 0

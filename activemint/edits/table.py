@@ -43,7 +43,7 @@ from activemint.attacks.output import logit_confidence, output_scores, true_labe
 from activemint.attacks.reference import ReferenceConfig, ReferenceLogits, reference_logits
 from activemint.attacks.rmia import RmiaConfig, rmia_from_config
 from activemint.audit.calibration import make_calibration
-from activemint.audit.settest import set_tests
+from activemint.audit.settest import DEFAULT_TEST, TESTS, set_tests
 from activemint.io import atomic_json, atomic_write, atomic_write_via, csv_cell, make_dir
 from activemint.metrics import membership_metrics
 from activemint.rundir import RunDir
@@ -147,7 +147,7 @@ def flag_bound(n: int, alpha: float, false_failure: float = 1e-6) -> int:
 
 
 def set_level(scores: dict[str, np.ndarray], *, target_fpr: float, alpha: float, seed: int, suspect: int,
-              null_draws: int) -> tuple[float, float | None, float | None]:
+              null_draws: int, test: str = DEFAULT_TEST) -> tuple[float, float | None, float | None]:
     """(p-value of one suspect set of ``suspect`` members, share of null sets flagged, share of member sets flagged).
 
     A member set is tested against the member scores of the *other* members (the mixture test's
@@ -162,7 +162,7 @@ def set_level(scores: dict[str, np.ndarray], *, target_fpr: float, alpha: float,
     def member_set_p() -> float:
         idx = rng.choice(len(m), k, replace=False)
         cal = make_calibration(scores["calibration"], target_fpr, member_scores=np.delete(m, idx))
-        return set_tests(m[idx], cal, alpha=alpha).p_value
+        return set_tests(m[idx], cal, alpha=alpha, default_test=test).p_value
 
     p = member_set_p()
     if not null_draws:
@@ -177,7 +177,7 @@ def set_level(scores: dict[str, np.ndarray], *, target_fpr: float, alpha: float,
     for _ in range(null_draws):
         perm = rng.permutation(len(pooled))
         c = make_calibration(pooled[perm[:n_cal]], target_fpr, member_scores=m)
-        null.append(set_tests(pooled[perm[n_cal:n_cal + kn]], c, alpha=alpha).reject)
+        null.append(set_tests(pooled[perm[n_cal:n_cal + kn]], c, alpha=alpha, default_test=test).reject)
     hit = [member_set_p() < alpha for _ in range(null_draws)]
     return p, float(np.mean(null)), float(np.mean(hit))
 
@@ -186,7 +186,7 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
                     options: EditOptions | None = None, reattach: tuple[int, ...] = (0,), alpha: float = 0.01,
                     suspect: int = 100, null_draws: int = 0, device: str = "cpu", data_root: str | None = None,
                     reference_models: int = 0, reference_epochs: int | None = None, cache_dir: str | Path = ".cache",
-                    log: Callable[[str], None] = lambda m: None) -> list[EditRow]:
+                    test: str = DEFAULT_TEST, log: Callable[[str], None] = lambda m: None) -> list[EditRow]:
     """Edit the run every way asked (each at each ``reattach`` setting), score, write the table; return its rows.
 
     ``reference_models`` N > 0 (at least 4) adds LiRA and RMIA rows against N reference models of the
@@ -196,6 +196,8 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
     pairs = parse_edits(edits)  # bad names fail before any work
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if test not in TESTS:
+        raise ValueError(f"unknown set-level test {test!r}; choose from {', '.join(TESTS)}")
     if suspect < 2 or null_draws < 0:
         raise ValueError(f"the suspect set needs >= 2 samples and null draws >= 0, got {suspect} and {null_draws}")
     source = load_source(run_dir, device, data_root)
@@ -225,7 +227,7 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
             sc_scores = {**sc_scores, "members": sc_scores["members"][kept]}
             m = membership_metrics(sc_scores["members"], sc_scores["eval_nonmembers"], bootstrap=0, seed=opts.seed)
             p, null, hit = set_level(sc_scores, target_fpr=target, alpha=alpha, seed=opts.seed, suspect=suspect,
-                                     null_draws=null_draws)
+                                     null_draws=null_draws, test=test)
             upper = None if null is None else clopper_pearson_upper(round(null * null_draws), null_draws)
             rows.append(EditRow(edit, level, k, sc, acc, round(100 * (base_acc - acc), 4), m.auc, m.tpr_at_1pct_fpr, p,
                                 null_draws, null, upper, hit, str(run.run_dir), int(kept.sum()), all_d))
@@ -241,7 +243,7 @@ def run_model_edits(run_dir: str | Path, out_dir: str | Path | None = None, *, e
             edited = load_run(path, device=device)
             score(edited, name, level, k, float((RunDir(path).read_metrics() or {})["test_accuracy"]))
     info = {"run_dir": str(source.run_dir), "edits": edits, "reattach": list(reattach), "options": asdict(opts),
-            "alpha": alpha, "suspect": suspect, "null_draws": null_draws, "target_fpr": target,
+            "alpha": alpha, "suspect": suspect, "test": test, "null_draws": null_draws, "target_fpr": target,
             "base_test_accuracy": base_acc, "reference_models": ref_info, "seconds": round(time.time() - t0, 1),
             "about": {e.name: e.about for e in EDITS.values()}}
     write_outputs(out, rows, info)
@@ -281,7 +283,7 @@ def write_outputs(out: Path, rows: list[EditRow], info: dict) -> None:
     atomic_write(out / FILES["csv"], buf.getvalue())
     atomic_json(out / FILES["json"], {"info": info, "rows": [asdict(r) for r in rows]})
     md = [f"# The audit after model edits: `{info['run_dir']}`", "",
-          (f"Members D vs evaluation non-members (test split). Set-level audit: the default test of `activemint audit`, "
+          (f"Members D vs evaluation non-members (test split). Set-level audit: the {info.get('test', 'mixture')} test of `activemint audit`, "
            f"calibrated on the run's calibration non-members, on {info['suspect']} members of D (p; at most half of the "
            f"members scored, each member set tested against the other members' scores as the member density); "
            + (f"{info['null_draws']} suspect sets of {info['suspect']} non-members (each with a fresh calibration split of the "
