@@ -392,6 +392,11 @@ def test_the_deciding_test_is_chosen_and_an_unknown_one_refused(tiny_run, tmp_pa
     idx = np.random.default_rng([0, 21]).choice(len(sc["members"]), 50, replace=False)
     want = stats.mannwhitneyu(sc["members"][idx], sc["calibration"], alternative="greater", method="asymptotic").pvalue
     assert p == pytest.approx(want, rel=1e-12)
+    # a test that reads no member scores may take all of D as one suspect set (the mixture: half at most)
+    n = len(sc["members"])
+    p_all = set_level(sc, target_fpr=0.01, alpha=0.01, seed=0, suspect=n, null_draws=0, test="mann_whitney")[0]
+    want = stats.mannwhitneyu(sc["members"], sc["calibration"], alternative="greater", method="asymptotic").pvalue
+    assert p_all == pytest.approx(want, rel=1e-12)
     run_model_edits(tiny_run, tmp_path / "mw", edits="quantize:bf16", suspect=50, test="mann_whitney")
     info = json.loads((tmp_path / "mw" / "model-edits.json").read_text())["info"]
     assert info["test"] == "mann_whitney" and "mann_whitney test" in (tmp_path / "mw" / "model-edits.md").read_text()

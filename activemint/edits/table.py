@@ -153,15 +153,18 @@ def set_level(scores: dict[str, np.ndarray], *, target_fpr: float, alpha: float,
     A member set is tested against the member scores of the *other* members (the mixture test's
     member density ``f1``): estimated from the suspects themselves, ``f1`` would fit them
     whatever the model kept of membership (with a head that reads chance, all 2,000 members of
-    README's main job against themselves gave p 6e-4).  So at most half of D is a suspect set.
+    README's main job against themselves gave p 6e-4).  So with the mixture test at most half of D
+    is a suspect set; the exceedance and Mann-Whitney tests use no member scores, and a suspect set
+    can be all of D.
     """
     m, n = scores["members"], scores["eval_nonmembers"]
     rng = np.random.default_rng([seed, 21])
-    k = min(suspect, len(m) // 2)
+    k = min(suspect, len(m) // 2 if test == "mixture" else len(m))
 
     def member_set_p() -> float:
         idx = rng.choice(len(m), k, replace=False)
-        cal = make_calibration(scores["calibration"], target_fpr, member_scores=np.delete(m, idx))
+        others = np.delete(m, idx) if test == "mixture" else m  # the other tests read no member scores
+        cal = make_calibration(scores["calibration"], target_fpr, member_scores=others)
         return set_tests(m[idx], cal, alpha=alpha, default_test=test).p_value
 
     p = member_set_p()
