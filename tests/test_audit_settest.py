@@ -281,3 +281,9 @@ def test_chernoff_bound_is_above_the_exact_hypergeometric_tail():
             exact = pmf[stat >= s - 1e-12].sum()
             # the bound may only be above the exact tail (1e-9: the optimiser's and float slack)
             assert np.exp(_chernoff_log_tail(w, f0, m, float(s))) >= exact - 1e-9, (w, s)
+
+
+def test_the_cli_offers_exactly_the_set_level_tests_with_the_default_first():
+    from activemint.cli.options import SET_TESTS
+
+    assert SET_TESTS == TESTS and SET_TESTS[0] == DEFAULT_TEST

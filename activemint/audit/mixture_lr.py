@@ -48,8 +48,9 @@ PI_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 DRAWS = 10_000
 
 
-def _counts(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    return np.bincount(np.searchsorted(edges, scores, side="left"), minlength=len(edges) + 1)
+def bin_counts(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts in bins (-inf, e0], (e0, e1], ..., (e_last, inf)."""
+    return np.bincount(np.searchsorted(edges, scores, side="left"), minlength=len(edges) + 1).astype(np.float64)
 
 
 def _chernoff_log_tail(w: np.ndarray, f0: np.ndarray, m: int, t_obs: float) -> float:
@@ -78,9 +79,9 @@ def conditional_mixture_test(suspect: np.ndarray, calibration: np.ndarray, membe
     s = np.asarray(suspect, dtype=np.float64)
     pool = np.r_[np.asarray(calibration, dtype=np.float64), s]
     edges = np.asarray(bins(pool), dtype=np.float64)
-    t = _counts(pool, edges)
-    c = _counts(s, edges)
-    d = _counts(np.asarray(members, dtype=np.float64), edges).astype(np.float64)
+    t = bin_counts(pool, edges).astype(np.int64)  # integer colours for the hypergeometric draws
+    c = bin_counts(s, edges)
+    d = bin_counts(np.asarray(members, dtype=np.float64), edges)
     f1 = (d + 0.5) / (d + 0.5).sum()
     # A bin can hold no pooled score when many scores tie at an edge; no suspect can fall there
     # either (the suspects are part of the pool), so it drops out of the statistic and its law.
@@ -89,7 +90,8 @@ def conditional_mixture_test(suspect: np.ndarray, calibration: np.ndarray, membe
     f0 = t / t.sum()
     pis = np.asarray(PI_GRID)[:, None]
     w = np.log((1 - pis) + pis * f1[None, :] / f0[None, :])  # (J, K'), every kept bin has t_b > 0
-    t_obs = float((w @ c).max())
+    llr = w @ c  # the log-likelihood ratio at each pi of the grid
+    t_obs = float(llr.max())
     delta = 1.0 / (draws + 1)
     rng = np.random.default_rng([seed, len(s), len(pool)])
     sims = rng.multivariate_hypergeometric(t, len(s), size=draws)
@@ -101,7 +103,6 @@ def conditional_mixture_test(suspect: np.ndarray, calibration: np.ndarray, membe
     # (larger) p-value, and 0 would read as "impossible under H0"
     p_ch = float(min(1.0, max(np.exp(log_ch), np.finfo(np.float64).tiny)))
     p = p_ch if p_ch < delta else min(1.0, p_mc + delta)
-    j = int(np.argmax(w @ c))
-    detail = {"n_bins": len(t), "pi_at_max": float(PI_GRID[j]), "p_monte_carlo": p_mc, "p_chernoff": p_ch,
+    detail = {"n_bins": len(t), "pi_at_max": float(PI_GRID[int(llr.argmax())]), "p_monte_carlo": p_mc, "p_chernoff": p_ch,
               "draws": draws, "null": "exact: pooled bins, multivariate hypergeometric, Monte Carlo + Chernoff"}
     return p, t_obs, detail

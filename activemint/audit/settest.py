@@ -45,7 +45,7 @@ import numpy as np
 from scipy import special, stats
 
 from activemint.audit.calibration import Calibration
-from activemint.audit.mixture_lr import conditional_mixture_test
+from activemint.audit.mixture_lr import bin_counts, conditional_mixture_test
 
 TESTS = ("mixture", "exceedance", "mann_whitney")
 DEFAULT_TEST = "mixture"
@@ -128,13 +128,13 @@ def mann_whitney_test(suspect_scores, calibration: Calibration) -> TestResult:
 
 
 # ------------------------------------------------------------------ mixture model
-def mixture_bins(calibration_scores: np.ndarray, min_count: int = MIN_BIN_COUNT, levels=BIN_LEVELS) -> np.ndarray:
+def mixture_bins(calibration_scores: np.ndarray, min_count: int = MIN_BIN_COUNT) -> np.ndarray:
     """Inner bin edges at quantiles of ``calibration_scores``, every bin holding >= ``min_count`` of them."""
     cal = np.sort(np.asarray(calibration_scores, dtype=np.float64))
     n = len(cal)
     edges: list[float] = []
     prev_rank = 0
-    for level in levels:
+    for level in BIN_LEVELS:
         rank = int(round(level * n))  # scores at or below the edge
         if rank - prev_rank < min_count or n - rank < min_count:
             continue
@@ -144,11 +144,6 @@ def mixture_bins(calibration_scores: np.ndarray, min_count: int = MIN_BIN_COUNT,
         edges.append(edge)
         prev_rank = rank
     return np.asarray(edges)
-
-
-def _bin_counts(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Counts in bins (-inf, e0], (e0, e1], ..., (e_last, inf)."""
-    return np.bincount(np.searchsorted(edges, scores, side="left"), minlength=len(edges) + 1).astype(np.float64)
 
 
 def _pi_grid() -> np.ndarray:
@@ -183,14 +178,14 @@ class MixtureModel:
         cal = np.asarray(calibration_scores, dtype=np.float64)
         mem = np.asarray(member_scores, dtype=np.float64)
         edges = mixture_bins(cal, min_count)
-        return cls(edges, _bin_counts(cal, edges), _bin_counts(mem, edges), mem)
+        return cls(edges, bin_counts(cal, edges), bin_counts(mem, edges), mem)
 
     @property
     def n_bins(self) -> int:
         return len(self.a)
 
     def counts(self, scores) -> np.ndarray:
-        return _bin_counts(np.asarray(scores, dtype=np.float64), self.edges)
+        return bin_counts(np.asarray(scores, dtype=np.float64), self.edges)
 
     def profile_loglik(self, c: np.ndarray, pis: np.ndarray, *, tol: float = 1e-7, min_iter: int = 50,
                        max_iter: int = 5000) -> np.ndarray:

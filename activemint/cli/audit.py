@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from activemint.cli.checks import PROBABILITY, SEED, add_image_args
-from activemint.cli.options import add_runtime_args, command_line
+from activemint.cli.options import SET_TESTS, add_runtime_args, command_line
 
 
 def add_parser(sub) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     a.add_argument("suspect", nargs="+")
     a.add_argument("--alpha", type=PROBABILITY, default=0.01, help="significance level of the set-level test (default 0.01)")
     a.add_argument("--target-fpr", type=PROBABILITY, default=0.01, help="false-positive rate of the per-sample decisions (default 0.01)")
-    a.add_argument("--test", choices=["mixture", "exceedance", "mann_whitney"], default="mixture",
+    a.add_argument("--test", choices=SET_TESTS, default=SET_TESTS[0],
                    help="the set-level test that decides (default mixture; all three are reported)")
     a.add_argument("--out", help="output folder (default RUN_DIR/audits/<time>-<data hash>); must not exist or be empty")
     a.add_argument("--force", action="store_true", help="replace a non-empty --out folder")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from activemint.cli.checks import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, real
-from activemint.cli.options import add_runtime_args
+from activemint.cli.options import SET_TESTS, add_runtime_args
 
 #: a learning rate: positive and finite (10 is far above any that trains)
 LEARNING_RATE = real(0.0, 10.0, lo_open=True)
@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
                    help="epochs of each reference model (default: the source run's)")
     p.add_argument("--cache-dir", default=".cache", help="cache of the reference models (default .cache)")
     p.add_argument("--alpha", type=PROBABILITY, default=0.01, help="level of the set-level decisions (default 0.01)")
-    p.add_argument("--test", choices=["mixture", "exceedance", "mann_whitney"], default="mixture",
+    p.add_argument("--test", choices=SET_TESTS, default=SET_TESTS[0],
                    help="the set-level test that decides, as in `activemint audit` (default mixture; mann_whitney "
                         "suits a weak shift of every member's score, e.g. a distilled student)")
     add_runtime_args(p, device="cpu")  # the int8 edits run on the CPU only

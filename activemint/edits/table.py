@@ -32,7 +32,7 @@ import csv
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -160,11 +160,12 @@ def set_level(scores: dict[str, np.ndarray], *, target_fpr: float, alpha: float,
     m, n = scores["members"], scores["eval_nonmembers"]
     rng = np.random.default_rng([seed, 21])
     k = min(suspect, len(m) // 2 if test == "mixture" else len(m))
+    base = make_calibration(scores["calibration"], target_fpr, member_scores=m)  # the threshold, fixed once
 
     def member_set_p() -> float:
         idx = rng.choice(len(m), k, replace=False)
-        others = np.delete(m, idx) if test == "mixture" else m  # the other tests read no member scores
-        cal = make_calibration(scores["calibration"], target_fpr, member_scores=others)
+        # the other tests read no member scores
+        cal = replace(base, member_scores=np.delete(m, idx)) if test == "mixture" else base
         return set_tests(m[idx], cal, alpha=alpha, default_test=test).p_value
 
     p = member_set_p()
@@ -287,8 +288,9 @@ def write_outputs(out: Path, rows: list[EditRow], info: dict) -> None:
     atomic_json(out / FILES["json"], {"info": info, "rows": [asdict(r) for r in rows]})
     md = [f"# The audit after model edits: `{info['run_dir']}`", "",
           (f"Members D vs evaluation non-members (test split). Set-level audit: the {info.get('test', 'mixture')} test of `activemint audit`, "
-           f"calibrated on the run's calibration non-members, on {info['suspect']} members of D (p; at most half of the "
-           f"members scored, each member set tested against the other members' scores as the member density); "
+           f"calibrated on the run's calibration non-members, on {info['suspect']} members of D (p"
+           + ("; at most half of the members scored, each member set tested against the other members' scores as the "
+              "member density); " if info.get("test", "mixture") == "mixture" else "); ")
            + (f"{info['null_draws']} suspect sets of {info['suspect']} non-members (each with a fresh calibration split of the "
               f"pooled calibration + evaluation non-members) and of {info['suspect']} members, flagged at alpha {info['alpha']:g}; "
               f"a valid level-{info['alpha']:g} test flags more than {flag_bound(info['null_draws'], info['alpha'])} of "
