@@ -118,6 +118,9 @@ def test_mixture_test_holds_its_level_when_the_head_reads_chance(cal):
     earlier, profiled likelihood ratio with its asymptotic law flagged 18 of 300 such sets at 0.01
     on a distilled student's scores; the conditional test is exact, so its flags are stochastically
     below Binomial(300, 0.01), which exceeds 14 with probability 5.3e-7 (binom.sf(14, 300, 0.01)).
+    Its Monte Carlo draws are seeded, so in the worst case all 300 draws share one simulated
+    threshold, whose true tail q is Beta(98, 9903) (mean 0.0098, sd 0.00098): then
+    P(flags > 14) = E_q[binom.sf(14, 300, q)] = 8.0e-7, still below 1e-6.
     """
     rng = np.random.default_rng(11)
     ev = rng.permutation(cal.eval_nonmember_scores)
