@@ -304,6 +304,9 @@ def test_null_sets_are_flagged_at_most_at_the_level_after_an_edit(tiny_run, tmp_
     # Two scorers, each may fail with probability < 1e-6 / 2 (Bonferroni): a correct level-0.01 test
     # flags more than `bound` of 300 i.i.d. null sets with probability < 5e-7 (Binomial(300, 0.01)
     # tail; bound = 15, expected 3 flags).  The draws are i.i.d. given the pool (fresh permutation each).
+    # The mixture p-value's Monte Carlo draws are seeded; even if all 300 draws shared one simulated
+    # threshold (true rate q ~ Beta(99, 9902) + 1e-4, test_audit_settest.seeded_mc_upper_bound),
+    # E_q[P(Binomial(300, q) > 15)] = 2.0e-7 < 5e-7, so the bound stands.
     bound = flag_bound(draws, alpha, 1e-6 / 2)
     assert stats.binom.sf(bound, draws, alpha) < 1e-6 / 2 <= stats.binom.sf(bound - 1, draws, alpha)
     for name, s in scores.items():
