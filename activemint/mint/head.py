@@ -173,8 +173,12 @@ class MintHead(nn.Module):
         layers: list[nn.Module] = [nn.BatchNorm1d(n)] if norm != "none" else []
         self.mlp = nn.Sequential(*layers, nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def embed(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The MLP's hidden activations (B, hidden): what the final linear layer reads."""
         if len(features) != len(self.branches):
             raise ValueError(f"expected {len(self.branches)} tapped tensors, got {len(features)}")
         parts = [branch(f) for branch, f in zip(self.branches, features)]
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        return self.mlp[:-1](torch.cat(parts, dim=1))
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.mlp[-1](self.embed(features)).squeeze(1)

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,20 @@ def membership_bce(logits: torch.Tensor, n_members: int) -> torch.Tensor:
     target = torch.zeros_like(logits)
     target[:n_members] = 1.0
     return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def view_pair_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """NT-Xent (SimCLR) over ``B`` pairs of embeddings: each of the ``2B`` embeddings must pick its
+    pair's among the other ``2B - 1``; divided by ``log(2B - 1)``, its value when the embeddings
+    carry no information, so that it starts near 1 like the normalised multitask terms."""
+    n = len(a)
+    if n < 2:
+        return a.sum() * 0.0
+    z = F.normalize(torch.cat([a, b]).float(), dim=1)
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=sim.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(sim.device)
+    return F.cross_entropy(sim, target) / math.log(2 * n - 1)
 
 
 class MultitaskLoss(nn.Module):

@@ -191,6 +191,10 @@ class EnhancedAuditedModel(nn.Module):
             self.backbone(x)
         return rec.take()
 
+    def membership_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The MINT head's hidden activations (B, hidden) from a pass that stops after the last tap."""
+        return self.head.embed(self.tap_features(x))
+
     def membership_logit(self, x: torch.Tensor) -> torch.Tensor:
         """Membership logits (B,) from a pass that stops after the last tap."""
         return self._head(self.tap_features(x))

@@ -61,7 +61,7 @@ def random_shift_flip(x: torch.Tensor, *, pad: int = 2, flip: bool = False, gene
 
 def host_batches(cfg: TrainConfig, members, member_labels, external, seen, seen_host, policy, gen: torch.Generator, epoch: int,
                  steps_per_epoch: int, device: torch.device, *, plan: bool = True):
-    """Yield the batches ``(xm, ym, xe, seen, xv, shares)`` of an epoch on the host data path.
+    """Yield the batches ``(xm, ym, xe, seen, xv, xp, shares)`` of an epoch on the host data path.
 
     Draws on the CPU generator ``gen`` (the members' permutation, the externals' order, the
     augmentation) and views with Pillow; ``shares``: this rank's loss shares under torchrun
@@ -98,14 +98,17 @@ def host_batches(cfg: TrainConfig, members, member_labels, external, seen, seen_
             xe = generate(xe, cfg.external_generated, cfg.external_generator, gen)
             xe = ext_policy(xe, ext_rng) if ext_policy is not None else xe
             xe = xe[es] if cut else xe
-        xv = None  # robust aMINT, views for the MINT loss only: transformed members
+        xv = xp = None  # robust aMINT: views for the MINT loss only; a second view of each member (view_pairs)
         if policy is not None:  # robust aMINT: transformed views of members and externals
+            x0 = xm
             if cfg.audit_views == "mint":
                 xv = to_input(policy(xm, view_rng)[ms])
             else:
                 xm = policy(xm, view_rng)
             xe = policy(xe, view_rng)[es] if xe is not None else None
             xm = xm[ms]
+            if cfg.view_pairs:  # drawn after the others, so a run without pairs keeps its views
+                xp = to_input(policy(x0, view_rng)[ms])
         xm = to_input(xm)
         xe = to_input(xe) if xe is not None else None
         if cfg.resolved("augment"):
@@ -116,7 +119,7 @@ def host_batches(cfg: TrainConfig, members, member_labels, external, seen, seen_
         if distributed.is_distributed():
             shares = loss_shares(seen_host[bidx.numpy()], ms, 0 if eidx is None else len(eidx), es)
         idx = idx[ms]
-        yield xm, member_labels[idx], xe, seen[idx], xv, shares
+        yield xm, member_labels[idx], xe, seen[idx], xv, xp, shares
 
 
 class DeviceBatches:
@@ -140,7 +143,7 @@ class DeviceBatches:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def epoch(self, steps_per_epoch: int, steps: int):
-        """Yield ``steps`` batches ``(xm, ym, xe, seen, xv)`` of an epoch of ``steps_per_epoch``."""
+        """Yield ``steps`` batches ``(xm, ym, xe, seen, xv, xp)`` of an epoch of ``steps_per_epoch``."""
         cfg, gen, dev = self.cfg, self.gen, self.members.device
         b, eb = cfg.batch_size, cfg.external_batch_size
         perm = torch.randperm(len(self.members), generator=gen, device=gen.device).to(dev)
@@ -150,16 +153,19 @@ class DeviceBatches:
             order = external_order(len(ext), steps_per_epoch * eb, gen, cfg.external_per_epoch).to(dev)
         for step in range(steps):
             idx = perm[step * b : (step + 1) * b]
-            xm, xe, xv = self.members[idx], None if order is None else ext[order[step * eb : (step + 1) * eb]], None
+            xm, xe, xv, xp = self.members[idx], None if order is None else ext[order[step * eb : (step + 1) * eb]], None, None
             if xe is not None:  # generated externals, external views (activemint.training.externals)
                 xe = generate(xe, cfg.external_generated, cfg.external_generator, gen)
                 xe = self.ext_policy.on_device(xe, gen) if self.ext_policy is not None else xe
             if self.policy is not None:
+                x0 = xm
                 if cfg.audit_views == "mint":
                     xv = self._input(self.policy.on_device(xm, gen))
                 else:
                     xm = self.policy.on_device(xm, gen)
                 xe = self.policy.on_device(xe, gen) if xe is not None else None
+                if cfg.view_pairs:  # a second view of each member, drawn last (activemint.mint.loss.view_pair_loss)
+                    xp = self._input(self.policy.on_device(x0, gen))
             xm = to_input(xm)
             xe = to_input(xe) if xe is not None else None
             if self.augment:
@@ -168,7 +174,7 @@ class DeviceBatches:
             if self.channels_last:
                 xm = xm.contiguous(memory_format=torch.channels_last)
                 xe = xe.contiguous(memory_format=torch.channels_last) if xe is not None else None
-            yield xm, self.labels[idx], xe, None if self.seen is None else self.seen[idx], xv
+            yield xm, self.labels[idx], xe, None if self.seen is None else self.seen[idx], xv, xp
 
 
 def loss_shares(seen: np.ndarray, ms: slice, n_ext: int, es: slice) -> tuple[float, float]:

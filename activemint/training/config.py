@@ -48,7 +48,7 @@ FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "tap_noise": 0.0,
     "external_views": None, "external_source": None, "external_source_root": None, "external_source_size": None,
     "external_per_epoch": None, "external_generated": 0.0, "external_generator": "mixup",
-    "head_pool": "max", "view_curriculum_epochs": 0,
+    "head_pool": "max", "view_curriculum_epochs": 0, "view_pairs": 0.0,
 }
 
 
@@ -90,7 +90,7 @@ class TrainConfig(ConfigBase):
         "head_epochs": Range(0), "warmup_epochs": Range(0),
         "tap_noise": Range(0, 10),
         "external_source_size": Range(1), "external_per_epoch": Range(1), "external_generated": Range(0, 1),
-        "view_curriculum_epochs": Range(0),
+        "view_curriculum_epochs": Range(0), "view_pairs": Range(0),
     }
     choices: ClassVar[dict[str, Any]] = {
         "setup": SETUPS, "recipe": lambda: tuple(RECIPES), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
@@ -224,6 +224,10 @@ class TrainConfig(ConfigBase):
     # linearly from 0 (exact images) at the first epoch to its own value at this epoch, and
     # stays there; 0 = none (the policy's probability from the first epoch).
     view_curriculum_epochs: int = 0
+    # Contrastive pairs of views (audit_policy): weight of an NT-Xent term that pulls the MINT
+    # head's embeddings of two views of one member together and apart from the other members'
+    # (activemint.mint.loss.view_pair_loss); 0 = none.  docs/near-copy-heads.md.
+    view_pairs: float = 0.0
 
     def validate(self) -> None:
         """Check every field's type and range; raises :class:`ConfigError` (a ``ValueError``).
@@ -263,6 +267,8 @@ class TrainConfig(ConfigBase):
             raise ConfigError("select=val_mint needs mint=True")
         if self.view_curriculum_epochs and not self.audit_policy:
             raise ConfigError(f"view_curriculum_epochs {self.view_curriculum_epochs} needs an audit_policy (it ramps the policy's views)")
+        if self.view_pairs and not (self.audit_policy and self.mint):
+            raise ConfigError(f"view_pairs {self.view_pairs} needs mint=True and an audit_policy (it pairs two of the policy's views of a member)")
         self._validate_externals()
 
     def _validate_externals(self) -> None:

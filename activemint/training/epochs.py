@@ -9,6 +9,7 @@ from torch import nn
 
 from activemint.io import kill_point
 from activemint.metrics import membership_metrics
+from activemint.mint.loss import view_pair_loss
 from activemint.progress import progress
 from activemint.training import distributed
 from activemint.training.batches import DeviceBatches, host_batches
@@ -49,10 +50,10 @@ class Epochs:
         sums: dict[str, float] = {}
         bar = progress(range(steps_per_epoch if steps is None else steps), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=probe or not self.progress, leave=False, unit="step")
-        for step, (xm, ym, xe, seen_b, xv, shares) in zip(bar, batches):
+        for step, (xm, ym, xe, seen_b, xv, xp, shares) in zip(bar, batches):
             if shares is not None:
                 loss_fn.shares = shares
-            parts = step_fn(model, loss_fn, opt, xm, ym, xe, seen_b, xv)
+            parts = step_fn(model, loss_fn, opt, xm, ym, xe, seen_b, xv, xp)
             if sched is not None:
                 sched.step()
             for k, v in parts.items():
@@ -73,8 +74,8 @@ class Epochs:
         n = steps_per_epoch if steps is None else steps
         sums: dict[str, torch.Tensor] = {}
         bar = progress(total=n, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=probe or not self.progress, leave=False, unit="step")
-        for xm, ym, xe, seen, xv in batches.epoch(steps_per_epoch, n):
-            parts = self.step(model, loss_fn, opt, xm, ym, xe, seen, xv)
+        for xm, ym, xe, seen, xv, xp in batches.epoch(steps_per_epoch, n):
+            parts = self.step(model, loss_fn, opt, xm, ym, xe, seen, xv, xp)
             if sched is not None:
                 sched.step()
             for k, v in parts.items():
@@ -95,19 +96,31 @@ class Epochs:
         return self.data_path == "device" and self.device.type == "cuda"
 
     # ---------------------------------------------------------------- helpers
-    def step(self, model, loss_fn, opt, xm, ym, xe, seen=None, xv=None) -> dict[str, float]:
+    def step(self, model, loss_fn, opt, xm, ym, xe, seen=None, xv=None, xp=None) -> dict[str, float]:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             logits, mint_m, mint_e = distributed.call(model, self.forward, xm, xe, xv)  # through DDP when wrapped
             if mint_m is not None:
                 if seen is not None and not bool(seen.all()):
                     mint_m = mint_m[seen]  # held-out members: task loss only
                 loss, parts = loss_fn(logits.float(), ym, mint_m.float(), None if mint_e is None else mint_e.float())
+                if xp is not None:  # contrastive pairs of views (TrainConfig.view_pairs): one process only
+                    loss = loss + self._pair_loss(model, xv if xv is not None else xm, xp, seen, parts)
             else:
                 loss, parts = loss_fn(logits.float(), ym)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return parts
+
+    def _pair_loss(self, model, x1, x2, seen, parts) -> torch.Tensor:
+        """``view_pairs`` times the NT-Xent of the head's embeddings of two views of the (seen) members."""
+        m = self.unwrap(model)
+        e1, e2 = m.membership_embedding(x1), m.membership_embedding(x2)
+        if seen is not None and not bool(seen.all()):
+            e1, e2 = e1[seen], e2[seen]
+        pair = view_pair_loss(e1, e2)
+        parts["pair_loss"] = float(pair.detach()) if isinstance(parts["task_loss"], float) else pair.detach()
+        return self.cfg.view_pairs * pair
 
     @staticmethod
     def unwrap(model: nn.Module) -> nn.Module:

@@ -199,6 +199,8 @@ class Trainer(Epochs):
         main = distributed.is_main()  # torchrun: rank 0 checks and writes; one process: always
         distributed.check_batches({"batch_size": cfg.batch_size, "last batch of an epoch": len(self.data.splits.members) % cfg.batch_size,
                                    "external_batch_size": cfg.external_batch_size if cfg.mint else 0})
+        if cfg.view_pairs and distributed.is_distributed():  # its forwards run outside DDP's, so its gradients would not sync
+            raise distributed.DistributedError("view_pairs is not supported under torchrun; train it in one process")
         if resume and main:
             if not rd.config.is_file():
                 raise NothingToResumeError(f"--resume: {self.run_dir} has no {rundir.CONFIG}; nothing to resume")
