@@ -104,6 +104,21 @@ def refused_in_one_line(capsys, rc: int, *needles: str) -> str:
     return err
 
 
+def train_refused_in_one_line(tmp_path: Path, capsys, extra: list[str], *needles: str) -> None:
+    """``activemint train`` on a tiny Fashion-MNIST run with ``extra`` options exits 2 with one stderr
+    line holding every needle, and writes no run directory."""
+    from activemint.cli import main
+
+    args = ["train", "--dataset", "fashion-mnist", "--data-root", str(FASHION_ROOT), "--members", "200", "--epochs", "1",
+            "--out", str(tmp_path / "run"), *extra]
+    try:
+        rc = main(args)
+    except SystemExit as e:  # argparse's choices: its own exit, one line too
+        rc = e.code
+    refused_in_one_line(capsys, rc, *needles)
+    assert not (tmp_path / "run").exists()
+
+
 def drifted_fashion_copy(root: Path, members, n: int = 7) -> Path:
     """A copy of Fashion-MNIST at ``root`` whose training images at the first ``n`` of ``members`` have
     one pixel inverted (the raw idx file replaces the .gz): a data root that drifted under a run."""

@@ -9,9 +9,8 @@ import math
 import pytest
 import torch
 import yaml
-from conftest import FASHION_ROOT, refused_in_one_line, require_fashion_mnist
+from conftest import FASHION_ROOT, require_fashion_mnist, train_refused_in_one_line
 
-from activemint.cli import main
 from activemint.mint.head import MintHead
 from activemint.mint.loss import view_pair_loss
 from activemint.training import TrainConfig, Trainer
@@ -86,11 +85,4 @@ def test_pairs_need_a_policy_and_mint():
 ])
 def test_bad_values_are_refused_in_one_line(tmp_path, capsys, extra, needles):
     require_fashion_mnist()
-    args = ["train", "--dataset", "fashion-mnist", "--data-root", str(FASHION_ROOT), "--members", "200", "--epochs", "1",
-            "--out", str(tmp_path / "run"), *extra]
-    try:
-        rc = main(args)
-    except SystemExit as e:
-        rc = e.code
-    refused_in_one_line(capsys, rc, *needles)
-    assert not (tmp_path / "run").exists()
+    train_refused_in_one_line(tmp_path, capsys, extra, *needles)
