@@ -30,8 +30,8 @@ that:
   which is a valid p-value however good the proposal is (``P(p_is <= a) <= a``: Harrison's
   Theorem 1; the observation's own weight is what makes it valid).  The reported p-value is
   ``p_is`` when ``p_is < delta``, else ``min(1, p_mc + delta)``; ``p_is`` is only computed when
-  fewer than ``IMPORTANCE_BELOW_HITS`` plain draws reach ``T(c)`` (where it can matter; skipping it only makes ``p`` larger, so the
-  argument below is unchanged).  For ``a >= delta``:
+  fewer than ``IMPORTANCE_BELOW_HITS`` plain draws reach ``T(c)``, where it can matter
+  (skipping it only makes ``p`` larger, so the argument below is unchanged).  For ``a >= delta``:
   ``P(p <= a) <= P(p_is < delta) + P(p_mc <= a - delta) <= delta + (a - delta) = a``; for ``a <
   delta`` only ``p_is <= a`` can happen.  So the test has level ``a`` in finite samples, with no
   asymptotics and no condition on how well the head separates members.  (Strictly, over the
@@ -39,12 +39,12 @@ that:
   by the run's seed and the set's size, so for one seed the level at ``a = 0.01`` can differ
   from ``a`` by about the Monte Carlo standard error of the tail at the threshold, ``sqrt(0.01 *
   0.99 / draws) = 0.001``; the importance draws also by the observed bin counts, so that sets
-  with other counts get other draws.)  The Chernoff bound ``p_ch`` itself (computed with ``p_is``) (Hoeffding 1963,
-  Theorem 4: a sum sampled without replacement is dominated in convex order by one with
-  replacement; a union bound over the grid) is an upper bound on the exact tail and is
-  reported beside; it is about 50 times looser than ``p_is`` near 1e-6, and much looser far in
-  the tail (where sampling without replacement matters), which is why it is no longer the
-  p-value (``docs/audit.md``).
+  with other counts get other draws.)  The Chernoff bound ``p_ch``, computed with ``p_is``
+  (Hoeffding 1963, Theorem 4: a sum sampled without replacement is dominated in convex order
+  by one with replacement; a union bound over the grid), is an upper bound on the exact tail
+  and is reported beside.  It is 26-57 times ``p_is`` near 1e-6 and much more far in the tail,
+  where sampling without replacement matters, which is why it is no longer the p-value
+  (``docs/audit.md``).
 
 Why not the profiled likelihood ratio (the mixture model's own, used for the fraction's
 interval): when member scores are distributed like non-member scores (a head that reads
