@@ -100,11 +100,13 @@ class Epochs:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             logits, mint_m, mint_e = distributed.call(model, self.forward, xm, xe, xv)  # through DDP when wrapped
             if mint_m is not None:
-                if seen is not None and not bool(seen.all()):
+                if seen is not None and bool(seen.all()):
+                    seen = None  # every member seen: no mask (one read-back a step, shared with the pairs below)
+                if seen is not None:
                     mint_m = mint_m[seen]  # held-out members: task loss only
                 loss, parts = loss_fn(logits.float(), ym, mint_m.float(), None if mint_e is None else mint_e.float())
                 if xp is not None:  # contrastive pairs of views (TrainConfig.view_pairs): one process only
-                    loss = loss + self._pair_loss(model, xv if xv is not None else xm, xp, seen, parts)
+                    loss = loss + self._pair_loss(model, loss_fn, xv if xv is not None else xm, xp, seen, parts)
             else:
                 loss, parts = loss_fn(logits.float(), ym)
         opt.zero_grad(set_to_none=True)
@@ -112,14 +114,15 @@ class Epochs:
         opt.step()
         return parts
 
-    def _pair_loss(self, model, x1, x2, seen, parts) -> torch.Tensor:
-        """``view_pairs`` times the NT-Xent of the head's embeddings of two views of the (seen) members."""
+    def _pair_loss(self, model, loss_fn, x1, x2, seen, parts) -> torch.Tensor:
+        """``view_pairs`` times the NT-Xent of the head's embeddings of two views of the members
+        (those in the mask ``seen``; None: all), logged as the loss logs its own terms."""
         m = self.unwrap(model)
         e1, e2 = m.membership_embedding(x1), m.membership_embedding(x2)
-        if seen is not None and not bool(seen.all()):
+        if seen is not None:
             e1, e2 = e1[seen], e2[seen]
         pair = view_pair_loss(e1, e2)
-        parts["pair_loss"] = float(pair.detach()) if isinstance(parts["task_loss"], float) else pair.detach()
+        parts["pair_loss"] = float(pair.detach()) if loss_fn.sync else pair.detach()
         return self.cfg.view_pairs * pair
 
     @staticmethod
