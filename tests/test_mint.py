@@ -145,6 +145,27 @@ def test_multitask_loss_normalises_by_first_batch():
         MultitaskLoss(lambda_task=0, lambda_mint=0)
 
 
+def test_flooding_turns_the_mint_step_around_below_its_level():
+    """--mint-flood b: |L - b| + b.  Above b the loss and its gradient are the raw BCE's; below b
+    the value is 2b - L and the gradient on the membership logits points the other way."""
+    logits, y = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    for mm, me, below in ((torch.randn(8), torch.randn(8), False), (torch.full((8,), 4.0), torch.full((8,), -4.0), True)):
+        grads, totals = [], []
+        for flood in (0.0, 0.1):
+            m, e = mm.clone().requires_grad_(), me.clone().requires_grad_()
+            total, parts = MultitaskLoss(normalize=False, flood=flood)(logits, y, m, e)
+            total.backward()
+            grads.append(torch.cat([m.grad, e.grad]))
+            totals.append(total.item() - parts["task_loss"])
+        raw = parts["mint_loss"]  # logged raw, with or without flooding
+        assert (raw < 0.1) == below  # logits +-4: BCE = log(1 + e^-4) = 0.018
+        # Float32 sums of 16 terms of size <= 1: error ~1e-6; 1e-5 holds.
+        assert totals[1] == pytest.approx(0.2 - raw if below else raw, abs=1e-5)
+        assert torch.allclose(grads[1], -grads[0] if below else grads[0], atol=1e-7)
+    with pytest.raises(ValueError, match="flood"):
+        MultitaskLoss(flood=-0.1)
+
+
 def _head_flops(head: MintHead, feats) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -76,6 +76,7 @@ TRAIN_OPTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ('audit_views', 'with --audit-policy: transform the inputs of both losses (all, default) or of the MINT loss only (mint)'),
         ('view_curriculum_epochs', "with --audit-policy: the policy's probability of a view ramps linearly from 0 (exact images) at the first epoch to its own at this epoch (default 0: none)"),
         ('view_pairs', "with --audit-policy: weight of a contrastive term pulling the MINT head's embeddings of two views of one member together (NT-Xent over the batch's members; default 0: none; costs two extra truncated forwards a step)"),
+        ('mint_flood', 'flooding level b of the MINT loss: below b the step climbs back to b instead of driving the loss to zero (Ishida et al. 2020; default 0: none)'),
         ('head_epochs', 'extra epochs training only the MINT head, backbone frozen (default 0)'),
         ('tap_noise', "std of multiplicative Gaussian noise on the taps while the MINT head trains (default 0 = none; tried as a lever against pruning: no help at 0.1 or 0.3, docs/model-edits.md)"),
         ('select', 'which epoch to keep, judged on the validation split: best accuracy + membership AUC (default), best accuracy, best membership AUC, or the last epoch'),

@@ -6,6 +6,11 @@
 * ``L_mint``: binary cross-entropy with logits on members (label 1) and externals (label 0);
 * ``L_·,0``: the value of each term on the first batch, so both tasks start at 1.  The
   normalisers are buffers: they are saved in checkpoints and survive ``--resume``.
+
+``flood`` b > 0 (Ishida et al., ICML 2020, "Do we need zero training loss after achieving zero
+training error?"): the MINT term becomes ``|L_mint - b| + b``, so once the batch's membership
+loss falls below b the step climbs back up to it instead of driving it to zero.  A lever against
+the head memorising a small external set E (issue 19): the logged ``mint_loss`` is the raw BCE.
 """
 from __future__ import annotations
 
@@ -41,11 +46,14 @@ def view_pair_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.5) -
 
 
 class MultitaskLoss(nn.Module):
-    def __init__(self, *, lambda_task: float = 1.0, lambda_mint: float = 1.0, normalize: bool = True) -> None:
+    def __init__(self, *, lambda_task: float = 1.0, lambda_mint: float = 1.0, normalize: bool = True,
+                 flood: float = 0.0) -> None:
         super().__init__()
         if lambda_task < 0 or lambda_mint < 0 or lambda_task + lambda_mint == 0:
             raise ValueError("λ1 and λ2 must be >= 0 and not both 0")
-        self.lambda_task, self.lambda_mint, self.normalize = lambda_task, lambda_mint, normalize
+        if not flood >= 0:
+            raise ValueError(f"flood must be >= 0, got {flood}")
+        self.lambda_task, self.lambda_mint, self.normalize, self.flood = lambda_task, lambda_mint, normalize, flood
         self.register_buffer("task0", torch.tensor(float("nan")))
         self.register_buffer("mint0", torch.tensor(float("nan")))
         # torchrun runs (activemint.training.distributed): this process's weight of each term,
@@ -80,6 +88,8 @@ class MultitaskLoss(nn.Module):
         if self.shares[1] != 1.0:
             mint = mint * self.shares[1]
         parts["mint_loss"] = out(mint)
+        if self.flood:  # equal to the raw loss while it is above b (the first batch's normaliser: always, for b < log 2)
+            mint = (mint - self.flood).abs() + self.flood
         if not self.normalize:
             return self.lambda_task * task + self.lambda_mint * mint, parts
         if not self.sync:

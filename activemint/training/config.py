@@ -48,7 +48,7 @@ FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "tap_noise": 0.0,
     "external_views": None, "external_source": None, "external_source_root": None, "external_source_size": None,
     "external_per_epoch": None, "external_generated": 0.0, "external_generator": "mixup",
-    "head_pool": "max", "view_curriculum_epochs": 0, "view_pairs": 0.0,
+    "head_pool": "max", "view_curriculum_epochs": 0, "view_pairs": 0.0, "mint_flood": 0.0,
 }
 
 
@@ -90,7 +90,7 @@ class TrainConfig(ConfigBase):
         "head_epochs": Range(0), "warmup_epochs": Range(0),
         "tap_noise": Range(0, 10),
         "external_source_size": Range(1), "external_per_epoch": Range(1), "external_generated": Range(0, 1),
-        "view_curriculum_epochs": Range(0), "view_pairs": Range(0),
+        "view_curriculum_epochs": Range(0), "view_pairs": Range(0), "mint_flood": Range(0, 0.69),
     }
     choices: ClassVar[dict[str, Any]] = {
         "setup": SETUPS, "recipe": lambda: tuple(RECIPES), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
@@ -228,6 +228,10 @@ class TrainConfig(ConfigBase):
     # head's embeddings of two views of one member together and apart from the other members'
     # (activemint.mint.loss.view_pair_loss); 0 = none.  docs/near-copy-heads.md.
     view_pairs: float = 0.0
+    # Flooding of the MINT loss (activemint.mint.loss.MultitaskLoss): below this batch loss the
+    # step climbs back up to it, so the head cannot drive a small external set to zero loss
+    # (memorise it); 0 = none (the paper).  Issue 19, docs/scaling.md.
+    mint_flood: float = 0.0
 
     def validate(self) -> None:
         """Check every field's type and range; raises :class:`ConfigError` (a ``ValueError``).

@@ -234,7 +234,7 @@ class Trainer(Epochs):
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         loss_fn = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint,
-                                normalize=cfg.loss_norm == "first").to(self.device)
+                                normalize=cfg.loss_norm == "first", flood=cfg.mint_flood).to(self.device)
         if distributed.is_distributed():  # first-batch normalisers: the global first batch's, on every rank
             loss_fn.reduce = distributed.reduce_mean_tensor
         opt = build_optimizer(cfg, param_groups(cfg, model), fused=self.fused())
