@@ -10,6 +10,8 @@ base E = min(|D|, what the train split has left):
     mixup    half of every external batch replaced by mixups of two externals (fresh each step)
     views    the 'robust' audit policy's views of the externals only (members exact)
     views-strong  the same, a view 80% of the time ('robust-strong')
+    views-geo     the 'geometric' policy's views (shift, crop, resize) of the externals only: the
+             best lever at E / |D| = 0.46 on the CPU (benchmarks/results/externals-ratio-cpu.md)
     pool     E = every train image not in D / validation / calibration, drawn fresh each epoch
              (at 40k that is E itself: the row says "= base")
     cutmix   as mixup, a pasted box
@@ -40,7 +42,7 @@ from activemint.training.checkpoint import latest_checkpoint
 N_TRAIN = 60_000
 LEVERS: dict[str, dict] = {
     "base": {}, "mixup": {"external_generated": 0.5}, "views": {"external_views": "robust"},
-    "views-strong": {"external_views": "robust-strong"}, "pool": {},
+    "views-strong": {"external_views": "robust-strong"}, "views-geo": {"external_views": "geometric"}, "pool": {},
     "cutmix": {"external_generated": 0.5, "external_generator": "cutmix"},
     "source": {"external_source": "digits"}, "combo": {"external_generated": 0.5, "external_views": "robust"},
 }

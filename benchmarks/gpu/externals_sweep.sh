@@ -1,8 +1,9 @@
 #!/bin/bash
 # Issue 19 item 4 on one GPU in one device call: what each source of externals buys as |D| grows.
-# benchmarks/externals_sweep.py: |D| in 40k, 25k, 8k (hardest first) x levers (base E, views of E,
-# the largest same-distribution pool, stronger views, cutmix, digits as another source, mixup,
-# mixup + views: in the order benchmarks/results/externals-levers-cpu.md ranks them), small_cnn,
+# benchmarks/externals_sweep.py: |D| in 40k, 25k, 8k (hardest first) x levers (base E, geometric
+# views of E, views of E, the largest same-distribution pool, stronger views, cutmix, digits as
+# another source, mixup, mixup + views: in the order benchmarks/results/externals-levers-cpu.md and
+# externals-ratio-cpu.md rank them), small_cnn,
 # exact copies, a fixed epoch budget, one plain twin per |D|; each finished cell becomes a row of
 # the committed record.
 #
@@ -39,7 +40,7 @@ if [ -n "${DRY:-}" ]; then  # never the committed record
     rm -rf /tmp/externals-dry-runs "$OUT/externals-sweep.json"
 else
     ARGS="--sizes ${SIZES:-40000,25000,8000} --epochs ${EPOCHS:-20} --batch ${BATCH:-256} --device ${DEVICE:-cuda}"
-    ARGS="$ARGS --levers ${LEVERS:-base,views,pool,views-strong,cutmix,source,mixup,combo} --out runs/externals-sweep"
+    ARGS="$ARGS --levers ${LEVERS:-base,views-geo,views,pool,views-strong,cutmix,source,mixup,combo} --out runs/externals-sweep"
     [ -f "$REC" ] && cp "$REC" "$OUT/externals-sweep.json"
 fi
 T0=$(date +%s)
