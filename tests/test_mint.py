@@ -148,8 +148,10 @@ def test_multitask_loss_normalises_by_first_batch():
 def test_flooding_turns_the_mint_step_around_below_its_level():
     """--mint-flood b: |L - b| + b.  Above b the loss and its gradient are the raw BCE's; below b
     the value is 2b - L and the gradient on the membership logits points the other way."""
-    logits, y = torch.randn(8, 10), torch.randint(0, 10, (8,))
-    for mm, me, below in ((torch.randn(8), torch.randn(8), False), (torch.full((8,), 4.0), torch.full((8,), -4.0), True)):
+    g = torch.Generator().manual_seed(0)  # fixed draws: the "above b" case has BCE ~0.8, far above b = 0.1
+    logits, y = torch.randn(8, 10, generator=g), torch.randint(0, 10, (8,), generator=g)
+    for mm, me, below in ((torch.randn(8, generator=g), torch.randn(8, generator=g), False),
+                          (torch.full((8,), 4.0), torch.full((8,), -4.0), True)):
         grads, totals = [], []
         for flood in (0.0, 0.1):
             m, e = mm.clone().requires_grad_(), me.clone().requires_grad_()

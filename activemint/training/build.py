@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import activemint
-from activemint.mint import EnhancedAuditedModel, PlainModel
+from activemint.mint import EnhancedAuditedModel, MultitaskLoss, PlainModel
 from activemint.models import create_model, tap_points
 from activemint.models.external import ArchWeightsError, load_local_weights
 from activemint.training import distributed
@@ -89,6 +89,12 @@ def build_model(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes
     model.external_grad = cfg.external_grad
     model.set_tap_noise(cfg.tap_noise, cfg.seed)
     return model
+
+
+def build_loss(cfg: TrainConfig) -> MultitaskLoss:
+    """The run's multitask loss (weights, first-batch normalisation, MINT flooding) from its config."""
+    return MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint, normalize=cfg.loss_norm == "first",
+                         flood=cfg.mint_flood)
 
 
 def config_taps(cfg: TrainConfig) -> list[str]:

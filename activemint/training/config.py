@@ -230,7 +230,8 @@ class TrainConfig(ConfigBase):
     view_pairs: float = 0.0
     # Flooding of the MINT loss (activemint.mint.loss.MultitaskLoss): below this batch loss the
     # step climbs back up to it, so the head cannot drive a small external set to zero loss
-    # (memorise it); 0 = none (the paper).  Issue 19, docs/scaling.md.
+    # (memorise it); 0 = none (the paper).  Under torchrun each process floods its own share of
+    # the batch.  Measured: no help (benchmarks/results/externals-ratio-cpu.md).
     mint_flood: float = 0.0
 
     def validate(self) -> None:

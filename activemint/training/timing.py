@@ -22,10 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from activemint.mint import MultitaskLoss
 from activemint.training import distributed
 from activemint.training.batches import DeviceBatches
-from activemint.training.build import build_model
+from activemint.training.build import build_loss, build_model
 from activemint.training.data import RunData
 from activemint.training.epochs import VAL_MEMBERSHIP, Epochs
 from activemint.training.evaluation import accuracy, membership_scores
@@ -228,7 +227,7 @@ def estimate(trainer: Epochs, model, loss_fn, data: RunData, members, member_lab
     if trainer.channels_last:
         probe = probe.to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg, param_groups(cfg, probe), fused=trainer.fused())
-    lossf = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint, normalize=cfg.loss_norm == "first", flood=cfg.mint_flood).to(dev)
+    lossf = build_loss(cfg).to(dev)
     lossf.load_state_dict(loss_fn.state_dict())
     pgen = torch.Generator(device=dgen.device).manual_seed(cfg.seed + 7919)
     warm, timed = min(2, steps_per_epoch), min(5, steps_per_epoch)

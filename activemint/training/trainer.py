@@ -29,7 +29,7 @@ from activemint.progress import progress
 from activemint.rundir import RunDir, RunError, RunExistsError
 from activemint.training import distributed
 from activemint.training.batches import DeviceBatches
-from activemint.training.build import build_model, checkpoint_metadata, preflight, provenance
+from activemint.training.build import build_loss, build_model, checkpoint_metadata, preflight, provenance
 from activemint.training.checkpoint import (
     Checkpoint,
     checkpoint_dirname,
@@ -233,8 +233,7 @@ class Trainer(Epochs):
         distributed.barrier()  # the other ranks read the run directory once rank 0 has checked and prepared it
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        loss_fn = MultitaskLoss(lambda_task=cfg.lambda_task, lambda_mint=cfg.lambda_mint,
-                                normalize=cfg.loss_norm == "first", flood=cfg.mint_flood).to(self.device)
+        loss_fn = build_loss(cfg).to(self.device)
         if distributed.is_distributed():  # first-batch normalisers: the global first batch's, on every rank
             loss_fn.reduce = distributed.reduce_mean_tensor
         opt = build_optimizer(cfg, param_groups(cfg, model), fused=self.fused())
